@@ -1,0 +1,42 @@
+-- The C++/Postgres error boundary: a C++ exception inside a SQL function becomes a clean SQL
+-- error, a Postgres error raised under live C++ objects runs their destructors, and the
+-- session goes on working.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+RESET client_min_messages;
+
+-- sqlstate, message, detail and hint of an error, as one line
+CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hnt text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hnt, ''), '');
+END $$;
+
+SELECT outbox._boundary_selftest('ok');
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('std')$$);
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('bad_alloc')$$);
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('error')$$);
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('int')$$);
+-- a Postgres error under live C++ objects keeps its own SQLSTATE and message
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('pg')$$);
+SELECT pg_temp.err($$SELECT outbox._boundary_selftest('nonsense')$$);
+-- the errors also reach the client directly
+SELECT outbox._boundary_selftest('std');
+SELECT outbox._boundary_selftest('pg');
+-- every C++ object created by the calls above was destroyed: nothing leaked past a longjmp
+SELECT outbox._boundary_selftest('live') AS objects_left_alive;
+-- the session, and a transaction with a savepoint, go on working
+BEGIN;
+SAVEPOINT before_error;
+SELECT outbox._boundary_selftest('error');
+ROLLBACK TO SAVEPOINT before_error;
+SELECT outbox._boundary_selftest('ok');
+COMMIT;
+-- many errors in a row leave nothing behind either
+SELECT count(pg_temp.err($$SELECT outbox._boundary_selftest('pg')$$)) FROM generate_series(1, 1000);
+SELECT outbox._boundary_selftest('live') AS objects_left_alive;

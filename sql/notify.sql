@@ -1,0 +1,56 @@
+-- outbox.notify(): size-checked NOTIFY. Every bad input gets invalid_parameter_value with a
+-- message naming the limit and the actual size, before NOTIFY is called.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+RESET client_min_messages;
+
+CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hnt text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hnt, ''), '');
+END $$;
+
+SELECT outbox.max_payload_bytes(), outbox.max_channel_bytes();
+
+-- good calls
+SELECT outbox.notify('chan', 'hello');
+SELECT outbox.notify('chan', '');
+SELECT outbox.notify('chan', repeat('x', 7999));                -- exactly at the limit
+SELECT outbox.notify('chan', repeat('é', 3999) || 'x');         -- 7999 bytes in 4000 characters
+SELECT outbox.notify(repeat('c', 63), 'x');                    -- longest channel
+SELECT outbox.notify(repeat('é', 31) || 'x', 'x');             -- 63 bytes in 32 characters
+SELECT outbox.notify('Mixed Case:with spaces/and:colons', '{"id":1}');
+-- inside a transaction that commits, and one that rolls back
+BEGIN; SELECT outbox.notify('chan', 'in a transaction'); COMMIT;
+BEGIN; SELECT outbox.notify('chan', 'rolled back'); ROLLBACK;
+
+-- bad inputs, as the client sees them
+SELECT outbox.notify('chan', repeat('x', 8000));
+SELECT outbox.notify('chan', repeat('é', 4000));
+SELECT outbox.notify('', 'x');
+SELECT outbox.notify(repeat('c', 64), 'x');
+SELECT outbox.notify(repeat('é', 32), 'x');
+SELECT outbox.notify(NULL, 'x');
+SELECT outbox.notify('chan', NULL);
+
+-- ... and with their SQLSTATE
+SELECT pg_temp.err($$SELECT outbox.notify('chan', repeat('x', 8000))$$);
+SELECT pg_temp.err($$SELECT outbox.notify('chan', repeat('x', 100000))$$);
+SELECT pg_temp.err($$SELECT outbox.notify('', 'x')$$);
+SELECT pg_temp.err($$SELECT outbox.notify(repeat('c', 64), 'x')$$);
+SELECT pg_temp.err($$SELECT outbox.notify(NULL, 'x')$$);
+SELECT pg_temp.err($$SELECT outbox.notify('chan', NULL)$$);
+
+-- a failed check loses nothing else of the transaction when caught by a savepoint
+BEGIN;
+SELECT outbox.notify('chan', 'kept');
+SAVEPOINT s;
+SELECT outbox.notify('chan', repeat('x', 8000));
+ROLLBACK TO SAVEPOINT s;
+SELECT outbox.notify('chan', 'also kept');
+COMMIT;

@@ -1,0 +1,65 @@
+// envelope.hpp — JSON payloads and their size limits. Pure C++ (Boost.JSON); includes no
+// Postgres header, so it is unit-tested on its own (test/unit).
+#pragma once
+
+#ifdef POSTGRES_H
+#error "envelope.hpp is pure C++: include it before (or without) any Postgres header"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pg_outbox {
+
+// NOTIFY's limits on PostgreSQL with the default 8 kB block: a payload must be shorter than
+// NOTIFY_PAYLOAD_MAX_LENGTH = BLCKSZ - NAMEDATALEN - 128 = 8000 bytes; a channel name shorter
+// than NAMEDATALEN = 64 bytes. The Postgres side static_asserts that these match the server.
+constexpr std::size_t kMaxPayloadBytes = 7999;
+constexpr std::size_t kMaxChannelBytes = 63;
+
+enum class ChannelCheck { Ok, Empty, TooLong };
+inline ChannelCheck check_channel(std::string_view channel) noexcept {
+	if (channel.empty())
+		return ChannelCheck::Empty;
+	if (channel.size() > kMaxChannelBytes)
+		return ChannelCheck::TooLong;
+	return ChannelCheck::Ok;
+}
+
+namespace json {
+// Append s as a JSON string literal (quotes, backslashes and control characters escaped;
+// other bytes, including UTF-8 multibyte sequences, copied as they are).
+void append_string(std::string &out, std::string_view s);
+// Append an integer.
+void append_int(std::string &out, std::int64_t v);
+// Is text one complete, valid JSON value? (Used by tests and assertions.)
+bool is_valid(std::string_view text) noexcept;
+} // namespace json
+
+// One published outbox event, as the drain worker sends it.
+struct EventFields {
+	std::int64_t id = 0;
+	std::int64_t pos = 0;
+	std::int64_t seq = 0;
+	const char *key = nullptr;  // nullptr: absent
+	const char *type = nullptr; // nullptr: absent
+	std::string_view payload;   // JSON text (already valid: it comes from jsonb); empty: absent
+	bool has_payload = false;
+};
+
+enum class Fit {
+	Full,        // everything fits
+	Truncated,   // payload (and if need be key/type) left out, "truncated": true
+	OutOfMemory, // nothing built
+};
+
+// Build the envelope of one event into out (replacing its content):
+//   {"id":7,"pos":42,"seq":3,"key":"k","type":"t","payload":{...}}
+// If it would be max_bytes or longer, "payload" is left out and "truncated":true set; if even
+// that is too long (huge key or type), key and type are left out as well. The consumer then
+// fetches the event by id (outbox.event(id)). Never throws.
+Fit build_event_envelope(std::string &out, const EventFields &e, std::size_t max_bytes = kMaxPayloadBytes) noexcept;
+
+} // namespace pg_outbox

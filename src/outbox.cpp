@@ -1,0 +1,321 @@
+// outbox.cpp — the durable outbox: publish an event in the caller's transaction, and drain a
+// batch of pending events into NOTIFY (the code the drain worker and outbox.drain() share).
+//
+// One drain, one transaction (DESIGN.md decision 2 and 3):
+//   1. take up to N pending events: DELETE ... WHERE id IN (SELECT ... ORDER BY id LIMIT N
+//      FOR UPDATE SKIP LOCKED) RETURNING ...   — concurrent drains take disjoint sets;
+//   2. bump the position counter: UPDATE outbox.state SET last_pos = last_pos + n — the row
+//      lock serialises drains from here to commit, so positions are handed out in commit
+//      order, and an aborted drain rolls the counter back: positions have no gaps;
+//   3. bump the per-channel counters in outbox.channels (in channel order: no deadlocks);
+//   4. insert the events, stamped, into the current history segment;
+//   5. queue one NOTIFY per event (Async_Notify) with a size-checked envelope.
+// The NOTIFYs and the "published" state commit or roll back together.
+#include "pg_outbox.hpp"
+#include "guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "commands/trigger.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+}
+
+#include <string>
+
+namespace pg_outbox {
+
+void check_channel_or_error(const char *channel, size_t len, const char *what);
+
+constexpr int kSegments = 3;
+int64 last_drained_pos = 0;
+
+static SPIPlanPtr plan_take = nullptr;
+static SPIPlanPtr plan_bump = nullptr;
+static SPIPlanPtr plan_chan = nullptr;
+static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
+static SPIPlanPtr plan_publish = nullptr;
+
+static SPIPlanPtr prepare(const char *sql, int nargs, Oid *types) {
+	SPIPlanPtr p = SPI_prepare(sql, nargs, types);
+	if (!p)
+		elog(ERROR, "pg_outbox: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
+	SPI_keepplan(p);
+	return p;
+}
+
+static void prepare_drain_plans(void) {
+	if (plan_take)
+		return;
+	Oid take_types[] = {INT4OID};
+	plan_take = prepare("WITH batch AS (SELECT id FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),"
+	                    " taken AS (DELETE FROM outbox.pending p USING batch b WHERE p.id = b.id"
+	                    "           RETURNING p.id, p.channel, p.key, p.type, p.payload, p.created_at)"
+	                    " SELECT id, channel, key, type, payload, created_at FROM taken ORDER BY id",
+	                    1, take_types);
+	Oid bump_types[] = {INT8OID};
+	// greatest(...): after a restore the history may be ahead of a state row restored later.
+	plan_bump = prepare("UPDATE outbox.state SET last_pos = greatest(last_pos,"
+	                    " (SELECT coalesce(max(pos), 0) FROM outbox.history)) + $1"
+	                    " RETURNING last_pos, cur_seg",
+	                    1, bump_types);
+	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};
+	plan_chan = prepare("INSERT INTO outbox.channels AS c (channel, last_seq)"
+	                    " SELECT u.channel, u.n FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
+	                    " ORDER BY u.channel"
+	                    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
+	                    " RETURNING c.channel, c.last_seq",
+	                    2, chan_types);
+	Oid ins_types[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	                   TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID};
+	for (int s = 0; s < kSegments; s++) {
+		char sql[512];
+		snprintf(sql, sizeof sql,
+		         "INSERT INTO outbox.history_%d (pos, seq, id, channel, key, type, payload, created_at, published_at)"
+		         " SELECT u.*, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS u",
+		         s);
+		plan_insert[s] = prepare(sql, 8, ins_types);
+	}
+}
+
+struct ChannelEntry {
+	char name[NAMEDATALEN]; // hash key
+	int64 count;            // events of this channel in the batch
+	int64 next_seq;         // next seq to hand out
+};
+
+static void spi_check(int rc, int expected, const char *what) {
+	if (rc != expected)
+		elog(ERROR, "pg_outbox: %s failed: %s", what, SPI_result_code_string(rc));
+}
+
+double notify_queue_usage(void) {
+	return DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum)0));
+}
+
+// The envelope buffer is static: it is reused across events and never destroyed by a longjmp.
+static std::string envelope_buffer;
+
+static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
+                                  const char *payload) {
+	EventFields f;
+	f.id = id;
+	f.pos = pos;
+	f.seq = seq;
+	f.key = key;
+	f.type = type;
+	if (payload) {
+		f.payload = payload;
+		f.has_payload = true;
+	}
+	if (build_event_envelope(envelope_buffer, f) == Fit::OutOfMemory)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
+	return envelope_buffer.c_str();
+}
+
+int64 drain_batch(int max_events) {
+	if (max_events <= 0)
+		return 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	prepare_drain_plans();
+
+	// 1. take a batch
+	Datum take_args[] = {Int32GetDatum(max_events)};
+	spi_check(SPI_execute_plan(plan_take, take_args, nullptr, false, 0), SPI_OK_SELECT, "taking a batch");
+	SPITupleTable *batch = SPI_tuptable;
+	uint64 n = SPI_processed;
+	if (n == 0) {
+		SPI_finish();
+		return 0;
+	}
+	TupleDesc bdesc = batch->tupdesc;
+
+	// Count events per channel.
+	HASHCTL ctl;
+	memset(&ctl, 0, sizeof ctl);
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(ChannelEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	HTAB *channels = hash_create("pg_outbox batch channels", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	Datum *ids = (Datum *)palloc(n * sizeof(Datum));
+	Datum *chans = (Datum *)palloc(n * sizeof(Datum));
+	Datum *keys = (Datum *)palloc(n * sizeof(Datum));
+	Datum *types = (Datum *)palloc(n * sizeof(Datum));
+	Datum *payloads = (Datum *)palloc(n * sizeof(Datum));
+	Datum *created = (Datum *)palloc(n * sizeof(Datum));
+	bool *key_null = (bool *)palloc(n * sizeof(bool));
+	bool *type_null = (bool *)palloc(n * sizeof(bool));
+	bool *payload_null = (bool *)palloc(n * sizeof(bool));
+	char **chan_names = (char **)palloc(n * sizeof(char *));
+	int nchannels = 0;
+	for (uint64 i = 0; i < n; i++) {
+		HeapTuple t = batch->vals[i];
+		bool isnull;
+		ids[i] = SPI_getbinval(t, bdesc, 1, &isnull);
+		chans[i] = SPI_getbinval(t, bdesc, 2, &isnull);
+		keys[i] = SPI_getbinval(t, bdesc, 3, &key_null[i]);
+		types[i] = SPI_getbinval(t, bdesc, 4, &type_null[i]);
+		payloads[i] = SPI_getbinval(t, bdesc, 5, &payload_null[i]);
+		created[i] = SPI_getbinval(t, bdesc, 6, &isnull);
+		chan_names[i] = TextDatumGetCString(chans[i]);
+		if (strlen(chan_names[i]) >= NAMEDATALEN) // the table's CHECK makes this impossible
+			elog(ERROR, "pg_outbox: event %lld has an over-long channel", (long long)DatumGetInt64(ids[i]));
+		bool found;
+		ChannelEntry *e = (ChannelEntry *)hash_search(channels, chan_names[i], HASH_ENTER, &found);
+		if (!found) {
+			e->count = 0;
+			nchannels++;
+		}
+		e->count++;
+	}
+
+	// 2. positions
+	Datum bump_args[] = {Int64GetDatum((int64)n)};
+	spi_check(SPI_execute_plan(plan_bump, bump_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,
+	          "bumping the position");
+	if (SPI_processed != 1)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox: the row of outbox.state is missing"),
+		                errhint("Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.")));
+	bool isnull;
+	int64 last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (seg < 0 || seg >= kSegments)
+		elog(ERROR, "pg_outbox: outbox.state.cur_seg is %d, expected 0..%d", seg, kSegments - 1);
+	int64 first_pos = last_pos - (int64)n + 1;
+
+	// 3. per-channel sequence numbers
+	{
+		Datum *cn = (Datum *)palloc(nchannels * sizeof(Datum));
+		Datum *cc = (Datum *)palloc(nchannels * sizeof(Datum));
+		HASH_SEQ_STATUS st;
+		hash_seq_init(&st, channels);
+		int j = 0;
+		for (ChannelEntry *e; (e = (ChannelEntry *)hash_seq_search(&st)) != nullptr; j++) {
+			cn[j] = CStringGetTextDatum(e->name);
+			cc[j] = Int64GetDatum(e->count);
+		}
+		Datum chan_args[] = {PointerGetDatum(construct_array(cn, nchannels, TEXTOID, -1, false, TYPALIGN_INT)),
+		                     PointerGetDatum(construct_array(cc, nchannels, INT8OID, 8, FLOAT8PASSBYVAL, 'd'))};
+		spi_check(SPI_execute_plan(plan_chan, chan_args, nullptr, false, 0), SPI_OK_INSERT_RETURNING,
+		          "bumping channel sequences");
+		for (uint64 r = 0; r < SPI_processed; r++) {
+			char *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+			int64 last_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
+			ChannelEntry *e = (ChannelEntry *)hash_search(channels, name, HASH_FIND, nullptr);
+			if (!e)
+				elog(ERROR, "pg_outbox: channel \"%s\" came back from outbox.channels unasked", name);
+			e->next_seq = last_seq - e->count + 1;
+		}
+	}
+
+	// 4. history
+	Datum *poss = (Datum *)palloc(n * sizeof(Datum));
+	Datum *seqs = (Datum *)palloc(n * sizeof(Datum));
+	for (uint64 i = 0; i < n; i++) {
+		ChannelEntry *e = (ChannelEntry *)hash_search(channels, chan_names[i], HASH_FIND, nullptr);
+		poss[i] = Int64GetDatum(first_pos + (int64)i);
+		seqs[i] = Int64GetDatum(e->next_seq++);
+	}
+	int dims[1] = {(int)n};
+	int lbs[1] = {1};
+	auto arr = [&](Datum *vals, bool *nulls, Oid type, int len, bool byval, char align) {
+		return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, type, len, byval, align));
+	};
+	Datum ins_args[] = {arr(poss, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
+	                    arr(seqs, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
+	                    arr(ids, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
+	                    arr(chans, nullptr, TEXTOID, -1, false, TYPALIGN_INT),
+	                    arr(keys, key_null, TEXTOID, -1, false, TYPALIGN_INT),
+	                    arr(types, type_null, TEXTOID, -1, false, TYPALIGN_INT),
+	                    arr(payloads, payload_null, JSONBOID, -1, false, TYPALIGN_INT),
+	                    arr(created, nullptr, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, 'd')};
+	spi_check(SPI_execute_plan(plan_insert[seg], ins_args, nullptr, false, 0), SPI_OK_INSERT, "recording history");
+
+	// 5. NOTIFY, one envelope per event
+	for (uint64 i = 0; i < n; i++) {
+		const char *key = key_null[i] ? nullptr : TextDatumGetCString(keys[i]);
+		const char *type = type_null[i] ? nullptr : TextDatumGetCString(types[i]);
+		const char *payload = nullptr;
+		if (!payload_null[i]) {
+			Jsonb *jb = DatumGetJsonbP(payloads[i]);
+			payload = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
+		}
+		Async_Notify(chan_names[i],
+		             build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,
+		                            payload));
+	}
+
+	last_drained_pos = last_pos;
+	SPI_finish();
+	return (int64)n;
+}
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox.drain(max_events int DEFAULT 1000) RETURNS bigint
+PGO_FUNCTION(outbox_drain) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_events cannot be NULL")));
+	int32 max_events = PG_GETARG_INT32(0);
+	if (max_events < 1)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("max_events must be at least 1, not %d", max_events)));
+	PG_RETURN_INT64(drain_batch(max_events));
+}
+
+// outbox.publish(channel text, payload jsonb, key text, type text) RETURNS bigint
+PGO_FUNCTION(outbox_publish) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name cannot be NULL"),
+		                errhint("Every event is published on a channel: pass its name as the first argument.")));
+	text *ch = PG_GETARG_TEXT_PP(0);
+	char *channel = text_to_cstring(ch);
+	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	if (!plan_publish) {
+		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+		plan_publish = prepare("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)"
+		                       " RETURNING id",
+		                       4, types);
+	}
+	Datum args[] = {PointerGetDatum(ch), PG_ARGISNULL(2) ? (Datum)0 : PG_GETARG_DATUM(2),
+	                PG_ARGISNULL(3) ? (Datum)0 : PG_GETARG_DATUM(3), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1)};
+	char nulls[] = {' ', PG_ARGISNULL(2) ? 'n' : ' ', PG_ARGISNULL(3) ? 'n' : ' ', PG_ARGISNULL(1) ? 'n' : ' '};
+	spi_check(SPI_execute_plan(plan_publish, args, nulls, false, 1), SPI_OK_INSERT_RETURNING, "publishing");
+	bool isnull;
+	int64 id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	wake_worker_at_commit();
+	PG_RETURN_INT64(id);
+}
+
+// Statement trigger on outbox.pending: any INSERT (publish, the change trigger, COPY, a plain
+// INSERT by hand) wakes the drain worker when the transaction commits.
+PGO_FUNCTION(outbox_wake_trigger) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._wake() must be called as a trigger")));
+	wake_worker_at_commit();
+	return PointerGetDatum(nullptr);
+}
+
+// outbox.notify_queue_usage() — pg_notification_queue_usage(), for the status view.
+PGO_FUNCTION(outbox_queue_usage) {
+	PG_RETURN_FLOAT8(notify_queue_usage());
+}

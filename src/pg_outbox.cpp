@@ -1,0 +1,327 @@
+// pg_outbox.cpp — module load: GUCs, shared memory, commit-time wake-ups and the utility
+// hook that keeps the drain workers out of the way of DROP/CREATE/ALTER DATABASE.
+#include "pg_outbox.hpp"
+#include "guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+void _PG_init(void);
+}
+
+#include <signal.h>
+
+namespace pg_outbox {
+
+int guc_batch_size = 1000;
+int guc_idle_interval_ms = 1000;
+double guc_max_queue_usage = 0.5;
+char *guc_databases = nullptr;
+int guc_retention_s = 86400;
+bool guc_launcher_enabled = true;
+
+SharedState *shared = nullptr;
+
+static shmem_request_hook_type prev_shmem_request_hook = nullptr;
+static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+static ProcessUtility_hook_type prev_utility_hook = nullptr;
+
+const char *state_name(WorkerState s) noexcept {
+	switch (s) {
+	case WorkerState::Free:
+		return "free";
+	case WorkerState::Starting:
+		return "starting";
+	case WorkerState::Idle:
+		return "idle";
+	case WorkerState::Draining:
+		return "draining";
+	case WorkerState::Paused:
+		return "paused";
+	case WorkerState::Backpressure:
+		return "backpressure";
+	case WorkerState::Stopped:
+		return "stopped";
+	}
+	return "unknown";
+}
+
+static void shmem_request(void) {
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+	RequestNamedLWLockTranche("pg_outbox", 1);
+}
+
+static void shmem_startup(void) {
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	bool found = false;
+	shared = static_cast<SharedState *>(ShmemInitStruct("pg_outbox", sizeof(SharedState), &found));
+	if (!found) {
+		memset(shared, 0, sizeof(SharedState));
+		shared->lock = &(GetNamedLWLockTranche("pg_outbox"))->lock;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+WorkerSlot *find_slot(Oid dbid) {
+	for (int i = 0; i < kMaxWorkers; i++)
+		if (shared->slots[i].dbid == dbid)
+			return &shared->slots[i];
+	return nullptr;
+}
+
+void request_rescan(void) {
+	if (!shared)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->rescan_generation++;
+	Latch *latch = shared->launcher_latch;
+	if (latch)
+		SetLatch(latch);
+	LWLockRelease(shared->lock);
+}
+
+void note_published(WorkerSlot *slot, uint64 n, int64 last_pos) {
+	TimestampTz now = GetCurrentTimestamp();
+	int64 sec = now / USECS_PER_SEC;
+	int i = static_cast<int>(sec % 64);
+	if (slot->sec_stamp[i] != sec) {
+		slot->sec_stamp[i] = sec;
+		slot->sec_counts[i] = 0;
+	}
+	slot->sec_counts[i] += n;
+	slot->published_total += n;
+	slot->last_pos = last_pos;
+	slot->last_batch_at = now;
+}
+
+// ---------------------------------------------------------------------------------------
+// Commit-time wake-ups. A producer never NOTIFYs: the statement trigger on outbox.pending
+// (or publish) marks "work pending" at the current subtransaction level; when the top
+// transaction commits, the XACT_EVENT_COMMIT callback sets the drain worker's latch. At that
+// point the commit is already visible (ProcArrayEndTransaction ran), so the woken worker sees
+// the rows. A rollback, or the rollback of the only savepoint that wrote, wakes nobody.
+// ---------------------------------------------------------------------------------------
+static int wake_level = 0;       // lowest live subtransaction level that wrote events; 0: none
+static bool rescan_at_commit = false;
+
+void wake_worker_at_commit(void) {
+	int level = GetCurrentTransactionNestLevel();
+	if (wake_level == 0 || level < wake_level)
+		wake_level = level;
+}
+
+static void wake_worker_now(Oid dbid) {
+	if (!shared)
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	WorkerSlot *slot = find_slot(dbid);
+	if (slot && slot->pid != 0 && slot->latch)
+		SetLatch(slot->latch);
+	LWLockRelease(shared->lock);
+}
+
+static void xact_callback(XactEvent event, void *) {
+	switch (event) {
+	case XACT_EVENT_COMMIT:
+	case XACT_EVENT_PARALLEL_COMMIT:
+		if (wake_level != 0)
+			wake_worker_now(MyDatabaseId);
+		if (rescan_at_commit)
+			request_rescan();
+		wake_level = 0;
+		rescan_at_commit = false;
+		break;
+	case XACT_EVENT_ABORT:
+	case XACT_EVENT_PARALLEL_ABORT:
+		wake_level = 0;
+		rescan_at_commit = false;
+		break;
+	default:
+		break;
+	}
+}
+
+static void subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
+	int level = GetCurrentTransactionNestLevel();
+	if (event == SUBXACT_EVENT_COMMIT_SUB) {
+		if (wake_level == level)
+			wake_level = level - 1; // the writes now belong to the parent
+	} else if (event == SUBXACT_EVENT_ABORT_SUB) {
+		if (wake_level >= level)
+			wake_level = 0; // everything written at this level or below is gone
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// Stopping a database's worker for DROP DATABASE, CREATE DATABASE ... TEMPLATE, ALTER
+// DATABASE RENAME/SET TABLESPACE: those refuse to run while any other process is connected.
+// ---------------------------------------------------------------------------------------
+void stop_worker(Oid dbid, int hold_ms, int wait_ms) {
+	if (!shared || !OidIsValid(dbid))
+		return;
+	pid_t pid = 0;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	WorkerSlot *slot = find_slot(dbid);
+	if (slot) {
+		slot->stop_requested = true;
+		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hold_ms);
+		pid = slot->pid;
+	}
+	LWLockRelease(shared->lock);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int waited = 0; waited < wait_ms; waited += 10) {
+		LWLockAcquire(shared->lock, LW_SHARED);
+		bool gone = slot->dbid != dbid || slot->pid == 0;
+		LWLockRelease(shared->lock);
+		if (gone)
+			return;
+		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static bool is_our_extension_list(List *objects) {
+	ListCell *lc;
+	foreach (lc, objects) {
+		Node *n = static_cast<Node *>(lfirst(lc));
+		if (IsA(n, String) && strcmp(strVal(n), "pg_outbox") == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool has_option(List *options, const char *name) {
+	ListCell *lc;
+	foreach (lc, options) {
+		DefElem *d = static_cast<DefElem *>(lfirst(lc));
+		if (strcmp(d->defname, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static const char *option_string(List *options, const char *name) {
+	ListCell *lc;
+	foreach (lc, options) {
+		DefElem *d = static_cast<DefElem *>(lfirst(lc));
+		if (strcmp(d->defname, name) == 0 && d->arg)
+			return defGetString(d);
+	}
+	return nullptr;
+}
+
+static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
+                         ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
+	Node *stmt = pstmt->utilityStmt;
+	bool ext_created = false, ext_dropped = false, db_created = false;
+	constexpr int hold_ms = 5000, wait_ms = 10000;
+
+	switch (nodeTag(stmt)) {
+	case T_CreateExtensionStmt:
+		ext_created = strcmp(castNode(CreateExtensionStmt, stmt)->extname, "pg_outbox") == 0;
+		break;
+	case T_DropStmt: {
+		DropStmt *d = castNode(DropStmt, stmt);
+		ext_dropped = d->removeType == OBJECT_EXTENSION && is_our_extension_list(d->objects);
+		break;
+	}
+	case T_DropdbStmt:
+		stop_worker(get_database_oid(castNode(DropdbStmt, stmt)->dbname, true), hold_ms, wait_ms);
+		break;
+	case T_CreatedbStmt: {
+		const char *tmpl = option_string(castNode(CreatedbStmt, stmt)->options, "template");
+		if (tmpl)
+			stop_worker(get_database_oid(tmpl, true), hold_ms, wait_ms);
+		db_created = true;
+		break;
+	}
+	case T_RenameStmt: {
+		RenameStmt *r = castNode(RenameStmt, stmt);
+		if (r->renameType == OBJECT_DATABASE)
+			stop_worker(get_database_oid(r->subname, true), hold_ms, wait_ms);
+		break;
+	}
+	case T_AlterDatabaseStmt: {
+		AlterDatabaseStmt *a = castNode(AlterDatabaseStmt, stmt);
+		if (has_option(a->options, "tablespace"))
+			stop_worker(get_database_oid(a->dbname, true), hold_ms, wait_ms);
+		break;
+	}
+	default:
+		break;
+	}
+
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+
+	if (ext_created || db_created)
+		rescan_at_commit = true;
+	if (ext_created || ext_dropped)
+		wake_level = 1; // the worker re-checks the extension when it wakes
+	if (db_created)
+		request_rescan(); // CREATE DATABASE is not transactional: tell the launcher now
+}
+
+static void define_gucs(void) {
+	DefineCustomIntVariable("pg_outbox.batch_size", "Events published per drain transaction.", nullptr,
+	                        &guc_batch_size, 1000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("pg_outbox.idle_interval",
+	                        "Safety tick: how long an idle drain worker sleeps when no commit wakes it.", nullptr,
+	                        &guc_idle_interval_ms, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+	                        nullptr);
+	DefineCustomRealVariable("pg_outbox.max_queue_usage",
+	                         "NOTIFY queue fill (0..1) above which drain workers wait instead of publishing.", nullptr,
+	                         &guc_max_queue_usage, 0.5, 0.0, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("pg_outbox.databases",
+	                           "Databases that get a drain worker: '*' (every database with the extension), "
+	                           "a comma-separated list of names, or '' (none).",
+	                           nullptr, &guc_databases, "*", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("pg_outbox.retention", "How long published events are kept for replay.", nullptr,
+	                        &guc_retention_s, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+	MarkGUCPrefixReserved("pg_outbox");
+}
+
+} // namespace pg_outbox
+
+extern "C" void _PG_init(void) {
+	using namespace pg_outbox;
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox must be loaded via shared_preload_libraries"),
+		                errdetail("Its drain workers and commit-time wake-ups are set up when the server starts."),
+		                errhint("Add pg_outbox to shared_preload_libraries in postgresql.conf and restart the "
+		                        "server.")));
+
+	define_gucs();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = shmem_startup;
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = utility_hook;
+	RegisterXactCallback(xact_callback, nullptr);
+	RegisterSubXactCallback(subxact_callback, nullptr);
+
+	if (!IsBinaryUpgrade)
+		register_launcher();
+}

@@ -1,0 +1,100 @@
+// pg_outbox.hpp — what the Postgres-facing modules share: GUCs, shared memory, wake-ups.
+#pragma once
+
+#include "envelope.hpp" // pure C++, must come before the Postgres headers
+
+extern "C" {
+#include "postgres.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+}
+
+namespace pg_outbox {
+
+static_assert(kMaxChannelBytes == NAMEDATALEN - 1, "channel limit must match NAMEDATALEN");
+static_assert(kMaxPayloadBytes == BLCKSZ - NAMEDATALEN - 128 - 1, "payload limit must match NOTIFY_PAYLOAD_MAX_LENGTH");
+
+// ---- GUCs (pg_outbox.*) ----
+extern int guc_batch_size;        // events per drain transaction
+extern int guc_idle_interval_ms;  // safety tick when nothing wakes the worker
+extern double guc_max_queue_usage; // NOTIFY queue fill above which the worker waits
+extern char *guc_databases;       // comma-separated list; empty = every database with the extension
+extern int guc_retention_s;       // how long published history is kept
+extern bool guc_launcher_enabled; // start the launcher at all (postmaster)
+
+// ---- shared memory ----
+constexpr int kMaxWorkers = 64;
+
+enum class WorkerState : int {
+	Free = 0,      // slot unused
+	Starting,      // registered, not yet connected
+	Idle,          // waiting for a wake-up
+	Draining,      // publishing a batch
+	Paused,        // outbox.pause() in effect
+	Backpressure,  // NOTIFY queue above pg_outbox.max_queue_usage
+	Stopped,       // exited; see exit_reason
+};
+const char *state_name(WorkerState s) noexcept;
+
+enum class ExitReason : int {
+	None = 0,    // still running or never ran
+	NoExtension, // database has no pg_outbox: do not restart until CREATE EXTENSION
+	Requested,   // stopped on purpose (DROP/RENAME DATABASE, CREATE DATABASE TEMPLATE, GUC)
+	Error,       // exited after an error; the launcher restarts it
+	Signal,      // SIGTERM
+};
+
+struct WorkerSlot {
+	Oid dbid;                   // InvalidOid: free
+	pid_t pid;                  // 0 when not running
+	Latch *latch;               // the worker's process latch, set to wake it
+	WorkerState state;
+	ExitReason exit_reason;
+	bool stop_requested;        // the worker must exit; the launcher must not restart it
+	TimestampTz hold_until;     // with stop_requested: restart allowed again after this time
+	TimestampTz started_at;
+	TimestampTz last_batch_at;
+	uint64 published_total;     // events published by this worker process
+	int64 last_pos;
+	double queue_usage;
+	uint64 sec_counts[64];      // events published per second, ring indexed by second % 64
+	int64 sec_stamp[64];
+	TimestampTz last_error_at;
+	char last_error[256];
+};
+
+struct SharedState {
+	LWLock *lock;               // protects everything here
+	pid_t launcher_pid;
+	Latch *launcher_latch;
+	uint32 rescan_generation;   // bumped to make the launcher re-probe databases
+	WorkerSlot slots[kMaxWorkers];
+};
+
+extern SharedState *shared;
+
+// Slot of the worker for dbid, or nullptr. Caller holds shared->lock.
+WorkerSlot *find_slot(Oid dbid);
+// Ask the launcher to look at the databases again (new extension, new database).
+void request_rescan(void);
+// Wake the drain worker of this database when the current transaction commits.
+void wake_worker_at_commit(void);
+// Stop dbid's worker and keep it stopped for hold_ms (DROP DATABASE and friends). Waits for
+// it to exit, up to wait_ms.
+void stop_worker(Oid dbid, int hold_ms, int wait_ms);
+// Record a published count in the slot's per-second ring.
+void note_published(WorkerSlot *slot, uint64 n, int64 last_pos);
+
+// ---- outbox.cpp ----
+// Publish up to max_events pending events in the current transaction; returns how many.
+int64 drain_batch(int max_events);
+// The last position drain_batch() handed out in this process.
+extern int64 last_drained_pos;
+// NOTIFY queue usage, 0..1.
+double notify_queue_usage(void);
+
+// ---- worker.cpp ----
+void register_launcher(void);
+
+} // namespace pg_outbox

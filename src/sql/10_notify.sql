@@ -1,0 +1,25 @@
+
+-- ---------------------------------------------------------------------------------------
+-- Size-checked NOTIFY (direct mode, best effort)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION outbox.notify(channel text, payload text) RETURNS void
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'outbox_notify';
+COMMENT ON FUNCTION outbox.notify(text, text) IS
+    'NOTIFY channel with payload, after checking both against NOTIFY''s limits (clear errors instead of a failed commit)';
+
+CREATE FUNCTION outbox.max_payload_bytes() RETURNS integer
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_max_payload_bytes';
+COMMENT ON FUNCTION outbox.max_payload_bytes() IS 'largest NOTIFY payload, in bytes (7999)';
+
+CREATE FUNCTION outbox.max_channel_bytes() RETURNS integer
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_max_channel_bytes';
+COMMENT ON FUNCTION outbox.max_channel_bytes() IS 'longest NOTIFY channel name, in bytes (63)';
+
+CREATE FUNCTION outbox._boundary_selftest(what text) RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'outbox_boundary_selftest';
+COMMENT ON FUNCTION outbox._boundary_selftest(text) IS 'internal: exercises the C++/Postgres error boundary';
+REVOKE ALL ON FUNCTION outbox._boundary_selftest(text) FROM PUBLIC;

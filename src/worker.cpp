@@ -1,0 +1,500 @@
+// worker.cpp — the launcher and the per-database drain workers.
+//
+// The launcher is a static background worker registered from _PG_init. It connects to no
+// database (shared catalogs only), lists the databases every second, and keeps one dynamic
+// drain worker per database that has the extension and is selected by pg_outbox.databases.
+// Whether a database has the extension is found out by starting its worker, which exits
+// (reason NoExtension) if not; the launcher then leaves that database alone until someone
+// runs CREATE EXTENSION or CREATE DATABASE (the utility hook bumps rescan_generation).
+//
+// A drain worker sleeps on its latch; producers' commits set it (pg_outbox.cpp); a safety
+// tick (pg_outbox.idle_interval) wakes it otherwise. Each pass is one transaction: check the
+// extension and the pause flag, check the NOTIFY queue fill (backpressure), drain a batch.
+#include "pg_outbox.hpp"
+#include "guard.hpp"
+
+extern "C" {
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+PGDLLEXPORT void pg_outbox_launcher_main(Datum arg);
+PGDLLEXPORT void pg_outbox_drain_main(Datum arg);
+}
+
+#include <signal.h>
+
+namespace pg_outbox {
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void handle_sigterm(SIGNAL_ARGS) {
+	int save_errno = errno;
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void register_launcher(void) {
+	BackgroundWorker bgw;
+	memset(&bgw, 0, sizeof bgw);
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_outbox");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pg_outbox_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_outbox launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_outbox launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+// ---------------------------------------------------------------------------------------
+// launcher
+// ---------------------------------------------------------------------------------------
+namespace {
+
+struct DbInfo {
+	Oid oid;
+	char name[NAMEDATALEN];
+};
+
+// Launcher-local bookkeeping, indexed like shared->slots.
+BackgroundWorkerHandle *handles[kMaxWorkers];
+TimestampTz last_start[kMaxWorkers];
+uint32 probed_generation[kMaxWorkers];
+
+// Connectable, non-template databases. Allocated in the caller's memory context.
+int list_databases(DbInfo **out) {
+	int n = 0, cap = 16;
+	DbInfo *dbs = (DbInfo *)palloc(cap * sizeof(DbInfo));
+	MemoryContext caller = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void)GetTransactionSnapshot();
+	Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+	TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+	HeapTuple tup;
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+		Form_pg_database db = (Form_pg_database)GETSTRUCT(tup);
+		if (db->datistemplate || !db->datallowconn)
+			continue;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		if (n == cap) {
+			cap *= 2;
+			dbs = (DbInfo *)repalloc(dbs, cap * sizeof(DbInfo));
+		}
+		MemoryContextSwitchTo(old);
+		dbs[n].oid = db->oid;
+		strlcpy(dbs[n].name, NameStr(db->datname), NAMEDATALEN);
+		n++;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	*out = dbs;
+	return n;
+}
+
+// Is the database selected by pg_outbox.databases?
+bool database_selected(const char *name) {
+	const char *setting = guc_databases ? guc_databases : "*";
+	if (strcmp(setting, "*") == 0)
+		return true;
+	char *copy = pstrdup(setting);
+	List *names = NIL;
+	bool selected = false;
+	if (SplitIdentifierString(copy, ',', &names)) {
+		ListCell *lc;
+		foreach (lc, names)
+			if (strcmp((const char *)lfirst(lc), name) == 0 || strcmp((const char *)lfirst(lc), "*") == 0)
+				selected = true;
+	} else
+		ereport(LOG, (errmsg("pg_outbox: invalid list syntax in pg_outbox.databases: \"%s\"", setting)));
+	list_free(names);
+	pfree(copy);
+	return selected;
+}
+
+bool start_worker(int i, Oid dbid) {
+	BackgroundWorker bgw;
+	memset(&bgw, 0, sizeof bgw);
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART; // the launcher restarts it
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_outbox");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pg_outbox_drain_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_outbox drain worker for database %u", dbid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_outbox drain");
+	bgw.bgw_main_arg = ObjectIdGetDatum(dbid);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	WorkerSlot *slot = &shared->slots[i];
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot->dbid = dbid;
+	slot->state = WorkerState::Starting;
+	slot->exit_reason = ExitReason::None;
+	slot->stop_requested = false;
+	LWLockRelease(shared->lock);
+
+	if (handles[i]) {
+		pfree(handles[i]);
+		handles[i] = nullptr;
+	}
+	last_start[i] = GetCurrentTimestamp();
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	bool ok = RegisterDynamicBackgroundWorker(&bgw, &handles[i]);
+	MemoryContextSwitchTo(old);
+	if (!ok) {
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		slot->state = WorkerState::Stopped;
+		slot->exit_reason = ExitReason::Error;
+		strlcpy(slot->last_error, "could not register a background worker (max_worker_processes reached?)",
+		        sizeof slot->last_error);
+		slot->last_error_at = GetCurrentTimestamp();
+		LWLockRelease(shared->lock);
+		ereport(WARNING, (errmsg("pg_outbox: could not start a drain worker for database %u", dbid),
+		                  errhint("Raise max_worker_processes: pg_outbox needs one worker per database plus "
+		                          "its launcher.")));
+	}
+	return ok;
+}
+
+// One supervision pass over the databases.
+void supervise(void) {
+	DbInfo *dbs;
+	int ndbs = list_databases(&dbs);
+	TimestampTz now = GetCurrentTimestamp();
+	uint32 generation;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	generation = shared->rescan_generation;
+	LWLockRelease(shared->lock);
+
+	// Free the slots of databases that are gone; notice workers that died while starting.
+	for (int i = 0; i < kMaxWorkers; i++) {
+		WorkerSlot *slot = &shared->slots[i];
+		if (slot->dbid == InvalidOid)
+			continue;
+		if (slot->state == WorkerState::Starting && handles[i]) {
+			pid_t pid;
+			if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED) {
+				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				if (slot->state == WorkerState::Starting) {
+					slot->state = WorkerState::Stopped;
+					slot->exit_reason = ExitReason::Error;
+				}
+				LWLockRelease(shared->lock);
+			}
+		}
+		bool exists = false;
+		for (int d = 0; d < ndbs; d++)
+			exists |= dbs[d].oid == slot->dbid;
+		if (!exists && slot->pid == 0 && slot->state != WorkerState::Starting) {
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			memset(slot, 0, sizeof *slot);
+			LWLockRelease(shared->lock);
+			if (handles[i]) {
+				pfree(handles[i]);
+				handles[i] = nullptr;
+			}
+		}
+	}
+
+	for (int d = 0; d < ndbs; d++) {
+		bool selected = database_selected(dbs[d].name);
+		int i = -1, free_i = -1;
+		for (int k = 0; k < kMaxWorkers; k++) {
+			if (shared->slots[k].dbid == dbs[d].oid)
+				i = k;
+			else if (shared->slots[k].dbid == InvalidOid && free_i < 0)
+				free_i = k;
+		}
+		if (i < 0) {
+			if (!selected)
+				continue;
+			if (free_i < 0) {
+				ereport(WARNING, (errmsg("pg_outbox: no free worker slot for database \"%s\"", dbs[d].name),
+				                  errdetail("pg_outbox supervises at most %d databases.", kMaxWorkers)));
+				continue;
+			}
+			i = free_i;
+			probed_generation[i] = generation;
+			start_worker(i, dbs[d].oid);
+			continue;
+		}
+		WorkerSlot *slot = &shared->slots[i];
+		bool running = slot->pid != 0 || slot->state == WorkerState::Starting;
+		if (running) {
+			if (!selected && slot->pid != 0 && !slot->stop_requested) {
+				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				slot->stop_requested = true;
+				slot->hold_until = 0;
+				LWLockRelease(shared->lock);
+				kill(slot->pid, SIGTERM);
+			}
+			continue;
+		}
+		if (!selected)
+			continue;
+		// Held by DROP/RENAME DATABASE or CREATE DATABASE ... TEMPLATE: wait for the hold to end.
+		if (slot->stop_requested && slot->hold_until != 0 && now < slot->hold_until)
+			continue;
+		if (slot->exit_reason == ExitReason::NoExtension && probed_generation[i] == generation)
+			continue;
+		// crashed or errored: restart, but at most once a second (a re-probe after CREATE
+		// EXTENSION goes at once)
+		if (slot->exit_reason != ExitReason::NoExtension && now < TimestampTzPlusMilliseconds(last_start[i], 1000))
+			continue;
+		probed_generation[i] = generation;
+		start_worker(i, dbs[d].oid);
+	}
+	pfree(dbs);
+}
+
+void launcher_detach(int, Datum) {
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->launcher_pid == MyProcPid) {
+		shared->launcher_pid = 0;
+		shared->launcher_latch = nullptr;
+	}
+	LWLockRelease(shared->lock);
+}
+
+} // namespace
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+extern "C" void pg_outbox_launcher_main(Datum) {
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+	pgstat_report_appname("pg_outbox launcher");
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->launcher_pid = MyProcPid;
+	shared->launcher_latch = MyLatch;
+	LWLockRelease(shared->lock);
+	before_shmem_exit(launcher_detach, 0);
+	ereport(LOG, (errmsg("pg_outbox launcher started")));
+
+	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox launcher", ALLOCSET_DEFAULT_SIZES);
+	while (!got_sigterm) {
+		if (ConfigReloadPending) {
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+		supervise();
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+		pgstat_report_activity(STATE_IDLE, nullptr);
+		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(LOG, (errmsg("pg_outbox launcher shutting down")));
+	proc_exit(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// drain worker
+// ---------------------------------------------------------------------------------------
+namespace pg_outbox {
+namespace {
+
+WorkerSlot *my_slot = nullptr;
+
+void drain_detach(int, Datum) {
+	if (!my_slot)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (my_slot->pid == MyProcPid) {
+		my_slot->pid = 0;
+		my_slot->latch = nullptr;
+		my_slot->state = WorkerState::Stopped;
+	}
+	LWLockRelease(shared->lock);
+}
+
+void set_state(WorkerState s) {
+	if (my_slot->state == s)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot->state = s;
+	LWLockRelease(shared->lock);
+}
+
+[[noreturn]] void exit_worker(ExitReason why) {
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot->exit_reason = why;
+	LWLockRelease(shared->lock);
+	proc_exit(0);
+}
+
+enum class Pass { Drained, NoExtension, Paused, Backpressure };
+
+// One pass in one transaction. *published gets the number of events published.
+Pass drain_pass(int64 *published) {
+	Pass result = Pass::Drained;
+	*published = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!OidIsValid(get_extension_oid("pg_outbox", true)))
+		result = Pass::NoExtension;
+	else {
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "pg_outbox: SPI_connect failed");
+		int rc = SPI_execute("SELECT paused FROM outbox.state", true, 1);
+		bool paused = false, isnull = true;
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+			paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		double usage = notify_queue_usage();
+		my_slot->queue_usage = usage;
+		if (paused && !isnull)
+			result = Pass::Paused;
+		else if (usage > guc_max_queue_usage)
+			result = Pass::Backpressure;
+		else {
+			set_state(WorkerState::Draining);
+			pgstat_report_activity(STATE_RUNNING, "pg_outbox: draining the outbox");
+			*published = drain_batch(guc_batch_size);
+		}
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	return result;
+}
+
+} // namespace
+} // namespace pg_outbox
+
+extern "C" void pg_outbox_drain_main(Datum arg) {
+	Oid dbid = DatumGetObjectId(arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot = find_slot(dbid);
+	if (my_slot && my_slot->pid != 0 && my_slot->pid != MyProcPid)
+		my_slot = nullptr; // another worker already serves this database
+	if (my_slot) {
+		my_slot->pid = MyProcPid;
+		my_slot->latch = MyLatch;
+		my_slot->state = WorkerState::Starting;
+		my_slot->exit_reason = ExitReason::Error; // replaced on a clean exit
+		my_slot->started_at = GetCurrentTimestamp();
+		my_slot->published_total = 0;
+	}
+	LWLockRelease(shared->lock);
+	if (!my_slot)
+		proc_exit(0);
+	before_shmem_exit(drain_detach, 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	pgstat_report_appname("pg_outbox drain");
+
+	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox drain", ALLOCSET_DEFAULT_SIZES);
+	bool in_backpressure = false;
+	bool announced = false;
+	for (;;) {
+		if (got_sigterm)
+			exit_worker(my_slot->stop_requested ? ExitReason::Requested : ExitReason::Signal);
+		if (ConfigReloadPending) {
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		CHECK_FOR_INTERRUPTS();
+
+		int64 published = 0;
+		volatile Pass pass = Pass::Drained;
+		volatile bool failed = false;
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+		PG_TRY();
+		{ pass = drain_pass(&published); }
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(loop_cxt);
+			ErrorData *edata = CopyErrorData();
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			AbortCurrentTransaction();
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			strlcpy(my_slot->last_error, edata->message ? edata->message : "unknown error",
+			        sizeof my_slot->last_error);
+			my_slot->last_error_at = GetCurrentTimestamp();
+			LWLockRelease(shared->lock);
+			failed = true;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+
+		long timeout = guc_idle_interval_ms;
+		if (failed) {
+			set_state(WorkerState::Idle);
+			timeout = 1000; // retry after a second
+		} else if (pass == Pass::NoExtension) {
+			ereport(LOG, (errmsg("pg_outbox drain worker: extension pg_outbox is not installed in this "
+			                     "database, exiting")));
+			exit_worker(ExitReason::NoExtension);
+		} else if (pass == Pass::Paused) {
+			set_state(WorkerState::Paused);
+			pgstat_report_activity(STATE_IDLE, "pg_outbox: paused (outbox.resume() to continue)");
+		} else if (pass == Pass::Backpressure) {
+			set_state(WorkerState::Backpressure);
+			if (!in_backpressure)
+				ereport(LOG, (errmsg("pg_outbox: NOTIFY queue is %.1f%% full, above pg_outbox.max_queue_usage "
+				                     "(%.1f%%): waiting for listeners to catch up",
+				                     my_slot->queue_usage * 100, guc_max_queue_usage * 100)));
+			in_backpressure = true;
+			pgstat_report_activity(STATE_IDLE, "pg_outbox: waiting, NOTIFY queue above max_queue_usage");
+			timeout = Min(timeout, 100);
+		} else {
+			if (in_backpressure)
+				ereport(LOG, (errmsg("pg_outbox: NOTIFY queue below pg_outbox.max_queue_usage again, publishing")));
+			in_backpressure = false;
+			if (published > 0) {
+				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				note_published(my_slot, (uint64)published, last_drained_pos);
+				LWLockRelease(shared->lock);
+			}
+			set_state(WorkerState::Idle);
+			pgstat_report_activity(STATE_IDLE, "pg_outbox: idle, waiting for commits");
+			if (!announced) {
+				announced = true;
+				ereport(LOG, (errmsg("pg_outbox drain worker started")));
+			}
+			if (published >= guc_batch_size)
+				continue; // more may be waiting: no sleep
+		}
+		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The whole test suite: sets everything up (test/setup.sh), then runs
+#   1. unit tests of the pure C++ code (GoogleTest),
+#   2. pg_regress       (sql/, expected/)                  on a temporary instance,
+#   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
+#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster).
+# Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap ...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+bash test/setup.sh || exit 1
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+BINDIR=$("$PG_CONFIG" --bindir)
+PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")/..
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap)
+
+# Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
+cp -r sql expected test "$WORK"/
+RUN=()
+if [ "$(id -u)" = 0 ]; then
+    chown -R postgres: "$WORK"
+    RUN=(runuser -u postgres --)
+fi
+chmod 755 "$WORK"
+
+passed=0; failed=0; failed_names=()
+suite() { # name, command...
+    local name=$1; shift
+    echo; echo "=== $name ==="
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failed_names+=("$name"); fi
+}
+show_diffs() {
+    local diffs=$1
+    if [ -s "$diffs" ]; then echo "--- $diffs (first 200 lines)"; head -200 "$diffs"; fi
+}
+
+regress_tests=$(cd sql && ls *.sql | grep -v -- '--' | sed 's/\.sql$//' | sort | tr '\n' ' ')
+isolation_tests=$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | sort | tr '\n' ' ')
+
+run_regress() {
+    (cd "$WORK" && "${RUN[@]}" "$PGXS_DIR/test/regress/pg_regress" --bindir="$BINDIR" \
+        --temp-instance="$WORK/tmp_regress" --temp-config="$WORK/test/regress.conf" \
+        --inputdir="$WORK" --outputdir="$WORK/regress" --dbname=contrib_regression --encoding=UTF8 --no-locale $regress_tests) \
+        || { show_diffs "$WORK/regress/regression.diffs"; return 1; }
+}
+run_isolation() {
+    [ -n "$isolation_tests" ] || { echo "no isolation specs"; return 1; }
+    (cd "$WORK" && "${RUN[@]}" "$PGXS_DIR/test/isolation/pg_isolation_regress" --bindir="$BINDIR" \
+        --temp-instance="$WORK/tmp_isolation" --temp-config="$WORK/test/regress.conf" \
+        --inputdir="$WORK/test/isolation" --outputdir="$WORK/isolation" --dbname=isolation_regression --encoding=UTF8 --no-locale \
+        $isolation_tests) \
+        || { show_diffs "$WORK/isolation/regression.diffs"; return 1; }
+}
+run_tap() {
+    (cd "$WORK/test" && "${RUN[@]}" env PATH="$BINDIR:$PATH" TESTDIR="$WORK/test" \
+        PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" PG_OUTBOX_LISTEN="$BINDIR/pg_outbox_listen" \
+        prove -I "$PGXS_DIR/test/perl" -I "$WORK/test" --timer t/*.pl) \
+        || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
+}
+
+for s in "${SUITES[@]}"; do
+    case $s in
+        unit)      suite "unit tests (GoogleTest)" make -s unit ;;
+        regress)   suite "pg_regress" run_regress ;;
+        isolation) suite "isolation tests" run_isolation ;;
+        tap)       suite "TAP tests" run_tap ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap)"; exit 2 ;;
+    esac
+done
+
+echo
+if [ $failed -eq 0 ]; then rm -rf "$WORK"; else echo "failed: ${failed_names[*]} (output kept in $WORK)"; fi
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]
