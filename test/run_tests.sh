@@ -12,14 +12,23 @@ ROOT=$PWD
 bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-BINDIR=$("$PG_CONFIG" --bindir)
-PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")/..
 SUITES=("$@")
 [ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
 cp -r sql expected test "$WORK"/
+
+# Test against a private copy of the PostgreSQL installation with this tree's build installed
+# into it: PostgreSQL finds its share and lib directories relative to its binaries, so the
+# tests never depend on (or disturb) what is installed system-wide.
+PREFIX="$WORK/install"
+mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql"
+cp -a "$("$PG_CONFIG" --pkglibdir)/.." "$PREFIX/usr/lib/postgresql/15"
+cp -a "$("$PG_CONFIG" --sharedir)" "$PREFIX/usr/share/postgresql/15"
+make -s install PG_CONFIG="$PG_CONFIG" DESTDIR="$PREFIX" >/dev/null || { echo "make install into $PREFIX failed"; exit 1; }
+BINDIR="$PREFIX/usr/lib/postgresql/15/bin"
+PGXS_DIR="$PREFIX/usr/lib/postgresql/15/lib/pgxs/src"
 RUN=()
 if [ "$(id -u)" = 0 ]; then
     chown -R postgres: "$WORK"
