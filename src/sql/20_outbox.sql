@@ -48,7 +48,8 @@ CREATE TABLE outbox.state (
     last_pos       bigint NOT NULL DEFAULT 0,
     cur_seg        integer NOT NULL DEFAULT 0 CONSTRAINT state_segment CHECK (cur_seg BETWEEN 0 AND 2),
     seg_started_at timestamptz NOT NULL DEFAULT now(),
-    paused         boolean NOT NULL DEFAULT false
+    paused         boolean NOT NULL DEFAULT false,
+    purged_pos     bigint NOT NULL DEFAULT 0   -- highest pos removed from the history by retention
 );
 INSERT INTO outbox.state DEFAULT VALUES;
 
@@ -58,7 +59,7 @@ CREATE FUNCTION outbox._state_merge() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE outbox.state
-       SET last_pos = greatest(last_pos, NEW.last_pos),
+       SET last_pos = greatest(last_pos, NEW.last_pos), purged_pos = greatest(purged_pos, NEW.purged_pos),
            cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, paused = NEW.paused;
     IF FOUND THEN
         RETURN NULL;
