@@ -1,8 +1,10 @@
 -- The C++/Postgres error boundary: a C++ exception inside a SQL function becomes a clean SQL
 -- error, a Postgres error raised under live C++ objects runs their destructors, and the
 -- session goes on working.
+-- every test file starts from a fresh extension: its output does not depend on the others
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
 
 -- sqlstate, message, detail and hint of an error, as one line

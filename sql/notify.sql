@@ -1,7 +1,9 @@
 -- outbox.notify(): size-checked NOTIFY. Every bad input gets invalid_parameter_value with a
 -- message naming the limit and the actual size, before NOTIFY is called.
+-- every test file starts from a fresh extension: its output does not depend on the others
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
 
 CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$

@@ -1,7 +1,9 @@
 -- The durable outbox: publish in the producer's transaction, drain by hand (the worker's code),
 -- gap-free positions, per-channel sequences, and every bad input.
+-- every test file starts from a fresh extension: its output does not depend on the others
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
 
 CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$

@@ -41,6 +41,7 @@ constexpr int kSegments = 3;
 int64 last_drained_pos = 0;
 
 static SPIPlanPtr plan_take = nullptr;
+static SPIPlanPtr plan_take_one = nullptr;
 static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
 static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
@@ -63,6 +64,12 @@ static void prepare_drain_plans(void) {
 	                    "           RETURNING p.id, p.channel, p.key, p.type, p.payload, p.created_at)"
 	                    " SELECT id, channel, key, type, payload, created_at FROM taken ORDER BY id",
 	                    1, take_types);
+	Oid take_one_types[] = {INT8OID};
+	plan_take_one = prepare("WITH batch AS (SELECT id FROM outbox.pending WHERE id = $1 FOR UPDATE SKIP LOCKED),"
+	                        " taken AS (DELETE FROM outbox.pending p USING batch b WHERE p.id = b.id"
+	                        "           RETURNING p.id, p.channel, p.key, p.type, p.payload, p.created_at)"
+	                        " SELECT id, channel, key, type, payload, created_at FROM taken",
+	                        1, take_one_types);
 	Oid bump_types[] = {INT8OID};
 	// greatest(...): after a restore the history may be ahead of a state row restored later.
 	plan_bump = prepare("UPDATE outbox.state SET last_pos = greatest(last_pos,"
@@ -123,16 +130,17 @@ static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *ke
 	return envelope_buffer.c_str();
 }
 
-int64 drain_batch(int max_events) {
+int64 drain_batch(int max_events, int64 only_id) {
 	if (max_events <= 0)
 		return 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	prepare_drain_plans();
 
-	// 1. take a batch
-	Datum take_args[] = {Int32GetDatum(max_events)};
-	spi_check(SPI_execute_plan(plan_take, take_args, nullptr, false, 0), SPI_OK_SELECT, "taking a batch");
+	// 1. take a batch (or the one event only_id)
+	Datum take_args[] = {only_id ? Int64GetDatum(only_id) : Int32GetDatum(max_events)};
+	spi_check(SPI_execute_plan(only_id ? plan_take_one : plan_take, take_args, nullptr, false, 0), SPI_OK_SELECT,
+	          "taking a batch");
 	SPITupleTable *batch = SPI_tuptable;
 	uint64 n = SPI_processed;
 	if (n == 0) {
@@ -274,7 +282,7 @@ PGO_FUNCTION(outbox_drain) {
 	if (max_events < 1)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 		                errmsg("max_events must be at least 1, not %d", max_events)));
-	PG_RETURN_INT64(drain_batch(max_events));
+	PG_RETURN_INT64(drain(max_events));
 }
 
 // outbox.publish(channel text, payload jsonb, key text, type text) RETURNS bigint

@@ -87,12 +87,23 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms);
 void note_published(WorkerSlot *slot, uint64 n, int64 last_pos);
 
 // ---- outbox.cpp ----
-// Publish up to max_events pending events in the current transaction; returns how many.
-int64 drain_batch(int max_events);
+// Publish up to max_events pending events (or only the event only_id) in the current
+// transaction; returns how many. Errors propagate.
+int64 drain_batch(int max_events, int64 only_id = 0);
+// What the worker and outbox.drain() run: drain_batch() in a subtransaction; if it fails with
+// an error that belongs to one event (bad data, a constraint or trigger a DBA added), the batch
+// is retried event by event and each event that fails alone moves to outbox.dead_letter with
+// its error, so it never blocks the events behind it. Errors of the system (locks, resources,
+// shutdown, missing objects) propagate: the batch is retried later, nothing is dead-lettered.
+int64 drain(int max_events);
 // The last position drain_batch() handed out in this process.
 extern int64 last_drained_pos;
 // NOTIFY queue usage, 0..1.
 double notify_queue_usage(void);
+
+// ---- admin.cpp ----
+// Rotate and empty history segments per pg_outbox.retention (drain worker, own transaction).
+void maintain_retention(void);
 
 // ---- worker.cpp ----
 void register_launcher(void);

@@ -353,6 +353,7 @@ void set_state(WorkerState s) {
 }
 
 enum class Pass { Drained, NoExtension, Paused, Backpressure };
+TimestampTz last_maintenance = 0;
 
 // One pass in one transaction. *published gets the number of events published.
 Pass drain_pass(int64 *published) {
@@ -371,6 +372,12 @@ Pass drain_pass(int64 *published) {
 		if (rc == SPI_OK_SELECT && SPI_processed == 1)
 			paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		SPI_finish();
+		// retention, about once a second
+		TimestampTz now = GetCurrentTimestamp();
+		if (now - last_maintenance >= USECS_PER_SEC) {
+			last_maintenance = now;
+			maintain_retention();
+		}
 		double usage = notify_queue_usage();
 		my_slot->queue_usage = usage;
 		if (paused && !isnull)
@@ -380,7 +387,7 @@ Pass drain_pass(int64 *published) {
 		else {
 			set_state(WorkerState::Draining);
 			pgstat_report_activity(STATE_RUNNING, "pg_outbox: draining the outbox");
-			*published = drain_batch(guc_batch_size);
+			*published = drain(guc_batch_size);
 		}
 	}
 	PopActiveSnapshot();

@@ -1,0 +1,81 @@
+-- Administration from psql: status, pause/resume, purge by whole segments, dead letters.
+-- (No drain worker runs in this instance: the worker-side behaviour is in test/t/040_admin.pl.)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
+RESET client_min_messages;
+
+CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hnt text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hnt, ''), '');
+END $$;
+
+-- status without a worker
+SELECT database = current_database() AS this_db, pid, state, pending, oldest_pending_age, published_total,
+       last_pos, dead_letters, last_error, paused, purged_pos
+  FROM outbox.status;
+SELECT outbox.publish('orders', jsonb_build_object('n', n)) > 0 AS ok FROM generate_series(1, 3) n;
+SELECT pending, oldest_pending_age > '0'::interval AS has_age FROM outbox.status;
+
+-- pause and resume are persistent flags; the messages say what they mean
+SELECT outbox.pause();
+SELECT outbox.pause();
+SELECT paused, state FROM outbox.status;
+SELECT outbox.resume();
+SELECT outbox.resume();
+SELECT paused FROM outbox.status;
+
+-- dead letters: a constraint the checks did not foresee (added by a DBA to the history) makes
+-- one event unpublishable; it moves to outbox.dead_letters and the events behind it go out
+ALTER TABLE outbox.history_0 ADD CONSTRAINT no_poison CHECK (payload IS NULL OR NOT payload ? 'poison');
+SELECT outbox.publish('orders', '{"poison": true}', key => 'bad') AS poison_id \gset
+SELECT outbox.publish('orders', '{"n": 4}') > 0 AS ok;
+SELECT outbox.drain();
+SELECT pos, seq, channel, payload FROM outbox.history ORDER BY pos;
+SELECT id = :poison_id AS is_poison, channel, key, payload, error, sqlstate FROM outbox.dead_letters;
+SELECT dead_letters, pending FROM outbox.status;
+-- retry while the cause is still there: it fails again and comes back to the dead letters
+SELECT outbox.retry(:poison_id) = :poison_id AS retried;
+SELECT outbox.drain();
+SELECT count(*) AS dead FROM outbox.dead_letters;
+-- fix the cause, retry: published, positions stay gap-free
+ALTER TABLE outbox.history_0 DROP CONSTRAINT no_poison;
+SELECT outbox.retry(:poison_id) = :poison_id AS retried;
+SELECT outbox.drain();
+SELECT pos, seq, id = :poison_id AS is_poison, payload FROM outbox.history ORDER BY pos;
+SELECT count(*) AS dead FROM outbox.dead_letters;
+SELECT pg_temp.err(format('SELECT outbox.retry(%s)', :poison_id)) LIKE 'P0002: event % is not a dead letter | hint: SELECT id, error FROM outbox.dead_letters lists the events that failed.' AS not_a_dead_letter;
+SELECT pg_temp.err($$SELECT outbox.retry(NULL)$$);
+
+-- errors of the system are not the events' fault: nothing is dead-lettered, the drain fails
+-- and the events stay pending
+SELECT outbox.publish('orders', '{"n": 5}') > 0 AS ok;
+ALTER TABLE outbox.channels RENAME TO channels_moved;
+SELECT pg_temp.err($$SELECT outbox.drain()$$);
+ALTER TABLE outbox.channels_moved RENAME TO channels;
+SELECT count(*) AS dead, (SELECT count(*) FROM outbox.pending) AS pending FROM outbox.dead_letters;
+SELECT outbox.drain();
+
+-- purge: whole segments only, oldest first, never a hole
+SELECT cur_seg, purged_pos FROM outbox.state;
+SELECT outbox.purge('1 hour');                    -- nothing is that old
+SELECT count(*) FROM outbox.history;
+SELECT outbox.purge('0');                         -- everything published so far
+SELECT count(*) AS left_in_history FROM outbox.history;
+SELECT cur_seg, purged_pos, last_pos FROM outbox.state;
+SELECT outbox.publish('orders', '{"n": 6}') > 0 AS ok;
+SELECT outbox.drain();
+SELECT pos, seq, payload FROM outbox.history_1 ORDER BY pos;
+SELECT pg_temp.err($$SELECT outbox.purge(NULL)$$);
+SELECT pg_temp.err($$SELECT outbox.purge('-1 hour')$$);
+
+-- the tables are kept by pg_dump
+SELECT c.relname, e.extcondition IS NOT NULL AS dumped
+  FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
+ WHERE e.extname = 'pg_outbox' ORDER BY 1;

@@ -1,0 +1,70 @@
+-- Privileges: nothing for PUBLIC; each role can do what it is documented to do, and no more.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
+DROP ROLE IF EXISTS regress_alice, regress_bob, regress_carol, regress_mallory;
+RESET client_min_messages;
+
+CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    RETURN st || ': ' || msg;
+END $$;
+GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
+
+CREATE ROLE regress_alice;    GRANT outbox_publisher TO regress_alice;
+CREATE ROLE regress_bob;      GRANT outbox_reader TO regress_bob;
+CREATE ROLE regress_carol;    GRANT outbox_admin TO regress_carol;
+CREATE ROLE regress_mallory;
+
+-- what PUBLIC gets: nothing in schema outbox
+SELECT p.proname, p.proacl IS NULL AS default_acl,
+       coalesce(has_function_privilege('public', p.oid, 'EXECUTE'), false) AS public_can_execute
+  FROM pg_proc p WHERE p.pronamespace = 'outbox'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE');
+SELECT c.relname FROM pg_class c
+ WHERE c.relnamespace = 'outbox'::regnamespace AND has_table_privilege('public', c.oid, 'SELECT');
+-- SECURITY DEFINER functions pin search_path
+SELECT p.proname, p.proconfig FROM pg_proc p
+ WHERE p.pronamespace = 'outbox'::regnamespace AND p.prosecdef ORDER BY 1;
+
+CREATE TEMP TABLE probe (who text, what text, result text);
+GRANT ALL ON probe TO PUBLIC;
+CREATE FUNCTION pg_temp.try_all(who text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE stmt text;
+BEGIN
+    FOREACH stmt IN ARRAY ARRAY[
+        $q$SELECT outbox.publish('orders', '{"by": "role"}')$q$,
+        $q$SELECT outbox.notify('orders', 'direct')$q$,
+        $q$SELECT outbox.max_payload_bytes()$q$,
+        $q$SELECT * FROM outbox.event(1)$q$,
+        $q$SELECT count(*) FROM outbox.history$q$,
+        $q$SELECT state FROM outbox.status$q$,
+        $q$SELECT outbox.drain()$q$,
+        $q$SELECT outbox.pause()$q$,
+        $q$SELECT outbox.resume()$q$,
+        $q$SELECT outbox.purge('1 day')$q$,
+        $q$SELECT count(*) FROM outbox.pending$q$,
+        $q$INSERT INTO outbox.pending (channel) VALUES ('sneaky')$q$,
+        $q$UPDATE outbox.state SET last_pos = 0$q$,
+        $q$SELECT count(*) FROM outbox.dead_letters$q$
+    ] LOOP
+        INSERT INTO probe VALUES (who, stmt, pg_temp.err(stmt));
+    END LOOP;
+END $$;
+GRANT EXECUTE ON FUNCTION pg_temp.try_all(text) TO PUBLIC;
+
+SET ROLE regress_alice;   SELECT pg_temp.try_all('publisher'); RESET ROLE;
+SET ROLE regress_bob;     SELECT pg_temp.try_all('reader');    RESET ROLE;
+SET ROLE regress_carol;   SELECT pg_temp.try_all('admin');     RESET ROLE;
+SET ROLE regress_mallory; SELECT pg_temp.try_all('nobody');    RESET ROLE;
+SELECT what, who, result FROM probe ORDER BY what, array_position(ARRAY['publisher','reader','admin','nobody'], who);
+
+-- the events published by the roles went in with the right data
+SELECT channel, payload FROM outbox.history UNION ALL SELECT channel, payload FROM outbox.pending ORDER BY 1, 2;
+
+DROP FUNCTION pg_temp.try_all(text);
+DROP ROLE regress_alice, regress_bob, regress_carol, regress_mallory;

@@ -1,0 +1,367 @@
+// admin.cpp — what a DBA drives from psql: dead letters, retention (segment rotation with
+// TRUNCATE), the worker status, pause and resume.
+#include "pg_outbox.hpp"
+#include "guard.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+}
+
+namespace pg_outbox {
+
+constexpr int kSegments = 3;
+
+// ---------------------------------------------------------------------------------------
+// Dead letters
+// ---------------------------------------------------------------------------------------
+
+// Does this error belong to one event (its data, a constraint or a trigger on the history),
+// rather than to the system (locks, resources, shutdown, missing objects, bugs)?
+static bool error_of_one_event(int sqlerrcode) {
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode)) {
+	case ERRCODE_DATA_EXCEPTION:                     // 22: bad value
+	case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:     // 23: CHECK, UNIQUE, FK added by a DBA
+	case ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION:    // 27
+	case ERRCODE_EXTERNAL_ROUTINE_EXCEPTION:         // 38
+	case ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION: // 39
+	case ERRCODE_PLPGSQL_ERROR:                      // P0: RAISE in a trigger
+	case ERRCODE_TRIGGERED_ACTION_EXCEPTION:         // 09
+		return true;
+	default:
+		return false;
+	}
+}
+
+// Run drain_batch() in a subtransaction. Returns the count, or -1 with *edata set on error.
+static int64 drain_in_subxact(int max_events, int64 only_id, ErrorData **edata) {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile int64 n = -1;
+	*edata = nullptr;
+	BeginInternalSubTransaction(nullptr);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		n = drain_batch(max_events, only_id);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		*edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		n = -1;
+	}
+	PG_END_TRY();
+	return n;
+}
+
+static void dead_letter(int64 id, ErrorData *edata) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	Oid types[] = {INT8OID, TEXTOID, TEXTOID};
+	Datum args[] = {Int64GetDatum(id), CStringGetTextDatum(edata->message ? edata->message : "unknown error"),
+	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))};
+	int rc = SPI_execute_with_args("WITH d AS (DELETE FROM outbox.pending WHERE id = $1 RETURNING *)"
+	                               " INSERT INTO outbox.dead_letter (id, channel, key, type, payload, created_at,"
+	                               "                                 failed_at, error, sqlstate)"
+	                               " SELECT id, channel, key, type, payload, created_at, now(), $2, $3 FROM d",
+	                               3, types, args, nullptr, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "pg_outbox: moving event %lld to the dead letters failed: %s", (long long)id,
+		     SPI_result_code_string(rc));
+	uint64 moved = SPI_processed;
+	SPI_finish();
+	if (moved > 0)
+		ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published and was moved to outbox.dead_letters",
+		                         (long long)id),
+		                  errdetail("%s (SQLSTATE %s)", edata->message ? edata->message : "unknown error",
+		                            unpack_sql_state(edata->sqlerrcode)),
+		                  errhint("Fix the cause, then call outbox.retry(%lld).", (long long)id)));
+}
+
+int64 drain(int max_events) {
+	ErrorData *edata;
+	int64 n = drain_in_subxact(max_events, 0, &edata);
+	if (n >= 0)
+		return n;
+	if (!error_of_one_event(edata->sqlerrcode))
+		ReThrowError(edata);
+
+	// Isolate the culprit(s): the same events, one at a time.
+	ErrorData *batch_error = edata;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	Oid types[] = {INT4OID};
+	Datum args[] = {Int32GetDatum(max_events)};
+	int rc = SPI_execute_with_args("SELECT id FROM outbox.pending ORDER BY id LIMIT $1", 1, types, args, nullptr,
+	                               true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: listing pending events failed: %s", SPI_result_code_string(rc));
+	uint64 nids = SPI_processed;
+	int64 *ids = (int64 *)MemoryContextAlloc(CurTransactionContext, sizeof(int64) * (nids + 1));
+	for (uint64 i = 0; i < nids; i++) {
+		bool isnull;
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+
+	int64 published = 0;
+	for (uint64 i = 0; i < nids; i++) {
+		CHECK_FOR_INTERRUPTS();
+		int64 one = drain_in_subxact(1, ids[i], &edata);
+		if (one >= 0) {
+			published += one;
+			continue;
+		}
+		if (!error_of_one_event(edata->sqlerrcode))
+			ReThrowError(edata);
+		dead_letter(ids[i], edata);
+		FreeErrorData(edata);
+	}
+	FreeErrorData(batch_error);
+	return published;
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention: the history is three segments (outbox.history_0..2). New events go to the current
+// one; every pg_outbox.retention / 2 the worker makes the oldest segment current, after
+// emptying it with TRUNCATE (its newest event is then at least pg_outbox.retention old). A
+// TRUNCATE leaves no dead tuples behind, unlike DELETE. Events are kept between retention and
+// 1.5 × retention. outbox.purge(older_than) does the same by hand.
+// ---------------------------------------------------------------------------------------
+struct Segment {
+	bool empty;
+	int64 min_pos, max_pos;
+	TimestampTz newest; // published_at of the newest event
+};
+
+static Segment segment_info(int s) {
+	Segment seg{true, 0, 0, 0};
+	char sql[256];
+	snprintf(sql, sizeof sql,
+	         "SELECT (SELECT pos FROM outbox.history_%d ORDER BY pos LIMIT 1),"
+	         " h.pos, h.published_at FROM outbox.history_%d h ORDER BY h.pos DESC LIMIT 1",
+	         s, s);
+	int rc = SPI_execute(sql, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: reading segment %d failed: %s", s, SPI_result_code_string(rc));
+	if (SPI_processed == 1) {
+		bool isnull;
+		HeapTuple t = SPI_tuptable->vals[0];
+		TupleDesc d = SPI_tuptable->tupdesc;
+		seg.empty = false;
+		seg.min_pos = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		seg.max_pos = DatumGetInt64(SPI_getbinval(t, d, 2, &isnull));
+		seg.newest = DatumGetTimestampTz(SPI_getbinval(t, d, 3, &isnull));
+	}
+	return seg;
+}
+
+// Lock segment s for TRUNCATE: wait, or give up at once if it is in use (worker).
+static bool lock_segment(int s, bool wait) {
+	char name[NAMEDATALEN];
+	snprintf(name, sizeof name, "history_%d", s);
+	Oid relid = get_relname_relid(name, get_namespace_oid("outbox", false));
+	if (!OidIsValid(relid))
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation \"outbox.%s\" does not exist", name),
+		                errhint("Reinstall the extension: the history segments are part of it.")));
+	if (wait) {
+		LockRelationOid(relid, AccessExclusiveLock);
+		return true;
+	}
+	return ConditionalLockRelationOid(relid, AccessExclusiveLock);
+}
+
+static void truncate_segment(int s, const Segment &seg) {
+	char sql[128];
+	snprintf(sql, sizeof sql, "TRUNCATE outbox.history_%d", s);
+	int rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "pg_outbox: %s failed: %s", sql, SPI_result_code_string(rc));
+	Oid types[] = {INT8OID};
+	Datum args[] = {Int64GetDatum(seg.max_pos)};
+	rc = SPI_execute_with_args("UPDATE outbox.state SET purged_pos = greatest(purged_pos, $1)", 1, types, args,
+	                           nullptr, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "pg_outbox: recording the purge failed: %s", SPI_result_code_string(rc));
+}
+
+static void make_current(int s) {
+	Oid types[] = {INT4OID};
+	Datum args[] = {Int32GetDatum(s)};
+	int rc = SPI_execute_with_args("UPDATE outbox.state SET cur_seg = $1, seg_started_at = now()", 1, types, args,
+	                               nullptr, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "pg_outbox: switching the history segment failed: %s", SPI_result_code_string(rc));
+}
+
+static bool read_state(int *cur, TimestampTz *started) {
+	// FOR UPDATE: drains wait for the rotation, so none inserts into a segment being emptied
+	int rc = SPI_execute("SELECT cur_seg, seg_started_at FROM outbox.state FOR UPDATE", false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	bool isnull;
+	*cur = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*started = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return *cur >= 0 && *cur < kSegments;
+}
+
+// Remove whole segments whose events are all older than threshold, oldest first, never leaving
+// a hole: stop at the first segment that still holds a younger event. If force_rotate, or the
+// current segment is old as well, make the oldest (now empty) segment current. Returns the
+// number of events removed, or -1 if a segment was in use and wait is false.
+static int64 purge_segments(TimestampTz threshold, bool force_rotate, bool wait) {
+	int cur;
+	TimestampTz started;
+	if (!read_state(&cur, &started))
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox: the row of outbox.state is missing or damaged")));
+	int64 removed = 0;
+	for (int round = 0; round < kSegments; round++) {
+		// age order: oldest = cur + 1, then cur + 2, then cur
+		bool all_old = true;
+		for (int k = 1; k <= 2; k++) {
+			int s = (cur + k) % kSegments;
+			Segment seg = segment_info(s);
+			if (seg.empty)
+				continue;
+			if (seg.newest >= threshold) {
+				all_old = false;
+				break;
+			}
+			if (!lock_segment(s, wait))
+				return -1;
+			truncate_segment(s, seg);
+			removed += seg.max_pos - seg.min_pos + 1;
+		}
+		if (!all_old)
+			break;
+		Segment current = segment_info(cur);
+		bool rotate = force_rotate || (!current.empty && current.newest < threshold);
+		if (!rotate)
+			break;
+		int next = (cur + 1) % kSegments; // emptied above
+		make_current(next);
+		cur = next;
+		force_rotate = false;
+		if (current.empty)
+			break;
+	}
+	return removed;
+}
+
+// Called by the drain worker about once a second, in its own transaction.
+void maintain_retention(void) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute("SELECT cur_seg, seg_started_at FROM outbox.state", true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+		bool isnull;
+		TimestampTz started = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		TimestampTz now = GetCurrentTransactionStartTimestamp();
+		int64 retention_us = (int64)guc_retention_s * USECS_PER_SEC;
+		if (now - started >= retention_us / 2) {
+			int64 removed = purge_segments(now - retention_us, true, false);
+			if (removed > 0)
+				ereport(LOG, (errmsg("pg_outbox: retention removed %lld published events", (long long)removed)));
+		}
+	}
+	SPI_finish();
+}
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox.purge(older_than interval) RETURNS bigint
+PGO_FUNCTION(outbox_purge) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("older_than cannot be NULL"),
+		                errhint("Pass an interval such as '1 hour'.")));
+	Interval *iv = PG_GETARG_INTERVAL_P(0);
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz threshold =
+	    DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(now), IntervalPGetDatum(iv)));
+	if (threshold > now)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("older_than cannot be negative"),
+		                errhint("Pass an interval such as '1 hour'; '0' removes every published event.")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int64 removed = purge_segments(threshold == now ? DT_NOEND : threshold, false, true);
+	SPI_finish();
+	PG_RETURN_INT64(removed);
+}
+
+// outbox._worker_status() — this database's drain worker as shared memory sees it.
+PGO_FUNCTION(outbox_worker_status) {
+	TupleDesc tupdesc;
+	if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_outbox: return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	Datum values[8];
+	bool nulls[8] = {true, true, true, true, true, true, true, true};
+	if (shared) {
+		LWLockAcquire(shared->lock, LW_SHARED);
+		WorkerSlot *slot = find_slot(MyDatabaseId);
+		if (slot) {
+			bool running = slot->pid != 0;
+			if (running) {
+				values[0] = Int32GetDatum(slot->pid);
+				nulls[0] = false;
+			}
+			values[1] = CStringGetTextDatum(state_name(running ? slot->state : WorkerState::Stopped));
+			nulls[1] = false;
+			// events/s over the last full minute
+			int64 now_s = GetCurrentTimestamp() / USECS_PER_SEC;
+			uint64 sum = 0;
+			for (int i = 0; i < 64; i++)
+				if (slot->sec_stamp[i] >= now_s - 60 && slot->sec_stamp[i] < now_s)
+					sum += slot->sec_counts[i];
+			values[2] = Float8GetDatum((double)sum / 60.0);
+			nulls[2] = false;
+			if (slot->last_error[0]) {
+				values[3] = CStringGetTextDatum(slot->last_error);
+				values[4] = TimestampTzGetDatum(slot->last_error_at);
+				nulls[3] = nulls[4] = false;
+			}
+			if (running) {
+				values[5] = TimestampTzGetDatum(slot->started_at);
+				nulls[5] = false;
+			}
+			if (slot->last_batch_at) {
+				values[6] = TimestampTzGetDatum(slot->last_batch_at);
+				nulls[6] = false;
+			}
+			values[7] = Int64GetDatum((int64)slot->published_total);
+			nulls[7] = false;
+		}
+		LWLockRelease(shared->lock);
+	}
+	if (nulls[1]) {
+		values[1] = CStringGetTextDatum("stopped");
+		nulls[1] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+// outbox._wake_at_commit() — wake this database's drain worker when the transaction commits.
+PGO_FUNCTION(outbox_wake_at_commit) {
+	wake_worker_at_commit();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,51 @@
+
+-- ---------------------------------------------------------------------------------------
+-- Privileges. Nothing is granted to PUBLIC. Three roles (cluster-wide, created once, kept by
+-- DROP EXTENSION; names without the reserved pg_ prefix):
+--   outbox_publisher  write events: publish(), notify(), attach()/detach() of tables it owns
+--   outbox_reader     read events: event(), replay(), head(), the history, status
+--   outbox_admin      both, plus drain(), pause(), resume(), purge(), retry(), all tables
+-- Functions that touch the outbox tables for their caller are SECURITY DEFINER with a pinned
+-- search_path; the tables themselves are granted to outbox_admin only.
+-- ---------------------------------------------------------------------------------------
+DO $$
+DECLARE r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['outbox_publisher', 'outbox_reader', 'outbox_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+    FOREACH r IN ARRAY ARRAY['outbox_publisher', 'outbox_reader'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members
+                        WHERE roleid = r::regrole AND member = 'outbox_admin'::regrole) THEN
+            EXECUTE pg_catalog.format('GRANT %I TO outbox_admin', r);
+        END IF;
+    END LOOP;
+END $$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
+GRANT USAGE ON SCHEMA outbox TO outbox_publisher, outbox_reader, outbox_admin;
+
+-- functions that act for their caller on tables the caller cannot touch
+ALTER FUNCTION outbox.publish(text, jsonb, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION outbox.drain(integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION outbox.event(bigint) SECURITY DEFINER;
+
+-- everybody with a role may ask for the limits
+GRANT EXECUTE ON FUNCTION outbox.max_payload_bytes(), outbox.max_channel_bytes()
+    TO outbox_publisher, outbox_reader;
+
+GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.notify(text, text)
+    TO outbox_publisher;
+
+GRANT EXECUTE ON FUNCTION outbox.event(bigint), outbox.notify_queue_usage(), outbox._worker_status()
+    TO outbox_reader;
+GRANT SELECT ON outbox.history, outbox.status TO outbox_reader;
+
+GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.resume(), outbox.purge(interval),
+                          outbox.retry(bigint)
+    TO outbox_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA outbox TO outbox_admin;
