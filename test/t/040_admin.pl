@@ -1,0 +1,77 @@
+# Administration with the real drain worker: status, pause/resume (persistent across a
+# restart), retention by segment rotation, dead letters that never block the queue.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('admin');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_outbox'
+pg_outbox.retention = '4s'
+pg_outbox.idle_interval = '200ms'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
+
+ok($node->poll_query_until('postgres', "SELECT state = 'idle' FROM outbox.status"), 'worker is idle');
+is($node->safe_psql('postgres', "SELECT pid IS NOT NULL, pid = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = current_database()) FROM outbox.status"),
+   't|t', 'status shows the worker that pg_stat_activity shows');
+
+# the worker publishes what producers commit; status counts it
+$node->safe_psql('postgres', "SELECT outbox.publish('c', jsonb_build_object('n', g)) FROM generate_series(1, 100) g");
+ok($node->poll_query_until('postgres', "SELECT pending = 0 AND published_total = 100 FROM outbox.status"),
+   'worker published 100 events');
+cmp_ok($node->safe_psql('postgres', "SELECT events_per_sec FROM outbox.status"), '>=', 0, 'events_per_sec is reported');
+
+# pause: the worker stops publishing, producers keep writing, and it survives a restart
+$node->safe_psql('postgres', "SELECT outbox.pause()");
+ok($node->poll_query_until('postgres', "SELECT state = 'paused' FROM outbox.status"), 'worker says paused');
+$node->safe_psql('postgres', "SELECT outbox.publish('c', '{\"paused\": true}') FROM generate_series(1, 10)");
+sleep 1;
+is($node->safe_psql('postgres', "SELECT pending, published_total FROM outbox.status"), '10|100',
+   'nothing published while paused');
+$node->restart;
+ok($node->poll_query_until('postgres', "SELECT state = 'paused' FROM outbox.status"), 'still paused after a restart');
+is($node->safe_psql('postgres', "SELECT pending FROM outbox.status"), '10', 'pending events kept across the restart');
+$node->safe_psql('postgres', "SELECT outbox.resume()");
+ok($node->poll_query_until('postgres', "SELECT pending = 0 AND published_total = 110 AND state = 'idle' FROM outbox.status"),
+   'resume publishes the backlog');
+is($node->safe_psql('postgres', "SELECT count(*), count(DISTINCT pos), min(pos), max(pos) FROM outbox.history"),
+   '110|110|1|110', 'positions 1..110, no gap, no repeat');
+
+# retention: after pg_outbox.retention (4 s) the oldest events are gone, by whole segments,
+# oldest first, and the history starts right after purged_pos (no hole)
+ok($node->poll_query_until('postgres', "SELECT purged_pos >= 110 FROM outbox.state", 't'),
+   'retention removed the published events');
+$node->safe_psql('postgres', "SELECT outbox.publish('c', '{\"late\": true}')");
+ok($node->poll_query_until('postgres', "SELECT pending = 0 FROM outbox.status"), 'published after purge');
+is($node->safe_psql('postgres',
+    "SELECT min(pos) = (SELECT purged_pos + 1 FROM outbox.state) FROM outbox.history"), 't',
+   'the history starts right after the retention horizon');
+like(slurp_file($node->logfile), qr/pg_outbox: retention removed \d+ published events/, 'retention says what it removed');
+is($node->safe_psql('postgres', "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname LIKE 'history_%' AND n_dead_tup > 0"),
+   '', 'no dead tuples in the history segments');
+
+# dead letters: an event that cannot be published does not block the ones behind it
+for my $s (0 .. 2) {
+    $node->safe_psql('postgres',
+        "ALTER TABLE outbox.history_$s ADD CONSTRAINT no_poison CHECK (payload IS NULL OR NOT payload ? 'poison')");
+}
+$node->safe_psql('postgres', "SELECT outbox.publish('c', '{\"poison\": 1}'), outbox.publish('c', '{\"after\": 1}')");
+ok($node->poll_query_until('postgres', "SELECT dead_letters = 1 AND pending = 0 FROM outbox.status"),
+   'the poison event is a dead letter, the one behind it is published');
+is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.history WHERE payload ? 'after'"), '1', 'event behind it published');
+is($node->safe_psql('postgres', "SELECT sqlstate FROM outbox.dead_letters"), '23514', 'dead letter keeps its error');
+for my $s (0 .. 2) {
+    $node->safe_psql('postgres', "ALTER TABLE outbox.history_$s DROP CONSTRAINT no_poison");
+}
+$node->safe_psql('postgres', "SELECT outbox.retry(id) FROM outbox.dead_letters");
+ok($node->poll_query_until('postgres', "SELECT dead_letters = 0 AND pending = 0 FROM outbox.status"),
+   'retried dead letter published');
+is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.history WHERE payload ? 'poison'"), '1', 'once');
+
+$node->stop;
+done_testing();
