@@ -22,6 +22,9 @@ extern "C" {
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "commands/extension.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -355,6 +358,57 @@ void set_state(WorkerState s) {
 enum class Pass { Drained, NoExtension, Paused, Backpressure };
 TimestampTz last_maintenance = 0;
 
+// The pending table gets a DELETE for every published event. Autovacuum wakes once a minute
+// (autovacuum_naptime): at 25k events/s that is 1.5M dead tuples and a table that never
+// shrinks back. So the worker vacuums it itself, every kVacuumEvery published events (or
+// every 10 s after at least 1000): a VACUUM of a few thousand dead tuples takes milliseconds
+// and keeps the table at a few MB.
+constexpr int64 kVacuumEvery = 20000;
+int64 published_since_vacuum = 0;
+TimestampTz last_vacuum = 0;
+
+void vacuum_pending(void) {
+	// VACUUM commits and starts transactions of its own: what it is given must live outside them
+	static MemoryContext vac_cxt = nullptr;
+	if (!vac_cxt)
+		vac_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox vacuum", ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(vac_cxt);
+	VacuumStmt *stmt = makeNode(VacuumStmt);
+	stmt->options = list_make1(makeDefElem(pstrdup("skip_locked"), (Node *)makeBoolean(true), -1));
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(pstrdup("outbox"), pstrdup("pending"), -1), InvalidOid, NIL));
+	stmt->is_vacuumcmd = true;
+	ParseState *pstate = make_parsestate(nullptr);
+	MemoryContextSwitchTo(old);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "pg_outbox: VACUUM outbox.pending");
+	ExecVacuum(pstate, stmt, true);
+	CommitTransactionCommand();
+	MemoryContextReset(vac_cxt);
+	published_since_vacuum = 0;
+	last_vacuum = GetCurrentTimestamp();
+}
+
+void maybe_vacuum_pending(void) {
+	if (published_since_vacuum < kVacuumEvery &&
+	    (published_since_vacuum < 1000 || GetCurrentTimestamp() - last_vacuum < 10 * USECS_PER_SEC))
+		return;
+	PG_TRY();
+	{ vacuum_pending(); }
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		published_since_vacuum = 0;
+		last_vacuum = GetCurrentTimestamp();
+	}
+	PG_END_TRY();
+}
+
 // One pass in one transaction. *published gets the number of events published.
 Pass drain_pass(int64 *published) {
 	Pass result = Pass::Drained;
@@ -491,7 +545,9 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 				note_published(my_slot, (uint64)published, last_drained_pos);
 				LWLockRelease(shared->lock);
+				published_since_vacuum += published;
 			}
+			maybe_vacuum_pending();
 			set_state(WorkerState::Idle);
 			pgstat_report_activity(STATE_IDLE, "pg_outbox: idle, waiting for commits");
 			if (!announced) {
