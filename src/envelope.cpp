@@ -32,7 +32,8 @@ bool is_valid(std::string_view text) noexcept {
 
 } // namespace json
 
-static void build(std::string &out, const EventFields &e, bool with_payload, bool with_key_type) {
+static void build(std::string &out, const EventFields &e, bool with_payload, bool with_key_type,
+                  bool with_channel = false) {
 	out.clear();
 	out += "{\"id\":";
 	json::append_int(out, e.id);
@@ -40,6 +41,10 @@ static void build(std::string &out, const EventFields &e, bool with_payload, boo
 	json::append_int(out, e.pos);
 	out += ",\"seq\":";
 	json::append_int(out, e.seq);
+	if (with_channel) {
+		out += ",\"channel\":";
+		json::append_string(out, e.channel);
+	}
 	if (with_key_type && e.key) {
 		out += ",\"key\":";
 		json::append_string(out, e.key);
@@ -67,6 +72,18 @@ Fit build_event_envelope(std::string &out, const EventFields &e, std::size_t max
 			return Fit::Truncated;
 		build(out, e, false, false);
 		return Fit::Truncated;
+	} catch (...) {
+		out.clear();
+		return Fit::OutOfMemory;
+	}
+}
+
+Fit build_wal_envelope(std::string &out, const EventFields &e) noexcept {
+	try {
+		// reserve first: one allocation for a large payload instead of a doubling series
+		out.reserve(e.payload.size() + e.channel.size() + 160);
+		build(out, e, true, true, true);
+		return Fit::Full;
 	} catch (...) {
 		out.clear();
 		return Fit::OutOfMemory;

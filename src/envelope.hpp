@@ -47,6 +47,7 @@ struct EventFields {
 	const char *type = nullptr; // nullptr: absent
 	std::string_view payload;   // JSON text (already valid: it comes from jsonb); empty: absent
 	bool has_payload = false;
+	std::string_view channel;   // only in the WAL envelope (a WAL consumer has no NOTIFY channel)
 };
 
 enum class Fit {
@@ -61,5 +62,16 @@ enum class Fit {
 // that is too long (huge key or type), key and type are left out as well. The consumer then
 // fetches the event by id (outbox.event(id)). Never throws.
 Fit build_event_envelope(std::string &out, const EventFields &e, std::size_t max_bytes = kMaxPayloadBytes) noexcept;
+
+// The prefix of the logical decoding messages the drain writes for channels whose target is
+// 'wal' or 'both' (pg_logical_emit_message(true, 'pg_outbox', <envelope>)).
+constexpr const char *kWalMessagePrefix = "pg_outbox";
+
+// Build the envelope of one event as it is written to the WAL (replacing out's content): the
+// NOTIFY envelope plus the channel, and never truncated (the WAL has no 8000-byte limit):
+//   {"id":7,"pos":42,"seq":3,"channel":"orders","key":"k","type":"t","payload":{...}}
+// key, type and payload are left out when absent (SQL NULL), as in the NOTIFY envelope.
+// Returns Fit::Full, or Fit::OutOfMemory (out empty). Never throws.
+Fit build_wal_envelope(std::string &out, const EventFields &e) noexcept;
 
 } // namespace pg_outbox

@@ -9,8 +9,11 @@
 //      order, and an aborted drain rolls the counter back: positions have no gaps;
 //   3. bump the per-channel counters in outbox.channels (in channel order: no deadlocks);
 //   4. insert the events, stamped, into the current history segment;
-//   5. queue one NOTIFY per event (Async_Notify) with a size-checked envelope.
-// The NOTIFYs and the "published" state commit or roll back together.
+//   5. per event, by its channel's target (outbox.channel_targets, looked up once per batch):
+//      'notify' queues one NOTIFY (Async_Notify) with a size-checked envelope, 'wal' writes one
+//      transactional logical decoding message (prefix 'pg_outbox') with the full envelope,
+//      'both' does both.
+// The NOTIFYs, the WAL messages and the "published" state commit or roll back together.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 
@@ -23,6 +26,7 @@ extern "C" {
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "commands/trigger.h"
+#include "replication/message.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -99,7 +103,11 @@ struct ChannelEntry {
 	char name[NAMEDATALEN]; // hash key
 	int64 count;            // events of this channel in the batch
 	int64 next_seq;         // next seq to hand out
+	int targets;            // kTargetNotify | kTargetWal, from outbox.channel_targets
 };
+
+// Where a channel's events go (outbox.channel_targets.target: 'notify', 'wal' or 'both').
+enum : int { kTargetNotify = 1, kTargetWal = 2 };
 
 static void spi_check(int rc, int expected, const char *what) {
 	if (rc != expected)
@@ -128,6 +136,74 @@ static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *ke
 	if (build_event_envelope(envelope_buffer, f) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
 	return envelope_buffer.c_str();
+}
+
+// The WAL envelope buffer: static like envelope_buffer. A large one is given back after use so
+// that one huge event does not pin its size in the worker for good.
+static std::string wal_buffer;
+constexpr size_t kKeepWalBufferBytes = 1024 * 1024;
+
+static void release_wal_buffer() noexcept {
+	std::string().swap(wal_buffer);
+}
+
+// Write one event into the WAL as a transactional logical decoding message: it is decoded only
+// if (and when) the drain transaction commits, in the order written, i.e. in pos order.
+static void emit_wal_message(const char *channel, int64 id, int64 pos, int64 seq, const char *key, const char *type,
+                             const char *payload) {
+	EventFields f;
+	f.id = id;
+	f.pos = pos;
+	f.seq = seq;
+	f.key = key;
+	f.type = type;
+	f.channel = channel;
+	if (payload) {
+		f.payload = payload;
+		f.has_payload = true;
+	}
+	if (build_wal_envelope(wal_buffer, f) == Fit::OutOfMemory)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building the WAL envelope of event %lld",
+		                                                      (long long)id)));
+	LogLogicalMessage(kWalMessagePrefix, wal_buffer.data(), wal_buffer.size(), true);
+	if (wal_buffer.capacity() > kKeepWalBufferBytes)
+		release_wal_buffer();
+}
+
+// Set e->targets for every channel of the batch: one query per batch, not one per event.
+// A channel without a row of its own follows the '*' row, and 'notify' when there is none.
+static SPIPlanPtr plan_targets = nullptr;
+
+static void lookup_targets(HTAB *channels, int nchannels) {
+	if (!plan_targets) {
+		Oid types[] = {TEXTARRAYOID};
+		plan_targets = prepare("SELECT u.channel, CASE coalesce(t.target, d.target, 'notify')"
+		                       "   WHEN 'wal' THEN 2 WHEN 'both' THEN 3 ELSE 1 END"
+		                       " FROM unnest($1::text[]) AS u(channel)"
+		                       " LEFT JOIN outbox.channel_targets t ON t.channel = u.channel"
+		                       " LEFT JOIN outbox.channel_targets d ON d.channel = '*'",
+		                       1, types);
+	}
+	Datum *cn = (Datum *)palloc(nchannels * sizeof(Datum));
+	HASH_SEQ_STATUS st;
+	hash_seq_init(&st, channels);
+	int j = 0;
+	for (ChannelEntry *e; (e = (ChannelEntry *)hash_seq_search(&st)) != nullptr; j++) {
+		e->targets = kTargetNotify;
+		cn[j] = CStringGetTextDatum(e->name);
+	}
+	Datum args[] = {PointerGetDatum(construct_array(cn, nchannels, TEXTOID, -1, false, TYPALIGN_INT))};
+	spi_check(SPI_execute_plan(plan_targets, args, nullptr, false, 0), SPI_OK_SELECT, "looking up channel targets");
+	for (uint64 r = 0; r < SPI_processed; r++) {
+		bool isnull;
+		char *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		int targets = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
+		ChannelEntry *e = (ChannelEntry *)hash_search(channels, name, HASH_FIND, nullptr);
+		if (!e)
+			elog(ERROR, "pg_outbox: channel \"%s\" came back from outbox.channel_targets unasked", name);
+		e->targets = targets;
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 int64 drain_batch(int max_events, int64 only_id) {
@@ -251,18 +327,25 @@ int64 drain_batch(int max_events, int64 only_id) {
 	                    arr(created, nullptr, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, 'd')};
 	spi_check(SPI_execute_plan(plan_insert[seg], ins_args, nullptr, false, 0), SPI_OK_INSERT, "recording history");
 
-	// 5. NOTIFY, one envelope per event
+	// 5. one envelope per event: NOTIFY and/or a WAL message, by the channel's target
+	lookup_targets(channels, nchannels);
 	for (uint64 i = 0; i < n; i++) {
+		ChannelEntry *e = (ChannelEntry *)hash_search(channels, chan_names[i], HASH_FIND, nullptr);
 		const char *key = key_null[i] ? nullptr : TextDatumGetCString(keys[i]);
 		const char *type = type_null[i] ? nullptr : TextDatumGetCString(types[i]);
-		const char *payload = nullptr;
+		char *payload = nullptr;
 		if (!payload_null[i]) {
 			Jsonb *jb = DatumGetJsonbP(payloads[i]);
 			payload = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
 		}
-		Async_Notify(chan_names[i],
-		             build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,
-		                            payload));
+		if (e->targets & kTargetWal)
+			emit_wal_message(chan_names[i], DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key,
+			                 type, payload);
+		if (e->targets & kTargetNotify)
+			Async_Notify(chan_names[i], build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]),
+			                                           DatumGetInt64(seqs[i]), key, type, payload));
+		if (payload)
+			pfree(payload); // a batch of large payloads must not pile up until SPI_finish
 	}
 
 	last_drained_pos = last_pos;

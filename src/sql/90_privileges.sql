@@ -49,3 +49,9 @@ GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.resume()
                           outbox.retry(bigint)
     TO outbox_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA outbox TO outbox_admin;
+
+-- publishing to the WAL (70_wal.sql)
+ALTER FUNCTION outbox.set_target(text, text) SECURITY DEFINER;
+ALTER FUNCTION outbox.reset_target(text) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.set_target(text, text), outbox.reset_target(text) TO outbox_admin;
+GRANT SELECT ON outbox.targets, outbox.debezium_events TO outbox_reader;
