@@ -58,7 +58,7 @@ enum class Fit {
 
 // Build the envelope of one event into out (replacing its content):
 //   {"id":7,"pos":42,"seq":3,"key":"k","type":"t","payload":{...}}
-// If it would be max_bytes or longer, "payload" is left out and "truncated":true set; if even
+// If it would be longer than max_bytes, "payload" is left out and "truncated":true set; if even
 // that is too long (huge key or type), key and type are left out as well. The consumer then
 // fetches the event by id (outbox.event(id)). Never throws.
 Fit build_event_envelope(std::string &out, const EventFields &e, std::size_t max_bytes = kMaxPayloadBytes) noexcept;
