@@ -7,10 +7,13 @@ CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp sr
            src/outbox.cpp src/worker.cpp src/admin.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
-# The install script is assembled from one piece per feature (src/sql/NN_*.sql).
+# The install script is assembled from one piece per feature (src/sql/NN_*.sql). The upgrade
+# script from 0.9 (whose install script sql/pg_outbox--0.9.sql is frozen) is its own delta plus
+# every piece 0.9 did not have.
 SQL_PARTS  = $(sort $(wildcard src/sql/[0-9]*.sql))
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+PARTS_IN_0_9 = src/sql/00_schema.sql src/sql/10_notify.sql src/sql/20_outbox.sql
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/$(EXTENSION)--0.9--$(EXTVERSION).sql
+DATA       = sql/$(EXTENSION)--0.9.sql
 
 # Regression tests run by test/run_tests.sh (it calls pg_regress and friends with a
 # temporary instance that preloads the library, as an unprivileged user).
@@ -24,7 +27,7 @@ PG_CONFIG ?= pg_config
 # the same C++17 + Boost code, so bitcode is switched off on purpose.
 override with_llvm := no
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DPG_OUTBOX_VERSION='"$(EXTVERSION)"'
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register
 SHLIB_LINK  = -lstdc++
 
@@ -33,7 +36,10 @@ EXTRA_CLEAN = $(DATA_built) test/unit/unit_tests results tmp_check regression.di
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): $(SQL_PARTS)
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+sql/$(EXTENSION)--0.9--$(EXTVERSION).sql: src/sql/upgrade/0.9--$(EXTVERSION).sql $(filter-out $(PARTS_IN_0_9),$(SQL_PARTS))
 	cat $^ > $@
 
 # Pure C++ unit tests (no Postgres headers involved).

@@ -95,7 +95,32 @@ static void dead_letter(int64 id, ErrorData *edata) {
 		                  errhint("Fix the cause, then call outbox.retry(%lld).", (long long)id)));
 }
 
+char *installed_version(void) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_outbox'", true, 1);
+	char *version = nullptr;
+	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+		char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (v) {
+			version = (char *)SPI_palloc(strlen(v) + 1); // outlives SPI_finish
+			strcpy(version, v);
+		}
+	}
+	SPI_finish();
+	return version;
+}
+
+void check_installed_version(void) {
+	char *v = installed_version();
+	if (v && strcmp(v, PG_OUTBOX_VERSION) != 0)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox %s cannot publish with version %s of its SQL objects", PG_OUTBOX_VERSION, v),
+		                errhint("Run ALTER EXTENSION pg_outbox UPDATE in this database.")));
+}
+
 int64 drain(int max_events) {
+	check_installed_version();
 	ErrorData *edata;
 	int64 n = drain_in_subxact(max_events, 0, &edata);
 	if (n >= 0)

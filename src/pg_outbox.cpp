@@ -52,6 +52,8 @@ const char *state_name(WorkerState s) noexcept {
 		return "backpressure";
 	case WorkerState::Stopped:
 		return "stopped";
+	case WorkerState::NeedsUpdate:
+		return "needs_update";
 	}
 	return "unknown";
 }

@@ -34,6 +34,7 @@ enum class WorkerState : int {
 	Paused,        // outbox.pause() in effect
 	Backpressure,  // NOTIFY queue above pg_outbox.max_queue_usage
 	Stopped,       // exited; see exit_reason
+	NeedsUpdate,   // the SQL objects are older than the library: ALTER EXTENSION pg_outbox UPDATE
 };
 const char *state_name(WorkerState s) noexcept;
 
@@ -96,6 +97,10 @@ int64 drain_batch(int max_events, int64 only_id = 0);
 // its error, so it never blocks the events behind it. Errors of the system (locks, resources,
 // shutdown, missing objects) propagate: the batch is retried later, nothing is dead-lettered.
 int64 drain(int max_events);
+// The version of the extension's SQL objects in this database (palloc'd), or nullptr if absent.
+// The library publishes only when it is PG_OUTBOX_VERSION.
+char *installed_version(void);
+void check_installed_version(void);
 // The last position drain_batch() handed out in this process.
 extern int64 last_drained_pos;
 // NOTIFY queue usage, 0..1.

@@ -355,7 +355,7 @@ void set_state(WorkerState s) {
 	proc_exit(0);
 }
 
-enum class Pass { Drained, NoExtension, Paused, Backpressure };
+enum class Pass { Drained, NoExtension, Paused, Backpressure, NeedsUpdate };
 TimestampTz last_maintenance = 0;
 
 // The pending table gets a DELETE for every published event. Autovacuum wakes once a minute
@@ -416,8 +416,11 @@ Pass drain_pass(int64 *published) {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	char *version = nullptr;
 	if (!OidIsValid(get_extension_oid("pg_outbox", true)))
 		result = Pass::NoExtension;
+	else if ((version = installed_version()) != nullptr && strcmp(version, PG_OUTBOX_VERSION) != 0)
+		result = Pass::NeedsUpdate;
 	else {
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "pg_outbox: SPI_connect failed");
@@ -525,6 +528,13 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			ereport(LOG, (errmsg("pg_outbox drain worker: extension pg_outbox is not installed in this "
 			                     "database, exiting")));
 			exit_worker(ExitReason::NoExtension);
+		} else if (pass == Pass::NeedsUpdate) {
+			if (my_slot->state != WorkerState::NeedsUpdate)
+				ereport(LOG, (errmsg("pg_outbox: the extension's SQL objects in this database are older than the library "
+				                     "(%s): not publishing until ALTER EXTENSION pg_outbox UPDATE",
+				                     PG_OUTBOX_VERSION)));
+			set_state(WorkerState::NeedsUpdate);
+			pgstat_report_activity(STATE_IDLE, "pg_outbox: waiting for ALTER EXTENSION pg_outbox UPDATE");
 		} else if (pass == Pass::Paused) {
 			set_state(WorkerState::Paused);
 			pgstat_report_activity(STATE_IDLE, "pg_outbox: paused (outbox.resume() to continue)");

@@ -1,0 +1,106 @@
+# Upgrades: install the previous version (0.9), publish with it, ALTER EXTENSION pg_outbox
+# UPDATE, and check that the result equals a fresh install of the new version, object by
+# object (definitions, columns, constraints, indexes, triggers, privileges, dump settings), and
+# that the data published before the upgrade is still there and positions go on.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_outbox'
+pg_outbox.databases = ''
+wal_level = logical
+});
+$node->start;
+
+is($node->safe_psql('postgres',
+    "SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'pg_outbox'"),
+   '0.9,1.0', 'versions 0.9 and 1.0 are installable');
+is($node->safe_psql('postgres',
+    "SELECT string_agg(source || '->' || target, ',') FROM pg_extension_update_paths('pg_outbox') WHERE path IS NOT NULL"),
+   '0.9->1.0', 'there is an update path from 0.9 to 1.0');
+
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded');
+$node->safe_psql('fresh', 'CREATE EXTENSION pg_outbox');
+$node->safe_psql('upgraded', "CREATE EXTENSION pg_outbox VERSION '0.9'");
+$node->safe_psql('upgraded', q{
+    SELECT outbox.publish('orders', jsonb_build_object('n', g)) FROM generate_series(1, 6) g;
+});
+# the new library does not publish with the old SQL objects: it says what to do
+my ($rc, $out, $err) = $node->psql('upgraded', 'SELECT outbox.drain()');
+like($err, qr/pg_outbox 1\.0 cannot publish with version 0\.9 of its SQL objects.*\n.*HINT:  Run ALTER EXTENSION pg_outbox UPDATE/s,
+     'drain with old SQL objects: clear error and hint');
+$node->safe_psql('upgraded', 'ALTER EXTENSION pg_outbox UPDATE');
+is($node->safe_psql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.0', 'updated to 1.0');
+
+# Everything about the extension's objects that matters, one line each, no OIDs.
+my $fingerprint = q{
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'pg_outbox'),
+lines(line) AS (
+    SELECT 'member ' || pg_describe_object(classid, objid, objsubid)
+      FROM pg_depend, ext WHERE refclassid = 'pg_extension'::regclass AND refobjid = ext.oid AND deptype = 'e'
+    UNION ALL
+    SELECT 'function ' || p.oid::regprocedure || ' secdef=' || p.prosecdef || ' acl=' || coalesce(p.proacl::text, '-')
+           || E'\n' || pg_get_functiondef(p.oid)
+      FROM pg_proc p WHERE p.pronamespace = 'outbox'::regnamespace
+    UNION ALL
+    SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text || ' options=' || coalesce(c.reloptions::text, '-')
+           || ' acl=' || coalesce(c.relacl::text, '-')
+      FROM pg_class c WHERE c.relnamespace = 'outbox'::regnamespace
+    UNION ALL
+    SELECT 'column ' || c.relname || '.' || a.attname || ' #' || a.attnum || ' ' || format_type(a.atttypid, a.atttypmod)
+           || ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
+           || ' identity=' || a.attidentity::text
+      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE c.relnamespace = 'outbox'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+      FROM pg_constraint WHERE connamespace = 'outbox'::regnamespace
+    UNION ALL
+    SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'outbox'::regnamespace
+    UNION ALL
+    SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid)
+      FROM pg_class c WHERE c.relnamespace = 'outbox'::regnamespace AND c.relkind = 'v'
+    UNION ALL
+    SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'outbox'::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'inherits ' || i.inhrelid::regclass || ' ' || i.inhparent::regclass FROM pg_inherits i
+      JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relnamespace = 'outbox'::regnamespace
+    UNION ALL
+    SELECT 'dumped ' || cfg::regclass || ' where=' || coalesce(cond, '-')
+      FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(cfg, cond) WHERE e.extname = 'pg_outbox'
+    UNION ALL
+    SELECT 'schema acl=' || coalesce(nspacl::text, '-') FROM pg_namespace WHERE nspname = 'outbox'
+)
+SELECT string_agg(line, E'\n' ORDER BY line) FROM lines};
+
+my $fresh = $node->safe_psql('fresh', $fingerprint);
+my $upgraded = $node->safe_psql('upgraded', $fingerprint);
+cmp_ok(length($fresh), '>', 1000, 'the fingerprint covers the extension');
+if ($fresh eq $upgraded) {
+    pass('an upgraded 0.9 equals a fresh 1.0');
+} else {
+    my %f = map { $_ => 1 } split /\n(?=(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) )/, $fresh;
+    my %u = map { $_ => 1 } split /\n(?=(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) )/, $upgraded;
+    diag("only in fresh:    $_") for grep { !$u{$_} } sort keys %f;
+    diag("only in upgraded: $_") for grep { !$f{$_} } sort keys %u;
+    fail('an upgraded 0.9 equals a fresh 1.0');
+}
+
+# the data written before the upgrade is published after it
+is($node->safe_psql('upgraded', 'SELECT outbox.drain()'), '6', 'the events pending at upgrade time are published');
+is($node->safe_psql('upgraded', "SELECT string_agg(pos || ':' || seq || ':' || (payload->>'n'), ',' ORDER BY pos) FROM outbox.history"),
+   '1:1:1,2:2:2,3:3:3,4:4:4,5:5:5,6:6:6', 'in order, positions from 1');
+is($node->safe_psql('upgraded', 'SELECT purged_pos FROM outbox.state'), '0', 'new state column filled');
+
+$node->stop;
+done_testing();
