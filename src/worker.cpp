@@ -374,7 +374,10 @@ void vacuum_pending(void) {
 		vac_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox vacuum", ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(vac_cxt);
 	VacuumStmt *stmt = makeNode(VacuumStmt);
-	stmt->options = list_make1(makeDefElem(pstrdup("skip_locked"), (Node *)makeBoolean(true), -1));
+	// skip_locked: never wait; truncate off: truncating the heap's empty tail needs an
+	// ACCESS EXCLUSIVE lock, which would block producers (and VACUUM would wait up to 5 s for it)
+	stmt->options = list_make2(makeDefElem(pstrdup("skip_locked"), (Node *)makeBoolean(true), -1),
+	                           makeDefElem(pstrdup("truncate"), (Node *)makeBoolean(false), -1));
 	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(pstrdup("outbox"), pstrdup("pending"), -1), InvalidOid, NIL));
 	stmt->is_vacuumcmd = true;
 	ParseState *pstate = make_parsestate(nullptr);
