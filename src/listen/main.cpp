@@ -93,6 +93,7 @@ private:
 	Tracker tracker_;
 	bool ever_connected_ = false;
 	bool start_known_ = false; // the start position is settled (state file, --from-pos, or head)
+	bool channels_checked_ = false;
 	bool dirty_ = false;       // printed lines since the last state save
 	std::string channels_literal_;
 	std::mt19937 rng_;
@@ -116,6 +117,7 @@ private:
 	[[noreturn]] void fail_result(PGresult *res, const char *what);
 	void sleep_for(double seconds);
 	void reconnect_loop();
+	void check_channels();
 };
 
 void Listener::build_params() {
@@ -138,9 +140,10 @@ void Listener::build_params() {
 			keys_.push_back(o->keyword);
 			vals_.push_back(o->val);
 		}
-	// Defaults the connection string (or PGAPPNAME, for the name) can override.
+	// Defaults the connection string can override. application_name is set, not just the
+	// fallback: an inherited PGAPPNAME must not hide the listener in pg_stat_activity.
 	const std::pair<const char *, const char *> defaults[] = {
-	    {"fallback_application_name", "pg_outbox_listen"},
+	    {"application_name", "pg_outbox_listen"},
 	    {"keepalives", "1"},
 	    {"keepalives_idle", "30"},
 	    {"keepalives_interval", "10"},
@@ -215,19 +218,9 @@ void Listener::fail_result(PGresult *res, const char *what) {
 	throw Lost{"query failed (SQLSTATE " + sqlstate + "): " + msg};
 }
 
-void Listener::setup_session() {
-	// Is pg_outbox there (and new enough)?
-	PGresult *res = exec("SELECT to_regprocedure('outbox.replay(bigint,text[],integer)') IS NOT NULL", 0, nullptr);
-	bool have = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	if (!have) {
-		say("database \"%s\" has no pg_outbox with outbox.replay(): run CREATE EXTENSION pg_outbox (or update it)",
-		    PQdb(conn_));
-		throw Exit{kExitNoExtension};
-	}
+void Listener::check_channels() {
 	const char *params[] = {channels_literal_.c_str()};
-	// Channels that never had an event: a typo, or a channel nobody has published on yet.
-	res = exec("SELECT u.c FROM unnest($1::text[]) AS u(c)"
+	PGresult *res = exec("SELECT u.c FROM unnest($1::text[]) AS u(c)"
 	           " WHERE NOT EXISTS (SELECT 1 FROM outbox.channels oc WHERE oc.channel = u.c)",
 	           1, params);
 	for (int i = 0; i < PQntuples(res); i++) {
@@ -239,6 +232,25 @@ void Listener::setup_session() {
 		say("warning: channel \"%s\" has had no event yet (listening anyway)", PQgetvalue(res, i, 0));
 	}
 	PQclear(res);
+}
+
+void Listener::setup_session() {
+	// Is pg_outbox there (and new enough)?
+	PGresult *res = exec("SELECT to_regprocedure('outbox.replay(bigint,text[],integer)') IS NOT NULL", 0, nullptr);
+	bool have = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!have) {
+		say("database \"%s\" has no pg_outbox with outbox.replay(): run CREATE EXTENSION pg_outbox (or update it)",
+		    PQdb(conn_));
+		throw Exit{kExitNoExtension};
+	}
+	const char *params[] = {channels_literal_.c_str()};
+	// Channels that never had an event: a typo, or a channel nobody has published on yet
+	// (checked on the first connection only).
+	if (!channels_checked_) {
+		check_channels();
+		channels_checked_ = true;
+	}
 	// LISTEN before the replay: whatever commits after this is notified, whatever committed
 	// before is in the replay's snapshot; the overlap is dropped by position.
 	for (const std::string &ch : opt_.channels) {
