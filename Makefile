@@ -31,7 +31,8 @@ PG_CPPFLAGS = -I$(srcdir)/src -DPG_OUTBOX_VERSION='"$(EXTVERSION)"'
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-register
 SHLIB_LINK  = -lstdc++
 
-EXTRA_CLEAN = $(DATA_built) test/unit/unit_tests results tmp_check regression.diffs regression.out
+EXTRA_CLEAN = $(DATA_built) test/unit/unit_tests results tmp_check regression.diffs regression.out \
+              $(LISTEN_BIN) $(LISTEN_OBJS)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -42,15 +43,40 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 sql/$(EXTENSION)--0.9--$(EXTVERSION).sql: src/sql/upgrade/0.9--$(EXTVERSION).sql $(filter-out $(PARTS_IN_0_9),$(SQL_PARTS))
 	cat $^ > $@
 
+# The reference consumer pg_outbox_listen: a C++17 program on libpq (not part of the module),
+# installed into the server's bindir next to psql. Its objects are built with their own flags.
+LISTEN_BIN    = src/listen/pg_outbox_listen
+LISTEN_OWN    = src/listen/main.o src/listen/listen_core.o
+LISTEN_SHARED = src/listen/envelope.o src/listen/json_impl.o
+LISTEN_OBJS   = $(LISTEN_OWN) $(LISTEN_SHARED)
+LISTEN_CXXFLAGS = -std=c++17 -O2 -g -Wall -Wextra -I$(srcdir)/src -I$(includedir)
+
+all: $(LISTEN_BIN)
+
+$(LISTEN_OWN): src/listen/%.o: src/listen/%.cpp $(wildcard src/listen/*.hpp) src/envelope.hpp
+	$(CXX) $(LISTEN_CXXFLAGS) -c -o $@ $<
+$(LISTEN_SHARED): src/listen/%.o: src/%.cpp src/envelope.hpp
+	$(CXX) $(LISTEN_CXXFLAGS) -c -o $@ $<
+$(LISTEN_BIN): $(LISTEN_OBJS)
+	$(CXX) -o $@ $^ -L$(libdir) -lpq
+
+install: install-listen
+install-listen: $(LISTEN_BIN)
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) $(LISTEN_BIN) '$(DESTDIR)$(bindir)/pg_outbox_listen'
+uninstall: uninstall-listen
+uninstall-listen:
+	rm -f '$(DESTDIR)$(bindir)/pg_outbox_listen'
+
 # Pure C++ unit tests (no Postgres headers involved).
-UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp
-test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp)
+UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp src/listen/listen_core.cpp
+test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -g -I$(srcdir)/src -o $@ $(UNIT_SRCS) -lgtest -lgtest_main -pthread
 
 unit: test/unit/unit_tests
 	./test/unit/unit_tests
 
 format:
-	clang-format -i src/*.cpp src/*.hpp test/unit/*.cpp
+	clang-format -i src/*.cpp src/*.hpp src/listen/*.cpp src/listen/*.hpp test/unit/*.cpp
 
-.PHONY: unit format
+.PHONY: unit format install-listen uninstall-listen

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libboost-json1.81-dev libipc-run-perl libgtest-dev
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
           g++ make perl)
 SUDO=()
 if [ "$(id -u)" != 0 ]; then

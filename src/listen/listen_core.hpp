@@ -1,0 +1,121 @@
+// listen_core.hpp — the logic of pg_outbox_listen that needs no database: arguments, envelope
+// decoding, output lines, gap detection, the state file, backoff. Pure C++ (Boost.JSON and
+// POSIX, no libpq, no Postgres header), unit-tested in test/unit/listen_test.cpp.
+#pragma once
+
+#ifdef POSTGRES_H
+#error "listen_core.hpp is pure C++: it includes no Postgres header"
+#endif
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pg_outbox::listen {
+
+// Exit codes (documented in the README and in --help).
+enum ExitCode : int {
+	kExitOk = 0,             // stopped by SIGINT/SIGTERM after saving its position
+	kExitInternal = 1,       // unexpected failure (stdout closed, protocol surprise)
+	kExitUsage = 2,          // bad arguments
+	kExitConnection = 3,     // bad connection string, or the first connection failed
+	kExitNoExtension = 4,    // the database has no usable pg_outbox (missing, or no privilege)
+	kExitUnknownChannel = 5, // --strict-channels and a channel never had an event
+	kExitResync = 6,         // replay point outside the history (OB001/OB002): resynchronise
+	kExitStateFile = 7,      // state file unreadable, corrupt, unwritable or in use
+};
+
+enum class Start { Default, Pos, Now };
+
+struct Options {
+	std::string conninfo;
+	std::vector<std::string> channels; // unique, in the order given
+	Start start = Start::Default;
+	std::int64_t from_pos = 0;
+	std::string state_file;   // empty: none
+	int batch = 1000;         // max_events per replay call
+	double max_backoff = 10;  // seconds
+	bool strict_channels = false;
+	bool fsync = true;
+	bool verbose = false;
+};
+
+struct ParseResult {
+	std::optional<Options> options; // set when the arguments are good
+	bool help = false;              // --help: print usage, exit 0
+	std::string error;              // otherwise: why not
+};
+ParseResult parse_args(const std::vector<std::string> &args); // args without argv[0]
+const char *usage_text() noexcept;
+
+// One published event, from a notification or from outbox.replay().
+struct Event {
+	std::int64_t pos = 0, seq = 0, id = 0;
+	std::string channel;
+	std::optional<std::string> key, type;
+	std::optional<std::string> payload; // raw JSON text, as jsonb prints it
+	bool truncated = false;             // the notification left the payload (and maybe key/type) out
+};
+
+// Decode the envelope of a notification on channel. Returns false (and why) if it is not an
+// outbox envelope.
+bool decode_envelope(std::string_view channel, std::string_view text, Event &out, std::string &error);
+
+// The raw text of member `key` of the top-level JSON object `text` (which must be valid JSON),
+// or nothing.
+std::optional<std::string_view> raw_member(std::string_view text, std::string_view key);
+
+// One output line (without the newline):
+//   {"pos":7,"channel":"orders","seq":3,"id":42,"key":"k","type":"t","payload":{...}}
+// key, type and payload are null when absent; payload is the event's JSON as jsonb prints it.
+std::string format_event(const Event &e);
+
+// A PostgreSQL text[] literal: {"a","b\"c"}.
+std::string text_array_literal(const std::vector<std::string> &items);
+
+// Parse a decimal int64 (whole string). nullopt if it is not one.
+std::optional<std::int64_t> parse_int64(std::string_view s) noexcept;
+
+// Per-connection bookkeeping: the last delivered position, and the last seq seen per channel.
+class Tracker {
+public:
+	enum class Verdict {
+		Duplicate,    // pos already delivered: drop
+		Deliver,      // the next event of its channel: print it
+		Gap,          // seq jumped, seq not known yet, or truncated: replay up to it
+		Inconsistent, // positions or seqs went backwards: the outbox was reset
+	};
+	explicit Tracker(std::int64_t last_pos = 0) : last_pos_(last_pos) {
+	}
+	Verdict classify(const Event &e) const;
+	void delivered(const Event &e);
+	void set_seq(const std::string &channel, std::int64_t seq) {
+		seqs_[channel] = seq;
+	}
+	std::optional<std::int64_t> seq(const std::string &channel) const;
+	std::int64_t last_pos() const noexcept {
+		return last_pos_;
+	}
+
+private:
+	std::int64_t last_pos_;
+	std::map<std::string, std::int64_t> seqs_;
+};
+
+// The state file: "pg_outbox_listen state 1\npos N\n".
+std::string format_state(std::int64_t pos);
+std::optional<std::int64_t> parse_state(std::string_view content);
+// Read it: nullopt+empty error if the file does not exist; nullopt+error if it is unreadable
+// or corrupt.
+std::optional<std::int64_t> read_state_file(const std::string &path, std::string &error);
+// Replace it atomically (write path.tmp, fsync, rename, fsync the directory). False + error.
+bool write_state_file(const std::string &path, std::int64_t pos, bool do_fsync, std::string &error);
+
+// Seconds to wait before reconnect attempt number `attempt` (0 = the first after a loss):
+// 0, then 0.1 s doubling up to max_backoff; jitter in [0,1) spreads it by up to +-20%.
+double backoff_delay(int attempt, double max_backoff, double jitter);
+
+} // namespace pg_outbox::listen

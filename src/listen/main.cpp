@@ -1,0 +1,525 @@
+// pg_outbox_listen — the reference consumer of pg_outbox: prints every published event of some
+// channels as one JSON line, in position order, exactly once per run and at least once across
+// restarts (the state file is written after the lines are flushed).
+//
+// On start and after every reconnect: LISTEN first, then replay from the last printed position
+// with outbox.replay() until caught up, then follow live notifications. A notification at or
+// below the last position is a duplicate and dropped; one whose channel seq jumps (or whose
+// seq is not known yet, or whose payload was truncated) makes it replay up to that position.
+// Everything the database says goes through libpq here; the logic is in listen_core.cpp.
+#include "listen/listen_core.hpp"
+
+#include <libpq-fe.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <random>
+#include <signal.h>
+#include <string>
+#include <sys/file.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace pg_outbox::listen;
+
+namespace {
+
+volatile sig_atomic_t stop_requested = 0;
+
+void on_signal(int) {
+	stop_requested = 1;
+}
+
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void say(const char *fmt, ...) {
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "pg_outbox_listen: %s\n", buf);
+	fflush(stderr);
+}
+
+// Leaves the program with an exit code (caught in main, so destructors run and the
+// connection is closed).
+struct Exit {
+	int code;
+};
+
+// The connection went away (or a transient error): reconnect.
+struct Lost {
+	std::string why;
+};
+
+// A libpq message on one line: newlines and tabs become single spaces.
+std::string trim(const std::string &in) {
+	std::string s;
+	for (char c : in) {
+		if (c == '\n' || c == '\t' || c == '\r')
+			c = ' ';
+		if (c == ' ' && (s.empty() || s.back() == ' '))
+			continue;
+		s += c;
+	}
+	while (!s.empty() && s.back() == ' ')
+		s.pop_back();
+	return s;
+}
+
+// Server messages outside a query (e.g. the FATAL of a terminated backend), on one line.
+void notice_processor(void *, const char *message) {
+	say("server: %s", trim(message).c_str());
+}
+
+class Listener {
+public:
+	explicit Listener(Options o) : opt_(std::move(o)), rng_(std::random_device{}()) {
+	}
+	~Listener() {
+		disconnect();
+	}
+	int run();
+
+private:
+	Options opt_;
+	PGconn *conn_ = nullptr;
+	Tracker tracker_;
+	bool ever_connected_ = false;
+	bool start_known_ = false; // the start position is settled (state file, --from-pos, or head)
+	bool channels_checked_ = false;
+	bool dirty_ = false;       // printed lines since the last state save
+	std::string channels_literal_;
+	std::mt19937 rng_;
+	std::vector<std::string> keys_, vals_;
+	int lock_fd_ = -1;
+
+	void disconnect() {
+		if (conn_)
+			PQfinish(conn_);
+		conn_ = nullptr;
+	}
+	void build_params();
+	void connect();
+	void setup_session();
+	void catch_up(std::int64_t target);
+	void live();
+	void process_notifications();
+	void deliver(const Event &e);
+	void flush_and_save();
+	PGresult *exec(const char *sql, int nparams, const char *const *params);
+	[[noreturn]] void fail_result(PGresult *res, const char *what);
+	void sleep_for(double seconds);
+	void reconnect_loop();
+	void check_channels();
+};
+
+void Listener::build_params() {
+	char *err = nullptr;
+	PQconninfoOption *opts = PQconninfoParse(opt_.conninfo.c_str(), &err);
+	if (!opts) {
+		say("invalid connection string \"%s\": %s", opt_.conninfo.c_str(), err ? trim(err).c_str() : "out of memory");
+		if (err)
+			PQfreemem(err);
+		throw Exit{kExitConnection};
+	}
+	auto is_set = [&](const char *kw) {
+		for (PQconninfoOption *o = opts; o->keyword; o++)
+			if (strcmp(o->keyword, kw) == 0)
+				return o->val != nullptr;
+		return false;
+	};
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (o->val) {
+			keys_.push_back(o->keyword);
+			vals_.push_back(o->val);
+		}
+	// Defaults the connection string can override. application_name is set, not just the
+	// fallback: an inherited PGAPPNAME must not hide the listener in pg_stat_activity.
+	const std::pair<const char *, const char *> defaults[] = {
+	    {"application_name", "pg_outbox_listen"},
+	    {"keepalives", "1"},
+	    {"keepalives_idle", "30"},
+	    {"keepalives_interval", "10"},
+	    {"keepalives_count", "3"},
+	    {"connect_timeout", "10"},
+	};
+	for (auto [k, v] : defaults)
+		if (!is_set(k)) {
+			keys_.push_back(k);
+			vals_.push_back(v);
+		}
+	PQconninfoFree(opts);
+}
+
+void Listener::connect() {
+	disconnect();
+	std::vector<const char *> k, v;
+	for (size_t i = 0; i < keys_.size(); i++) {
+		k.push_back(keys_[i].c_str());
+		v.push_back(vals_[i].c_str());
+	}
+	k.push_back(nullptr);
+	v.push_back(nullptr);
+	say("state=connecting");
+	conn_ = PQconnectdbParams(k.data(), v.data(), 0);
+	if (!conn_)
+		throw Lost{"out of memory"};
+	if (PQstatus(conn_) != CONNECTION_OK) {
+		std::string why = trim(PQerrorMessage(conn_));
+		disconnect();
+		if (!ever_connected_) {
+			say("cannot connect: %s", why.c_str());
+			throw Exit{kExitConnection};
+		}
+		throw Lost{"cannot connect: " + why};
+	}
+	PQsetNoticeProcessor(conn_, notice_processor, nullptr);
+	ever_connected_ = true;
+	say("state=connected backend_pid=%d database=%s", PQbackendPID(conn_), PQdb(conn_));
+}
+
+PGresult *Listener::exec(const char *sql, int nparams, const char *const *params) {
+	PGresult *res = PQexecParams(conn_, sql, nparams, nullptr, params, nullptr, nullptr, 0);
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return res;
+	fail_result(res, sql);
+}
+
+void Listener::fail_result(PGresult *res, const char *what) {
+	std::string msg = trim(res ? PQresultErrorMessage(res) : PQerrorMessage(conn_));
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+	std::string sqlstate = state ? state : "";
+	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : nullptr;
+	std::string hint_s = hint ? hint : "";
+	if (res)
+		PQclear(res);
+	if (PQstatus(conn_) != CONNECTION_OK || sqlstate.empty())
+		throw Lost{msg.empty() ? "connection lost" : msg};
+	if (sqlstate == "OB001" || sqlstate == "OB002") {
+		say("cannot continue after position %lld: %s", (long long)tracker_.last_pos(), msg.c_str());
+		say("the consumer must resynchronise, then restart with --from-now (and remove the state file)");
+		throw Exit{kExitResync};
+	}
+	if (sqlstate == "42883" || sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42501") {
+		say("pg_outbox is not usable in database \"%s\": %s", PQdb(conn_), msg.c_str());
+		if (!hint_s.empty())
+			say("hint: %s", hint_s.c_str());
+		throw Exit{kExitNoExtension};
+	}
+	(void)what;
+	throw Lost{"query failed (SQLSTATE " + sqlstate + "): " + msg};
+}
+
+void Listener::check_channels() {
+	const char *params[] = {channels_literal_.c_str()};
+	PGresult *res = exec("SELECT u.c FROM unnest($1::text[]) AS u(c)"
+	           " WHERE NOT EXISTS (SELECT 1 FROM outbox.channels oc WHERE oc.channel = u.c)",
+	           1, params);
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (opt_.strict_channels) {
+			say("unknown channel \"%s\": no event was ever published on it", PQgetvalue(res, i, 0));
+			PQclear(res);
+			throw Exit{kExitUnknownChannel};
+		}
+		say("warning: channel \"%s\" has had no event yet (listening anyway)", PQgetvalue(res, i, 0));
+	}
+	PQclear(res);
+}
+
+void Listener::setup_session() {
+	// Is pg_outbox there (and new enough)?
+	PGresult *res = exec("SELECT to_regprocedure('outbox.replay(bigint,text[],integer)') IS NOT NULL", 0, nullptr);
+	bool have = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!have) {
+		say("database \"%s\" has no pg_outbox with outbox.replay(): run CREATE EXTENSION pg_outbox (or update it)",
+		    PQdb(conn_));
+		throw Exit{kExitNoExtension};
+	}
+	const char *params[] = {channels_literal_.c_str()};
+	// Channels that never had an event: a typo, or a channel nobody has published on yet
+	// (checked on the first connection only).
+	if (!channels_checked_) {
+		check_channels();
+		channels_checked_ = true;
+	}
+	// LISTEN before the replay: whatever commits after this is notified, whatever committed
+	// before is in the replay's snapshot; the overlap is dropped by position.
+	for (const std::string &ch : opt_.channels) {
+		char *ident = PQescapeIdentifier(conn_, ch.c_str(), ch.size());
+		if (!ident)
+			throw Lost{trim(PQerrorMessage(conn_))};
+		std::string sql = std::string("LISTEN ") + ident;
+		PQfreemem(ident);
+		PQclear(exec(sql.c_str(), 0, nullptr));
+	}
+	if (!start_known_) { // --from-now (or no start given) on the first run: the head, with seqs
+		res = exec("SELECT outbox.head(), array_to_string(array(SELECT outbox.head(u.c)::text"
+		           " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY u.n), ',')",
+		           1, params);
+		auto head = parse_int64(PQgetvalue(res, 0, 0));
+		std::string seqs = PQgetvalue(res, 0, 1);
+		PQclear(res);
+		if (!head)
+			throw Exit{kExitInternal};
+		tracker_ = Tracker(*head);
+		size_t start = 0;
+		for (const std::string &ch : opt_.channels) {
+			size_t comma = seqs.find(',', start);
+			auto s = parse_int64(seqs.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+			if (s)
+				tracker_.set_seq(ch, *s);
+			start = comma == std::string::npos ? seqs.size() : comma + 1;
+		}
+		start_known_ = true;
+		say("starting from now: after position %lld", (long long)*head);
+		dirty_ = true;
+		flush_and_save();
+	}
+}
+
+void Listener::deliver(const Event &e) {
+	std::string line = format_event(e);
+	line += '\n';
+	if (fwrite(line.data(), 1, line.size(), stdout) != line.size()) {
+		say("cannot write to stdout: %s", strerror(errno));
+		throw Exit{kExitInternal};
+	}
+	tracker_.delivered(e);
+	dirty_ = true;
+}
+
+void Listener::flush_and_save() {
+	if (!dirty_)
+		return;
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		say("cannot write to stdout: %s", strerror(errno));
+		throw Exit{kExitInternal};
+	}
+	if (!opt_.state_file.empty()) {
+		std::string err;
+		if (!write_state_file(opt_.state_file, tracker_.last_pos(), opt_.fsync, err)) {
+			say("%s", err.c_str());
+			throw Exit{kExitStateFile};
+		}
+	}
+	dirty_ = false;
+}
+
+// Replay from the last position until caught up, and at least up to target.
+void Listener::catch_up(std::int64_t target) {
+	std::string batch = std::to_string(opt_.batch);
+	std::int64_t first = tracker_.last_pos();
+	long long replayed = 0;
+	for (;;) {
+		std::string after = std::to_string(tracker_.last_pos());
+		const char *params[] = {after.c_str(), channels_literal_.c_str(), batch.c_str()};
+		PGresult *res = exec("SELECT pos, seq, id, channel, key, type, payload::text"
+		                     " FROM outbox.replay($1::bigint, $2::text[], $3::integer)",
+		                     3, params);
+		int n = PQntuples(res);
+		for (int i = 0; i < n; i++) {
+			Event e;
+			e.pos = parse_int64(PQgetvalue(res, i, 0)).value_or(0);
+			e.seq = parse_int64(PQgetvalue(res, i, 1)).value_or(0);
+			e.id = parse_int64(PQgetvalue(res, i, 2)).value_or(0);
+			e.channel = PQgetvalue(res, i, 3);
+			if (!PQgetisnull(res, i, 4))
+				e.key = std::string(PQgetvalue(res, i, 4));
+			if (!PQgetisnull(res, i, 5))
+				e.type = std::string(PQgetvalue(res, i, 5));
+			if (!PQgetisnull(res, i, 6))
+				e.payload = std::string(PQgetvalue(res, i, 6));
+			if (e.pos <= tracker_.last_pos()) {
+				PQclear(res);
+				say("outbox.replay() returned position %lld after %lld", (long long)e.pos,
+				    (long long)tracker_.last_pos());
+				throw Exit{kExitInternal};
+			}
+			deliver(e);
+			replayed++;
+		}
+		PQclear(res);
+		flush_and_save();
+		if (n < opt_.batch) {
+			if (tracker_.last_pos() < target)
+				throw Lost{"position " + std::to_string(target) + " was notified but outbox.replay() does not return it"};
+			break;
+		}
+	}
+	if (opt_.verbose || target == INT64_MIN)
+		say("state=replayed events=%lld from_pos=%lld to_pos=%lld", replayed, (long long)first,
+		    (long long)tracker_.last_pos());
+}
+
+void Listener::process_notifications() {
+	PGnotify *n;
+	while ((n = PQnotifies(conn_)) != nullptr) {
+		Event e;
+		std::string err;
+		bool ok = decode_envelope(n->relname, n->extra, e, err);
+		std::string channel = n->relname;
+		PQfreemem(n);
+		if (!ok) {
+			say("warning: ignoring a notification on \"%s\" that is not an outbox event: %s", channel.c_str(),
+			    err.c_str());
+			continue;
+		}
+		switch (tracker_.classify(e)) {
+		case Tracker::Verdict::Duplicate:
+			break;
+		case Tracker::Verdict::Deliver:
+			deliver(e);
+			break;
+		case Tracker::Verdict::Gap:
+			if (opt_.verbose)
+				say("gap before position %lld (channel \"%s\" seq %lld, last seen seq %s%s): replaying",
+				    (long long)e.pos, e.channel.c_str(), (long long)e.seq,
+				    tracker_.seq(e.channel) ? std::to_string(*tracker_.seq(e.channel)).c_str() : "unknown",
+				    e.truncated ? ", payload truncated" : "");
+			flush_and_save();
+			catch_up(e.pos);
+			break;
+		case Tracker::Verdict::Inconsistent:
+			flush_and_save();
+			say("notification of position %lld, channel \"%s\" seq %lld contradicts what was printed (last position "
+			    "%lld, channel seq %lld): the outbox was reset or restored",
+			    (long long)e.pos, e.channel.c_str(), (long long)e.seq, (long long)tracker_.last_pos(),
+			    (long long)tracker_.seq(e.channel).value_or(-1));
+			say("the consumer must resynchronise, then restart with --from-now (and remove the state file)");
+			throw Exit{kExitResync};
+		}
+	}
+	flush_and_save();
+}
+
+void Listener::live() {
+	say("state=live pos=%lld", (long long)tracker_.last_pos());
+	process_notifications(); // those that arrived during the replay
+	while (!stop_requested) {
+		struct pollfd pfd = {PQsocket(conn_), POLLIN, 0};
+		if (pfd.fd < 0)
+			throw Lost{"connection has no socket"};
+		int rc = poll(&pfd, 1, 1000);
+		if (rc < 0 && errno != EINTR)
+			throw Lost{std::string("poll: ") + strerror(errno)};
+		if (rc <= 0)
+			continue;
+		if (!PQconsumeInput(conn_) || PQstatus(conn_) != CONNECTION_OK)
+			throw Lost{trim(PQerrorMessage(conn_))};
+		process_notifications();
+	}
+}
+
+void Listener::sleep_for(double seconds) {
+	auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+	while (!stop_requested && std::chrono::steady_clock::now() < until)
+		usleep(20000);
+}
+
+int Listener::run() {
+	channels_literal_ = text_array_literal(opt_.channels);
+	if (!opt_.state_file.empty()) {
+		std::string lock_path = opt_.state_file + ".lock";
+		lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+			say("cannot lock \"%s\": %s", lock_path.c_str(),
+			    errno == EWOULDBLOCK ? "another pg_outbox_listen uses this state file" : strerror(errno));
+			return kExitStateFile;
+		}
+		std::string err;
+		auto pos = read_state_file(opt_.state_file, err);
+		if (!err.empty()) {
+			say("%s", err.c_str());
+			return kExitStateFile;
+		}
+		if (pos) {
+			tracker_ = Tracker(*pos);
+			start_known_ = true;
+			say("resuming after position %lld from state file \"%s\"%s", (long long)*pos, opt_.state_file.c_str(),
+			    opt_.start != Start::Default ? " (--from-pos/--from-now apply only without a state file)" : "");
+		}
+	}
+	if (!start_known_ && opt_.start == Start::Pos) {
+		tracker_ = Tracker(opt_.from_pos);
+		start_known_ = true;
+	}
+	build_params();
+	try {
+		reconnect_loop();
+	} catch (const Exit &) {
+		try { // keep what was printed
+			flush_and_save();
+		} catch (const Exit &) {
+		}
+		disconnect();
+		throw;
+	}
+	flush_and_save();
+	disconnect();
+	say("state=stopped pos=%lld", (long long)tracker_.last_pos());
+	return kExitOk;
+}
+
+void Listener::reconnect_loop() {
+	int attempt = 0;
+	std::uniform_real_distribution<double> jitter(0.0, 1.0);
+	while (!stop_requested) {
+		try {
+			connect();
+			setup_session();
+			catch_up(INT64_MIN);
+			attempt = 0;
+			live();
+		} catch (const Lost &l) {
+			double d = backoff_delay(attempt++, opt_.max_backoff, jitter(rng_));
+			say("state=disconnected pos=%lld: %s; reconnecting in %.1f s", (long long)tracker_.last_pos(),
+			    l.why.c_str(), d);
+			disconnect();
+			sleep_for(d);
+		}
+	}
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+	std::vector<std::string> args(argv + 1, argv + argc);
+	ParseResult pr = parse_args(args);
+	if (pr.help) {
+		fputs(usage_text(), stdout);
+		return kExitOk;
+	}
+	if (!pr.options) {
+		fprintf(stderr, "pg_outbox_listen: %s\nTry \"pg_outbox_listen --help\" for more information.\n",
+		        pr.error.c_str());
+		return kExitUsage;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, nullptr);
+	sigaction(SIGTERM, &sa, nullptr);
+	signal(SIGPIPE, SIG_IGN);
+	try {
+		Listener l(std::move(*pr.options));
+		return l.run();
+	} catch (const Lost &l) {
+		say("unexpected error: %s", l.why.c_str());
+		return kExitInternal;
+	} catch (const Exit &e) {
+		return e.code;
+	} catch (const std::exception &e) {
+		say("unexpected error: %s", e.what());
+		return kExitInternal;
+	}
+}

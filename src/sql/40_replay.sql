@@ -1,0 +1,239 @@
+
+-- ---------------------------------------------------------------------------------------
+-- Replay: consumers that were away read what they missed, by position or by channel seq
+-- ---------------------------------------------------------------------------------------
+--
+-- Why a consumer can trust a position cursor: the drain stamps positions while it holds the
+-- row lock of outbox.state, so positions are handed out in the commit order of the drains,
+-- and a drain is visible (ProcArrayEndTransaction) before it releases that lock. A snapshot
+-- that sees position N therefore sees every position below N: "pos > last seen" never skips
+-- a late-committing event (producers' own commit order does not matter; their events get a
+-- position only when drained).
+--
+-- Retention horizon: outbox.state.purged_pos is the highest position removed from the
+-- history. Replaying after a position below it would silently skip the removed events, so it
+-- is an error with its own SQLSTATE:
+--   OB001  the replay point is older than the retention horizon (events are gone)
+--   OB002  the replay point is ahead of the outbox (the outbox was reset or restored from an
+--          older backup: positions or seqs were handed out again)
+-- Both say "resynchronise from the source of truth, then continue from outbox.head()".
+--
+-- The per-channel horizon (replay_channel) is derived from the history itself rather than
+-- from purged_pos: per channel, seqs are gap-free and grow with pos, and retention removes
+-- a prefix of positions, so the history holds a contiguous suffix [min_seq, last_seq] of
+-- every channel. Events after after_seq are all present exactly when min_seq <= after_seq + 1
+-- (or, with no row of the channel left, when after_seq = last_seq). A horizon from
+-- purged_pos alone would be too coarse: it cannot say which seq the last removed event of a
+-- channel had.
+--
+-- Replay takes ACCESS SHARE on the history (segments included) before it takes its snapshot:
+-- TRUNCATE is not MVCC-safe, and a snapshot older than a concurrent TRUNCATE of a segment
+-- would see that segment empty. Retention must update purged_pos in the transaction that
+-- truncates; then a replay either runs before the TRUNCATE (which waits) or sees the new
+-- purged_pos. The unfiltered replay also checks that the positions it returns are contiguous.
+
+CREATE FUNCTION outbox._check_channel(channel text, what text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF channel IS NULL THEN
+        RAISE EXCEPTION '% cannot be NULL', what USING ERRCODE = 'invalid_parameter_value';
+    ELSIF channel = '' THEN
+        RAISE EXCEPTION '% cannot be empty', what
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A channel name is 1 to 63 bytes long.';
+    ELSIF octet_length(channel) > 63 THEN
+        RAISE EXCEPTION '% is too long: % bytes, the limit is 63 bytes', what, octet_length(channel)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Channel "%s..." is %s bytes long.', left(channel, 20), octet_length(channel)),
+                  HINT = 'NOTIFY channel names are at most 63 bytes (NAMEDATALEN - 1).';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._check_channel(text, text) IS 'internal: raise invalid_parameter_value for a bad channel name';
+
+CREATE FUNCTION outbox._check_max_events(max_events integer) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF max_events IS NULL THEN
+        RAISE EXCEPTION 'max_events cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF max_events < 1 THEN
+        RAISE EXCEPTION 'max_events must be at least 1, not %', max_events
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Replay reads in batches: call it again after the last position it returned.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._check_max_events(integer) IS 'internal: raise invalid_parameter_value for a bad batch size';
+
+-- The latest published position (0 before the first event).
+CREATE FUNCTION outbox.head() RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+    -- greatest(): after a restore the history may be ahead of a state row restored later
+    RETURN (SELECT greatest(max(s.last_pos), (SELECT coalesce(max(h.pos), 0) FROM outbox.history h))
+              FROM outbox.state s);
+COMMENT ON FUNCTION outbox.head() IS
+    'latest published position: a new consumer that starts "from now" replays after it';
+
+-- The latest seq published on a channel (0 if the channel never had an event).
+CREATE FUNCTION outbox.head(channel text) RETURNS bigint
+    LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM outbox._check_channel(channel, 'channel name');
+    RETURN coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = head.channel), 0);
+END $$;
+COMMENT ON FUNCTION outbox.head(text) IS
+    'latest seq published on a channel (0 if none yet); call it in the same statement as outbox.head() for a consistent pair';
+
+CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    head_pos bigint;
+    purged bigint;
+    expect bigint;
+    ch text;
+    r record;
+BEGIN
+    IF after_pos IS NULL THEN
+        RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last position the consumer has processed, 0 for the beginning, or outbox.head() to start from now.';
+    ELSIF after_pos < 0 THEN
+        RAISE EXCEPTION 'after_pos must be 0 or more, not %', after_pos USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Positions start at 1; pass 0 to replay from the beginning.';
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF cardinality(channels) = 0 THEN
+            RAISE EXCEPTION 'channels cannot be an empty array' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Pass NULL for every channel.';
+        END IF;
+        FOREACH ch IN ARRAY channels LOOP
+            PERFORM outbox._check_channel(ch, 'channel name in channels');
+        END LOOP;
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+
+    -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)), s.purged_pos
+      INTO head_pos, purged FROM outbox.state s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
+    END IF;
+    IF after_pos < purged THEN
+        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
+                                  after_pos + 1, purged),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+    IF after_pos > head_pos THEN
+        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+
+    expect := after_pos + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at
+          FROM outbox.history h
+         WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
+         ORDER BY h.pos
+         LIMIT max_events
+    LOOP
+        IF channels IS NULL AND r.pos <> expect THEN
+            RAISE EXCEPTION 'position % is missing from the history', expect
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next position in outbox.history is %s.', r.pos),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.pos + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        RETURN NEXT;
+    END LOOP;
+    -- an unfiltered replay that stops short of the head must have stopped at max_events
+    IF channels IS NULL AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
+        RAISE EXCEPTION 'position % is missing from the history', expect
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest published position is %s.', head_pos),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox.replay(bigint, text[], integer) IS
+    'published events after a position, in position order, optionally of some channels only; OB001 if they have been removed';
+
+-- (PL/pgSQL cannot name an argument like an output column, hence the SQL wrapper below)
+CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last bigint;
+    first_kept bigint;
+    expect bigint;
+    r record;
+BEGIN
+    PERFORM outbox._check_channel(ch, 'channel name');
+    IF after_seq IS NULL THEN
+        RAISE EXCEPTION 'after_seq cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last seq the consumer has processed on this channel, 0 for the beginning, or outbox.head(channel) to start from now.';
+    ELSIF after_seq < 0 THEN
+        RAISE EXCEPTION 'after_seq must be 0 or more, not %', after_seq USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Seqs start at 1 on every channel; pass 0 to replay from the beginning.';
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
+           (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
+      INTO last, first_kept;
+    IF after_seq > last THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+    IF after_seq < last AND (first_kept IS NULL OR first_kept > after_seq + 1) THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed',
+                        ch, after_seq, coalesce(first_kept - 1, last)
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
+                                  after_seq + 1, coalesce(first_kept - 1, last)),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+
+    expect := after_seq + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at
+          FROM outbox.history h
+         WHERE h.channel = ch AND h.seq > after_seq
+         ORDER BY h.seq
+         LIMIT max_events
+    LOOP
+        IF r.seq <> expect THEN
+            RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next seq in outbox.history is %s.', r.seq),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.seq + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        RETURN NEXT;
+    END LOOP;
+    IF expect <= last AND expect - after_seq - 1 < max_events THEN
+        RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest seq of the channel is %s.', last),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer) IS 'internal: the body of outbox.replay_channel()';
+
+CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3) $$;
+COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer) IS
+    'published events of one channel after a seq, in seq order; OB001 if they have been removed';
