@@ -50,7 +50,10 @@ BEGIN
         $q$SELECT count(*) FROM outbox.pending$q$,
         $q$INSERT INTO outbox.pending (channel) VALUES ('sneaky')$q$,
         $q$UPDATE outbox.state SET last_pos = 0$q$,
-        $q$SELECT count(*) FROM outbox.dead_letters$q$
+        $q$SELECT count(*) FROM outbox.dead_letters$q$,
+        $q$SELECT count(*) FROM outbox.replay(0)$q$,
+        $q$SELECT outbox.head()$q$,
+        $q$SELECT outbox.set_target('orders', 'both')$q$
     ] LOOP
         INSERT INTO probe VALUES (who, stmt, pg_temp.err(stmt));
     END LOOP;

@@ -3,7 +3,8 @@
 -- (a test_decoding slot and a pgoutput slot with messages 'true'). The drain is driven by hand.
 -- Positions are printed relative to the position before the test; no LSN or xid is printed.
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP EXTENSION IF EXISTS pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
 
 CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$

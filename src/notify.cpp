@@ -24,7 +24,8 @@ void check_channel_or_error(const char *channel, size_t len, const char *what) {
 	case ChannelCheck::TooLong:
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 		                errmsg("%s is too long: %zu bytes, the limit is %d bytes", what, len, (int)kMaxChannelBytes),
-		                errdetail("Channel \"%.*s...\" is %zu bytes long.", 40, channel, len),
+		                errdetail("Channel \"%.*s...\" is %zu bytes long.", pg_mbcliplen(channel, (int)len, 40), channel,
+		                          len),
 		                errhint("Use a shorter channel name; NOTIFY channel names are at most %d bytes (NAMEDATALEN - "
 		                        "1), counted in bytes, not characters.",
 		                        (int)kMaxChannelBytes)));

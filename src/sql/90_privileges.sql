@@ -55,3 +55,14 @@ ALTER FUNCTION outbox.set_target(text, text) SECURITY DEFINER;
 ALTER FUNCTION outbox.reset_target(text) SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION outbox.set_target(text, text), outbox.reset_target(text) TO outbox_admin;
 GRANT SELECT ON outbox.targets, outbox.debezium_events TO outbox_reader;
+
+-- replay (40_replay.sql): readers replay without any right on the tables themselves
+ALTER FUNCTION outbox.replay(bigint, text[], integer) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay_channel(text, bigint, integer) SECURITY DEFINER;
+ALTER FUNCTION outbox.head() SECURITY DEFINER;
+ALTER FUNCTION outbox.head(text) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+                          outbox.head(), outbox.head(text)
+    TO outbox_reader;
+-- a reader that queries the history itself also reads the segments (and LOCK TABLE checks them)
+GRANT SELECT ON outbox.history_0, outbox.history_1, outbox.history_2 TO outbox_reader;
