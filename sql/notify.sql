@@ -37,6 +37,7 @@ SELECT outbox.notify('chan', repeat('é', 4000));
 SELECT outbox.notify('', 'x');
 SELECT outbox.notify(repeat('c', 64), 'x');
 SELECT outbox.notify(repeat('é', 32), 'x');
+SELECT outbox.notify(repeat('€', 22), 'x');                    -- the detail is clipped between characters
 SELECT outbox.notify(NULL, 'x');
 SELECT outbox.notify('chan', NULL);
 
