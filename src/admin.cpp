@@ -12,6 +12,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -121,6 +122,11 @@ void check_installed_version(void) {
 
 int64 drain(int max_events) {
 	check_installed_version();
+	// The notifications reach listeners at commit: that commit must be durable first, or a
+	// crash could hand the same positions out again (SET LOCAL: until the end of the transaction)
+	if (!IsBackgroundWorker)
+		(void)set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+		                        false);
 	ErrorData *edata;
 	int64 n = drain_in_subxact(max_events, 0, &edata);
 	if (n >= 0)
