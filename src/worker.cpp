@@ -326,7 +326,11 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(LOG, (errmsg("pg_outbox launcher shutting down")));
-	proc_exit(0);
+	// Exit code 1, as the logical replication launcher does: the postmaster restarts the
+	// launcher after bgw_restart_time when someone terminates it (pg_terminate_backend),
+	// and does not during a shutdown. Exit code 0 would unregister it for good: nothing
+	// would supervise the drain workers until the next server restart.
+	proc_exit(1);
 }
 
 // ---------------------------------------------------------------------------------------
