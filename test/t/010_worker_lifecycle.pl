@@ -210,6 +210,22 @@ is(scalar(grep { $_ != 1 } values %count), 0, 'no pos twice');
 is_deeply([ map { $_->{env}{pos} } @got ], [ $first .. $first + 149 ], 'and in pos order');
 
 # ---------------------------------------------------------------------------------------
+# a terminated launcher is restarted by the postmaster (bgw_restart_time); the drain
+# workers keep running meanwhile, and the new launcher supervises them
+# ---------------------------------------------------------------------------------------
+my $launcher = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_outbox launcher'");
+my $app_worker = worker_pid('app');
+is(sql("SELECT pg_terminate_backend($launcher)"), 't', 'pg_terminate_backend of the launcher');
+ok(defined wait_until("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox launcher' "
+		  . "AND pid <> $launcher", 60),
+	'the postmaster restarts the launcher');
+is(worker_pid('app'), $app_worker, 'the drain worker kept running meanwhile');
+sql("SELECT pg_terminate_backend($app_worker)");
+ok(defined wait_until("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' "
+		  . "AND datname = 'app' AND pid <> $app_worker", 30),
+	'the new launcher restarts a terminated drain worker');
+
+# ---------------------------------------------------------------------------------------
 # pg_outbox.databases: ALTER SYSTEM + reload stops and starts workers
 # ---------------------------------------------------------------------------------------
 sql("ALTER SYSTEM SET pg_outbox.databases = 'plain'");
