@@ -24,6 +24,7 @@ $node->append_conf(
 shared_preload_libraries = 'pg_outbox'
 pg_outbox.idle_interval = '60s'
 max_worker_processes = 16
+max_prepared_transactions = 2
 });
 $node->start;
 
@@ -160,6 +161,50 @@ is($got[0]{pid}, worker_pid('app'), 'the notifications come from the drain worke
 $producer->query_safe("BEGIN; SELECT outbox.publish('orders', '{\"rolled\": \"back\"}'); ROLLBACK;");
 usleep(300_000);
 is(scalar(collect($listener, 1, 0.5)), 0, 'a rolled-back event is not delivered');
+
+# Every way of committing an event wakes the worker (the tick is 60 s: 10 s is plenty).
+# Each case also leaves out what must not be published.
+my $other = $node->background_psql('app');
+my @wake_cases = (
+	[   'a released savepoint', 1,
+		$producer, "BEGIN; SAVEPOINT a; SELECT outbox.publish('orders', '{\"case\": 1}'); RELEASE a; COMMIT;"
+	],
+	[   'nested savepoints, the inner one rolled back', 2,
+		$producer,
+		"BEGIN; SAVEPOINT a; SELECT outbox.publish('orders', '{\"case\": 2}'); SAVEPOINT b; "
+		  . "SELECT outbox.publish('orders', '{\"not\": 2}'); ROLLBACK TO b; RELEASE a; COMMIT;"
+	],
+	[   'a PL/pgSQL exception block (a subtransaction) that succeeds', 3,
+		$producer,
+		"DO \$\$ BEGIN BEGIN PERFORM outbox.publish('orders', '{\"case\": 3}'); "
+		  . "EXCEPTION WHEN others THEN NULL; END; END \$\$;"
+	],
+	[   'a plain INSERT INTO outbox.pending (statement trigger)', 4,
+		$producer, "INSERT INTO outbox.pending (channel, payload) VALUES ('orders', '{\"case\": 4}');"
+	],
+	[   'COMMIT PREPARED from another session', 5,
+		$producer, "BEGIN; SELECT outbox.publish('orders', '{\"case\": 5}'); PREPARE TRANSACTION 'p5';",
+		$other,    "COMMIT PREPARED 'p5';"
+	],
+);
+for my $c (@wake_cases) {
+	my ($case, $expected, @steps) = @$c;
+	while (my ($session, $sql) = splice(@steps, 0, 2)) {
+		$session->query_safe($sql);
+	}
+	my $t = time;
+	my $done;
+	while (time - $t < 10) {
+		$done = $producer->query_safe('SELECT count(*) FROM outbox.pending') eq '0';
+		last if $done;
+		usleep(5_000);
+	}
+	ok($done, "the worker is woken at the commit of $case");
+	@got = collect($listener, 1, 5);
+	is(join(',', map { $_->{env}{payload}{case} // 'other' } @got), $expected,
+		"... and exactly its event is delivered ($case)");
+}
+$other->quit;
 
 # ---------------------------------------------------------------------------------------
 # pg_outbox.batch_size is reloaded with SIGHUP
