@@ -314,7 +314,9 @@ isnt(worker_pid('app'), '0', 'app has a worker');
 my ($ret, $out, $err) = $node->psql('postgres', 'CREATE DATABASE copy TEMPLATE app', timeout => 60);
 is($ret, 0, 'CREATE DATABASE ... TEMPLATE of a database with a worker succeeds') or diag $err;
 ok(defined wait_worker('copy', 30), 'the copy gets its own worker');
-ok(defined wait_worker('app', 30), 'the template database gets its worker back');
+$waited = wait_worker('app', 30);
+ok(defined $waited, 'the template database gets its worker back');
+note sprintf('app worker back %.1f s after CREATE DATABASE ... TEMPLATE app', $waited // -1);
 is($node->safe_psql('copy', 'SELECT count(*) FROM outbox.pending'), '0', 'the copy has nothing pending');
 
 sql('ALTER DATABASE copy IS_TEMPLATE true');
@@ -322,7 +324,12 @@ ok(defined wait_no_worker('copy', 30), 'ALTER DATABASE ... IS_TEMPLATE true stop
 sql('ALTER DATABASE copy IS_TEMPLATE false');
 ok(defined wait_worker('copy', 30), 'IS_TEMPLATE false: the worker is back');
 
-($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE copy', timeout => 60);
+# ALTER DATABASE ... RENAME also needs the database to itself
+($ret, $out, $err) = $node->psql('postgres', 'ALTER DATABASE copy RENAME TO copy2', timeout => 60);
+is($ret, 0, 'ALTER DATABASE ... RENAME succeeds while a worker is attached') or diag $err;
+ok(defined wait_worker('copy2', 30), 'the renamed database gets its worker back');
+
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE copy2', timeout => 60);
 is($ret, 0, 'plain DROP DATABASE succeeds while a worker is attached') or diag $err;
 
 # DROP DATABASE right after the worker was started (it may still be starting up)
