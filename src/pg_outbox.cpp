@@ -149,6 +149,7 @@ static void xact_callback(XactEvent event, void *) {
 		break;
 	case XACT_EVENT_ABORT:
 	case XACT_EVENT_PARALLEL_ABORT:
+	case XACT_EVENT_PREPARE: // its events become visible at COMMIT PREPARED, which wakes then
 		wake_level = 0;
 		rescan_at_commit = false;
 		break;
@@ -232,7 +233,7 @@ static const char *option_string(List *options, const char *name) {
 static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
-	bool ext_created = false, ext_dropped = false, db_created = false;
+	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false;
 	constexpr int hold_ms = 5000, wait_ms = 10000;
 
 	switch (nodeTag(stmt)) {
@@ -244,6 +245,11 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		ext_dropped = d->removeType == OBJECT_EXTENSION && is_our_extension_list(d->objects);
 		break;
 	}
+	case T_TransactionStmt:
+		// A prepared transaction's events become visible when COMMIT PREPARED commits, maybe
+		// in another session: wake this database's worker then (it may have published nothing).
+		commit_prepared = castNode(TransactionStmt, stmt)->kind == TRANS_STMT_COMMIT_PREPARED;
+		break;
 	case T_DropdbStmt:
 		stop_worker(get_database_oid(castNode(DropdbStmt, stmt)->dbname, true), hold_ms, wait_ms);
 		break;
@@ -277,8 +283,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 
 	if (ext_created || db_created)
 		rescan_at_commit = true;
-	if (ext_created || ext_dropped)
-		wake_level = 1; // the worker re-checks the extension when it wakes
+	if (ext_created || ext_dropped || commit_prepared)
+		wake_level = 1; // the worker re-checks the extension (or drains) when it wakes
 	if (db_created)
 		request_rescan(); // CREATE DATABASE is not transactional: tell the launcher now
 }

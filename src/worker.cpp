@@ -211,6 +211,18 @@ void supervise(void) {
 		bool exists = false;
 		for (int d = 0; d < ndbs; d++)
 			exists |= dbs[d].oid == slot->dbid;
+		// A database that left the list while its worker runs (ALTER DATABASE ... IS_TEMPLATE
+		// true or ALLOW_CONNECTIONS false) keeps no worker: stop it; its slot is freed below
+		// once it has exited.
+		if (!exists && slot->pid != 0 && !slot->stop_requested) {
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			pid_t pid = slot->pid;
+			slot->stop_requested = true;
+			slot->hold_until = 0;
+			LWLockRelease(shared->lock);
+			if (pid != 0)
+				kill(pid, SIGTERM);
+		}
 		if (!exists && slot->pid == 0 && slot->state != WorkerState::Starting) {
 			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 			memset(slot, 0, sizeof *slot);
@@ -318,7 +330,11 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(LOG, (errmsg("pg_outbox launcher shutting down")));
-	proc_exit(0);
+	// Exit code 1, as the logical replication launcher does: the postmaster restarts the
+	// launcher after bgw_restart_time when someone terminates it (pg_terminate_backend),
+	// and does not during a shutdown. Exit code 0 would unregister it for good: nothing
+	// would supervise the drain workers until the next server restart.
+	proc_exit(1);
 }
 
 // ---------------------------------------------------------------------------------------
