@@ -129,7 +129,7 @@ SELECT header, sz_ok, (msg->>'pos')::bigint - :base AS pos, msg->'seq' AS seq, m
 SELECT count(*) AS messages, count(DISTINCT h.pos) AS distinct_events,
        bool_and(h.id = (m.msg->>'id')::bigint AND h.seq = (m.msg->>'seq')::bigint
                 AND h.key IS NOT DISTINCT FROM m.msg->>'key' AND h.type IS NOT DISTINCT FROM m.msg->>'type'
-                AND h.payload IS NOT DISTINCT FROM m.msg->'payload') AS all_match
+                AND coalesce(h.payload, 'null') = m.msg->'payload') AS all_match
   FROM pg_temp.td_messages() m JOIN outbox.history h ON h.pos = (m.msg->>'pos')::bigint;
 SELECT array_agg((msg->>'pos')::bigint - :base ORDER BY n) AS decoded_in_order,
        (SELECT array_agg(pos - :base ORDER BY pos) FROM outbox.history

@@ -53,9 +53,12 @@ static void build(std::string &out, const EventFields &e, bool with_payload, boo
 		out += ",\"type\":";
 		json::append_string(out, e.type);
 	}
-	if (with_payload && e.has_payload) {
+	if (with_payload) { // always there: null for an event without payload
 		out += ",\"payload\":";
-		out.append(e.payload.data(), e.payload.size());
+		if (e.has_payload)
+			out.append(e.payload.data(), e.payload.size());
+		else
+			out += "null";
 	}
 	if (!with_payload)
 		out += ",\"truncated\":true";

@@ -58,6 +58,7 @@ enum class Fit {
 
 // Build the envelope of one event into out (replacing its content):
 //   {"id":7,"pos":42,"seq":3,"key":"k","type":"t","payload":{...}}
+// key and type are left out when absent; payload is always there (null when absent).
 // If it would be longer than max_bytes, "payload" is left out and "truncated":true set; if even
 // that is too long (huge key or type), key and type are left out as well. The consumer then
 // fetches the event by id (outbox.event(id)). Never throws.

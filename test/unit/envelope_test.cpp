@@ -80,10 +80,10 @@ TEST(Envelope, FullEnvelope) {
 	EXPECT_TRUE(json::is_valid(out));
 }
 
-TEST(Envelope, AbsentFieldsAreLeftOut) {
+TEST(Envelope, AbsentKeyAndTypeAreLeftOutAbsentPayloadIsNull) {
 	std::string out;
 	ASSERT_EQ(build_event_envelope(out, event(nullptr)), Fit::Full);
-	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3}");
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3,\"payload\":null}");
 }
 
 TEST(Envelope, ExactlyAtTheLimitFits) {

