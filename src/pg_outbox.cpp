@@ -200,6 +200,18 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms) {
 	}
 }
 
+// End the hold of stop_worker() early: the statement that needed the database alone is done.
+static void release_worker(Oid dbid) {
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	WorkerSlot *slot = find_slot(dbid);
+	if (slot && slot->stop_requested)
+		slot->hold_until = GetCurrentTimestamp();
+	Latch *latch = shared->launcher_latch;
+	if (latch)
+		SetLatch(latch);
+	LWLockRelease(shared->lock);
+}
+
 static bool is_our_extension_list(List *objects) {
 	ListCell *lc;
 	foreach (lc, objects) {
@@ -234,6 +246,7 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
 	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false;
+	Oid released_db = InvalidOid; // a database whose worker was stopped for this statement
 	constexpr int hold_ms = 5000, wait_ms = 10000;
 
 	switch (nodeTag(stmt)) {
@@ -255,21 +268,27 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		break;
 	case T_CreatedbStmt: {
 		const char *tmpl = option_string(castNode(CreatedbStmt, stmt)->options, "template");
-		if (tmpl)
-			stop_worker(get_database_oid(tmpl, true), hold_ms, wait_ms);
+		if (tmpl) {
+			released_db = get_database_oid(tmpl, true);
+			stop_worker(released_db, hold_ms, wait_ms);
+		}
 		db_created = true;
 		break;
 	}
 	case T_RenameStmt: {
 		RenameStmt *r = castNode(RenameStmt, stmt);
-		if (r->renameType == OBJECT_DATABASE)
-			stop_worker(get_database_oid(r->subname, true), hold_ms, wait_ms);
+		if (r->renameType == OBJECT_DATABASE) {
+			released_db = get_database_oid(r->subname, true);
+			stop_worker(released_db, hold_ms, wait_ms);
+		}
 		break;
 	}
 	case T_AlterDatabaseStmt: {
 		AlterDatabaseStmt *a = castNode(AlterDatabaseStmt, stmt);
-		if (has_option(a->options, "tablespace"))
-			stop_worker(get_database_oid(a->dbname, true), hold_ms, wait_ms);
+		if (has_option(a->options, "tablespace")) {
+			released_db = get_database_oid(a->dbname, true);
+			stop_worker(released_db, hold_ms, wait_ms);
+		}
 		break;
 	}
 	default:
@@ -281,6 +300,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 
+	if (released_db != InvalidOid)
+		release_worker(released_db); // the statement is done: no need to wait for the hold
 	if (ext_created || db_created)
 		rescan_at_commit = true;
 	if (ext_created || ext_dropped || commit_prepared)

@@ -373,6 +373,16 @@ void set_state(WorkerState s) {
 }
 
 enum class Pass { Drained, NoExtension, Paused, Backpressure, NeedsUpdate };
+
+// Is anything waiting to be published? (Only asked when the NOTIFY queue is over the limit.)
+bool pending_exists(void) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute("SELECT 1 FROM outbox.pending LIMIT 1", true, 1);
+	bool exists = rc == SPI_OK_SELECT && SPI_processed > 0;
+	SPI_finish();
+	return exists;
+}
 TimestampTz last_maintenance = 0;
 
 // The pending table gets a DELETE for every published event. Autovacuum wakes once a minute
@@ -459,7 +469,7 @@ Pass drain_pass(int64 *published) {
 		my_slot->queue_usage = usage;
 		if (paused && !isnull)
 			result = Pass::Paused;
-		else if (usage > guc_max_queue_usage)
+		else if (usage > guc_max_queue_usage && pending_exists())
 			result = Pass::Backpressure;
 		else {
 			set_state(WorkerState::Draining);
@@ -486,6 +496,13 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 	my_slot = find_slot(dbid);
 	if (my_slot && my_slot->pid != 0 && my_slot->pid != MyProcPid)
 		my_slot = nullptr; // another worker already serves this database
+	if (my_slot && my_slot->stop_requested) {
+		// DROP DATABASE (or the like) asked for this database to be left alone while this worker
+		// was starting: do not connect at all
+		my_slot->state = WorkerState::Stopped;
+		my_slot->exit_reason = ExitReason::Requested;
+		my_slot = nullptr;
+	}
 	if (my_slot) {
 		my_slot->pid = MyProcPid;
 		my_slot->latch = MyLatch;
@@ -564,9 +581,11 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 		} else if (pass == Pass::Backpressure) {
 			set_state(WorkerState::Backpressure);
 			if (!in_backpressure)
-				ereport(LOG, (errmsg("pg_outbox: NOTIFY queue is %.1f%% full, above pg_outbox.max_queue_usage "
-				                     "(%.1f%%): waiting for listeners to catch up",
-				                     my_slot->queue_usage * 100, guc_max_queue_usage * 100)));
+				ereport(LOG, (errmsg("pg_outbox: NOTIFY queue usage %g is above pg_outbox.max_queue_usage (%g): "
+				                     "waiting for listeners to catch up",
+				                     my_slot->queue_usage, guc_max_queue_usage),
+				              errhint("A session that LISTENs and stays in a long transaction keeps the queue "
+				                      "from draining.")));
 			in_backpressure = true;
 			pgstat_report_activity(STATE_IDLE, "pg_outbox: waiting, NOTIFY queue above max_queue_usage");
 			timeout = Min(timeout, 100);

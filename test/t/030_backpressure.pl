@@ -61,17 +61,21 @@ ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM outbox.pending'
 cmp_ok($node->safe_psql('postgres', 'SELECT pg_notification_queue_usage()'), '>', 0,
 	'the NOTIFY queue is now in use (more than one page unconsumed)');
 
-# The worker notices and waits.
+# Nothing is pending: the worker has no reason to wait and stays idle.
+sleep 1;
+is($node->safe_psql('postgres', $drain_query), 'pg_outbox: idle, waiting for commits',
+	'with nothing pending the worker stays idle even above the limit');
+
+# Producers keep committing; the worker notices the queue and waits instead of publishing.
+my ($ret, $out, $err) =
+  $node->psql('postgres', "SELECT count(outbox.publish('bp', $payload)) FROM generate_series(41, 50) g");
+is($ret, 0, 'producers commit while the queue is over the limit') or diag $err;
 ok($node->poll_query_until('postgres',
 		"SELECT ($drain_query) = 'pg_outbox: waiting, NOTIFY queue above max_queue_usage'"),
 	'the worker says it waits, in pg_stat_activity.query');
-ok($node->wait_for_log(qr/NOTIFY queue is .* full, above pg_outbox\.max_queue_usage .*: waiting for listeners to catch up/),
+ok($node->wait_for_log(qr/NOTIFY queue usage [0-9.e-]+ is above pg_outbox\.max_queue_usage \(0\): waiting for listeners to catch up/),
 	'... and in the server log');
-
-# Producers keep committing; nothing is published meanwhile.
-my ($ret, $out, $err) =
-  $node->psql('postgres', "SELECT count(outbox.publish('bp', $payload)) FROM generate_series(41, 50) g");
-is($ret, 0, 'producers commit while the worker waits') or diag $err;
+is($node->safe_psql('postgres', "SELECT state FROM outbox.status"), 'backpressure', '... and in outbox.status');
 sleep 2;
 is($node->safe_psql('postgres', 'SELECT count(*) FROM outbox.pending'), '10',
 	'the 10 new events wait in pending (not published for 2 s)');
