@@ -3,7 +3,7 @@ EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
 EXTVERSION = 1.0
 
-CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp \
+CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp src/trigger.cpp \
            src/outbox.cpp src/worker.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
@@ -37,7 +37,7 @@ $(DATA_built): $(SQL_PARTS)
 	cat $^ > $@
 
 # Pure C++ unit tests (no Postgres headers involved).
-UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp
+UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp src/payload.cpp
 test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp)
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -g -I$(srcdir)/src -o $@ $(UNIT_SRCS) -lgtest -lgtest_main -pthread
 
