@@ -51,6 +51,7 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 }
@@ -653,46 +654,192 @@ static const char *render_channel(const Config *cfg, TupleTableSlot *slot) {
 	return buf_channel.c_str();
 }
 
-// ---- outbox mode: INSERT INTO outbox.pending with a saved plan, as the table's owner ----
-static SPIPlanPtr plan_enqueue = nullptr;
+// ---- outbox mode: events are buffered per statement and written with one INSERT ----
+//
+// A row only appends its event to a buffer (in TopTransactionContext). The statement trigger
+// outbox_flush (AFTER ... FOR EACH STATEMENT, created by attach in outbox mode) writes the
+// buffer into outbox.pending with one INSERT ... SELECT FROM unnest(...) — one executor start
+// per statement instead of one per row. Safety nets flush it too: a full buffer
+// (kFlushEvents), and the transaction's pre-commit/pre-prepare (writes that fire the row
+// trigger but no statement trigger of ours: a partition written directly, COPY into one).
+// The events keep the order in which the rows were changed.
+//
+// Subtransactions: every event records the nesting level it was buffered at; a rolled-back
+// savepoint drops the events buffered inside it, a released one hands them to its parent.
+
+struct BufferedEvent {
+	int level;
+	char *channel;
+	char *key; // nullptr: NULL
+	const char *type;
+	Datum payload; // jsonb
+};
+
+constexpr int kFlushEvents = 10000;
+static MemoryContext buffer_cxt = nullptr;
+static BufferedEvent *buffer = nullptr;
+static int buffer_len = 0, buffer_cap = 0;
+static bool callbacks_registered = false;
+
+static SPIPlanPtr plan_insert_one = nullptr;
+static SPIPlanPtr plan_insert_many = nullptr;
 static Oid pending_owner = InvalidOid;
 
-static void enqueue(const char *channel, const char *key, const char *type, const char *payload) {
-	if (!OidIsValid(pending_owner)) {
-		Oid nsp = get_namespace_oid("outbox", false);
-		Oid rel = get_relname_relid("pending", nsp);
-		HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-		if (!HeapTupleIsValid(tup))
-			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("table outbox.pending does not exist"),
-			                errhint("Reinstall the extension: DROP EXTENSION pg_outbox; CREATE EXTENSION pg_outbox;")));
-		pending_owner = ((Form_pg_class)GETSTRUCT(tup))->relowner;
-		ReleaseSysCache(tup);
-	}
+static SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
+	SPIPlanPtr p = SPI_prepare(sql, nargs, types);
+	if (!p)
+		elog(ERROR, "pg_outbox: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
+	SPI_keepplan(p);
+	return p;
+}
+
+static void lookup_pending_owner(void) {
+	if (OidIsValid(pending_owner))
+		return;
+	Oid nsp = get_namespace_oid("outbox", false);
+	Oid rel = get_relname_relid("pending", nsp);
+	HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("table outbox.pending does not exist"),
+		                errhint("Reinstall the extension: DROP EXTENSION pg_outbox; CREATE EXTENSION pg_outbox;")));
+	pending_owner = ((Form_pg_class)GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+}
+
+// Write the buffered events into outbox.pending, as the table's owner: the writer of the row
+// need not have any right on the outbox schema (as with foreign-key checks).
+static void flush_events(void) {
+	if (buffer_len == 0)
+		return;
+	lookup_pending_owner();
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	// The writer of the row need not have any right on the outbox schema (as with foreign-key
-	// checks, the insert runs as the owner of the table it writes).
 	SetUserIdAndSecContext(pending_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
-	if (!plan_enqueue) {
-		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-		SPIPlanPtr p = SPI_prepare("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)",
-		                           4, types);
-		if (!p)
-			elog(ERROR, "pg_outbox: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan_enqueue = p;
+	int n = buffer_len;
+	int rc;
+	if (n == 1) {
+		if (!plan_insert_one) {
+			Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+			plan_insert_one = keep_plan(
+			    "INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)", 4, types);
+		}
+		BufferedEvent *e = &buffer[0];
+		Datum args[4] = {CStringGetTextDatum(e->channel), e->key ? CStringGetTextDatum(e->key) : (Datum)0,
+		                 CStringGetTextDatum(e->type), e->payload};
+		char nulls[4] = {' ', e->key ? ' ' : 'n', ' ', ' '};
+		rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
+	} else {
+		if (!plan_insert_many) {
+			Oid types[] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
+			plan_insert_many = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload)"
+			                             " SELECT u.c, u.k, u.t, u.p"
+			                             "   FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS u(c, k, t, p, n)"
+			                             "  ORDER BY u.n",
+			                             4, types);
+		}
+		Datum *chans = (Datum *)palloc(n * sizeof(Datum));
+		Datum *keys = (Datum *)palloc(n * sizeof(Datum));
+		Datum *types = (Datum *)palloc(n * sizeof(Datum));
+		Datum *payloads = (Datum *)palloc(n * sizeof(Datum));
+		bool *key_nulls = (bool *)palloc(n * sizeof(bool));
+		for (int k = 0; k < n; k++) {
+			BufferedEvent *e = &buffer[k];
+			chans[k] = CStringGetTextDatum(e->channel);
+			key_nulls[k] = e->key == nullptr;
+			keys[k] = e->key ? CStringGetTextDatum(e->key) : (Datum)0;
+			types[k] = CStringGetTextDatum(e->type);
+			payloads[k] = e->payload;
+		}
+		int dims[1] = {n};
+		int lbs[1] = {1};
+		Datum args[4] = {
+		    PointerGetDatum(construct_md_array(chans, nullptr, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
+		    PointerGetDatum(construct_md_array(keys, key_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
+		    PointerGetDatum(construct_md_array(types, nullptr, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
+		    PointerGetDatum(construct_md_array(payloads, nullptr, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT))};
+		rc = SPI_execute_plan(plan_insert_many, args, nullptr, false, 0);
 	}
-	Datum args[4] = {CStringGetTextDatum(channel), key ? CStringGetTextDatum(key) : (Datum)0,
-	                 CStringGetTextDatum(type), DirectFunctionCall1(jsonb_in, CStringGetDatum(payload))};
-	char nulls[4] = {' ', key ? ' ' : 'n', ' ', ' '};
-	int rc = SPI_execute_plan(plan_enqueue, args, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "pg_outbox: inserting into outbox.pending failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != (uint64)n)
+		elog(ERROR, "pg_outbox: %d events to write, %llu written", n, (unsigned long long)SPI_processed);
 	SPI_finish();
 	SetUserIdAndSecContext(save_user, save_sec);
+	// only now: an error above leaves the buffer to the transaction's abort
+	buffer_len = 0;
+	MemoryContextReset(buffer_cxt);
+	buffer = nullptr;
+	buffer_cap = 0;
+}
+
+static void buffer_xact_callback(XactEvent event, void *) {
+	switch (event) {
+	case XACT_EVENT_PRE_COMMIT:
+	case XACT_EVENT_PRE_PREPARE:
+		if (buffer_len > 0) {
+			// no statement is running at commit: give the INSERT a snapshot of its own
+			bool snap = !ActiveSnapshotSet();
+			if (snap)
+				PushActiveSnapshot(GetTransactionSnapshot());
+			flush_events();
+			if (snap)
+				PopActiveSnapshot();
+		}
+		break;
+	case XACT_EVENT_COMMIT:
+	case XACT_EVENT_ABORT:
+	case XACT_EVENT_PREPARE:
+	case XACT_EVENT_PARALLEL_COMMIT:
+	case XACT_EVENT_PARALLEL_ABORT:
+		// buffer_cxt lives in TopTransactionContext, which goes away now
+		buffer_cxt = nullptr;
+		buffer = nullptr;
+		buffer_len = buffer_cap = 0;
+		break;
+	default:
+		break;
+	}
+}
+
+static void buffer_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
+	int level = GetCurrentTransactionNestLevel();
+	if (event == SUBXACT_EVENT_ABORT_SUB) {
+		while (buffer_len > 0 && buffer[buffer_len - 1].level >= level)
+			buffer_len--; // their memory is released with the transaction (or the next flush)
+	} else if (event == SUBXACT_EVENT_COMMIT_SUB) {
+		for (int k = buffer_len - 1; k >= 0 && buffer[k].level >= level; k--)
+			buffer[k].level = level - 1;
+	}
+}
+
+static void buffer_event(const char *channel, const char *key, const char *type, const char *payload) {
+	if (!callbacks_registered) {
+		RegisterXactCallback(buffer_xact_callback, nullptr);
+		RegisterSubXactCallback(buffer_subxact_callback, nullptr);
+		callbacks_registered = true;
+	}
+	if (!buffer_cxt)
+		buffer_cxt = AllocSetContextCreate(TopTransactionContext, "pg_outbox event buffer", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(buffer_cxt);
+	if (buffer_len == buffer_cap) {
+		int cap = buffer_cap ? buffer_cap * 2 : 64;
+		buffer = buffer ? (BufferedEvent *)repalloc(buffer, cap * sizeof(BufferedEvent))
+		                : (BufferedEvent *)palloc(cap * sizeof(BufferedEvent));
+		buffer_cap = cap;
+	}
+	BufferedEvent *e = &buffer[buffer_len];
+	e->level = GetCurrentTransactionNestLevel();
+	e->channel = pstrdup(channel);
+	e->key = key ? pstrdup(key) : nullptr;
+	e->type = type; // a string constant
+	e->payload = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
+	MemoryContextSwitchTo(old);
+	buffer_len++;
+	if (buffer_len >= kFlushEvents)
+		flush_events();
 }
 
 static void emit(const Config *cfg, const char *op, const char *channel, bool has_key, TupleTableSlot *data_slot) {
@@ -734,7 +881,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 			key = buf_id.c_str();
 		}
 	}
-	enqueue(channel, key, op, buf_payload.c_str());
+	buffer_event(channel, key, op, buf_payload.c_str());
 }
 
 static Datum change_trigger(FunctionCallInfo fcinfo) {
@@ -747,6 +894,11 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 		                errmsg("outbox._change() must be an AFTER trigger"),
 		                errhint("Attach it with outbox.attach().")));
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event) && !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
+		// outbox_flush, after the statement: its rows are all buffered
+		flush_events();
+		return PointerGetDatum(nullptr);
+	}
 	Config *cfg = lookup_config(td->tg_trigger, td->tg_relation);
 	buf_id.clear();
 	buf_old_id.clear();
@@ -758,11 +910,10 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 			                errmsg("channel template \"%s\" cannot be used with TRUNCATE", cfg->template_text),
 			                errhint("Run outbox.attach() again.")));
 		emit(cfg, "TRUNCATE", cfg->static_channel, false, nullptr);
+		if (cfg->mode == Mode::Outbox)
+			flush_events();
 		return PointerGetDatum(nullptr);
 	}
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
-		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-		                errmsg("outbox._change() must fire for each row (or for TRUNCATE statements)")));
 	const char *op;
 	TupleTableSlot *row; // the row the event is about: new, or old for DELETE
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event)) {

@@ -42,12 +42,12 @@ BEGIN
     chk := outbox._check_attachment(relation, mode, channel, key_columns, include_columns, operations);
     FOR other IN
         SELECT t.tgname FROM pg_trigger t
-         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_truncate')
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
            AND t.tgfoid <> 'outbox._change()'::regprocedure
     LOOP
         RAISE EXCEPTION 'table % already has a trigger named "%"', relation, other.tgname
             USING ERRCODE = 'duplicate_object',
-                  DETAIL = 'pg_outbox names its triggers outbox_change and outbox_truncate.',
+                  DETAIL = 'pg_outbox names its triggers outbox_change, outbox_flush and outbox_truncate.',
                   HINT = 'Rename or drop that trigger, then attach again.';
     END LOOP;
     args := format('%L, %L, %L, %L', mode, coalesce(channel, ''), coalesce(key_columns::text, ''),
@@ -55,7 +55,7 @@ BEGIN
     -- replace: both statements run in the caller's transaction
     FOR other IN
         SELECT t.tgname FROM pg_trigger t
-         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_truncate')
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
     LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', other.tgname, relation);
     END LOOP;
@@ -63,6 +63,11 @@ BEGIN
     IF cardinality(row_ops) > 0 THEN
         EXECUTE format('CREATE TRIGGER outbox_change AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION outbox._change(%s)',
                        array_to_string(row_ops, ' OR '), relation, args);
+        IF mode = 'outbox' THEN
+            -- writes the events of the statement's rows into outbox.pending with one INSERT
+            EXECUTE format('CREATE TRIGGER outbox_flush AFTER %s ON %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION outbox._change(%s)', array_to_string(row_ops, ' OR '), relation, args);
+        END IF;
     END IF;
     IF 'TRUNCATE' = ANY (chk.ops) THEN
         EXECUTE format('CREATE TRIGGER outbox_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT'
