@@ -3,8 +3,8 @@ EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
 EXTVERSION = 1.0
 
-CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp \
-           src/outbox.cpp src/worker.cpp src/admin.cpp
+CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
+           src/trigger.cpp src/outbox.cpp src/worker.cpp src/admin.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The upgrade
@@ -69,7 +69,7 @@ uninstall-listen:
 	rm -f '$(DESTDIR)$(bindir)/pg_outbox_listen'
 
 # Pure C++ unit tests (no Postgres headers involved).
-UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp src/listen/listen_core.cpp
+UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
 test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -g -I$(srcdir)/src -o $@ $(UNIT_SRCS) -lgtest -lgtest_main -pthread
 

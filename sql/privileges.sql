@@ -71,3 +71,33 @@ SELECT channel, payload FROM outbox.history UNION ALL SELECT channel, payload FR
 
 DROP FUNCTION pg_temp.try_all(text);
 DROP ROLE regress_alice, regress_bob, regress_carol, regress_mallory;
+
+-- the change trigger: a publisher attaches a table it owns, not one it does not own; anyone who
+-- may write the table fires the trigger, without any right in schema outbox
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_owner, regress_writer;
+RESET client_min_messages;
+CREATE ROLE regress_owner; GRANT outbox_publisher TO regress_owner;
+CREATE ROLE regress_writer;
+CREATE SCHEMA regress_app AUTHORIZATION regress_owner;
+GRANT USAGE ON SCHEMA regress_app TO regress_writer;
+CREATE TABLE regress_app.owned_by_superuser (id int PRIMARY KEY);
+SET ROLE regress_owner;
+CREATE TABLE regress_app.owned (id int PRIMARY KEY, note text);
+GRANT INSERT, UPDATE ON regress_app.owned TO regress_writer;
+SELECT outbox.attach('regress_app.owned');
+SELECT pg_temp.err($$SELECT outbox.attach('regress_app.owned_by_superuser')$$);
+SELECT "table", mode FROM outbox.attachments ORDER BY 1;
+RESET ROLE;
+SET ROLE regress_writer;
+INSERT INTO regress_app.owned VALUES (1, 'written by a role without outbox rights');
+SELECT pg_temp.err($$SELECT count(*) FROM outbox.pending$$);
+RESET ROLE;
+SELECT channel, type, payload FROM outbox.pending WHERE channel = 'regress_app.owned';
+SET ROLE regress_owner;
+SELECT outbox.detach('regress_app.owned');
+RESET ROLE;
+SET client_min_messages = warning;
+DROP SCHEMA regress_app CASCADE;
+RESET client_min_messages;
+DROP ROLE regress_owner, regress_writer;

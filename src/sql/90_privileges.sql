@@ -66,3 +66,12 @@ GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_
     TO outbox_reader;
 -- a reader that queries the history itself also reads the segments (and LOCK TABLE checks them)
 GRANT SELECT ON outbox.history_0, outbox.history_1, outbox.history_2 TO outbox_reader;
+
+-- the change trigger (30_trigger.sql): a publisher attaches tables it owns (attach() checks the
+-- ownership; CREATE TRIGGER needs EXECUTE on the trigger function). Writers of an attached table
+-- need no right in schema outbox: the trigger stores events as the owner of outbox.pending.
+GRANT EXECUTE ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]), outbox.detach(regclass),
+                          outbox._change(), outbox._check_attachment(regclass, text, text, text[], text[], text[]),
+                          outbox._split_tgargs(bytea), outbox._resolved_key(regclass, text[])
+    TO outbox_publisher;
+GRANT SELECT ON outbox.attachments TO outbox_publisher, outbox_reader;

@@ -1,0 +1,465 @@
+// payload.cpp — JSON rendering of column values, ID payloads and channel templates for the
+// change trigger. Pure C++ (no Postgres headers); see payload.hpp.
+#include "payload.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+namespace pg_outbox::payload {
+
+namespace {
+
+constexpr std::int64_t kUsecsPerSec = 1000000;
+constexpr std::int64_t kUsecsPerDay = 86400 * kUsecsPerSec;
+constexpr std::int64_t kDays1970To2000 = 10957; // Postgres counts from 2000-01-01
+
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+	std::int64_t q = a / b;
+	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+void append_int(std::string &out, std::int64_t v) {
+	char buf[24];
+	auto res = std::to_chars(buf, buf + sizeof buf, v);
+	out.append(buf, res.ptr);
+}
+
+void append_padded(std::string &out, std::int64_t v, int width) {
+	char buf[24];
+	auto res = std::to_chars(buf, buf + sizeof buf, v);
+	for (int n = static_cast<int>(res.ptr - buf); n < width; n++)
+		out += '0';
+	out.append(buf, res.ptr);
+}
+
+// ".5", ".000001": microseconds without trailing zeros; nothing for 0.
+void append_fraction(std::string &out, std::int64_t usec) {
+	if (usec == 0)
+		return;
+	char digits[6];
+	for (int k = 5; k >= 0; k--) {
+		digits[k] = static_cast<char>('0' + usec % 10);
+		usec /= 10;
+	}
+	int len = 6;
+	while (len > 0 && digits[len - 1] == '0')
+		len--;
+	out += '.';
+	out.append(digits, static_cast<std::size_t>(len));
+}
+
+void append_year(std::string &out, std::int64_t y) {
+	if (y < 0) {
+		out += '-';
+		append_padded(out, -y, 4);
+	} else if (y > 9999) {
+		out += '+';
+		append_int(out, y);
+	} else {
+		append_padded(out, y, 4);
+	}
+}
+
+// Proleptic Gregorian calendar date of a day number (days since 1970-01-01); H. Hinnant's
+// civil_from_days.
+void civil_from_days(std::int64_t z, std::int64_t &y, int &m, int &d) {
+	z += 719468;
+	std::int64_t era = floor_div(z, 146097);
+	std::int64_t doe = z - era * 146097;
+	std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	y = yoe + era * 400;
+	std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	std::int64_t mp = (5 * doy + 2) / 153;
+	d = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
+	m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
+	if (m <= 2)
+		y++;
+}
+
+void append_float(std::string &out, double v, bool is_float4) {
+	if (std::isnan(v)) {
+		out += "NaN";
+		return;
+	}
+	if (std::isinf(v)) {
+		out += v > 0 ? "Infinity" : "-Infinity";
+		return;
+	}
+	char buf[64];
+	auto res = is_float4 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v))
+	                     : std::to_chars(buf, buf + sizeof buf, v);
+	out.append(buf, res.ptr);
+}
+
+bool is_finite_number_text(std::string_view t) {
+	return !(t == "NaN" || t == "Infinity" || t == "-Infinity");
+}
+
+constexpr char kHex[] = "0123456789abcdef";
+
+// Text rendering shared by append_json (for the kinds that become JSON strings) and append_text.
+void append_plain(std::string &out, const Scalar &v) {
+	switch (v.kind) {
+	case Kind::Null:
+		return;
+	case Kind::Int:
+		append_int(out, v.i);
+		return;
+	case Kind::Float4:
+	case Kind::Float8:
+		append_float(out, v.f, v.kind == Kind::Float4);
+		return;
+	case Kind::Bool:
+		out += v.i ? "true" : "false";
+		return;
+	case Kind::Numeric:
+	case Kind::String:
+	case Kind::Json:
+		out.append(v.text.data(), v.text.size());
+		return;
+	case Kind::Timestamp:
+		append_timestamp(out, v.i, false);
+		return;
+	case Kind::TimestampTz:
+		append_timestamp(out, v.i, true);
+		return;
+	case Kind::Date:
+		append_date(out, v.i);
+		return;
+	case Kind::Time:
+		append_time(out, v.i);
+		return;
+	case Kind::Interval:
+		append_interval(out, v.i, v.days, v.months);
+		return;
+	case Kind::Bytea:
+		out += "\\x";
+		for (unsigned char c : v.text) {
+			out += kHex[c >> 4];
+			out += kHex[c & 15];
+		}
+		return;
+	}
+}
+
+} // namespace
+
+void append_json_string(std::string &out, std::string_view s) {
+	out += '"';
+	std::size_t start = 0;
+	for (std::size_t k = 0; k < s.size(); k++) {
+		unsigned char c = static_cast<unsigned char>(s[k]);
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		out.append(s.data() + start, k - start);
+		start = k + 1;
+		switch (c) {
+		case '"':
+			out += "\\\"";
+			break;
+		case '\\':
+			out += "\\\\";
+			break;
+		case '\n':
+			out += "\\n";
+			break;
+		case '\r':
+			out += "\\r";
+			break;
+		case '\t':
+			out += "\\t";
+			break;
+		case '\b':
+			out += "\\b";
+			break;
+		case '\f':
+			out += "\\f";
+			break;
+		default:
+			out += "\\u00";
+			out += kHex[c >> 4];
+			out += kHex[c & 15];
+		}
+	}
+	out.append(s.data() + start, s.size() - start);
+	out += '"';
+}
+
+void append_date(std::string &out, std::int64_t days) {
+	if (days == std::numeric_limits<std::int32_t>::min()) {
+		out += "-infinity";
+		return;
+	}
+	if (days == std::numeric_limits<std::int32_t>::max()) {
+		out += "infinity";
+		return;
+	}
+	std::int64_t y;
+	int m, d;
+	civil_from_days(days + kDays1970To2000, y, m, d);
+	append_year(out, y);
+	out += '-';
+	append_padded(out, m, 2);
+	out += '-';
+	append_padded(out, d, 2);
+}
+
+void append_time(std::string &out, std::int64_t usecs) {
+	std::int64_t secs = usecs / kUsecsPerSec;
+	append_padded(out, secs / 3600, 2);
+	out += ':';
+	append_padded(out, secs / 60 % 60, 2);
+	out += ':';
+	append_padded(out, secs % 60, 2);
+	append_fraction(out, usecs % kUsecsPerSec);
+}
+
+void append_timestamp(std::string &out, std::int64_t usecs, bool utc) {
+	if (usecs == std::numeric_limits<std::int64_t>::min()) {
+		out += "-infinity";
+		return;
+	}
+	if (usecs == std::numeric_limits<std::int64_t>::max()) {
+		out += "infinity";
+		return;
+	}
+	std::int64_t days = floor_div(usecs, kUsecsPerDay);
+	std::int64_t y;
+	int m, d;
+	civil_from_days(days + kDays1970To2000, y, m, d);
+	append_year(out, y);
+	out += '-';
+	append_padded(out, m, 2);
+	out += '-';
+	append_padded(out, d, 2);
+	out += 'T';
+	append_time(out, usecs - days * kUsecsPerDay);
+	if (utc)
+		out += 'Z';
+}
+
+void append_interval(std::string &out, std::int64_t usecs, std::int32_t days, std::int32_t months) {
+	// The layout of IntervalStyle 'iso_8601': each field keeps its own sign.
+	if (usecs == 0 && days == 0 && months == 0) {
+		out += "PT0S";
+		return;
+	}
+	out += 'P';
+	if (months / 12 != 0) {
+		append_int(out, months / 12);
+		out += 'Y';
+	}
+	if (months % 12 != 0) {
+		append_int(out, months % 12);
+		out += 'M';
+	}
+	if (days != 0) {
+		append_int(out, days);
+		out += 'D';
+	}
+	if (usecs != 0) {
+		out += 'T';
+		std::int64_t hours = usecs / (3600 * kUsecsPerSec);
+		std::int64_t rest = usecs % (3600 * kUsecsPerSec);
+		std::int64_t minutes = rest / (60 * kUsecsPerSec);
+		rest %= 60 * kUsecsPerSec;
+		if (hours != 0) {
+			append_int(out, hours);
+			out += 'H';
+		}
+		if (minutes != 0) {
+			append_int(out, minutes);
+			out += 'M';
+		}
+		if (rest != 0) {
+			if (rest < 0) {
+				out += '-';
+				rest = -rest;
+			}
+			append_int(out, rest / kUsecsPerSec);
+			append_fraction(out, rest % kUsecsPerSec);
+			out += 'S';
+		}
+	}
+}
+
+void append_json(std::string &out, const Scalar &v) {
+	switch (v.kind) {
+	case Kind::Null:
+		out += "null";
+		return;
+	case Kind::Int:
+	case Kind::Bool:
+	case Kind::Json:
+		append_plain(out, v);
+		return;
+	case Kind::Float4:
+	case Kind::Float8:
+		if (std::isfinite(v.f)) {
+			append_plain(out, v);
+		} else {
+			out += '"';
+			append_plain(out, v);
+			out += '"';
+		}
+		return;
+	case Kind::Numeric:
+		if (is_finite_number_text(v.text))
+			out.append(v.text.data(), v.text.size());
+		else
+			append_json_string(out, v.text);
+		return;
+	case Kind::String:
+		append_json_string(out, v.text);
+		return;
+	case Kind::Bytea:
+		out += "\"\\\\x"; // the backslash of \x, escaped
+		for (unsigned char c : v.text) {
+			out += kHex[c >> 4];
+			out += kHex[c & 15];
+		}
+		out += '"';
+		return;
+	case Kind::Timestamp:
+	case Kind::TimestampTz:
+	case Kind::Date:
+	case Kind::Time:
+	case Kind::Interval:
+		out += '"'; // these renderings never contain characters that need escaping
+		append_plain(out, v);
+		out += '"';
+		return;
+	}
+}
+
+void append_text(std::string &out, const Scalar &v) {
+	append_plain(out, v);
+}
+
+static void compose_into(std::string &out, const Parts &p, bool with_data) {
+	out.clear();
+	out += "{\"op\":\"";
+	out.append(p.op.data(), p.op.size());
+	out += "\",\"table\":";
+	out.append(p.table.data(), p.table.size());
+	if (!p.id.empty()) {
+		out += ",\"id\":";
+		out.append(p.id.data(), p.id.size());
+	}
+	if (!p.old_id.empty()) {
+		out += ",\"old_id\":";
+		out.append(p.old_id.data(), p.old_id.size());
+	}
+	if (p.has_data) {
+		if (with_data) {
+			out += ",\"data\":";
+			out.append(p.data.data(), p.data.size());
+		} else {
+			out += ",\"truncated\":true";
+		}
+	}
+	out += '}';
+}
+
+PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes) {
+	compose_into(out, p, true);
+	if (out.size() < max_bytes)
+		return PayloadFit::Full;
+	if (!p.has_data)
+		return PayloadFit::TooBig;
+	compose_into(out, p, false);
+	return out.size() < max_bytes ? PayloadFit::Truncated : PayloadFit::TooBig;
+}
+
+TemplateParse parse_template(std::string_view tpl, TemplatePart *parts, std::size_t max_parts) noexcept {
+	TemplateParse r;
+	auto add = [&](bool column, std::size_t offset, std::size_t length) {
+		if (length == 0)
+			return true;
+		if (!column) {
+			r.static_bytes += length;
+			// extend the previous literal slice when it ends right here
+			if (r.nparts > 0 && !parts[r.nparts - 1].column &&
+			    parts[r.nparts - 1].offset + parts[r.nparts - 1].length == offset) {
+				parts[r.nparts - 1].length += length;
+				return true;
+			}
+		} else {
+			r.ncolumns++;
+		}
+		if (r.nparts == max_parts) {
+			r.status = TemplateStatus::TooManyParts;
+			r.position = offset;
+			return false;
+		}
+		parts[r.nparts++] = TemplatePart{column, offset, length};
+		return true;
+	};
+	std::size_t k = 0, lit = 0; // lit: start of the pending literal run
+	while (k < tpl.size()) {
+		char c = tpl[k];
+		if (c == '{' && k + 1 < tpl.size() && tpl[k + 1] == '{') {
+			if (!add(false, lit, k + 1 - lit)) // up to and including the first '{'
+				return r;
+			k += 2;
+			lit = k;
+		} else if (c == '}' && k + 1 < tpl.size() && tpl[k + 1] == '}') {
+			if (!add(false, lit, k + 1 - lit))
+				return r;
+			k += 2;
+			lit = k;
+		} else if (c == '}') {
+			r.status = TemplateStatus::UnopenedBrace;
+			r.position = k;
+			return r;
+		} else if (c == '{') {
+			std::size_t close = k + 1;
+			while (close < tpl.size() && tpl[close] != '}' && tpl[close] != '{')
+				close++;
+			if (close == tpl.size()) {
+				r.status = TemplateStatus::UnclosedBrace;
+				r.position = k;
+				return r;
+			}
+			if (tpl[close] == '{') {
+				r.status = TemplateStatus::BraceInColumn;
+				r.position = close;
+				return r;
+			}
+			if (close == k + 1) {
+				r.status = TemplateStatus::EmptyColumn;
+				r.position = k;
+				return r;
+			}
+			if (!add(false, lit, k - lit) || !add(true, k + 1, close - k - 1))
+				return r;
+			k = close + 1;
+			lit = k;
+		} else {
+			k++;
+		}
+	}
+	add(false, lit, k - lit);
+	return r;
+}
+
+const char *template_status_message(TemplateStatus s) noexcept {
+	switch (s) {
+	case TemplateStatus::Ok:
+		return "ok";
+	case TemplateStatus::UnclosedBrace:
+		return "\"{\" is not closed by \"}\"";
+	case TemplateStatus::UnopenedBrace:
+		return "\"}\" has no matching \"{\"";
+	case TemplateStatus::EmptyColumn:
+		return "\"{}\" names no column";
+	case TemplateStatus::BraceInColumn:
+		return "\"{\" inside a column reference";
+	case TemplateStatus::TooManyParts:
+		return "too many parts";
+	}
+	return "unknown";
+}
+
+} // namespace pg_outbox::payload

@@ -1,0 +1,139 @@
+
+-- ---------------------------------------------------------------------------------------
+-- The generic change trigger: outbox.attach(), outbox.detach(), outbox.attachments
+-- ---------------------------------------------------------------------------------------
+-- An attachment is the trigger(s) themselves: outbox._change(mode, channel, key_columns,
+-- include_columns) with the configuration in its arguments. pg_dump (also pg_dump -t) and
+-- pg_upgrade keep it with the table, DROP TABLE removes it, and there is no second copy
+-- that could disagree with the triggers that exist.
+
+CREATE FUNCTION outbox._change() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'outbox_change_trigger';
+COMMENT ON FUNCTION outbox._change() IS
+    'the change trigger created by outbox.attach(); arguments: mode, channel, key columns, included columns';
+
+CREATE FUNCTION outbox._check_attachment(relation regclass, mode text, channel text, key_columns text[],
+                                         include_columns text[], operations text[],
+                                         OUT table_name text, OUT channel_template text,
+                                         OUT resolved_key text[], OUT ops text[])
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_check_attachment';
+COMMENT ON FUNCTION outbox._check_attachment(regclass, text, text, text[], text[], text[]) IS
+    'internal: validates the arguments of outbox.attach()';
+
+CREATE FUNCTION outbox._split_tgargs(tgargs bytea) RETURNS text[]
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_split_tgargs';
+CREATE FUNCTION outbox._resolved_key(relation regclass, key_columns text[]) RETURNS text[]
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_resolved_key';
+
+CREATE FUNCTION outbox.attach(relation regclass, channel text DEFAULT NULL, mode text DEFAULT 'outbox',
+                              key_columns text[] DEFAULT NULL, include_columns text[] DEFAULT NULL,
+                              operations text[] DEFAULT '{INSERT,UPDATE,DELETE}') RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    chk record;
+    other record;
+    args text;
+    row_ops text[];
+BEGIN
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- ownership, kind of relation, mode, columns, key, channel template, operations
+    chk := outbox._check_attachment(relation, mode, channel, key_columns, include_columns, operations);
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+           AND t.tgfoid <> 'outbox._change()'::regprocedure
+    LOOP
+        RAISE EXCEPTION 'table % already has a trigger named "%"', relation, other.tgname
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'pg_outbox names its triggers outbox_change, outbox_flush and outbox_truncate.',
+                  HINT = 'Rename or drop that trigger, then attach again.';
+    END LOOP;
+    args := format('%L, %L, %L, %L', mode, coalesce(channel, ''), coalesce(key_columns::text, ''),
+                   coalesce(include_columns::text, ''));
+    -- replace: both statements run in the caller's transaction
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', other.tgname, relation);
+    END LOOP;
+    row_ops := array_remove(chk.ops, 'TRUNCATE');
+    IF cardinality(row_ops) > 0 THEN
+        EXECUTE format('CREATE TRIGGER outbox_change AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION outbox._change(%s)',
+                       array_to_string(row_ops, ' OR '), relation, args);
+        IF mode = 'outbox' THEN
+            -- writes the events of the statement's rows into outbox.pending with one INSERT
+            EXECUTE format('CREATE TRIGGER outbox_flush AFTER %s ON %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION outbox._change(%s)', array_to_string(row_ops, ' OR '), relation, args);
+        END IF;
+    END IF;
+    IF 'TRUNCATE' = ANY (chk.ops) THEN
+        EXECUTE format('CREATE TRIGGER outbox_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION outbox._change(%s)', relation, args);
+    END IF;
+    RETURN format('attached %s: mode %s, channel %s, key (%s)%s, operations %s',
+                  chk.table_name, mode, quote_literal(chk.channel_template), array_to_string(chk.resolved_key, ', '),
+                  CASE WHEN cardinality(include_columns) > 0
+                       THEN format(', data (%s)', array_to_string(include_columns, ', ')) ELSE '' END,
+                  array_to_string(chk.ops, ', '));
+END $$;
+COMMENT ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]) IS
+    'send {"op","table","id"} for every change of a table: NOTIFY at commit (mode notify) or a durable event (mode outbox)';
+
+CREATE FUNCTION outbox.detach(relation regclass) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    trig record;
+    parent regclass;
+    n integer := 0;
+BEGIN
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = relation), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', relation USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    FOR trig IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgfoid = 'outbox._change()'::regprocedure AND t.tgparentid = 0
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig.tgname, relation);
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        SELECT p.tgrelid::regclass INTO parent
+          FROM pg_trigger t JOIN pg_trigger p ON p.oid = t.tgparentid
+         WHERE t.tgrelid = relation AND t.tgfoid = 'outbox._change()'::regprocedure
+         LIMIT 1;
+        IF parent IS NOT NULL THEN
+            RAISE EXCEPTION 'table % is not attached itself', relation
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('It is a partition of %s, whose attachment covers it.', parent),
+                      HINT = format('Run outbox.detach(%L) to stop sending its changes.', parent);
+        END IF;
+        RAISE EXCEPTION 'table % is not attached', relation
+            USING ERRCODE = 'undefined_object', HINT = 'outbox.attachments lists the attached tables.';
+    END IF;
+    RETURN format('detached %s', relation);
+END $$;
+COMMENT ON FUNCTION outbox.detach(regclass) IS 'remove the change trigger(s) outbox.attach() created';
+
+CREATE VIEW outbox.attachments AS
+SELECT s.relid::regclass AS "table",
+       coalesce(nullif(a.args[2], ''), n.nspname || '.' || c.relname) AS channel,
+       a.args[1] AS mode,
+       outbox._resolved_key(s.relid, nullif(a.args[3], '')::text[]) AS key_columns,
+       nullif(a.args[4], '')::text[] AS include_columns,
+       ARRAY(SELECT o.op FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], ARRAY[4, 16, 8, 32]) AS o(op, bit)
+              WHERE (s.bits & o.bit) <> 0) AS operations
+  FROM (SELECT t.tgrelid AS relid, bit_or(t.tgtype::integer) AS bits,
+               (array_agg(t.tgargs ORDER BY t.tgname))[1] AS tgargs
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgfoid = 'outbox._change()'::regprocedure AND t.tgparentid = 0
+         GROUP BY t.tgrelid) s
+  CROSS JOIN LATERAL (SELECT outbox._split_tgargs(s.tgargs) AS args) a
+  JOIN pg_catalog.pg_class c ON c.oid = s.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+COMMENT ON VIEW outbox.attachments IS 'tables attached with outbox.attach()';
