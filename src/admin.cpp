@@ -121,7 +121,8 @@ void check_installed_version(void) {
 }
 
 int64 drain(int max_events) {
-	check_installed_version();
+	if (!IsBackgroundWorker) // the worker checks once per pass, with its own saved plan
+		check_installed_version();
 	// The notifications reach listeners at commit: that commit must be durable first, or a
 	// crash could hand the same positions out again (SET LOCAL: until the end of the transaction)
 	if (!IsBackgroundWorker)

@@ -25,6 +25,7 @@ namespace pg_outbox {
 
 int guc_batch_size = 1000;
 int guc_idle_interval_ms = 1000;
+int guc_batch_delay_ms = 0;
 double guc_max_queue_usage = 0.5;
 char *guc_databases = nullptr;
 int guc_retention_s = 86400;
@@ -317,6 +318,11 @@ static void define_gucs(void) {
 	                        "Safety tick: how long an idle drain worker sleeps when no commit wakes it.", nullptr,
 	                        &guc_idle_interval_ms, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
 	                        nullptr);
+	DefineCustomIntVariable("pg_outbox.batch_delay",
+	                        "After a commit wakes the drain worker, how long it waits for more commits before "
+	                        "draining (0: drain at once).",
+	                        "Trades latency for fewer, larger drain transactions under heavy load.", &guc_batch_delay_ms,
+	                        0, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 	DefineCustomRealVariable("pg_outbox.max_queue_usage",
 	                         "NOTIFY queue fill (0..1) above which drain workers wait instead of publishing.", nullptr,
 	                         &guc_max_queue_usage, 0.5, 0.0, 1.0, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

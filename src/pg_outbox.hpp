@@ -18,6 +18,7 @@ static_assert(kMaxPayloadBytes == BLCKSZ - NAMEDATALEN - 128 - 1, "payload limit
 // ---- GUCs (pg_outbox.*) ----
 extern int guc_batch_size;        // events per drain transaction
 extern int guc_idle_interval_ms;  // safety tick when nothing wakes the worker
+extern int guc_batch_delay_ms;    // after a wake-up, wait this long for more commits before draining
 extern double guc_max_queue_usage; // NOTIFY queue fill above which the worker waits
 extern char *guc_databases;       // comma-separated list; empty = every database with the extension
 extern int guc_retention_s;       // how long published history is kept

@@ -446,19 +446,33 @@ Pass drain_pass(int64 *published) {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	char *version = nullptr;
 	if (!OidIsValid(get_extension_oid("pg_outbox", true)))
 		result = Pass::NoExtension;
-	else if ((version = installed_version()) != nullptr && strcmp(version, PG_OUTBOX_VERSION) != 0)
-		result = Pass::NeedsUpdate;
 	else {
+		// one saved plan per pass for what the worker must know before it drains
+		static SPIPlanPtr plan_state = nullptr;
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "pg_outbox: SPI_connect failed");
-		int rc = SPI_execute("SELECT paused FROM outbox.state", true, 1);
-		bool paused = false, isnull = true;
-		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		if (!plan_state) {
+			plan_state = SPI_prepare("SELECT s.paused, e.extversion FROM outbox.state s, pg_catalog.pg_extension e"
+			                         " WHERE e.extname = 'pg_outbox'",
+			                         0, nullptr);
+			if (!plan_state)
+				elog(ERROR, "pg_outbox: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan_state);
+		}
+		int rc = SPI_execute_plan(plan_state, nullptr, nullptr, true, 1);
+		bool paused = false, isnull = true, right_version = true;
+		if (rc == SPI_OK_SELECT && SPI_processed == 1) {
 			paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			right_version = v && strcmp(v, PG_OUTBOX_VERSION) == 0;
+		}
 		SPI_finish();
+		if (!right_version) {
+			result = Pass::NeedsUpdate;
+			goto done;
+		}
 		// retention, about once a second
 		TimestampTz now = GetCurrentTimestamp();
 		if (now - last_maintenance >= USECS_PER_SEC) {
@@ -477,6 +491,7 @@ Pass drain_pass(int64 *published) {
 			*published = drain(guc_batch_size);
 		}
 	}
+done:
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
@@ -609,7 +624,11 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			if (published >= guc_batch_size)
 				continue; // more may be waiting: no sleep
 		}
-		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
+		int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		// Woken by a commit: optionally let more commits gather, so that one drain transaction
+		// publishes them together (throughput) instead of one each (latency).
+		if ((rc & WL_LATCH_SET) && guc_batch_delay_ms > 0 && !got_sigterm)
+			(void)WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, guc_batch_delay_ms, PG_WAIT_EXTENSION);
 	}
 }

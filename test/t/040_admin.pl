@@ -83,5 +83,17 @@ ok($node->poll_query_until('postgres', "SELECT dead_letters = 0 AND pending = 0 
    'retried dead letter published');
 is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.history WHERE payload ? 'poison'"), '1', 'once');
 
+# pg_outbox.batch_delay: after a wake-up the worker waits for more commits, so five quick
+# commits are published by one drain transaction (same published_at) instead of five
+$node->safe_psql('postgres', "ALTER SYSTEM SET pg_outbox.batch_delay = '1s'");
+$node->reload;
+ok($node->poll_query_until('postgres', "SELECT current_setting('pg_outbox.batch_delay') = '1s'"), 'batch_delay set');
+sleep 1;    # let the worker see the reload
+$node->safe_psql('postgres', join("\n", map { "SELECT outbox.publish('delayed', '{\"n\": $_}');" } 1 .. 5));
+ok($node->poll_query_until('postgres', "SELECT count(*) = 5 FROM outbox.history WHERE channel = 'delayed'"),
+   'delayed events published');
+is($node->safe_psql('postgres', "SELECT count(DISTINCT published_at) FROM outbox.history WHERE channel = 'delayed'"),
+   '1', 'five commits, one drain transaction');
+
 $node->stop;
 done_testing();
