@@ -47,10 +47,13 @@ PSQL=("${RUN[@]}" "$BINDIR/psql" -X -q -h "$DEMO" -p "$PORT" -U postgres)
 "${PSQL[@]}" -d demo <<'SQL'
 CREATE EXTENSION pg_outbox;
 CREATE TABLE orders (id bigint PRIMARY KEY, customer text, total numeric);
+-- every change of a row of orders becomes a durable event on channel "public.orders"
+SELECT outbox.attach('orders', include_columns => '{customer}');
 SQL
 
-echo "== a listener subscribes to channels 'orders' and 'alerts' (psql, LISTEN)"
-"${PSQL[@]}" -d demo -c "LISTEN orders" -c "LISTEN alerts" -c "SELECT pg_sleep(2.5)" >"$DEMO/listener.out" 2>&1 &
+echo "== a listener subscribes to channels 'orders', 'public.orders' and 'alerts' (psql, LISTEN)"
+"${PSQL[@]}" -d demo -c "LISTEN orders" -c 'LISTEN "public.orders"' -c "LISTEN alerts" -c "SELECT pg_sleep(2.5)" \
+    >"$DEMO/listener.out" 2>&1 &
 listener=$!
 sleep 0.7
 
@@ -66,6 +69,8 @@ BEGIN;
 INSERT INTO orders VALUES (2, 'bob', 7.50);
 SELECT outbox.publish('orders', '{"order_id": 2, "status": "created"}', key => '2', type => 'created');
 ROLLBACK;
+-- the trigger attached to orders publishes row changes by itself
+UPDATE orders SET total = 45.00 WHERE id = 1;
 -- a payload too big for NOTIFY: the envelope says "truncated", the consumer fetches it by id
 SELECT outbox.publish('orders', jsonb_build_object('order_id', 3, 'notes', repeat('x', 9000)), key => '3');
 -- direct, size-checked NOTIFY (best effort)
