@@ -5,6 +5,7 @@
 #   bash test/bench/drain_bench.sh            # RUNS=2 rounds of everything (default)
 #   RUNS=3 EVENTS=100000 LAT_SECONDS=5 bash test/bench/drain_bench.sh
 #   KEEP=1 ...                                # keep the cluster's directory (logs) afterwards
+#   PHASES="worker drain" ...                 # only some of: ceiling worker drain python pgq latency
 #
 # Measured, side by side, each round:
 #   ceiling    raw pg_notify, transactions of 1000 distinct notifications (~100-byte payloads),
@@ -34,6 +35,8 @@ EVENTS=${EVENTS:-100000}
 LAT_SECONDS=${LAT_SECONDS:-5}
 LAT_CPU=${LAT_CPU:-1}
 PRODUCERS=${PRODUCERS:-4}
+PHASES=${PHASES:-ceiling worker drain python pgq latency}
+want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3 # Debian's interpreter: the python3-* packages live there
 
 [ "$(id -u)" = 0 ] || { echo "drain_bench: run as root (it installs packages and switches to postgres)" >&2; exit 1; }
@@ -170,13 +173,16 @@ for run in $(seq "$RUNS"); do
 	q -c "CHECKPOINT"
 
 	# --- ceiling: raw pg_notify -----------------------------------------------------------
+	if want ceiling; then
 	start_listener bench_ceiling "$EVENTS"
 	out=$("$CLIENT" ceiling "$DSN" $((EVENTS / 1000)) 1000 100)
 	wait_listener "$EVENTS"
 	record ceiling "$run" "$(sed -n 's/.*per_s=\([0-9]*\).*/\1/p' <<<"$out")"
 	echo "   ceiling: $out" >&2
+	fi
 
 	# --- pg_outbox: the drain worker ------------------------------------------------------
+	if want worker; then
 	publish_backlog
 	start_listener bench_ob "$EVENTS"
 	t0=$(now)
@@ -188,9 +194,10 @@ for run in $(seq "$RUNS"); do
 	[ "$(q -c "SELECT count(*) FROM outbox.pending")" = 0 ] || { echo "drain_bench: pending not empty" >&2; exit 1; }
 	record worker "$run" "$(rate "$EVENTS" "$t1 - $t0")"
 	echo "   worker: $EVENTS events in $($PY -c "print(round($t1 - $t0, 3))") s" >&2
+	fi
 
 	# --- pg_outbox: outbox.drain() by hand --------------------------------------------------
-	for bs in 1000 10000; do
+	want drain && for bs in 1000 10000; do
 		publish_backlog
 		start_listener bench_ob "$EVENTS"
 		calls=$((EVENTS / bs))
@@ -204,6 +211,7 @@ for run in $(seq "$RUNS"); do
 	done
 
 	# --- the external Python worker ---------------------------------------------------------
+	if want python; then
 	q -c "TRUNCATE bench_py.outbox"
 	q -c "INSERT INTO bench_py.outbox (channel, key, type, payload) SELECT 'bench_py', 'order-' || g, 'order.paid', jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34) FROM generate_series(1, $EVENTS) g"
 	q -c "VACUUM ANALYZE bench_py.outbox"
@@ -212,9 +220,11 @@ for run in $(seq "$RUNS"); do
 	wait_listener "$EVENTS"
 	record python "$run" "$(sed -n 's/.*per_s=\([0-9]*\).*/\1/p' <<<"$out")"
 	echo "   python: $out" >&2
+	fi
 
 	# --- PgQ --------------------------------------------------------------------------------
-	# consume what an earlier round left (nothing, normally), then produce EVENTS in ticks of 1000
+	# EVENTS inserted in transactions of 1000, each followed by a tick
+	if want pgq; then
 	for ((i = 0; i < EVENTS / 1000; i++)); do
 		q -c "SELECT count(pgq.insert_event('bench', 'order.paid', json_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34)::text, 'order-' || g, null, null, null)) FROM generate_series($((i * 1000 + 1)), $((i * 1000 + 1000))) g; SELECT pgq.ticker('bench');" >/dev/null
 	done
@@ -223,8 +233,10 @@ for run in $(seq "$RUNS"); do
 	out=$($PY test/bench/pgq_consumer.py "$PYDSN" "$EVENTS")
 	record pgq "$run" "$(sed -n 's/.*per_s=\([0-9]*\).*/\1/p' <<<"$out")"
 	echo "   pgq: $out" >&2
+	fi
 
 	# --- latency ----------------------------------------------------------------------------
+	want latency || continue
 	$PY test/bench/py_worker.py "$PYDSN" serve >"$W/pyserve.out" &
 	PYSERVE=$!
 	PIDS+=("$PYSERVE")
@@ -250,12 +262,12 @@ vals = {}
 for line in open(path):
     name, run, v = line.split()
     vals.setdefault(name, []).append(float(v))
-def med(name): return statistics.median(vals[name])
+def med(name): return statistics.median(vals[name]) if name in vals else float("nan")
 def spread(name):
-    v = vals[name]
+    v = vals.get(name, [0])
     m = statistics.median(v)
     return 100.0 * (max(v) - min(v)) / m if m else 0.0
-def runs_of(name, fmt): return " ".join(fmt.format(x) for x in vals[name])
+def runs_of(name, fmt): return " ".join(fmt.format(x) for x in vals.get(name, []))
 print(f"\npg_outbox drain benchmark: {events} events, {runs} rounds, {ncpu} CPUs (figures: median; all rounds in [])")
 print("\nthroughput                                        events/s   spread  rounds")
 rows = [("ceiling", "raw pg_notify, txns of 1000 (ceiling)"),
@@ -265,12 +277,15 @@ rows = [("ceiling", "raw pg_notify, txns of 1000 (ceiling)"),
         ("python", "Python worker (asyncpg+SQLAlchemy)"),
         ("pgq", "PgQ consumer (pgqd ticking)")]
 for k, label in rows:
+    if k not in vals: continue
     print(f"  {label:<46} {med(k):>10,.0f} {spread(k):>6.0f}%  [{runs_of(k, '{:,.0f}')}]")
 print("\nratios (medians)")
 for k, label in (("worker", "drain worker"), ("drain1000", "drain(1000)")):
+    if k not in vals: continue
     print(f"  {label} / Python worker                     {med(k) / med('python'):8.1f}x   (target >= 20x)")
     print(f"  {label} / raw-NOTIFY ceiling                {med(k) / med('ceiling'):8.3f}    (target >= 0.1)")
     print(f"  {label} / PgQ consumer                      {med(k) / med('pgq'):8.2f}x")
+if "lat_outbox_2000_achieved" not in vals: sys.exit(0)
 print(f"\nlatency, ms ({nprod} producer threads commit one event per transaction each, on one schedule; a listener")
 print(f"thread in the same process timestamps each notification; process pinned with taskset -c {cpu}, server unpinned)")
 print("  end to end from COMMIT sent (upper bound) and from commit acknowledged (lower bound); 'commit' is the")
