@@ -66,11 +66,11 @@ static void prepare_drain_plans(void) {
 	// The locked rows are deleted by ctid (a Tid Scan): a join of the batch with outbox.pending
 	// (DELETE ... USING batch) is planned as a hash join over a seq scan of ALL of pending, which
 	// costs O(backlog) per batch (20 ms per 1000 events with 100k pending). A row we hold FOR
-	// UPDATE cannot move, so its ctid is stable until we delete it.
-	plan_take = prepare("WITH taken AS (DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
-	                    "     SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
-	                    "   RETURNING id, channel, key, type, payload, created_at)"
-	                    " SELECT id, channel, key, type, payload, created_at FROM taken ORDER BY id",
+	// UPDATE cannot move, so its ctid is stable until we delete it. The rows come back in ctid
+	// order; drain_batch puts them in id order itself (no CTE materialisation and Sort node).
+	plan_take = prepare("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
+	                    " SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+	                    " RETURNING id, channel, key, type, payload, created_at",
 	                    1, take_types);
 	Oid take_one_types[] = {INT8OID};
 	plan_take_one = prepare("WITH batch AS (SELECT id FROM outbox.pending WHERE id = $1 FOR UPDATE SKIP LOCKED),"
@@ -210,6 +210,16 @@ static void lookup_targets(HTAB *channels, int nchannels) {
 	SPI_freetuptable(SPI_tuptable);
 }
 
+struct TakenRow {
+	int64 id;
+	HeapTuple tuple;
+};
+
+static int compare_taken(const void *a, const void *b) {
+	int64 x = static_cast<const TakenRow *>(a)->id, y = static_cast<const TakenRow *>(b)->id;
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 int64 drain_batch(int max_events, int64 only_id) {
 	if (max_events <= 0)
 		return 0;
@@ -219,8 +229,8 @@ int64 drain_batch(int max_events, int64 only_id) {
 
 	// 1. take a batch (or the one event only_id)
 	Datum take_args[] = {only_id ? Int64GetDatum(only_id) : Int32GetDatum(max_events)};
-	spi_check(SPI_execute_plan(only_id ? plan_take_one : plan_take, take_args, nullptr, false, 0), SPI_OK_SELECT,
-	          "taking a batch");
+	spi_check(SPI_execute_plan(only_id ? plan_take_one : plan_take, take_args, nullptr, false, 0),
+	          only_id ? SPI_OK_SELECT : SPI_OK_DELETE_RETURNING, "taking a batch");
 	SPITupleTable *batch = SPI_tuptable;
 	uint64 n = SPI_processed;
 	if (n == 0) {
@@ -228,6 +238,19 @@ int64 drain_batch(int max_events, int64 only_id) {
 		return 0;
 	}
 	TupleDesc bdesc = batch->tupdesc;
+	// Events in id order, which positions follow. outbox.pending is append-only, so ctid order
+	// usually is id order already and the sort is skipped.
+	TakenRow *rows = (TakenRow *)palloc(n * sizeof(TakenRow));
+	bool sorted = true;
+	for (uint64 i = 0; i < n; i++) {
+		bool isnull;
+		rows[i].tuple = batch->vals[i];
+		rows[i].id = DatumGetInt64(SPI_getbinval(batch->vals[i], bdesc, 1, &isnull));
+		if (i > 0 && rows[i].id < rows[i - 1].id)
+			sorted = false;
+	}
+	if (!sorted)
+		qsort(rows, n, sizeof(TakenRow), compare_taken);
 
 	// Count events per channel.
 	HASHCTL ctl;
@@ -253,9 +276,9 @@ int64 drain_batch(int max_events, int64 only_id) {
 	size_t prev_len = 0;
 	int nchannels = 0;
 	for (uint64 i = 0; i < n; i++) {
-		HeapTuple t = batch->vals[i];
+		HeapTuple t = rows[i].tuple;
 		bool isnull;
-		ids[i] = SPI_getbinval(t, bdesc, 1, &isnull);
+		ids[i] = Int64GetDatum(rows[i].id);
 		chans[i] = SPI_getbinval(t, bdesc, 2, &isnull);
 		keys[i] = SPI_getbinval(t, bdesc, 3, &key_null[i]);
 		types[i] = SPI_getbinval(t, bdesc, 4, &type_null[i]);
