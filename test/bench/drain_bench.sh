@@ -9,7 +9,8 @@
 #
 # Measured, side by side, each round:
 #   ceiling    raw pg_notify, transactions of 1000 distinct notifications (~100-byte payloads),
-#              notifications/s committed, while a listener LISTENs and reads them;
+#              notifications/s committed, while a listener LISTENs and reads them (CEILING
+#              notifications, 5 x EVENTS by default);
 #   worker     pg_outbox's drain worker: EVENTS published while outbox.state.paused, then
 #              resumed; time from the resume commit until a listener has received every event;
 #   drain()    outbox.drain(1000) and outbox.drain(10000) called by hand in a loop (one psql
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 RUNS=${RUNS:-2}
 EVENTS=${EVENTS:-100000}
+CEILING=${CEILING:-$((5 * EVENTS))} # notifications for the ceiling: a longer run, less noise
 LAT_SECONDS=${LAT_SECONDS:-5}
 LAT_CPU=${LAT_CPU:-1}
 PRODUCERS=${PRODUCERS:-4}
@@ -174,9 +176,9 @@ for run in $(seq "$RUNS"); do
 
 	# --- ceiling: raw pg_notify -----------------------------------------------------------
 	if want ceiling; then
-	start_listener bench_ceiling "$EVENTS"
-	out=$("$CLIENT" ceiling "$DSN" $((EVENTS / 1000)) 1000 100)
-	wait_listener "$EVENTS"
+	start_listener bench_ceiling "$CEILING"
+	out=$("$CLIENT" ceiling "$DSN" $((CEILING / 1000)) 1000 100)
+	wait_listener "$CEILING"
 	record ceiling "$run" "$(sed -n 's/.*per_s=\([0-9]*\).*/\1/p' <<<"$out")"
 	echo "   ceiling: $out" >&2
 	fi
@@ -286,6 +288,12 @@ for k, label in (("worker", "drain worker"), ("drain1000", "drain(1000)")):
     print(f"  {label} / raw-NOTIFY ceiling                {med(k) / med('ceiling'):8.3f}    (target >= 0.1)")
     print(f"  {label} / PgQ consumer                      {med(k) / med('pgq'):8.2f}x")
 if "lat_outbox_2000_achieved" not in vals: sys.exit(0)
+print("  per round (same round's figures):")
+for k, label in (("worker", "drain worker"),):
+    if k in vals and "python" in vals and "ceiling" in vals:
+        n = min(len(vals[k]), len(vals["python"]), len(vals["ceiling"]))
+        print(f"    {label} / Python worker     " + "  ".join(f"{vals[k][i] / vals['python'][i]:6.1f}x" for i in range(n)))
+        print(f"    {label} / ceiling           " + "  ".join(f"{vals[k][i] / vals['ceiling'][i]:7.3f}" for i in range(n)))
 print(f"\nlatency, ms ({nprod} producer threads commit one event per transaction each, on one schedule; a listener")
 print(f"thread in the same process timestamps each notification; process pinned with taskset -c {cpu}, server unpinned)")
 print("  end to end from COMMIT sent (upper bound) and from commit acknowledged (lower bound); 'commit' is the")
