@@ -80,8 +80,10 @@ static void prepare_drain_plans(void) {
 	                        1, take_one_types);
 	Oid bump_types[] = {INT8OID};
 	// greatest(...): after a restore the history may be ahead of a state row restored later.
-	plan_bump = prepare("UPDATE outbox.state SET last_pos = greatest(last_pos,"
-	                    " (SELECT coalesce(max(pos), 0) FROM outbox.history)) + $1"
+	// A fresh counter (0) may sit below a history that pg_restore loaded before the state row:
+	// then start after the history. The sub-select is an initplan, run only in that case.
+	plan_bump = prepare("UPDATE outbox.state SET last_pos = CASE WHEN last_pos = 0"
+	                    " THEN (SELECT coalesce(max(pos), 0) FROM outbox.history) ELSE last_pos END + $1"
 	                    " RETURNING last_pos, cur_seg",
 	                    1, bump_types);
 	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};

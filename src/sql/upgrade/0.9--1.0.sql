@@ -5,6 +5,14 @@
 
 ALTER TABLE outbox.state ADD COLUMN purged_pos bigint NOT NULL DEFAULT 0;
 
+-- the history's indexes never hold duplicates: no deduplication pass on insert
+ALTER INDEX outbox.history_0_id_idx SET (deduplicate_items = off);
+ALTER INDEX outbox.history_1_id_idx SET (deduplicate_items = off);
+ALTER INDEX outbox.history_2_id_idx SET (deduplicate_items = off);
+ALTER INDEX outbox.history_0_channel_seq_idx SET (deduplicate_items = off);
+ALTER INDEX outbox.history_1_channel_seq_idx SET (deduplicate_items = off);
+ALTER INDEX outbox.history_2_channel_seq_idx SET (deduplicate_items = off);
+
 CREATE OR REPLACE FUNCTION outbox._state_merge() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
