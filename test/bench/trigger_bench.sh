@@ -7,6 +7,7 @@
 #   tcn       contrib/tcn's triggered_change_notification()
 #   notify    outbox.attach(mode => 'notify')
 #   outbox    outbox.attach(mode => 'outbox')  (the drain worker runs, as in production)
+#   outbox_delay  the same with pg_outbox.batch_delay = BATCH_DELAY (2ms): commits gather
 # for (1) one INSERT of BULK_ROWS rows in one statement (per-row overhead = extra time over
 # "none" / rows) and (2) single-row INSERTs with pgbench at 1 and 2 clients (TPS).
 # Prints the figures and their ratios to the PL/pgSQL trigger.
@@ -24,6 +25,7 @@ PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
 PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-2}
 PORT=${BENCH_PORT:-55499}
 SYNC_COMMIT=${BENCH_SYNC_COMMIT:-on}
+BATCH_DELAY=${BATCH_DELAY:-2ms}   # pg_outbox.batch_delay of the outbox_delay variant
 BIN=/usr/lib/postgresql/15/bin
 
 bash test/setup.sh >/dev/null
@@ -75,6 +77,8 @@ set_variant() {
 DROP TRIGGER IF EXISTS plpgsql_change ON users;
 DROP TRIGGER IF EXISTS tcn_change ON users;
 SELECT outbox.detach('users') FROM outbox.attachments WHERE "table" = 'users'::regclass;
+ALTER SYSTEM RESET pg_outbox.batch_delay;
+SELECT pg_reload_conf();
 SQL
     
     case $1 in
@@ -83,7 +87,10 @@ SQL
     tcn) psql -c "CREATE TRIGGER tcn_change AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW EXECUTE FUNCTION triggered_change_notification('user_changes')" ;;
     notify) psql -c "SELECT outbox.attach('users', mode => 'notify')" >/dev/null ;;
     outbox) psql -c "SELECT outbox.attach('users', mode => 'outbox')" >/dev/null ;;
+    outbox_delay) psql -c "SELECT outbox.attach('users', mode => 'outbox')" \
+                       -c "ALTER SYSTEM SET pg_outbox.batch_delay = '$BATCH_DELAY'" -c "SELECT pg_reload_conf()" >/dev/null ;;
     esac
+    sleep 0.2 # let the worker see a reload
 }
 
 # Empty the table and the outbox, let the worker finish, checkpoint: every run starts alike.
@@ -96,7 +103,7 @@ reset_state() {
 }
 
 
-VARIANTS=(none plpgsql tcn notify outbox)
+VARIANTS=(none plpgsql tcn notify outbox outbox_delay)
 declare -A BULK_MS TPS1 TPS2
 echo "pg_outbox trigger benchmark: $BULK_ROWS-row bulk insert (best of $BULK_REPEAT), pgbench best of" \
      "$PGBENCH_ROUNDS x ${PGBENCH_SECONDS}s, synchronous_commit=$SYNC_COMMIT, $(nproc) CPUs" >&2
@@ -136,12 +143,12 @@ BEGIN {
     n = split(names, name, " "); split(bulk, b, " "); split(tps1, t1, " "); split(tps2, t2, " ");
     for (i = 1; i <= n; i++) { idx[name[i]] = i; over[i] = (b[i] - b[1]) * 1000 / rows; }
     p = idx["plpgsql"];
-    printf "\n%-8s %12s %14s %10s %12s %10s %12s %10s\n", "variant", "bulk ms", "overhead us/row", "vs plpgsql",
+    printf "\n%-12s %12s %14s %10s %12s %10s %12s %10s\n", "variant", "bulk ms", "overhead us/row", "vs plpgsql",
            "tps 1 client", "vs plpgsql", "tps 2 clients", "vs plpgsql";
     for (i = 1; i <= n; i++) {
         ov = (i == 1) ? "-" : sprintf("%.2f", over[i]);
         r = (i == 1 || over[p] <= 0) ? "-" : sprintf("%.2fx", over[i] / over[p]);
-        printf "%-8s %12.1f %14s %10s %12.0f %10s %12.0f %10s\n", name[i], b[i], ov, r,
+        printf "%-12s %12.1f %14s %10s %12.0f %10s %12.0f %10s\n", name[i], b[i], ov, r,
                t1[i], sprintf("%.2fx", t1[i] / t1[p]), t2[i], sprintf("%.2fx", t2[i] / t2[p]);
     }
     printf "\ntargets: notify overhead <= 1/3 of plpgsql: %.2fx (%s); outbox 2-client TPS >= 1.5x plpgsql: %.2fx (%s)\n",
