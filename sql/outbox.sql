@@ -86,6 +86,14 @@ SELECT outbox.publish('big', jsonb_build_object('blob', repeat('z', 1000000))) A
 SELECT outbox.drain();
 SELECT octet_length(payload->>'blob') AS blob_bytes, pos FROM outbox.event(:big_id);
 
+-- an incompressible payload is stored out of line (TOAST) in the pending table, and moves
+-- whole into the history
+SELECT outbox.publish('big', jsonb_build_object('blob', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 40000) g))) AS toast_id \gset
+SELECT pg_column_size(payload) > 8192 AS stored_out_of_line FROM outbox.pending WHERE id = :toast_id;
+SELECT outbox.drain();
+SELECT md5(payload->>'blob') = (SELECT md5(string_agg(md5(g::text), '')) FROM generate_series(1, 40000) g) AS intact
+  FROM outbox.event(:toast_id);
+
 -- the pending table is not left with the drained rows
 SELECT count(*) AS pending FROM outbox.pending;
 SELECT min(pos), max(pos), count(*), count(DISTINCT pos), count(DISTINCT id) FROM outbox.history;
