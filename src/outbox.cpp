@@ -18,13 +18,7 @@
 #include "guard.hpp"
 
 extern "C" {
-#include "access/table.h"
-#include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "executor/executor.h"
-#include "utils/acl.h"
-#include "utils/rel.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -228,86 +222,6 @@ static int compare_taken(const void *a, const void *b) {
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
-// The columns of the history rows of one batch (the segments' column order).
-struct HistoryColumns {
-	Datum *pos, *seq, *id, *channel, *key;
-	bool *key_null;
-	Datum *type;
-	bool *type_null;
-	Datum *payload;
-	bool *payload_null;
-	Datum *created;
-};
-
-// Insert the batch into history segment seg directly: one table_multi_insert (few WAL records,
-// no executor, no unnest of arrays) and the index entries row by row. Only when nothing
-// user-defined hangs on the segment (no trigger, no CHECK constraint, no row security) and the
-// table has exactly the columns it was created with; otherwise returns false and the caller
-// runs the SQL INSERT, which fires and checks all of that.
-static bool insert_history_direct(int seg, uint64 n, const HistoryColumns &c) {
-	char name[NAMEDATALEN];
-	snprintf(name, sizeof name, "history_%d", seg);
-	Oid nsp = get_namespace_oid("outbox", true);
-	Oid relid = OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
-	if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
-		return false; // let the SQL INSERT report it
-	Relation rel = table_open(relid, RowExclusiveLock);
-	TupleDesc desc = RelationGetDescr(rel);
-	constexpr int kColumns = 9;
-	static const Oid column_types[kColumns] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID,
-	                                           TEXTOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	bool plain = rel->trigdesc == nullptr && !(desc->constr && desc->constr->num_check > 0) &&
-	             !rel->rd_rel->relrowsecurity && desc->natts == kColumns;
-	for (int a = 0; plain && a < kColumns; a++) {
-		Form_pg_attribute att = TupleDescAttr(desc, a);
-		plain = !att->attisdropped && att->atttypid == column_types[a];
-	}
-	if (!plain) {
-		table_close(rel, RowExclusiveLock);
-		return false;
-	}
-
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, rel, 1, nullptr, 0);
-	ExecOpenIndices(rri, false);
-	EState *estate = CreateExecutorState();
-	TupleTableSlot **slots = (TupleTableSlot **)palloc(n * sizeof(TupleTableSlot *));
-	Datum published_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	for (uint64 i = 0; i < n; i++) {
-		TupleTableSlot *slot = table_slot_create(rel, nullptr);
-		ExecClearTuple(slot);
-		Datum *v = slot->tts_values;
-		bool *isnull = slot->tts_isnull;
-		v[0] = c.pos[i];
-		v[1] = c.seq[i];
-		v[2] = c.id[i];
-		v[3] = c.channel[i];
-		v[4] = c.key[i];
-		v[5] = c.type[i];
-		v[6] = c.payload[i];
-		v[7] = c.created[i];
-		v[8] = published_at;
-		for (int a = 0; a < kColumns; a++)
-			isnull[a] = false;
-		isnull[4] = c.key_null[i];
-		isnull[5] = c.type_null[i];
-		isnull[6] = c.payload_null[i];
-		ExecStoreVirtualTuple(slot);
-		slots[i] = slot;
-	}
-	table_multi_insert(rel, slots, (int)n, GetCurrentCommandId(true), 0, nullptr);
-	for (uint64 i = 0; i < n; i++) {
-		ResetPerTupleExprContext(estate);
-		(void)ExecInsertIndexTuples(rri, slots[i], estate, false, false, nullptr, NIL);
-		ExecDropSingleTupleTableSlot(slots[i]);
-	}
-	ExecCloseIndices(rri);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock); // the lock is kept until the end of the transaction
-	CommandCounterIncrement(); // later statements of this transaction see the rows
-	return true;
-}
-
 int64 drain_batch(int max_events, int64 only_id) {
 	if (max_events <= 0)
 		return 0;
@@ -447,8 +361,6 @@ int64 drain_batch(int max_events, int64 only_id) {
 	auto arr = [&](Datum *vals, bool *nulls, Oid type, int len, bool byval, char align) {
 		return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, type, len, byval, align));
 	};
-	HistoryColumns cols{poss, seqs, ids, chans, keys, key_null, types, type_null, payloads, payload_null, created};
-	if (!insert_history_direct(seg, n, cols)) {
 	Datum ins_args[] = {arr(poss, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
 	                    arr(seqs, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
 	                    arr(ids, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
@@ -458,7 +370,6 @@ int64 drain_batch(int max_events, int64 only_id) {
 	                    arr(payloads, payload_null, JSONBOID, -1, false, TYPALIGN_INT),
 	                    arr(created, nullptr, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, 'd')};
 	spi_check(SPI_execute_plan(plan_insert[seg], ins_args, nullptr, false, 0), SPI_OK_INSERT, "recording history");
-	}
 
 	// 5. one envelope per event: NOTIFY and/or a WAL message, by the channel's target
 	lookup_targets(channels, nchannels);
