@@ -51,7 +51,7 @@ static SPIPlanPtr plan_chan = nullptr;
 static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
 static SPIPlanPtr plan_publish = nullptr;
 
-static SPIPlanPtr prepare(const char *sql, int nargs, Oid *types) {
+SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
 	SPIPlanPtr p = SPI_prepare(sql, nargs, types);
 	if (!p)
 		elog(ERROR, "pg_outbox: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
@@ -68,12 +68,12 @@ static void prepare_drain_plans(void) {
 	// costs O(backlog) per batch (20 ms per 1000 events with 100k pending). A row we hold FOR
 	// UPDATE cannot move, so its ctid is stable until we delete it. The rows come back in ctid
 	// order; drain_batch puts them in id order itself (no CTE materialisation and Sort node).
-	plan_take = prepare("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
+	plan_take = keep_plan("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
 	                    " SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	                    " RETURNING id, channel, key, type, payload, created_at",
 	                    1, take_types);
 	Oid take_one_types[] = {INT8OID};
-	plan_take_one = prepare("WITH batch AS (SELECT id FROM outbox.pending WHERE id = $1 FOR UPDATE SKIP LOCKED),"
+	plan_take_one = keep_plan("WITH batch AS (SELECT id FROM outbox.pending WHERE id = $1 FOR UPDATE SKIP LOCKED),"
 	                        " taken AS (DELETE FROM outbox.pending p USING batch b WHERE p.id = b.id"
 	                        "           RETURNING p.id, p.channel, p.key, p.type, p.payload, p.created_at)"
 	                        " SELECT id, channel, key, type, payload, created_at FROM taken",
@@ -82,12 +82,12 @@ static void prepare_drain_plans(void) {
 	// greatest(...): after a restore the history may be ahead of a state row restored later.
 	// A fresh counter (0) may sit below a history that pg_restore loaded before the state row:
 	// then start after the history. The sub-select is an initplan, run only in that case.
-	plan_bump = prepare("UPDATE outbox.state SET last_pos = CASE WHEN last_pos = 0"
+	plan_bump = keep_plan("UPDATE outbox.state SET last_pos = CASE WHEN last_pos = 0"
 	                    " THEN (SELECT coalesce(max(pos), 0) FROM outbox.history) ELSE last_pos END + $1"
 	                    " RETURNING last_pos, cur_seg",
 	                    1, bump_types);
 	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};
-	plan_chan = prepare("INSERT INTO outbox.channels AS c (channel, last_seq)"
+	plan_chan = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq)"
 	                    " SELECT u.channel, u.n FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
 	                    " ORDER BY u.channel"
 	                    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
@@ -101,7 +101,7 @@ static void prepare_drain_plans(void) {
 		         "INSERT INTO outbox.history_%d (pos, seq, id, channel, key, type, payload, created_at, published_at)"
 		         " SELECT u.*, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS u",
 		         s);
-		plan_insert[s] = prepare(sql, 8, ins_types);
+		plan_insert[s] = keep_plan(sql, 8, ins_types);
 	}
 }
 
@@ -127,8 +127,9 @@ double notify_queue_usage(void) {
 // The envelope buffer is static: it is reused across events and never destroyed by a longjmp.
 static std::string envelope_buffer;
 
-static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                                  const char *payload) {
+// The fields of one event, for the NOTIFY and the WAL envelope alike.
+static EventFields event_fields(int64 id, int64 pos, int64 seq, const char *key, const char *type,
+                                const char *payload) {
 	EventFields f;
 	f.id = id;
 	f.pos = pos;
@@ -139,6 +140,12 @@ static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *ke
 		f.payload = payload;
 		f.has_payload = true;
 	}
+	return f;
+}
+
+static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
+                                  const char *payload) {
+	EventFields f = event_fields(id, pos, seq, key, type, payload);
 	if (build_event_envelope(envelope_buffer, f) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
 	return envelope_buffer.c_str();
@@ -157,17 +164,8 @@ static void release_wal_buffer() noexcept {
 // if (and when) the drain transaction commits, in the order written, i.e. in pos order.
 static void emit_wal_message(const char *channel, int64 id, int64 pos, int64 seq, const char *key, const char *type,
                              const char *payload) {
-	EventFields f;
-	f.id = id;
-	f.pos = pos;
-	f.seq = seq;
-	f.key = key;
-	f.type = type;
+	EventFields f = event_fields(id, pos, seq, key, type, payload);
 	f.channel = channel;
-	if (payload) {
-		f.payload = payload;
-		f.has_payload = true;
-	}
 	if (build_wal_envelope(wal_buffer, f) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building the WAL envelope of event %lld",
 		                                                      (long long)id)));
@@ -183,7 +181,7 @@ static SPIPlanPtr plan_targets = nullptr;
 static void lookup_targets(HTAB *channels, int nchannels) {
 	if (!plan_targets) {
 		Oid types[] = {TEXTARRAYOID};
-		plan_targets = prepare("SELECT u.channel, CASE coalesce(t.target, d.target, 'notify')"
+		plan_targets = keep_plan("SELECT u.channel, CASE coalesce(t.target, d.target, 'notify')"
 		                       "   WHEN 'wal' THEN 2 WHEN 'both' THEN 3 ELSE 1 END"
 		                       " FROM unnest($1::text[]) AS u(channel)"
 		                       " LEFT JOIN outbox.channel_targets t ON t.channel = u.channel"
@@ -427,7 +425,7 @@ PGO_FUNCTION(outbox_publish) {
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	if (!plan_publish) {
 		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-		plan_publish = prepare("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)"
+		plan_publish = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)"
 		                       " RETURNING id",
 		                       4, types);
 	}

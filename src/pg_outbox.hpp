@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "postgres.h"
+#include "executor/spi.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
@@ -89,6 +90,8 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms);
 void note_published(WorkerSlot *slot, uint64 n, int64 last_pos);
 
 // ---- outbox.cpp ----
+// SPI_prepare + SPI_keepplan, with an error naming the statement if it cannot be prepared.
+SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types);
 // Publish up to max_events pending events (or only the event only_id) in the current
 // transaction; returns how many. Errors propagate.
 int64 drain_batch(int max_events, int64 only_id = 0);

@@ -685,14 +685,6 @@ static SPIPlanPtr plan_insert_one = nullptr;
 static SPIPlanPtr plan_insert_many = nullptr;
 static Oid pending_owner = InvalidOid;
 
-static SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
-	SPIPlanPtr p = SPI_prepare(sql, nargs, types);
-	if (!p)
-		elog(ERROR, "pg_outbox: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
-	SPI_keepplan(p);
-	return p;
-}
-
 static void lookup_pending_owner(void) {
 	if (OidIsValid(pending_owner))
 		return;

@@ -453,14 +453,10 @@ Pass drain_pass(int64 *published) {
 		static SPIPlanPtr plan_state = nullptr;
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "pg_outbox: SPI_connect failed");
-		if (!plan_state) {
-			plan_state = SPI_prepare("SELECT s.paused, e.extversion FROM outbox.state s, pg_catalog.pg_extension e"
-			                         " WHERE e.extname = 'pg_outbox'",
-			                         0, nullptr);
-			if (!plan_state)
-				elog(ERROR, "pg_outbox: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(plan_state);
-		}
+		if (!plan_state)
+			plan_state = keep_plan("SELECT s.paused, e.extversion FROM outbox.state s, pg_catalog.pg_extension e"
+			                       " WHERE e.extname = 'pg_outbox'",
+			                       0, nullptr);
 		int rc = SPI_execute_plan(plan_state, nullptr, nullptr, true, 1);
 		bool paused = false, isnull = true, right_version = true;
 		if (rc == SPI_OK_SELECT && SPI_processed == 1) {
