@@ -186,6 +186,18 @@ void append_json_string(std::string &out, std::string_view s) {
 	out += '"';
 }
 
+// YYYY-MM-DD of a day counted from 2000-01-01 (PostgreSQL's epoch).
+static void append_ymd(std::string &out, std::int64_t days) {
+	std::int64_t y;
+	int m, d;
+	civil_from_days(days + kDays1970To2000, y, m, d);
+	append_year(out, y);
+	out += '-';
+	append_padded(out, m, 2);
+	out += '-';
+	append_padded(out, d, 2);
+}
+
 void append_date(std::string &out, std::int64_t days) {
 	if (days == std::numeric_limits<std::int32_t>::min()) {
 		out += "-infinity";
@@ -195,14 +207,7 @@ void append_date(std::string &out, std::int64_t days) {
 		out += "infinity";
 		return;
 	}
-	std::int64_t y;
-	int m, d;
-	civil_from_days(days + kDays1970To2000, y, m, d);
-	append_year(out, y);
-	out += '-';
-	append_padded(out, m, 2);
-	out += '-';
-	append_padded(out, d, 2);
+	append_ymd(out, days);
 }
 
 void append_time(std::string &out, std::int64_t usecs) {
@@ -225,14 +230,7 @@ void append_timestamp(std::string &out, std::int64_t usecs, bool utc) {
 		return;
 	}
 	std::int64_t days = floor_div(usecs, kUsecsPerDay);
-	std::int64_t y;
-	int m, d;
-	civil_from_days(days + kDays1970To2000, y, m, d);
-	append_year(out, y);
-	out += '-';
-	append_padded(out, m, 2);
-	out += '-';
-	append_padded(out, d, 2);
+	append_ymd(out, days);
 	out += 'T';
 	append_time(out, usecs - days * kUsecsPerDay);
 	if (utc)
