@@ -91,6 +91,16 @@ SELECT "table", mode FROM outbox.attachments ORDER BY 1;
 RESET ROLE;
 SET ROLE regress_writer;
 INSERT INTO regress_app.owned VALUES (1, 'written by a role without outbox rights');
+-- the trigger writes the events as the owner of outbox.pending: nothing the writer puts in its
+-- search_path (here an unnest() of its own, ahead of pg_catalog) runs with those rights
+RESET ROLE;
+CREATE SCHEMA regress_evil AUTHORIZATION regress_writer;
+SET ROLE regress_writer;
+CREATE FUNCTION regress_evil.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hijacked by %', current_user; END $$;
+SET search_path = regress_evil, pg_catalog;
+INSERT INTO regress_app.owned VALUES (2, 'two rows'), (3, 'in one statement');
+RESET search_path;
 SELECT pg_temp.err($$SELECT count(*) FROM outbox.pending$$);
 RESET ROLE;
 SELECT channel, type, payload FROM outbox.pending WHERE channel = 'regress_app.owned';
@@ -99,5 +109,6 @@ SELECT outbox.detach('regress_app.owned');
 RESET ROLE;
 SET client_min_messages = warning;
 DROP SCHEMA regress_app CASCADE;
+DROP SCHEMA regress_evil CASCADE;
 RESET client_min_messages;
 DROP ROLE regress_owner, regress_writer;

@@ -29,6 +29,7 @@ extern "C" {
 #include "replication/message.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -50,6 +51,13 @@ static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
 static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
 static SPIPlanPtr plan_publish = nullptr;
+
+int pin_search_path(void) {
+	int level = NewGUCNestLevel();
+	(void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+	                        false);
+	return level;
+}
 
 SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
 	SPIPlanPtr p = SPI_prepare(sql, nargs, types);

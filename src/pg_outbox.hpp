@@ -92,6 +92,9 @@ void note_published(WorkerSlot *slot, uint64 n, int64 last_pos);
 // ---- outbox.cpp ----
 // SPI_prepare + SPI_keepplan, with an error naming the statement if it cannot be prepared.
 SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types);
+// Set search_path to 'pg_catalog, pg_temp' in a new GUC nest level (undo with AtEOXact_GUC(true,
+// level); an error undoes it with the transaction): for SQL run with another role's rights.
+int pin_search_path(void);
 // Publish up to max_events pending events (or only the event only_id) in the current
 // transaction; returns how many. Errors propagate.
 int64 drain_batch(int max_events, int64 only_id = 0);

@@ -42,6 +42,7 @@ extern "C" {
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -707,7 +708,11 @@ static void flush_events(void) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(pending_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	// As the owner, in a restricted operation, with search_path pinned: nothing the writer put in
+	// its search_path (an unnest() or an operator of its own) can run with the owner's rights.
+	SetUserIdAndSecContext(pending_owner,
+	                       save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
+	int guc_level = pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	int n = buffer_len;
@@ -759,6 +764,7 @@ static void flush_events(void) {
 	if (SPI_processed != (uint64)n)
 		elog(ERROR, "pg_outbox: %d events to write, %llu written", n, (unsigned long long)SPI_processed);
 	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the transaction's abort
 	buffer_len = 0;

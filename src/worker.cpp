@@ -532,6 +532,9 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 	// A drain's notifications reach listeners at commit: its commit must be durable before
 	// that, or a crash could hand the same positions out again to other events.
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	// The worker runs as the bootstrap superuser: whatever search_path the database or a role
+	// sets (ALTER DATABASE ... SET search_path), its SQL resolves only pg_catalog objects.
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox drain", ALLOCSET_DEFAULT_SIZES);
 	bool in_backpressure = false;

@@ -83,6 +83,25 @@ ok($node->poll_query_until('postgres', "SELECT dead_letters = 0 AND pending = 0 
    'retried dead letter published');
 is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.history WHERE payload ? 'poison'"), '1', 'once');
 
+# The worker runs as a superuser: a search_path set on the database (by its owner, say) must
+# not make it call anything but pg_catalog's functions.
+$node->safe_psql('postgres', q{
+    CREATE SCHEMA evil;
+    CREATE FUNCTION evil.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'hijacked by %', current_user; END $$;
+    CREATE FUNCTION evil.unnest(bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'hijacked by %', current_user; END $$;
+    ALTER DATABASE postgres SET search_path = evil, pg_catalog;
+    SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain';
+});
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND state IS NOT NULL"),
+   'a new worker runs');
+$node->safe_psql('postgres', "SELECT outbox.publish('pinned', '{}') FROM generate_series(1, 3)");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM outbox.history WHERE channel = 'pinned'"),
+   'the worker publishes with its search_path pinned');
+unlike(slurp_file($node->logfile), qr/ERROR:\s+hijacked/, 'the database\'s search_path reached none of its queries');
+$node->safe_psql('postgres', 'ALTER DATABASE postgres RESET search_path; DROP SCHEMA evil CASCADE');
+
 # pg_outbox.batch_delay: after a wake-up the worker waits for more commits, so five quick
 # commits are published by one drain transaction (same published_at) instead of five
 $node->safe_psql('postgres', "ALTER SYSTEM SET pg_outbox.batch_delay = '1s'");
