@@ -255,10 +255,23 @@ static bool read_state(int *cur, TimestampTz *started) {
 }
 
 // Remove whole segments whose events are all older than threshold, oldest first, never leaving
-// a hole: stop at the first segment that still holds a younger event. If force_rotate, or the
-// current segment is old as well, make the oldest (now empty) segment current. Returns the
-// number of events removed, or -1 if a segment was in use and wait is false.
+// a hole: the oldest segment first, then the middle one, and never a segment younger than one
+// kept. Then make the oldest (now empty) segment current: when force_rotate (the worker, every
+// retention / 2), or when the current segment is old as well (purge). Returns the number of
+// events removed, or -1 if a segment was in use and wait is false.
+//
+// Locks: a drain takes the segments (ACCESS SHARE, its plan reads outbox.history) before the
+// state row. With wait (purge by hand) the segments are locked first as well, with a 5 s lock
+// timeout so that a long replay cannot hold publishing up behind the waiting purge; the worker
+// (no wait) takes the state row first and only tries the segment locks.
 static int64 purge_segments(TimestampTz threshold, bool force_rotate, bool wait) {
+	if (wait) {
+		int level = NewGUCNestLevel();
+		(void)set_config_option("lock_timeout", "5s", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		for (int s = 0; s < kSegments; s++)
+			(void)lock_segment(s, true);
+		AtEOXact_GUC(true, level);
+	}
 	int cur;
 	TimestampTz started;
 	if (!read_state(&cur, &started))
@@ -266,33 +279,35 @@ static int64 purge_segments(TimestampTz threshold, bool force_rotate, bool wait)
 		                errmsg("pg_outbox: the row of outbox.state is missing or damaged")));
 	int64 removed = 0;
 	for (int round = 0; round < kSegments; round++) {
-		// age order: oldest = cur + 1, then cur + 2, then cur
-		bool all_old = true;
-		for (int k = 1; k <= 2; k++) {
-			int s = (cur + k) % kSegments;
-			Segment seg = segment_info(s);
-			if (seg.empty)
-				continue;
-			if (seg.newest >= threshold) {
-				all_old = false;
-				break;
-			}
-			if (!lock_segment(s, wait))
+		int oldest = (cur + 1) % kSegments, middle = (cur + 2) % kSegments;
+		Segment o = segment_info(oldest);
+		if (!o.empty) {
+			if (o.newest >= threshold)
+				break; // even the oldest segment holds younger events: nothing to remove, no rotation
+			if (!lock_segment(oldest, wait))
 				return -1;
-			truncate_segment(s, seg);
-			removed += seg.max_pos - seg.min_pos + 1;
+			truncate_segment(oldest, o);
+			removed += o.max_pos - o.min_pos + 1;
 		}
-		if (!all_old)
-			break;
-		Segment current = segment_info(cur);
-		bool rotate = force_rotate || (!current.empty && current.newest < threshold);
+		Segment m = segment_info(middle);
+		bool middle_kept = false;
+		if (!m.empty) {
+			if (m.newest < threshold) {
+				if (!lock_segment(middle, wait))
+					return -1;
+				truncate_segment(middle, m);
+				removed += m.max_pos - m.min_pos + 1;
+			} else
+				middle_kept = true;
+		}
+		Segment c = segment_info(cur);
+		bool rotate = force_rotate || (!middle_kept && !c.empty && c.newest < threshold);
 		if (!rotate)
 			break;
-		int next = (cur + 1) % kSegments; // emptied above
-		make_current(next);
-		cur = next;
+		make_current(oldest); // emptied above
+		cur = oldest;
 		force_rotate = false;
-		if (current.empty)
+		if (c.empty)
 			break;
 	}
 	return removed;

@@ -65,6 +65,23 @@ like(slurp_file($node->logfile), qr/pg_outbox: retention removed \d+ published e
 is($node->safe_psql('postgres', "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname LIKE 'history_%' AND n_dead_tup > 0"),
    '', 'no dead tuples in the history segments');
 
+# retention keeps every event at least pg_outbox.retention (4 s) and at most 1.5 times that:
+# publish twice a second for 14 s and watch the age of the oldest event kept
+{
+    my ($min_oldest, $max_oldest) = (1e9, 0);
+    for my $i (1 .. 28) {
+        $node->safe_psql('postgres', "SELECT outbox.publish('ages', '{}')");
+        select(undef, undef, undef, 0.5);
+        next if $i < 14;    # after a warm-up longer than 1.5 × retention
+        my $age = $node->safe_psql('postgres',
+            "SELECT extract(epoch FROM now() - min(published_at)) FROM outbox.history WHERE channel = 'ages'");
+        $min_oldest = $age if $age < $min_oldest;
+        $max_oldest = $age if $age > $max_oldest;
+    }
+    cmp_ok($max_oldest, '<', 7.5, "no event kept much longer than 1.5 x retention (oldest seen: ${max_oldest}s)");
+    cmp_ok($min_oldest, '>', 2.5, "events kept about as long as the retention (youngest oldest: ${min_oldest}s)");
+}
+
 # dead letters: an event that cannot be published does not block the ones behind it
 for my $s (0 .. 2) {
     $node->safe_psql('postgres',
