@@ -29,6 +29,10 @@ constexpr int kSegments = 3;
 // Does this error belong to one event (its data, a constraint or a trigger on the history),
 // rather than to the system (locks, resources, shutdown, missing objects, bugs)?
 static bool error_of_one_event(int sqlerrcode) {
+	// a unique violation is about positions or ids (a counter behind the history, say), never
+	// about one event's data: dead-lettering would move the whole backlog away
+	if (sqlerrcode == ERRCODE_UNIQUE_VIOLATION)
+		return false;
 	switch (ERRCODE_TO_CATEGORY(sqlerrcode)) {
 	case ERRCODE_DATA_EXCEPTION:                     // 22: bad value
 	case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:     // 23: CHECK, UNIQUE, FK added by a DBA

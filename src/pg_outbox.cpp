@@ -7,6 +7,10 @@ extern "C" {
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "access/htup_details.h"
+#include "catalog/pg_database.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -180,6 +184,17 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms) {
 	pid_t pid = 0;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	WorkerSlot *slot = find_slot(dbid);
+	if (!slot) {
+		// no worker yet (a database just created, say): claim a slot with the hold, so that the
+		// launcher does not start one in the middle of the statement
+		slot = find_slot(InvalidOid);
+		if (slot) {
+			memset(slot, 0, sizeof *slot);
+			slot->dbid = dbid;
+			slot->state = WorkerState::Stopped;
+			slot->exit_reason = ExitReason::Requested;
+		}
+	}
 	if (slot) {
 		slot->stop_requested = true;
 		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hold_ms);
@@ -213,6 +228,26 @@ static void release_worker(Oid dbid) {
 	LWLockRelease(shared->lock);
 }
 
+// The database whose worker a statement needs stopped, if the current user may run that
+// statement on it at all (otherwise the statement fails by itself, and no unprivileged role can
+// stop another database's publishing by trying): the owner, or for CREATE DATABASE ... TEMPLATE
+// a role with CREATEDB and a template it may copy. InvalidOid: leave the worker alone.
+static Oid stoppable(Oid dbid, bool as_template) {
+	if (!OidIsValid(dbid) || superuser())
+		return dbid;
+	if (pg_database_ownercheck(dbid, GetUserId()))
+		return as_template ? (have_createdb_privilege() ? dbid : InvalidOid) : dbid;
+	if (!as_template || !have_createdb_privilege())
+		return InvalidOid;
+	HeapTuple tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dbid));
+	bool is_template = false;
+	if (HeapTupleIsValid(tup)) {
+		is_template = ((Form_pg_database)GETSTRUCT(tup))->datistemplate;
+		ReleaseSysCache(tup);
+	}
+	return is_template ? dbid : InvalidOid;
+}
+
 static bool is_our_extension_list(List *objects) {
 	ListCell *lc;
 	foreach (lc, objects) {
@@ -243,6 +278,27 @@ static const char *option_string(List *options, const char *name) {
 	return nullptr;
 }
 
+// Run the statement; if it fails after the worker of released_db was stopped for it, let the
+// worker start again at once.
+static void run_utility(Oid released_db, PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+                        ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
+                        DestReceiver *dest, QueryCompletion *qc) {
+	PG_TRY();
+	{
+		if (prev_utility_hook)
+			prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		if (OidIsValid(released_db))
+			release_worker(released_db);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
@@ -265,41 +321,34 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		commit_prepared = castNode(TransactionStmt, stmt)->kind == TRANS_STMT_COMMIT_PREPARED;
 		break;
 	case T_DropdbStmt:
-		stop_worker(get_database_oid(castNode(DropdbStmt, stmt)->dbname, true), hold_ms, wait_ms);
+		released_db = stoppable(get_database_oid(castNode(DropdbStmt, stmt)->dbname, true), false);
 		break;
 	case T_CreatedbStmt: {
 		const char *tmpl = option_string(castNode(CreatedbStmt, stmt)->options, "template");
-		if (tmpl) {
-			released_db = get_database_oid(tmpl, true);
-			stop_worker(released_db, hold_ms, wait_ms);
-		}
+		if (tmpl)
+			released_db = stoppable(get_database_oid(tmpl, true), true);
 		db_created = true;
 		break;
 	}
 	case T_RenameStmt: {
 		RenameStmt *r = castNode(RenameStmt, stmt);
-		if (r->renameType == OBJECT_DATABASE) {
-			released_db = get_database_oid(r->subname, true);
-			stop_worker(released_db, hold_ms, wait_ms);
-		}
+		if (r->renameType == OBJECT_DATABASE)
+			released_db = stoppable(get_database_oid(r->subname, true), false);
 		break;
 	}
 	case T_AlterDatabaseStmt: {
 		AlterDatabaseStmt *a = castNode(AlterDatabaseStmt, stmt);
-		if (has_option(a->options, "tablespace")) {
-			released_db = get_database_oid(a->dbname, true);
-			stop_worker(released_db, hold_ms, wait_ms);
-		}
+		if (has_option(a->options, "tablespace"))
+			released_db = stoppable(get_database_oid(a->dbname, true), false);
 		break;
 	}
 	default:
 		break;
 	}
 
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	if (OidIsValid(released_db))
+		stop_worker(released_db, hold_ms, wait_ms);
+	run_utility(released_db, pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 
 	if (released_db != InvalidOid)
 		release_worker(released_db); // the statement is done: no need to wait for the hold

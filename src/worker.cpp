@@ -57,6 +57,20 @@ static void handle_sigterm(SIGNAL_ARGS) {
 	errno = save_errno;
 }
 
+// The drain worker's SIGTERM: also a die() request, so that a worker waiting for a lock (a
+// session holding the state row, a purge) ends at once instead of holding up shutdown or
+// DROP DATABASE; a worker between passes exits cleanly at the top of its loop.
+static void handle_drain_sigterm(SIGNAL_ARGS) {
+	int save_errno = errno;
+	got_sigterm = true;
+	if (!proc_exit_inprogress) {
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
 void register_launcher(void) {
 	BackgroundWorker bgw;
 	memset(&bgw, 0, sizeof bgw);
@@ -152,6 +166,11 @@ bool start_worker(int i, Oid dbid) {
 
 	WorkerSlot *slot = &shared->slots[i];
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (slot->dbid == dbid && slot->stop_requested && slot->hold_until != 0 &&
+	    GetCurrentTimestamp() < slot->hold_until) {
+		LWLockRelease(shared->lock); // DROP DATABASE & co. got in since supervise() looked
+		return false;
+	}
 	slot->dbid = dbid;
 	slot->state = WorkerState::Starting;
 	slot->exit_reason = ExitReason::None;
@@ -310,6 +329,13 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	shared->launcher_pid = MyProcPid;
 	shared->launcher_latch = MyLatch;
+	// A previous launcher's handles are gone: a worker it registered that never attached would
+	// look "starting" for ever. Count it as stopped; supervise() starts it again if needed.
+	for (int i = 0; i < kMaxWorkers; i++)
+		if (shared->slots[i].state == WorkerState::Starting && shared->slots[i].pid == 0) {
+			shared->slots[i].state = WorkerState::Stopped;
+			shared->slots[i].exit_reason = ExitReason::Error;
+		}
 	LWLockRelease(shared->lock);
 	before_shmem_exit(launcher_detach, 0);
 	ereport(LOG, (errmsg("pg_outbox launcher started")));
@@ -500,7 +526,7 @@ done:
 extern "C" void pg_outbox_drain_main(Datum arg) {
 	Oid dbid = DatumGetObjectId(arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
+	pqsignal(SIGTERM, handle_drain_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);

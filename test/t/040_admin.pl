@@ -119,6 +119,16 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM outbox.history 
 unlike(slurp_file($node->logfile), qr/ERROR:\s+hijacked/, 'the database\'s search_path reached none of its queries');
 $node->safe_psql('postgres', 'ALTER DATABASE postgres RESET search_path; DROP SCHEMA evil CASCADE');
 
+# A role that may not drop (or rename, or copy) a database cannot stop its worker by trying.
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN');
+my $pid_before = $node->safe_psql('postgres', "SELECT pid FROM outbox.status");
+my ($rc_drop, $out_drop, $err_drop) = $node->psql('postgres', 'DROP DATABASE postgres', extra_params => [ '-U', 'mallory' ]);
+like($err_drop, qr/must be owner of database postgres/, 'mallory may not drop the database');
+($rc_drop, $out_drop, $err_drop) = $node->psql('postgres', 'ALTER DATABASE postgres RENAME TO x', extra_params => [ '-U', 'mallory' ]);
+like($err_drop, qr/must be owner of database postgres/, '... nor rename it');
+is($node->safe_psql('postgres', "SELECT pid, state FROM outbox.status"), "$pid_before|idle",
+   'the worker was not stopped by the attempts');
+
 # pg_outbox.batch_delay: after a wake-up the worker waits for more commits, so five quick
 # commits are published by one drain transaction (same published_at) instead of five
 $node->safe_psql('postgres', "ALTER SYSTEM SET pg_outbox.batch_delay = '1s'");
