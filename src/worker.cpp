@@ -345,6 +345,10 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			// a reload also makes the launcher look again at databases found without the extension
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			shared->rescan_generation++;
+			LWLockRelease(shared->lock);
 		}
 		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
 		supervise();
