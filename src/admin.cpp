@@ -100,7 +100,8 @@ static void dead_letter(int64 id, ErrorData *edata) {
 		                  errhint("Fix the cause, then call outbox.retry(%lld).", (long long)id)));
 }
 
-char *installed_version(void) {
+// The version of the extension's SQL objects in this database (palloc'd), or nullptr if absent.
+static char *installed_version(void) {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	int rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_outbox'", true, 1);
@@ -116,7 +117,8 @@ char *installed_version(void) {
 	return version;
 }
 
-void check_installed_version(void) {
+// The library publishes only with SQL objects of its own version (PG_OUTBOX_VERSION).
+static void check_installed_version(void) {
 	char *v = installed_version();
 	if (v && strcmp(v, PG_OUTBOX_VERSION) != 0)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -33,7 +33,6 @@ int guc_batch_delay_ms = 0;
 double guc_max_queue_usage = 0.5;
 char *guc_databases = nullptr;
 int guc_retention_s = 86400;
-bool guc_launcher_enabled = true;
 
 SharedState *shared = nullptr;
 

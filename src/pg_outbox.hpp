@@ -23,7 +23,6 @@ extern int guc_batch_delay_ms;    // after a wake-up, wait this long for more co
 extern double guc_max_queue_usage; // NOTIFY queue fill above which the worker waits
 extern char *guc_databases;       // comma-separated list; empty = every database with the extension
 extern int guc_retention_s;       // how long published history is kept
-extern bool guc_launcher_enabled; // start the launcher at all (postmaster)
 
 // ---- shared memory ----
 constexpr int kMaxWorkers = 64;
@@ -104,10 +103,6 @@ int64 drain_batch(int max_events, int64 only_id = 0);
 // its error, so it never blocks the events behind it. Errors of the system (locks, resources,
 // shutdown, missing objects) propagate: the batch is retried later, nothing is dead-lettered.
 int64 drain(int max_events);
-// The version of the extension's SQL objects in this database (palloc'd), or nullptr if absent.
-// The library publishes only when it is PG_OUTBOX_VERSION.
-char *installed_version(void);
-void check_installed_version(void);
 // The last position drain_batch() handed out in this process.
 extern int64 last_drained_pos;
 // NOTIFY queue usage, 0..1.
