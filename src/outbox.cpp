@@ -16,9 +16,12 @@
 // The NOTIFYs, the WAL messages and the "published" state commit or roll back together.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "direct.hpp"
 
 extern "C" {
 #include "access/xact.h"
+#include "catalog/dependency.h"
+#include "commands/sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -50,7 +53,6 @@ static SPIPlanPtr plan_take_one = nullptr;
 static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
 static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
-static SPIPlanPtr plan_publish = nullptr;
 
 int pin_search_path(void) {
 	int level = NewGUCNestLevel();
@@ -226,6 +228,42 @@ struct TakenRow {
 static int compare_taken(const void *a, const void *b) {
 	int64 x = static_cast<const TakenRow *>(a)->id, y = static_cast<const TakenRow *>(b)->id;
 	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+// ---- outbox.pending, written without the executor ----
+
+static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXTOID}, {"key", TEXTOID},
+                                          {"type", TEXTOID},    {"payload", JSONBOID}, {"created_at", TIMESTAMPTZOID}};
+static TableLayout pending_layout = {"pending", pending_cols, lengthof(pending_cols), false, InvalidOid, -1, {}, 0};
+static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
+static uint32 pending_seq_generation = 0;
+
+void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
+	DirectInsert d;
+	direct_begin(&d, &pending_layout);
+	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
+		pending_seq = getIdentitySequence(pending_layout.relid, pending_layout.attnum[0], true);
+		if (!OidIsValid(pending_seq))
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			                errmsg("column \"id\" of table outbox.pending is not an identity column"),
+			                errhint("Reinstall the extension.")));
+		pending_seq_generation = pending_layout.generation;
+	}
+	Datum now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	for (int i = 0; i < n; i++) {
+		// what the table's CHECK constraint says (callers have checked it with a better message)
+		int len = VARSIZE_ANY_EXHDR(DatumGetTextPP(ev[i].channel));
+		if (len < 1 || len > (int)kMaxChannelBytes)
+			elog(ERROR, "pg_outbox: channel of %d bytes for outbox.pending", len);
+		int64 id = nextval_internal(pending_seq, false);
+		Datum vals[] = {Int64GetDatum(id), ev[i].channel, ev[i].key, ev[i].type, ev[i].payload, now};
+		bool nulls[] = {false, false, ev[i].key_null, ev[i].type_null, ev[i].payload_null, false};
+		direct_row(&d, vals, nulls);
+		if (ids)
+			ids[i] = id;
+	}
+	direct_end(&d);
+	wake_worker_at_commit();
 }
 
 int64 drain_batch(int max_events, int64 only_id) {
@@ -429,22 +467,16 @@ PGO_FUNCTION(outbox_publish) {
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_outbox: SPI_connect failed");
-	if (!plan_publish) {
-		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-		plan_publish = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)"
-		                       " RETURNING id",
-		                       4, types);
-	}
-	Datum args[] = {PointerGetDatum(ch), PG_ARGISNULL(2) ? (Datum)0 : PG_GETARG_DATUM(2),
-	                PG_ARGISNULL(3) ? (Datum)0 : PG_GETARG_DATUM(3), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1)};
-	char nulls[] = {' ', PG_ARGISNULL(2) ? 'n' : ' ', PG_ARGISNULL(3) ? 'n' : ' ', PG_ARGISNULL(1) ? 'n' : ' '};
-	spi_check(SPI_execute_plan(plan_publish, args, nulls, false, 1), SPI_OK_INSERT_RETURNING, "publishing");
-	bool isnull;
-	int64 id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	wake_worker_at_commit();
+	PendingEvent e;
+	e.channel = PointerGetDatum(ch);
+	e.payload_null = PG_ARGISNULL(1);
+	e.payload = e.payload_null ? (Datum)0 : PG_GETARG_DATUM(1);
+	e.key_null = PG_ARGISNULL(2);
+	e.key = e.key_null ? (Datum)0 : PG_GETARG_DATUM(2);
+	e.type_null = PG_ARGISNULL(3);
+	e.type = e.type_null ? (Datum)0 : PG_GETARG_DATUM(3);
+	int64 id;
+	insert_pending(&e, 1, &id);
 	PG_RETURN_INT64(id);
 }
 

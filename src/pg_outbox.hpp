@@ -94,6 +94,17 @@ SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types);
 // Set search_path to 'pg_catalog, pg_temp' in a new GUC nest level (undo with AtEOXact_GUC(true,
 // level); an error undoes it with the transaction): for SQL run with another role's rights.
 int pin_search_path(void);
+// One event to store in outbox.pending (text channel, key, type; jsonb payload).
+struct PendingEvent {
+	Datum channel;
+	Datum key;
+	Datum type;
+	Datum payload;
+	bool key_null, type_null, payload_null;
+};
+// Store n events in outbox.pending in the current transaction, without the executor (direct.hpp),
+// and wake the drain worker at commit. ids, if given, receives each event's id.
+void insert_pending(const PendingEvent *ev, int n, int64 *ids);
 // Publish up to max_events pending events (or only the event only_id) in the current
 // transaction; returns how many. Errors propagate.
 int64 drain_batch(int max_events, int64 only_id = 0);

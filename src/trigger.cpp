@@ -682,8 +682,6 @@ static BufferedEvent *buffer = nullptr;
 static int buffer_len = 0, buffer_cap = 0;
 static bool callbacks_registered = false;
 
-static SPIPlanPtr plan_insert_one = nullptr;
-static SPIPlanPtr plan_insert_many = nullptr;
 static Oid pending_owner = InvalidOid;
 
 static void lookup_pending_owner(void) {
@@ -708,63 +706,24 @@ static void flush_events(void) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	// As the owner, in a restricted operation, with search_path pinned: nothing the writer put in
-	// its search_path (an unnest() or an operator of its own) can run with the owner's rights.
+	// As the owner, in a restricted operation: an index expression a DBA put on outbox.pending
+	// runs with the owner's rights but cannot change the session.
 	SetUserIdAndSecContext(pending_owner,
 	                       save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
-	int guc_level = pin_search_path();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_outbox: SPI_connect failed");
 	int n = buffer_len;
-	int rc;
-	if (n == 1) {
-		if (!plan_insert_one) {
-			Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-			plan_insert_one = keep_plan(
-			    "INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4)", 4, types);
-		}
-		BufferedEvent *e = &buffer[0];
-		Datum args[4] = {CStringGetTextDatum(e->channel), e->key ? CStringGetTextDatum(e->key) : (Datum)0,
-		                 CStringGetTextDatum(e->type), e->payload};
-		char nulls[4] = {' ', e->key ? ' ' : 'n', ' ', ' '};
-		rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
-	} else {
-		if (!plan_insert_many) {
-			Oid types[] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID};
-			plan_insert_many = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload)"
-			                             " SELECT u.c, u.k, u.t, u.p"
-			                             "   FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS u(c, k, t, p, n)"
-			                             "  ORDER BY u.n",
-			                             4, types);
-		}
-		Datum *chans = (Datum *)palloc(n * sizeof(Datum));
-		Datum *keys = (Datum *)palloc(n * sizeof(Datum));
-		Datum *types = (Datum *)palloc(n * sizeof(Datum));
-		Datum *payloads = (Datum *)palloc(n * sizeof(Datum));
-		bool *key_nulls = (bool *)palloc(n * sizeof(bool));
-		for (int k = 0; k < n; k++) {
-			BufferedEvent *e = &buffer[k];
-			chans[k] = CStringGetTextDatum(e->channel);
-			key_nulls[k] = e->key == nullptr;
-			keys[k] = e->key ? CStringGetTextDatum(e->key) : (Datum)0;
-			types[k] = CStringGetTextDatum(e->type);
-			payloads[k] = e->payload;
-		}
-		int dims[1] = {n};
-		int lbs[1] = {1};
-		Datum args[4] = {
-		    PointerGetDatum(construct_md_array(chans, nullptr, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
-		    PointerGetDatum(construct_md_array(keys, key_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
-		    PointerGetDatum(construct_md_array(types, nullptr, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT)),
-		    PointerGetDatum(construct_md_array(payloads, nullptr, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT))};
-		rc = SPI_execute_plan(plan_insert_many, args, nullptr, false, 0);
+	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));
+	for (int k = 0; k < n; k++) {
+		BufferedEvent *e = &buffer[k];
+		ev[k].channel = CStringGetTextDatum(e->channel);
+		ev[k].key_null = e->key == nullptr;
+		ev[k].key = e->key ? CStringGetTextDatum(e->key) : (Datum)0;
+		ev[k].type_null = false;
+		ev[k].type = CStringGetTextDatum(e->type);
+		ev[k].payload_null = false;
+		ev[k].payload = e->payload;
 	}
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "pg_outbox: inserting into outbox.pending failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed != (uint64)n)
-		elog(ERROR, "pg_outbox: %d events to write, %llu written", n, (unsigned long long)SPI_processed);
-	SPI_finish();
-	AtEOXact_GUC(true, guc_level);
+	insert_pending(ev, n, nullptr);
+	pfree(ev);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the transaction's abort
 	buffer_len = 0;

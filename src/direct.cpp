@@ -1,0 +1,176 @@
+// direct.cpp — see direct.hpp.
+#include "direct.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "executor/executor.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+}
+
+namespace pg_outbox {
+
+// Every layout the process has resolved, for the invalidation callbacks.
+static TableLayout *known_layouts[8];
+static int nknown = 0;
+static bool callbacks_registered = false;
+
+static void invalidate_relation(Datum, Oid relid) {
+	for (int i = 0; i < nknown; i++)
+		if (relid == InvalidOid || known_layouts[i]->relid == relid)
+			known_layouts[i]->valid = false;
+}
+
+static void invalidate_all(Datum, int, uint32) {
+	invalidate_relation((Datum)0, InvalidOid);
+}
+
+static void remember(TableLayout *t) {
+	if (!callbacks_registered) {
+		CacheRegisterRelcacheCallback(invalidate_relation, (Datum)0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, (Datum)0);
+		callbacks_registered = true;
+	}
+	for (int i = 0; i < nknown; i++)
+		if (known_layouts[i] == t)
+			return;
+	if (nknown == lengthof(known_layouts))
+		elog(ERROR, "pg_outbox: too many table layouts");
+	known_layouts[nknown++] = t;
+}
+
+static void missing_table(const TableLayout *t) {
+	ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("table outbox.%s does not exist", t->relname),
+	                errhint("Reinstall the extension: DROP EXTENSION pg_outbox; CREATE EXTENSION pg_outbox;")));
+}
+
+// Map the layout's columns onto rel's attributes; every live attribute must be one of them.
+static void map_columns(TableLayout *t, Relation rel) {
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("outbox.%s is not a table", t->relname),
+		                errhint("Reinstall the extension.")));
+	TupleDesc desc = RelationGetDescr(rel);
+	for (int c = 0; c < t->ncols; c++)
+		t->attnum[c] = InvalidAttrNumber;
+	for (int a = 0; a < desc->natts; a++) {
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+		if (att->attisdropped)
+			continue;
+		int c = 0;
+		while (c < t->ncols && strcmp(NameStr(att->attname), t->cols[c].name) != 0)
+			c++;
+		if (c == t->ncols)
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			                errmsg("table outbox.%s has a column pg_outbox does not write: \"%s\"", t->relname,
+			                       NameStr(att->attname)),
+			                errhint("Drop the column; pg_outbox's tables are its own.")));
+		if (att->atttypid != t->cols[c].type)
+			ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+			                errmsg("column \"%s\" of table outbox.%s has type %s, expected %s", NameStr(att->attname),
+			                       t->relname, format_type_be(att->atttypid), format_type_be(t->cols[c].type)),
+			                errhint("Reinstall the extension.")));
+		t->attnum[c] = att->attnum;
+	}
+	for (int c = 0; c < t->ncols; c++)
+		if (t->attnum[c] == InvalidAttrNumber)
+			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+			                errmsg("column \"%s\" of table outbox.%s does not exist", t->cols[c].name, t->relname),
+			                errhint("Update or reinstall the extension.")));
+	t->natts = desc->natts;
+	t->generation++;
+}
+
+Relation open_layout(TableLayout *t, LOCKMODE mode) {
+	Assert(t->ncols <= kMaxLayoutColumns);
+	remember(t);
+	// Locking the table processes invalidations, which may mark the layout stale again (the
+	// table was replaced meanwhile): then resolve once more.
+	for (int attempt = 0;; attempt++) {
+		if (!t->valid) {
+			Oid nsp = get_namespace_oid("outbox", true);
+			Oid relid = OidIsValid(nsp) ? get_relname_relid(t->relname, nsp) : InvalidOid;
+			if (!OidIsValid(relid))
+				missing_table(t);
+			t->relid = relid;
+			t->natts = -1; // columns not mapped yet
+			t->valid = true;
+		}
+		Oid relid = t->relid;
+		Relation rel = try_table_open(relid, mode);
+		if (!rel) {
+			t->valid = false;
+			if (attempt < 2)
+				continue;
+			missing_table(t);
+		}
+		if (!t->valid || t->relid != relid) {
+			table_close(rel, mode);
+			if (attempt < 2)
+				continue;
+			elog(ERROR, "pg_outbox: table outbox.%s keeps changing", t->relname);
+		}
+		if (t->natts != RelationGetDescr(rel)->natts)
+			map_columns(t, rel);
+		return rel;
+	}
+}
+
+void direct_begin(DirectInsert *d, TableLayout *layout) {
+	d->rel = open_layout(layout, RowExclusiveLock);
+	d->layout = layout;
+	d->estate = CreateExecutorState();
+	d->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(d->rri, d->rel, 1, nullptr, 0);
+	ExecOpenIndices(d->rri, false);
+	d->slot = ExecInitExtraTupleSlot(d->estate, RelationGetDescr(d->rel), &TTSOpsHeapTuple);
+	d->cid = GetCurrentCommandId(true);
+	int natts = RelationGetDescr(d->rel)->natts;
+	d->values = (Datum *)palloc0(natts * sizeof(Datum));
+	d->nulls = (bool *)palloc(natts * sizeof(bool));
+}
+
+void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
+	const TableLayout *t = d->layout;
+	TupleDesc desc = RelationGetDescr(d->rel);
+	for (int a = 0; a < desc->natts; a++)
+		d->nulls[a] = true; // dropped columns
+	for (int c = 0; c < t->ncols; c++) {
+		int a = t->attnum[c] - 1;
+		d->values[a] = vals[c];
+		d->nulls[a] = nulls && nulls[c];
+		if (d->nulls[a] && TupleDescAttr(desc, a)->attnotnull)
+			ereport(ERROR, (errcode(ERRCODE_NOT_NULL_VIOLATION),
+			                errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+			                       t->cols[c].name, t->relname)));
+	}
+	HeapTuple tup = heap_form_tuple(desc, d->values, d->nulls);
+	ExecStoreHeapTuple(tup, d->slot, true);
+	table_tuple_insert(d->rel, d->slot, d->cid, 0, nullptr);
+	if (d->rri->ri_NumIndices > 0) {
+		List *recheck = ExecInsertIndexTuples(d->rri, d->slot, d->estate, false, false, nullptr, NIL);
+		list_free(recheck);
+	}
+	ExecClearTuple(d->slot);
+	ResetPerTupleExprContext(d->estate);
+}
+
+void direct_end(DirectInsert *d) {
+	ExecCloseIndices(d->rri);
+	ExecResetTupleTable(d->estate->es_tupleTable, false);
+	FreeExecutorState(d->estate);
+	table_close(d->rel, NoLock);
+	pfree(d->values);
+	pfree(d->nulls);
+	d->estate = nullptr;
+	d->rel = nullptr;
+}
+
+} // namespace pg_outbox
