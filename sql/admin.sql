@@ -53,6 +53,33 @@ SELECT count(*) AS dead FROM outbox.dead_letters;
 SELECT pg_temp.err(format('SELECT outbox.retry(%s)', :poison_id)) LIKE 'P0002: event % is not a dead letter | hint: SELECT id, error FROM outbox.dead_letters lists the events that failed.' AS not_a_dead_letter;
 SELECT pg_temp.err($$SELECT outbox.retry(NULL)$$);
 
+-- a trigger a DBA added to the history fires for every published event (here: an audit copy),
+-- and an error it raises dead-letters that one event, as a constraint does
+CREATE TABLE public.history_audit (pos bigint, payload jsonb);
+CREATE FUNCTION public.audit_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.payload ? 'reject' THEN
+        RAISE EXCEPTION 'rejected by the audit' USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO public.history_audit VALUES (NEW.pos, NEW.payload);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER INSERT ON outbox.history_0 FOR EACH ROW EXECUTE FUNCTION public.audit_history();
+SELECT outbox.publish('orders', '{"n": 41}') > 0 AS ok;
+SELECT outbox.publish('orders', '{"reject": true}') AS reject_id \gset
+SELECT outbox.publish('orders', '{"n": 42}') > 0 AS ok;
+SELECT outbox.drain();
+SELECT a.pos, a.pos = h.pos AND a.payload = h.payload AS same_as_history, a.payload
+  FROM public.history_audit a LEFT JOIN outbox.history h USING (pos) ORDER BY a.pos;
+SELECT id = :reject_id AS is_rejected, error, sqlstate FROM outbox.dead_letters;
+DROP TRIGGER audit ON outbox.history_0;
+SELECT outbox.retry(:reject_id) = :reject_id AS retried;
+SELECT outbox.drain();
+SELECT pos, id = :reject_id AS is_rejected, payload FROM outbox.history WHERE pos > 5 ORDER BY pos;
+SELECT count(*) AS dead FROM outbox.dead_letters;
+DROP TABLE public.history_audit;
+DROP FUNCTION public.audit_history();
+
 -- errors of the system are not the events' fault: nothing is dead-lettered, the drain fails
 -- and the events stay pending
 SELECT outbox.publish('orders', '{"n": 5}') > 0 AS ok;

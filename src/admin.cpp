@@ -104,7 +104,10 @@ static void dead_letter(int64 id, ErrorData *edata) {
 static char *installed_version(void) {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
-	int rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_outbox'", true, 1);
+	static SPIPlanPtr plan = nullptr;
+	if (!plan)
+		plan = keep_plan("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_outbox'", 0, nullptr);
+	int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
 	char *version = nullptr;
 	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
 		char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

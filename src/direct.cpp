@@ -14,6 +14,7 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/reltrigger.h"
 }
 
 namespace pg_outbox {
@@ -128,13 +129,19 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	d->layout = layout;
 	d->estate = CreateExecutorState();
 	d->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(d->rri, d->rel, 1, nullptr, 0);
+	InitResultRelInfo(d->rri, d->rel, 0, nullptr, 0); // not in a range table
 	ExecOpenIndices(d->rri, false);
 	d->slot = ExecInitExtraTupleSlot(d->estate, RelationGetDescr(d->rel), &TTSOpsHeapTuple);
 	d->cid = GetCurrentCommandId(true);
 	int natts = RelationGetDescr(d->rel)->natts;
 	d->values = (Datum *)palloc0(natts * sizeof(Datum));
 	d->nulls = (bool *)palloc(natts * sizeof(bool));
+	TupleConstr *constr = RelationGetDescr(d->rel)->constr;
+	d->checks = constr && constr->num_check > 0;
+	TriggerDesc *tg = d->rel->trigdesc;
+	d->triggers = tg && (tg->trig_insert_before_row || tg->trig_insert_after_row || tg->trig_insert_instead_row ||
+	                     tg->trig_insert_before_statement || tg->trig_insert_after_statement ||
+	                     tg->trig_insert_new_table);
 }
 
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
@@ -153,6 +160,8 @@ void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
 	}
 	HeapTuple tup = heap_form_tuple(desc, d->values, d->nulls);
 	ExecStoreHeapTuple(tup, d->slot, true);
+	if (d->checks)
+		ExecConstraints(d->rri, d->slot, d->estate);
 	table_tuple_insert(d->rel, d->slot, d->cid, 0, nullptr);
 	if (d->rri->ri_NumIndices > 0) {
 		List *recheck = ExecInsertIndexTuples(d->rri, d->slot, d->estate, false, false, nullptr, NIL);

@@ -54,11 +54,14 @@ struct DirectInsert {
 	CommandId cid;
 	Datum *values; // natts, reused per row
 	bool *nulls;
+	bool checks;   // the table has CHECK constraints (a DBA's): evaluated per row
+	bool triggers; // the table has INSERT triggers: direct_row() would not fire them
 };
 
 // Start inserting into layout's table (opened with RowExclusiveLock).
 void direct_begin(DirectInsert *d, TableLayout *layout);
-// Insert one row; vals/nulls are in layout->cols order.
+// Insert one row; vals/nulls are in layout->cols order. CHECK constraints are evaluated;
+// triggers are not (callers that must fire them see d->triggers and use SQL instead).
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls);
 // Close the indexes and the table (the lock is kept to the end of the transaction).
 void direct_end(DirectInsert *d);

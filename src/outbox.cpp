@@ -7,8 +7,10 @@
 //   2. bump the position counter: UPDATE outbox.state SET last_pos = last_pos + n — the row
 //      lock serialises drains from here to commit, so positions are handed out in commit
 //      order, and an aborted drain rolls the counter back: positions have no gaps;
-//   3. bump the per-channel counters in outbox.channels (in channel order: no deadlocks);
-//   4. insert the events, stamped, into the current history segment;
+//   3. bump the per-channel counters in outbox.channels (in channel order: no deadlocks); a
+//      batch of one channel (the usual case) also reads its target in the same statement;
+//   4. insert the events, stamped, into the current history segment (rows formed here and
+//      inserted without the executor, direct.hpp);
 //   5. per event, by its channel's target (outbox.channel_targets, looked up once per batch):
 //      'notify' queues one NOTIFY (Async_Notify) with a size-checked envelope, 'wal' writes one
 //      transactional logical decoding message (prefix 'pg_outbox') with the full envelope,
@@ -52,7 +54,10 @@ static SPIPlanPtr plan_take = nullptr;
 static SPIPlanPtr plan_take_one = nullptr;
 static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
-static SPIPlanPtr plan_insert[kSegments] = {nullptr, nullptr, nullptr};
+static SPIPlanPtr plan_history_max = nullptr;
+static SPIPlanPtr plan_set_pos = nullptr;
+static SPIPlanPtr plan_chan1 = nullptr;
+static SPIPlanPtr plan_insert_row[3] = {nullptr, nullptr, nullptr}; // history, when it has triggers
 
 int pin_search_path(void) {
 	int level = NewGUCNestLevel();
@@ -89,13 +94,20 @@ static void prepare_drain_plans(void) {
 	                        " SELECT id, channel, key, type, payload, created_at FROM taken",
 	                        1, take_one_types);
 	Oid bump_types[] = {INT8OID};
-	// greatest(...): after a restore the history may be ahead of a state row restored later.
+	plan_bump = keep_plan("UPDATE outbox.state SET last_pos = last_pos + $1 RETURNING last_pos, cur_seg", 1, bump_types);
 	// A fresh counter (0) may sit below a history that pg_restore loaded before the state row:
-	// then start after the history. The sub-select is an initplan, run only in that case.
-	plan_bump = keep_plan("UPDATE outbox.state SET last_pos = CASE WHEN last_pos = 0"
-	                    " THEN (SELECT coalesce(max(pos), 0) FROM outbox.history) ELSE last_pos END + $1"
-	                    " RETURNING last_pos, cur_seg",
-	                    1, bump_types);
+	// then positions start after the history (run only when the counter was 0).
+	plan_history_max = keep_plan("SELECT coalesce(max(pos), 0) FROM outbox.history", 0, nullptr);
+	plan_set_pos = keep_plan("UPDATE outbox.state SET last_pos = $1 RETURNING last_pos, cur_seg", 1, bump_types);
+	// The usual batch has one channel: its counter and its target in one statement.
+	Oid chan1_types[] = {TEXTOID, INT8OID};
+	plan_chan1 = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq) VALUES ($1, $2)"
+	                       " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
+	                       " RETURNING c.last_seq, CASE coalesce("
+	                       "   (SELECT t.target FROM outbox.channel_targets t WHERE t.channel = $1),"
+	                       "   (SELECT d.target FROM outbox.channel_targets d WHERE d.channel = '*'), 'notify')"
+	                       " WHEN 'wal' THEN 2 WHEN 'both' THEN 3 ELSE 1 END",
+	                       2, chan1_types);
 	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};
 	plan_chan = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq)"
 	                    " SELECT u.channel, u.n FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
@@ -103,16 +115,6 @@ static void prepare_drain_plans(void) {
 	                    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
 	                    " RETURNING c.channel, c.last_seq",
 	                    2, chan_types);
-	Oid ins_types[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-	                   TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID};
-	for (int s = 0; s < kSegments; s++) {
-		char sql[512];
-		snprintf(sql, sizeof sql,
-		         "INSERT INTO outbox.history_%d (pos, seq, id, channel, key, type, payload, created_at, published_at)"
-		         " SELECT u.*, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS u",
-		         s);
-		plan_insert[s] = keep_plan(sql, 8, ins_types);
-	}
 }
 
 struct ChannelEntry {
@@ -229,6 +231,16 @@ static int compare_taken(const void *a, const void *b) {
 	int64 x = static_cast<const TakenRow *>(a)->id, y = static_cast<const TakenRow *>(b)->id;
 	return x < y ? -1 : x > y ? 1 : 0;
 }
+
+// ---- the history segments, written without the executor (direct.hpp) ----
+static const ColumnSpec history_cols[] = {{"pos", INT8OID},        {"seq", INT8OID},       {"id", INT8OID},
+                                          {"channel", TEXTOID},    {"key", TEXTOID},       {"type", TEXTOID},
+                                          {"payload", JSONBOID},   {"created_at", TIMESTAMPTZOID},
+                                          {"published_at", TIMESTAMPTZOID}};
+static TableLayout history_layout[kSegments] = {
+    {"history_0", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0},
+    {"history_1", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0},
+    {"history_2", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0}};
 
 // ---- outbox.pending, written without the executor ----
 
@@ -363,12 +375,34 @@ int64 drain_batch(int max_events, int64 only_id) {
 	bool isnull;
 	int64 last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (last_pos == (int64)n) {
+		// the counter was 0: after a restore, the history may already hold positions
+		spi_check(SPI_execute_plan(plan_history_max, nullptr, nullptr, false, 1), SPI_OK_SELECT,
+		          "reading the history's last position");
+		int64 max_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (max_pos > 0) {
+			Datum set_args[] = {Int64GetDatum(max_pos + (int64)n)};
+			spi_check(SPI_execute_plan(plan_set_pos, set_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,
+			          "setting the position after the restored history");
+			last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
 	if (seg < 0 || seg >= kSegments)
 		elog(ERROR, "pg_outbox: outbox.state.cur_seg is %d, expected 0..%d", seg, kSegments - 1);
 	int64 first_pos = last_pos - (int64)n + 1;
 
-	// 3. per-channel sequence numbers
-	{
+	// 3. per-channel sequence numbers (and, for a one-channel batch, the channel's target)
+	bool targets_known = false;
+	if (nchannels == 1) {
+		ChannelEntry *e = entry[0];
+		Datum chan_args[] = {chans[0], Int64GetDatum(e->count)};
+		spi_check(SPI_execute_plan(plan_chan1, chan_args, nullptr, false, 0), SPI_OK_INSERT_RETURNING,
+		          "bumping the channel sequence");
+		int64 last_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		e->targets = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		e->next_seq = last_seq - e->count + 1;
+		targets_known = true;
+	} else {
 		Datum *cn = (Datum *)palloc(nchannels * sizeof(Datum));
 		Datum *cc = (Datum *)palloc(nchannels * sizeof(Datum));
 		HASH_SEQ_STATUS st;
@@ -392,31 +426,44 @@ int64 drain_batch(int max_events, int64 only_id) {
 		}
 	}
 
-	// 4. history
+	// 4. history, stamped (the rows are formed here: no executor start, no unnest, no tuplestore)
 	Datum *poss = (Datum *)palloc(n * sizeof(Datum));
 	Datum *seqs = (Datum *)palloc(n * sizeof(Datum));
-	for (uint64 i = 0; i < n; i++) {
-		ChannelEntry *e = entry[i];
-		poss[i] = Int64GetDatum(first_pos + (int64)i);
-		seqs[i] = Int64GetDatum(e->next_seq++);
+	{
+		Datum published_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		DirectInsert d;
+		direct_begin(&d, &history_layout[seg]);
+		// A DBA's INSERT trigger on the segment fires only through SQL: then one INSERT per event.
+		if (d.triggers && !plan_insert_row[seg]) {
+			char sql[256];
+			snprintf(sql, sizeof sql,
+			         "INSERT INTO outbox.history_%d (pos, seq, id, channel, key, type, payload, created_at, published_at)"
+			         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+			         seg);
+			Oid types[] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+			plan_insert_row[seg] = keep_plan(sql, lengthof(types), types);
+		}
+		for (uint64 i = 0; i < n; i++) {
+			ChannelEntry *e = entry[i];
+			poss[i] = Int64GetDatum(first_pos + (int64)i);
+			seqs[i] = Int64GetDatum(e->next_seq++);
+			Datum vals[] = {poss[i], seqs[i], ids[i], chans[i], keys[i], types[i], payloads[i], created[i], published_at};
+			bool nulls[] = {false, false, false, false, key_null[i], type_null[i], payload_null[i], false, false};
+			if (!d.triggers) {
+				direct_row(&d, vals, nulls);
+				continue;
+			}
+			char cnulls[lengthof(nulls)];
+			for (size_t k = 0; k < lengthof(nulls); k++)
+				cnulls[k] = nulls[k] ? 'n' : ' ';
+			spi_check(SPI_execute_plan(plan_insert_row[seg], vals, cnulls, false, 0), SPI_OK_INSERT, "recording history");
+		}
+		direct_end(&d);
 	}
-	int dims[1] = {(int)n};
-	int lbs[1] = {1};
-	auto arr = [&](Datum *vals, bool *nulls, Oid type, int len, bool byval, char align) {
-		return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, type, len, byval, align));
-	};
-	Datum ins_args[] = {arr(poss, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
-	                    arr(seqs, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
-	                    arr(ids, nullptr, INT8OID, 8, FLOAT8PASSBYVAL, 'd'),
-	                    arr(chans, nullptr, TEXTOID, -1, false, TYPALIGN_INT),
-	                    arr(keys, key_null, TEXTOID, -1, false, TYPALIGN_INT),
-	                    arr(types, type_null, TEXTOID, -1, false, TYPALIGN_INT),
-	                    arr(payloads, payload_null, JSONBOID, -1, false, TYPALIGN_INT),
-	                    arr(created, nullptr, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, 'd')};
-	spi_check(SPI_execute_plan(plan_insert[seg], ins_args, nullptr, false, 0), SPI_OK_INSERT, "recording history");
 
 	// 5. one envelope per event: NOTIFY and/or a WAL message, by the channel's target
-	lookup_targets(channels, nchannels);
+	if (!targets_known)
+		lookup_targets(channels, nchannels);
 	// One jsonb-to-text buffer for the whole batch, reset per event: no palloc/pfree per event,
 	// and a batch of large payloads does not pile up until SPI_finish.
 	StringInfo payload_text = makeStringInfo();
