@@ -1,19 +1,19 @@
 # pg_outbox — PGXS build.  `make && make install`, then see README.md.
 EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
-EXTVERSION = 1.0
+EXTVERSION = 1.1
 
 CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
            src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
-# The install script is assembled from one piece per feature (src/sql/NN_*.sql). The upgrade
-# script from 0.9 (whose install script sql/pg_outbox--0.9.sql is frozen) is its own delta plus
-# every piece 0.9 did not have.
+# The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts
+# of released versions are frozen in sql/ (install scripts of 0.9 and 1.0, the 0.9 -> 1.0
+# upgrade); the upgrade from the previous release is src/sql/upgrade/PREV--$(EXTVERSION).sql.
 SQL_PARTS  = $(sort $(wildcard src/sql/[0-9]*.sql))
-PARTS_IN_0_9 = src/sql/00_schema.sql src/sql/10_notify.sql src/sql/20_outbox.sql
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/$(EXTENSION)--0.9--$(EXTVERSION).sql
-DATA       = sql/$(EXTENSION)--0.9.sql
+PREVVERSION = 1.0
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
+DATA       = sql/$(EXTENSION)--0.9.sql sql/$(EXTENSION)--1.0.sql sql/$(EXTENSION)--0.9--1.0.sql
 
 # Regression tests run by test/run_tests.sh (it calls pg_regress and friends with a
 # temporary instance that preloads the library, as an unprivileged user).
@@ -40,8 +40,8 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-sql/$(EXTENSION)--0.9--$(EXTVERSION).sql: src/sql/upgrade/0.9--$(EXTVERSION).sql $(filter-out $(PARTS_IN_0_9),$(SQL_PARTS))
-	cat $^ > $@
+sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: src/sql/upgrade/$(PREVVERSION)--$(EXTVERSION).sql
+	cp $< $@
 
 # The reference consumer pg_outbox_listen: a C++17 program on libpq (not part of the module),
 # installed into the server's bindir next to psql. Its objects are built with their own flags.

@@ -30,7 +30,6 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
 GRANT USAGE ON SCHEMA outbox TO outbox_publisher, outbox_reader, outbox_admin;
 
 -- functions that act for their caller on tables the caller cannot touch
-ALTER FUNCTION outbox.publish(text, jsonb, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION outbox.drain(integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION outbox.event(bigint) SECURITY DEFINER;
 
@@ -38,6 +37,7 @@ ALTER FUNCTION outbox.event(bigint) SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION outbox.max_payload_bytes(), outbox.max_channel_bytes()
     TO outbox_publisher, outbox_reader;
 
+-- publish() runs no SQL: it writes outbox.pending itself, so EXECUTE is the whole right to publish
 GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.notify(text, text)
     TO outbox_publisher;
 

@@ -1,4 +1,4 @@
-# Upgrades: install the previous version (0.9), publish with it, ALTER EXTENSION pg_outbox
+# Upgrades: install each earlier version (0.9, 1.0), publish with it, ALTER EXTENSION pg_outbox
 # UPDATE, and check that the result equals a fresh install of the new version, object by
 # object (definitions, columns, constraints, indexes, triggers, privileges, dump settings), and
 # that the data published before the upgrade is still there and positions go on.
@@ -19,24 +19,29 @@ $node->start;
 
 is($node->safe_psql('postgres',
     "SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'pg_outbox'"),
-   '0.9,1.0', 'versions 0.9 and 1.0 are installable');
+   '0.9,1.0,1.1', 'versions 0.9, 1.0 and 1.1 are installable');
 is($node->safe_psql('postgres',
-    "SELECT string_agg(source || '->' || target, ',') FROM pg_extension_update_paths('pg_outbox') WHERE path IS NOT NULL"),
-   '0.9->1.0', 'there is an update path from 0.9 to 1.0');
+    "SELECT string_agg(source || '->' || target || ' via ' || path, ',' ORDER BY source, target)"
+    . " FROM pg_extension_update_paths('pg_outbox') WHERE path IS NOT NULL"),
+   '0.9->1.0 via 0.9--1.0,0.9->1.1 via 0.9--1.0--1.1,1.0->1.1 via 1.0--1.1', 'update paths: 0.9 -> 1.0 -> 1.1');
 
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
-$node->safe_psql('postgres', 'CREATE DATABASE upgraded');
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_outbox');
-$node->safe_psql('upgraded', "CREATE EXTENSION pg_outbox VERSION '0.9'");
-$node->safe_psql('upgraded', q{
-    SELECT outbox.publish('orders', jsonb_build_object('n', g)) FROM generate_series(1, 6) g;
-});
-# the new library does not publish with the old SQL objects: it says what to do
-my ($rc, $out, $err) = $node->psql('upgraded', 'SELECT outbox.drain()');
-like($err, qr/pg_outbox 1\.0 cannot publish with version 0\.9 of its SQL objects.*\n.*HINT:  Run ALTER EXTENSION pg_outbox UPDATE/s,
-     'drain with old SQL objects: clear error and hint');
-$node->safe_psql('upgraded', 'ALTER EXTENSION pg_outbox UPDATE');
-is($node->safe_psql('upgraded', "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.0', 'updated to 1.0');
+my @from = ('0.9', '1.0');
+for my $v (@from) {
+    (my $db = "from_$v") =~ s/\./_/;
+    $node->safe_psql('postgres', "CREATE DATABASE $db");
+    $node->safe_psql($db, "CREATE EXTENSION pg_outbox VERSION '$v'");
+    $node->safe_psql($db, q{
+        SELECT outbox.publish('orders', jsonb_build_object('n', g)) FROM generate_series(1, 6) g;
+    });
+    # the new library does not publish with the old SQL objects: it says what to do
+    my ($rc, $out, $err) = $node->psql($db, 'SELECT outbox.drain()');
+    like($err, qr/pg_outbox 1\.1 cannot publish with version \Q$v\E of its SQL objects.*\n.*HINT:  Run ALTER EXTENSION pg_outbox UPDATE/s,
+         "drain with $v SQL objects: clear error and hint");
+    $node->safe_psql($db, 'ALTER EXTENSION pg_outbox UPDATE');
+    is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.1', "$v updated to 1.1");
+}
 
 # Everything about the extension's objects that matters, one line each, no OIDs.
 my $fingerprint = q{
@@ -84,23 +89,29 @@ lines(line) AS (
 SELECT string_agg(line, E'\n' ORDER BY line) FROM lines};
 
 my $fresh = $node->safe_psql('fresh', $fingerprint);
-my $upgraded = $node->safe_psql('upgraded', $fingerprint);
 cmp_ok(length($fresh), '>', 1000, 'the fingerprint covers the extension');
-if ($fresh eq $upgraded) {
-    pass('an upgraded 0.9 equals a fresh 1.0');
-} else {
-    my %f = map { $_ => 1 } split /\n(?=(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) )/, $fresh;
-    my %u = map { $_ => 1 } split /\n(?=(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) )/, $upgraded;
-    diag("only in fresh:    $_") for grep { !$u{$_} } sort keys %f;
-    diag("only in upgraded: $_") for grep { !$f{$_} } sort keys %u;
-    fail('an upgraded 0.9 equals a fresh 1.0');
-}
+for my $v (@from) {
+    (my $db = "from_$v") =~ s/\./_/;
+    my $upgraded = $node->safe_psql($db, $fingerprint);
+    if ($fresh eq $upgraded) {
+        pass("an upgraded $v equals a fresh 1.1");
+    } else {
+        my $kinds = qr/(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) /;
+        my %f = map { $_ => 1 } split /\n(?=$kinds)/, $fresh;
+        my %u = map { $_ => 1 } split /\n(?=$kinds)/, $upgraded;
+        diag("only in fresh:    $_") for grep { !$u{$_} } sort keys %f;
+        diag("only in upgraded from $v: $_") for grep { !$f{$_} } sort keys %u;
+        fail("an upgraded $v equals a fresh 1.1");
+    }
 
-# the data written before the upgrade is published after it
-is($node->safe_psql('upgraded', 'SELECT outbox.drain()'), '6', 'the events pending at upgrade time are published');
-is($node->safe_psql('upgraded', "SELECT string_agg(pos || ':' || seq || ':' || (payload->>'n'), ',' ORDER BY pos) FROM outbox.history"),
-   '1:1:1,2:2:2,3:3:3,4:4:4,5:5:5,6:6:6', 'in order, positions from 1');
-is($node->safe_psql('upgraded', 'SELECT purged_pos FROM outbox.state'), '0', 'new state column filled');
+    # the data written before the upgrade is published after it
+    is($node->safe_psql($db, 'SELECT outbox.drain()'), '6', "$v: the events pending at upgrade time are published");
+    is($node->safe_psql($db, "SELECT string_agg(pos || ':' || seq || ':' || (payload->>'n'), ',' ORDER BY pos) FROM outbox.history"),
+       '1:1:1,2:2:2,3:3:3,4:4:4,5:5:5,6:6:6', "$v: in order, positions from 1");
+    is($node->safe_psql($db, "SELECT (outbox.event(id)).pos FROM outbox.history WHERE pos = 4"), '4',
+       "$v: outbox.event() finds a published event by id");
+    is($node->safe_psql($db, 'SELECT purged_pos FROM outbox.state'), '0', "$v: state column purged_pos filled");
+}
 
 $node->stop;
 done_testing();
