@@ -2,8 +2,9 @@
 // batch of pending events into NOTIFY (the code the drain worker and outbox.drain() share).
 //
 // One drain, one transaction (DESIGN.md decision 2 and 3):
-//   1. take up to N pending events: DELETE ... WHERE ctid = ANY (ARRAY(SELECT ctid ... ORDER BY id
-//      LIMIT N FOR UPDATE SKIP LOCKED)) RETURNING ...   — concurrent drains take disjoint sets;
+//   1. take up to N pending events in id order, FOR UPDATE SKIP LOCKED, and delete them
+//      (take_batch: an index scan, a row lock and a delete per event) — concurrent drains take
+//      disjoint sets;
 //   2. bump the position counter: UPDATE outbox.state SET last_pos = last_pos + n — the row
 //      lock serialises drains from here to commit, so positions are handed out in commit
 //      order, and an aborted drain rolls the counter back: positions have no gaps;
@@ -21,6 +22,10 @@
 #include "direct.hpp"
 
 extern "C" {
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "commands/sequence.h"
@@ -39,6 +44,8 @@ extern "C" {
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 }
 
 #include <string>
@@ -50,7 +57,6 @@ void check_channel_or_error(const char *channel, size_t len, const char *what);
 constexpr int kSegments = 3;
 int64 last_drained_pos = 0;
 
-static SPIPlanPtr plan_take = nullptr;
 static SPIPlanPtr plan_take_one = nullptr;
 static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
@@ -75,18 +81,8 @@ SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
 }
 
 static void prepare_drain_plans(void) {
-	if (plan_take)
+	if (plan_take_one)
 		return;
-	Oid take_types[] = {INT4OID};
-	// The locked rows are deleted by ctid (a Tid Scan): a join of the batch with outbox.pending
-	// (DELETE ... USING batch) is planned as a hash join over a seq scan of ALL of pending, which
-	// costs O(backlog) per batch (20 ms per 1000 events with 100k pending). A row we hold FOR
-	// UPDATE cannot move, so its ctid is stable until we delete it. The rows come back in ctid
-	// order; drain_batch puts them in id order itself (no CTE materialisation and Sort node).
-	plan_take = keep_plan("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
-	                    " SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
-	                    " RETURNING id, channel, key, type, payload, created_at",
-	                    1, take_types);
 	Oid take_one_types[] = {INT8OID};
 	plan_take_one = keep_plan("WITH batch AS (SELECT id FROM outbox.pending WHERE id = $1 FOR UPDATE SKIP LOCKED),"
 	                        " taken AS (DELETE FROM outbox.pending p USING batch b WHERE p.id = b.id"
@@ -278,6 +274,54 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	wake_worker_at_commit();
 }
 
+// Take up to max_events pending events, oldest id first, as SELECT ... ORDER BY id FOR UPDATE
+// SKIP LOCKED would, and delete them — directly (one index scan, a row lock and a delete per
+// event), not through a DELETE ... WHERE ctid = ANY (ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))
+// whose executor nodes cost as much again. A row another drain holds is skipped; so is a row
+// deleted or updated since our snapshot (a later pass sees its new version). Returns copies of
+// the deleted rows, in id order, in outbox.pending's own layout (*desc).
+static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc) {
+	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
+	Oid pk = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(pk))
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("table outbox.pending has no primary key"), errhint("Reinstall the extension.")));
+	Relation idx = index_open(pk, AccessShareLock);
+	// A fresh snapshot, as a new statement would have (READ COMMITTED sees the drains that
+	// committed meanwhile).
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	Snapshot snap = GetActiveSnapshot();
+	CommandId cid = GetCurrentCommandId(true);
+	TupleTableSlot *seen = table_slot_create(rel, nullptr);
+	TupleTableSlot *locked = table_slot_create(rel, nullptr);
+	IndexScanDesc scan = index_beginscan(rel, idx, snap, 0, 0);
+	index_rescan(scan, nullptr, 0, nullptr, 0);
+	HeapTuple *rows = (HeapTuple *)palloc(Max(max_events, 1) * sizeof(HeapTuple));
+	uint64 n = 0;
+	while (n < (uint64)max_events && index_getnext_slot(scan, ForwardScanDirection, seen)) {
+		CHECK_FOR_INTERRUPTS();
+		TM_FailureData tmfd;
+		TM_Result r = table_tuple_lock(rel, &seen->tts_tid, snap, locked, cid, LockTupleExclusive, LockWaitSkip, 0, &tmfd);
+		if (r != TM_Ok)
+			continue; // held by another drain, or gone since our snapshot
+		ItemPointerData tid = locked->tts_tid;
+		r = table_tuple_delete(rel, &tid, cid, snap, InvalidSnapshot, true, &tmfd, false);
+		if (r != TM_Ok)
+			elog(ERROR, "pg_outbox: could not delete pending event after locking it (result %d)", (int)r);
+		rows[n++] = ExecCopySlotHeapTuple(locked);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(seen);
+	ExecDropSingleTupleTableSlot(locked);
+	PopActiveSnapshot();
+	*desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
+	*out = rows;
+	return n;
+}
+
 int64 drain_batch(int max_events, int64 only_id) {
 	if (max_events <= 0)
 		return 0;
@@ -285,25 +329,35 @@ int64 drain_batch(int max_events, int64 only_id) {
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	prepare_drain_plans();
 
-	// 1. take a batch (or the one event only_id)
-	Datum take_args[] = {only_id ? Int64GetDatum(only_id) : Int32GetDatum(max_events)};
-	spi_check(SPI_execute_plan(only_id ? plan_take_one : plan_take, take_args, nullptr, false, 0),
-	          only_id ? SPI_OK_SELECT : SPI_OK_DELETE_RETURNING, "taking a batch");
-	SPITupleTable *batch = SPI_tuptable;
-	uint64 n = SPI_processed;
+	// 1. take a batch (or the one event only_id, by SQL: it is rare)
+	HeapTuple *taken;
+	TupleDesc bdesc;
+	uint64 n;
+	AttrNumber col[6]; // id, channel, key, type, payload, created_at in the taken rows
+	if (only_id) {
+		Datum take_args[] = {Int64GetDatum(only_id)};
+		spi_check(SPI_execute_plan(plan_take_one, take_args, nullptr, false, 0), SPI_OK_SELECT, "taking an event");
+		taken = SPI_tuptable->vals;
+		bdesc = SPI_tuptable->tupdesc;
+		n = SPI_processed;
+		for (int k = 0; k < 6; k++)
+			col[k] = (AttrNumber)(k + 1);
+	} else {
+		n = take_batch(max_events, &taken, &bdesc);
+		for (int k = 0; k < 6; k++)
+			col[k] = pending_layout.attnum[k]; // pending_cols is in that order
+	}
 	if (n == 0) {
 		SPI_finish();
 		return 0;
 	}
-	TupleDesc bdesc = batch->tupdesc;
-	// Events in id order, which positions follow. outbox.pending is append-only, so ctid order
-	// usually is id order already and the sort is skipped.
+	// Events in id order, which positions follow (take_batch returns them so already).
 	TakenRow *rows = (TakenRow *)palloc(n * sizeof(TakenRow));
 	bool sorted = true;
 	for (uint64 i = 0; i < n; i++) {
 		bool isnull;
-		rows[i].tuple = batch->vals[i];
-		rows[i].id = DatumGetInt64(SPI_getbinval(batch->vals[i], bdesc, 1, &isnull));
+		rows[i].tuple = taken[i];
+		rows[i].id = DatumGetInt64(heap_getattr(taken[i], col[0], bdesc, &isnull));
 		if (i > 0 && rows[i].id < rows[i - 1].id)
 			sorted = false;
 	}
@@ -337,11 +391,11 @@ int64 drain_batch(int max_events, int64 only_id) {
 		HeapTuple t = rows[i].tuple;
 		bool isnull;
 		ids[i] = Int64GetDatum(rows[i].id);
-		chans[i] = SPI_getbinval(t, bdesc, 2, &isnull);
-		keys[i] = SPI_getbinval(t, bdesc, 3, &key_null[i]);
-		types[i] = SPI_getbinval(t, bdesc, 4, &type_null[i]);
-		payloads[i] = SPI_getbinval(t, bdesc, 5, &payload_null[i]);
-		created[i] = SPI_getbinval(t, bdesc, 6, &isnull);
+		chans[i] = heap_getattr(t, col[1], bdesc, &isnull);
+		keys[i] = heap_getattr(t, col[2], bdesc, &key_null[i]);
+		types[i] = heap_getattr(t, col[3], bdesc, &type_null[i]);
+		payloads[i] = heap_getattr(t, col[4], bdesc, &payload_null[i]);
+		created[i] = heap_getattr(t, col[5], bdesc, &isnull);
 		text *ct = DatumGetTextPP(chans[i]);
 		size_t len = VARSIZE_ANY_EXHDR(ct);
 		ChannelEntry *e = prev;
