@@ -80,6 +80,15 @@ SELECT count(*) AS dead FROM outbox.dead_letters;
 DROP TABLE public.history_audit;
 DROP FUNCTION public.audit_history();
 
+-- a CHECK constraint a DBA added to outbox.pending holds for publish() and the change trigger
+-- alike (pg_outbox writes the table itself, but evaluates every constraint it does not know)
+ALTER TABLE outbox.pending ADD CONSTRAINT no_forbidden CHECK (channel <> 'forbidden');
+SELECT split_part(pg_temp.err($$SELECT outbox.publish('forbidden')$$), ' | detail', 1) AS err; -- (the detail shows id and time)
+SELECT outbox.publish('allowed') > 0 AS ok;
+ALTER TABLE outbox.pending DROP CONSTRAINT no_forbidden;
+SELECT pg_temp.err($$SELECT outbox.publish(repeat('x', 64))$$);
+SELECT outbox.drain();
+
 -- errors of the system are not the events' fault: nothing is dead-lettered, the drain fails
 -- and the events stay pending
 SELECT outbox.publish('orders', '{"n": 5}') > 0 AS ok;

@@ -137,7 +137,12 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	d->values = (Datum *)palloc0(natts * sizeof(Datum));
 	d->nulls = (bool *)palloc(natts * sizeof(bool));
 	TupleConstr *constr = RelationGetDescr(d->rel)->constr;
-	d->checks = constr && constr->num_check > 0;
+	// The executor would read and plan every CHECK constraint again for this insertion: skip that
+	// when the only one is the table's own, which the callers enforce already.
+	d->checks = false;
+	for (int i = 0; constr && i < constr->num_check; i++)
+		if (!layout->own_check || strcmp(constr->check[i].ccname, layout->own_check) != 0)
+			d->checks = true;
 	TriggerDesc *tg = d->rel->trigdesc;
 	d->triggers = tg && (tg->trig_insert_before_row || tg->trig_insert_after_row || tg->trig_insert_instead_row ||
 	                     tg->trig_insert_before_statement || tg->trig_insert_after_statement ||

@@ -32,6 +32,8 @@ struct TableLayout {
 	const char *relname;    // in schema outbox
 	const ColumnSpec *cols; // what the code fills, in the order of the values it passes
 	int ncols;
+	const char *own_check;  // a CHECK constraint of the table that the callers enforce themselves
+	                        // (not evaluated per row unless the table has others), or nullptr
 	// resolved
 	bool valid;
 	Oid relid;

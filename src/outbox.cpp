@@ -234,15 +234,18 @@ static const ColumnSpec history_cols[] = {{"pos", INT8OID},        {"seq", INT8O
                                           {"payload", JSONBOID},   {"created_at", TIMESTAMPTZOID},
                                           {"published_at", TIMESTAMPTZOID}};
 static TableLayout history_layout[kSegments] = {
-    {"history_0", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0},
-    {"history_1", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0},
-    {"history_2", history_cols, lengthof(history_cols), false, InvalidOid, -1, {}, 0}};
+    {"history_0", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0},
+    {"history_1", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0},
+    {"history_2", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0}};
 
 // ---- outbox.pending, written without the executor ----
 
 static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXTOID}, {"key", TEXTOID},
                                           {"type", TEXTOID},    {"payload", JSONBOID}, {"created_at", TIMESTAMPTZOID}};
-static TableLayout pending_layout = {"pending", pending_cols, lengthof(pending_cols), false, InvalidOid, -1, {}, 0};
+// pending_channel_length (1 to 63 bytes) is checked by insert_pending() itself.
+static TableLayout pending_layout = {"pending", pending_cols, lengthof(pending_cols), "pending_channel_length",
+                                     false,     InvalidOid,   -1,                      {},
+                                     0};
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
 
