@@ -89,6 +89,30 @@ ALTER TABLE outbox.pending DROP CONSTRAINT no_forbidden;
 SELECT pg_temp.err($$SELECT outbox.publish(repeat('x', 64))$$);
 SELECT outbox.drain();
 
+-- triggers a DBA put on outbox.pending fire for pg_outbox's own writes too (it writes through
+-- SQL then), and a column a DBA added to the history gets its default
+CREATE TABLE public.pending_log (op text, channel text);
+CREATE FUNCTION public.log_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.pending_log VALUES (TG_OP, coalesce(NEW.channel, OLD.channel));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER log AFTER INSERT OR DELETE ON outbox.pending FOR EACH ROW EXECUTE FUNCTION public.log_pending();
+ALTER TABLE outbox.history_0 ADD COLUMN note text NOT NULL DEFAULT 'dba';
+SELECT outbox.publish('logged') > 0 AS ok;
+SELECT outbox.drain();
+SELECT op, channel FROM public.pending_log ORDER BY op DESC;
+SELECT note FROM outbox.history_0 WHERE channel = 'logged';
+DROP TRIGGER log ON outbox.pending;
+ALTER TABLE outbox.history_0 DROP COLUMN note;
+DROP TABLE public.pending_log;
+DROP FUNCTION public.log_pending();
+-- a deferrable unique constraint (checked by a trigger) holds as well
+ALTER TABLE outbox.pending ADD CONSTRAINT uniq_key UNIQUE (key) DEFERRABLE;
+SELECT outbox.publish('x', key => 'k1') > 0 AS ok;
+SELECT split_part(pg_temp.err($$SELECT outbox.publish('x', key => 'k1')$$), ' | detail', 1) AS err;
+ALTER TABLE outbox.pending DROP CONSTRAINT uniq_key;
+
 -- errors of the system are not the events' fault: nothing is dead-lettered, the drain fails
 -- and the events stay pending
 SELECT outbox.publish('orders', '{"n": 5}') > 0 AS ok;

@@ -4,7 +4,10 @@
 #include "guard.hpp"
 
 extern "C" {
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -12,6 +15,10 @@ extern "C" {
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
@@ -199,7 +206,11 @@ static Segment segment_info(int s) {
 	         "SELECT (SELECT pos FROM outbox.history_%d ORDER BY pos LIMIT 1),"
 	         " h.pos, h.published_at FROM outbox.history_%d h ORDER BY h.pos DESC LIMIT 1",
 	         s, s);
+	// The latest snapshot, not the statement's: purge() may have waited for a drain that
+	// committed events into this segment meanwhile, and a TRUNCATE removes those too.
+	PushActiveSnapshot(GetLatestSnapshot());
 	int rc = SPI_execute(sql, true, 1);
+	PopActiveSnapshot();
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_outbox: reading segment %d failed: %s", s, SPI_result_code_string(rc));
 	if (SPI_processed == 1) {
@@ -322,6 +333,32 @@ static int64 purge_segments(TimestampTz threshold, bool force_rotate, bool wait)
 	return removed;
 }
 
+// The history's event-id index is BRIN: ranges of pages filled since the last summarization are
+// read whole by every outbox.event() lookup. Summarize the current segment's new ranges (the
+// worker does this about once a second); skip a round if VACUUM or the like holds the table.
+static void summarize_history(int seg) {
+	char relname[NAMEDATALEN];
+	snprintf(relname, sizeof relname, "history_%d", seg);
+	Oid nsp = get_namespace_oid("outbox", true);
+	Oid relid = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
+	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
+		return;
+	Relation rel = table_open(relid, NoLock);
+	List *indexes = RelationGetIndexList(rel);
+	ListCell *lc;
+	foreach (lc, indexes) {
+		Oid index = lfirst_oid(lc);
+		HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(index));
+		bool brin = HeapTupleIsValid(tup) && ((Form_pg_class)GETSTRUCT(tup))->relam == BRIN_AM_OID;
+		if (HeapTupleIsValid(tup))
+			ReleaseSysCache(tup);
+		if (brin)
+			(void)DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(index));
+	}
+	list_free(indexes);
+	table_close(rel, NoLock);
+}
+
 // Called by the drain worker about once a second, in its own transaction.
 void maintain_retention(void) {
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -329,6 +366,9 @@ void maintain_retention(void) {
 	int rc = SPI_execute("SELECT cur_seg, seg_started_at FROM outbox.state", true, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
 		bool isnull;
+		int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (!isnull && seg >= 0 && seg < 3)
+			summarize_history(seg);
 		TimestampTz started = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		TimestampTz now = GetCurrentTransactionStartTimestamp();
 		int64 retention_us = (int64)guc_retention_s * USECS_PER_SEC;

@@ -15,6 +15,9 @@ extern "C" {
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/reltrigger.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
+#include "rewrite/rewriteHandler.h"
 }
 
 namespace pg_outbox {
@@ -53,7 +56,8 @@ static void missing_table(const TableLayout *t) {
 	                errhint("Reinstall the extension: DROP EXTENSION pg_outbox; CREATE EXTENSION pg_outbox;")));
 }
 
-// Map the layout's columns onto rel's attributes; every live attribute must be one of them.
+// Map the layout's columns onto rel's attributes. Other live attributes (a DBA's) get their
+// defaults at insertion; a generated column is refused (pg_outbox would not compute it).
 static void map_columns(TableLayout *t, Relation rel) {
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("outbox.%s is not a table", t->relname),
@@ -68,11 +72,14 @@ static void map_columns(TableLayout *t, Relation rel) {
 		int c = 0;
 		while (c < t->ncols && strcmp(NameStr(att->attname), t->cols[c].name) != 0)
 			c++;
-		if (c == t->ncols)
-			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			                errmsg("table outbox.%s has a column pg_outbox does not write: \"%s\"", t->relname,
-			                       NameStr(att->attname)),
-			                errhint("Drop the column; pg_outbox's tables are its own.")));
+		if (c == t->ncols) {
+			if (att->attgenerated)
+				ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				                errmsg("table outbox.%s has a generated column pg_outbox does not compute: \"%s\"",
+				                       t->relname, NameStr(att->attname)),
+				                errhint("Drop the column, or use a view over the table.")));
+			continue; // a DBA's column: its default, at insertion
+		}
 		if (att->atttypid != t->cols[c].type)
 			ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
 			                errmsg("column \"%s\" of table outbox.%s has type %s, expected %s", NameStr(att->attname),
@@ -136,6 +143,22 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	int natts = RelationGetDescr(d->rel)->natts;
 	d->values = (Datum *)palloc0(natts * sizeof(Datum));
 	d->nulls = (bool *)palloc(natts * sizeof(bool));
+	// a DBA's columns: their defaults, evaluated per row as an INSERT would
+	d->nextra = 0;
+	d->extra_attnum = (AttrNumber *)palloc(natts * sizeof(AttrNumber));
+	d->extra_default = (ExprState **)palloc(natts * sizeof(ExprState *));
+	for (int a = 0; a < natts; a++) {
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(d->rel), a);
+		bool ours = false;
+		for (int c = 0; c < layout->ncols && !ours; c++)
+			ours = layout->attnum[c] == att->attnum;
+		if (ours || att->attisdropped)
+			continue;
+		Node *def = build_column_default(d->rel, att->attnum);
+		d->extra_attnum[d->nextra] = att->attnum;
+		d->extra_default[d->nextra] = def ? ExecPrepareExpr((Expr *)def, d->estate) : nullptr;
+		d->nextra++;
+	}
 	TupleConstr *constr = RelationGetDescr(d->rel)->constr;
 	// The executor would read and plan every CHECK constraint again for this insertion: skip that
 	// when the only one is the table's own, which the callers enforce already.
@@ -143,10 +166,20 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	for (int i = 0; constr && i < constr->num_check; i++)
 		if (!layout->own_check || strcmp(constr->check[i].ccname, layout->own_check) != 0)
 			d->checks = true;
-	TriggerDesc *tg = d->rel->trigdesc;
-	d->triggers = tg && (tg->trig_insert_before_row || tg->trig_insert_after_row || tg->trig_insert_instead_row ||
-	                     tg->trig_insert_before_statement || tg->trig_insert_after_statement ||
-	                     tg->trig_insert_new_table);
+	d->triggers = has_foreign_triggers(d->rel, TRIGGER_TYPE_INSERT, layout->own_trigger);
+}
+
+bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {
+	TriggerDesc *tg = rel->trigdesc;
+	for (int i = 0; tg && i < tg->numtriggers; i++) {
+		const Trigger *t = &tg->triggers[i];
+		if (t->tgenabled == TRIGGER_DISABLED || !(t->tgtype & event))
+			continue;
+		if (own_trigger && strcmp(t->tgname, own_trigger) == 0)
+			continue;
+		return true;
+	}
+	return false;
 }
 
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
@@ -163,6 +196,18 @@ void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
 			                errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
 			                       t->cols[c].name, t->relname)));
 	}
+	for (int e = 0; e < d->nextra; e++) {
+		int a = d->extra_attnum[e] - 1;
+		if (d->extra_default[e])
+			d->values[a] = ExecEvalExprSwitchContext(d->extra_default[e], GetPerTupleExprContext(d->estate),
+			                                         &d->nulls[a]);
+		if (d->nulls[a] && TupleDescAttr(desc, a)->attnotnull)
+			ereport(ERROR, (errcode(ERRCODE_NOT_NULL_VIOLATION),
+			                errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+			                       NameStr(TupleDescAttr(desc, a)->attname), t->relname),
+			                errhint("pg_outbox fills columns it does not know with their defaults: give the column a "
+			                        "default.")));
+	}
 	HeapTuple tup = heap_form_tuple(desc, d->values, d->nulls);
 	ExecStoreHeapTuple(tup, d->slot, true);
 	if (d->checks)
@@ -170,10 +215,17 @@ void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
 	table_tuple_insert(d->rel, d->slot, d->cid, 0, nullptr);
 	if (d->rri->ri_NumIndices > 0) {
 		List *recheck = ExecInsertIndexTuples(d->rri, d->slot, d->estate, false, false, nullptr, NIL);
-		list_free(recheck);
+		if (recheck != NIL) // a deferrable unique or exclusion constraint a DBA added
+			ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			                errmsg("table outbox.%s has a deferrable constraint, which pg_outbox does not check",
+			                       t->relname),
+			                errhint("Make the constraint NOT DEFERRABLE, or drop it.")));
 	}
 	ExecClearTuple(d->slot);
 	ResetPerTupleExprContext(d->estate);
+	// values of the defaults lived in the per-tuple context: forget them
+	for (int e = 0; e < d->nextra; e++)
+		d->values[d->extra_attnum[e] - 1] = (Datum)0;
 }
 
 void direct_end(DirectInsert *d) {

@@ -34,6 +34,7 @@ struct TableLayout {
 	int ncols;
 	const char *own_check;  // a CHECK constraint of the table that the callers enforce themselves
 	                        // (not evaluated per row unless the table has others), or nullptr
+	const char *own_trigger; // a trigger of the table that the callers stand in for, or nullptr
 	// resolved
 	bool valid;
 	Oid relid;
@@ -57,8 +58,16 @@ struct DirectInsert {
 	Datum *values; // natts, reused per row
 	bool *nulls;
 	bool checks;   // the table has CHECK constraints (a DBA's): evaluated per row
-	bool triggers; // the table has INSERT triggers: direct_row() would not fire them
+	bool triggers; // the table has INSERT triggers (other than own_trigger): direct_row() would
+	               // not fire them, callers write through SQL instead
+	int nextra;    // columns a DBA added: filled with their defaults, as an INSERT would
+	AttrNumber *extra_attnum;
+	ExprState **extra_default; // nullptr: no default (NULL)
 };
+
+// Does rel have triggers for event (TRIGGER_TYPE_INSERT, _DELETE, ...) other than own_trigger
+// (foreign-key triggers included)?
+bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger);
 
 // Start inserting into layout's table (opened with RowExclusiveLock).
 void direct_begin(DirectInsert *d, TableLayout *layout);

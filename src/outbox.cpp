@@ -31,6 +31,7 @@ extern "C" {
 #include "commands/sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "catalog/pg_trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -234,20 +235,59 @@ static const ColumnSpec history_cols[] = {{"pos", INT8OID},        {"seq", INT8O
                                           {"payload", JSONBOID},   {"created_at", TIMESTAMPTZOID},
                                           {"published_at", TIMESTAMPTZOID}};
 static TableLayout history_layout[kSegments] = {
-    {"history_0", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0},
-    {"history_1", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0},
-    {"history_2", history_cols, lengthof(history_cols), nullptr, false, InvalidOid, -1, {}, 0}};
+    {"history_0", history_cols, lengthof(history_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0},
+    {"history_1", history_cols, lengthof(history_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0},
+    {"history_2", history_cols, lengthof(history_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0}};
 
 // ---- outbox.pending, written without the executor ----
 
 static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXTOID}, {"key", TEXTOID},
                                           {"type", TEXTOID},    {"payload", JSONBOID}, {"created_at", TIMESTAMPTZOID}};
 // pending_channel_length (1 to 63 bytes) is checked by insert_pending() itself.
-static TableLayout pending_layout = {"pending", pending_cols, lengthof(pending_cols), "pending_channel_length",
-                                     false,     InvalidOid,   -1,                      {},
-                                     0};
+// pending_wake is the statement trigger that wakes the worker for INSERTs by hand: pg_outbox's
+// own writes call wake_worker_at_commit() instead.
+static TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_cols), "pending_channel_length",
+                                     "pending_wake", false,   InvalidOid,             -1,
+                                     {},         0};
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
+
+// A DBA put triggers on outbox.pending: they fire only for SQL, so write one INSERT per event,
+// as the table's owner (publish() is not SECURITY DEFINER) with search_path pinned.
+static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
+	static SPIPlanPtr plan = nullptr;
+	Oid save_user;
+	int save_sec;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	Oid owner = InvalidOid;
+	{
+		Relation rel = open_layout(&pending_layout, RowExclusiveLock);
+		owner = rel->rd_rel->relowner;
+		table_close(rel, NoLock);
+	}
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	int guc_level = pin_search_path();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	if (!plan) {
+		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+		plan = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4) RETURNING id",
+		                 4, types);
+	}
+	for (int i = 0; i < n; i++) {
+		Datum args[] = {ev[i].channel, ev[i].key, ev[i].type, ev[i].payload};
+		char nulls[] = {' ', ev[i].key_null ? 'n' : ' ', ev[i].type_null ? 'n' : ' ', ev[i].payload_null ? 'n' : ' '};
+		spi_check(SPI_execute_plan(plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
+		if (ids && SPI_processed == 1) {
+			bool isnull;
+			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		} else if (ids)
+			ids[i] = 0; // a BEFORE trigger of the DBA's skipped the row
+	}
+	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
 
 void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	DirectInsert d;
@@ -259,6 +299,12 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 			                errmsg("column \"id\" of table outbox.pending is not an identity column"),
 			                errhint("Reinstall the extension.")));
 		pending_seq_generation = pending_layout.generation;
+	}
+	if (d.triggers) {
+		direct_end(&d);
+		insert_pending_sql(ev, n, ids);
+		wake_worker_at_commit();
+		return;
 	}
 	Datum now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	for (int i = 0; i < n; i++) {
@@ -282,9 +328,18 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 // event), not through a DELETE ... WHERE ctid = ANY (ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))
 // whose executor nodes cost as much again. A row another drain holds is skipped; so is a row
 // deleted or updated since our snapshot (a later pass sees its new version). Returns copies of
-// the deleted rows, in id order, in outbox.pending's own layout (*desc).
-static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc) {
+// the deleted rows, in id order, in outbox.pending's own layout (*desc; col[] maps id, channel,
+// key, type, payload, created_at). If a DBA put DELETE triggers (or a foreign key) on the table,
+// the same is done through SQL, which fires them.
+static uint64 take_batch_sql(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col);
+
+static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
 	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
+	if (has_foreign_triggers(rel, TRIGGER_TYPE_DELETE, nullptr)) {
+		// a DBA's DELETE trigger or a foreign key referencing pending: only SQL fires them
+		table_close(rel, NoLock);
+		return take_batch_sql(max_events, out, desc, col);
+	}
 	Oid pk = RelationGetPrimaryKeyIndex(rel);
 	if (!OidIsValid(pk))
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -318,11 +373,32 @@ static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc) {
 	ExecDropSingleTupleTableSlot(seen);
 	ExecDropSingleTupleTableSlot(locked);
 	PopActiveSnapshot();
-	*desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	*desc = CreateTupleDescCopyConstr(RelationGetDescr(rel)); // with the defaults of added columns
 	index_close(idx, NoLock);
 	table_close(rel, NoLock);
 	*out = rows;
+	for (int k = 0; k < 6; k++)
+		col[k] = pending_layout.attnum[k]; // pending_cols is in that order
 	return n;
+}
+
+// take_batch() through SQL: the same rows, in the layout of the RETURNING list.
+static uint64 take_batch_sql(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
+	static SPIPlanPtr plan = nullptr;
+	if (!plan) {
+		Oid types[] = {INT4OID};
+		plan = keep_plan("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
+		                 " SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+		                 " RETURNING id, channel, key, type, payload, created_at",
+		                 1, types);
+	}
+	Datum args[] = {Int32GetDatum(max_events)};
+	spi_check(SPI_execute_plan(plan, args, nullptr, false, 0), SPI_OK_DELETE_RETURNING, "taking a batch");
+	*out = SPI_tuptable->vals;
+	*desc = SPI_tuptable->tupdesc;
+	for (int k = 0; k < 6; k++)
+		col[k] = (AttrNumber)(k + 1);
+	return SPI_processed;
 }
 
 int64 drain_batch(int max_events, int64 only_id) {
@@ -331,6 +407,12 @@ int64 drain_batch(int max_events, int64 only_id) {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	prepare_drain_plans();
+
+	// 0. lock every history segment before the rows and the state row, in the order outbox.purge()
+	// and retention lock them (segments, then the state row): a drain that held the state row and
+	// only then asked for a segment could deadlock with them.
+	for (int s = 0; s < kSegments; s++)
+		table_close(open_layout(&history_layout[s], RowExclusiveLock), NoLock);
 
 	// 1. take a batch (or the one event only_id, by SQL: it is rare)
 	HeapTuple *taken;
@@ -346,9 +428,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 		for (int k = 0; k < 6; k++)
 			col[k] = (AttrNumber)(k + 1);
 	} else {
-		n = take_batch(max_events, &taken, &bdesc);
-		for (int k = 0; k < 6; k++)
-			col[k] = pending_layout.attnum[k]; // pending_cols is in that order
+		n = take_batch(max_events, &taken, &bdesc, col);
 	}
 	if (n == 0) {
 		SPI_finish();

@@ -706,10 +706,12 @@ static void flush_events(void) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	// As the owner, in a restricted operation: an index expression a DBA put on outbox.pending
-	// runs with the owner's rights but cannot change the session.
+	// As the owner, in a restricted operation, with search_path pinned: a CHECK constraint or an
+	// index expression a DBA put on outbox.pending runs with the owner's rights, so nothing the
+	// writer put in its own search_path may resolve inside it.
 	SetUserIdAndSecContext(pending_owner,
 	                       save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
+	int guc_level = pin_search_path();
 	int n = buffer_len;
 	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));
 	for (int k = 0; k < n; k++) {
@@ -724,6 +726,7 @@ static void flush_events(void) {
 	}
 	insert_pending(ev, n, nullptr);
 	pfree(ev);
+	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the transaction's abort
 	buffer_len = 0;

@@ -6,6 +6,7 @@
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
 # any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap ...]
+# (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -67,7 +68,7 @@ run_isolation() {
 run_tap() {
     (cd "$WORK/test" && "${RUN[@]}" env PATH="$BINDIR:$PATH" TESTDIR="$WORK/test" \
         PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" PG_OUTBOX_LISTEN="$BINDIR/pg_outbox_listen" \
-        prove -I "$PGXS_DIR/test/perl" -I "$WORK/test" --timer t/*.pl) \
+        prove -I "$PGXS_DIR/test/perl" -I "$WORK/test" --timer ${TAP_FILES:-t/*.pl}) \
         || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
 }
 

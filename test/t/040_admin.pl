@@ -33,6 +33,23 @@ ok($node->poll_query_until('postgres',
     "SELECT vacuum_count > 0 FROM pg_stat_user_tables WHERE relid = 'outbox.pending'::regclass"),
    'the worker vacuumed outbox.pending');
 ok($node->poll_query_until('postgres', "SELECT pending = 0 FROM outbox.status"), 'bulk published');
+# the history's BRIN index on the event id is kept summarized by the worker (about once a
+# second): a lookup of the newest event reads one range of pages, not every page filled since
+# the last VACUUM (25,000 events here; nothing else summarizes: autovacuum has not run)
+$node->safe_psql('postgres', q{
+CREATE FUNCTION public.brin_rechecked(seg int) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE plan json; newest bigint;
+BEGIN
+    EXECUTE format('SELECT max(id) FROM outbox.history_%s', seg) INTO newest;
+    PERFORM set_config('enable_seqscan', 'off', true);
+    EXECUTE format('EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM outbox.history_%s WHERE id = %s', seg, newest) INTO plan;
+    RETURN (plan->0->'Plan'->>'Rows Removed by Index Recheck')::int;
+END $$});
+ok($node->poll_query_until('postgres', "SELECT public.brin_rechecked(cur_seg) < 2000 FROM outbox.state"),
+   'the worker keeps the history BRIN index summarized');
+$node->safe_psql('postgres', "DROP FUNCTION public.brin_rechecked(int)");
+is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.event((SELECT max(id) FROM outbox.history))"), '1',
+   'outbox.event() finds the newest event');
 unlike(slurp_file($node->logfile), qr/ERROR/, 'no errors in the log so far');
 $node->safe_psql('postgres', "SELECT outbox.purge('0')");
 
