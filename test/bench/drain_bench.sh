@@ -5,7 +5,7 @@
 #   bash test/bench/drain_bench.sh            # RUNS=2 rounds of everything (default)
 #   RUNS=3 EVENTS=100000 LAT_SECONDS=5 bash test/bench/drain_bench.sh
 #   KEEP=1 ...                                # keep the cluster's directory (logs) afterwards
-#   PHASES="worker drain" ...                 # only some of: ceiling worker drain python pgq latency
+#   PHASES="worker drain" ...                 # only some of: ceiling worker worker10k drain python pgq latency
 #
 # Measured, side by side, each round:
 #   ceiling    raw pg_notify, transactions of 1000 distinct notifications (~100-byte payloads),
@@ -37,7 +37,7 @@ CEILING=${CEILING:-$((5 * EVENTS))} # notifications for the ceiling: a longer ru
 LAT_SECONDS=${LAT_SECONDS:-5}
 LAT_CPU=${LAT_CPU:-1}
 PRODUCERS=${PRODUCERS:-4}
-PHASES=${PHASES:-ceiling worker drain python pgq latency}
+PHASES=${PHASES:-ceiling worker worker10k drain python pgq latency}
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3 # Debian's interpreter: the python3-* packages live there
 
@@ -184,7 +184,10 @@ for run in $(seq "$RUNS"); do
 	fi
 
 	# --- pg_outbox: the drain worker ------------------------------------------------------
-	if want worker; then
+	# worker: the default pg_outbox.batch_size (1000); worker10k: batch_size = 10000
+	for variant in worker worker10k; do
+	want $variant || continue
+	if [ $variant = worker10k ]; then q -c "ALTER SYSTEM SET pg_outbox.batch_size = 10000" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
 	publish_backlog
 	start_listener bench_ob "$EVENTS"
 	t0=$(now)
@@ -194,9 +197,10 @@ for run in $(seq "$RUNS"); do
 	t1=$(listener_field last)
 	for _ in $(seq 200); do [ "$(q -c "SELECT count(*) FROM outbox.pending")" = 0 ] && break; sleep 0.05; done
 	[ "$(q -c "SELECT count(*) FROM outbox.pending")" = 0 ] || { echo "drain_bench: pending not empty" >&2; exit 1; }
-	record worker "$run" "$(rate "$EVENTS" "$t1 - $t0")"
-	echo "   worker: $EVENTS events in $($PY -c "print(round($t1 - $t0, 3))") s" >&2
-	fi
+	record $variant "$run" "$(rate "$EVENTS" "$t1 - $t0")"
+	echo "   $variant: $EVENTS events in $($PY -c "print(round($t1 - $t0, 3))") s" >&2
+	if [ $variant = worker10k ]; then q -c "ALTER SYSTEM RESET pg_outbox.batch_size" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
+	done
 
 	# --- pg_outbox: outbox.drain() by hand --------------------------------------------------
 	want drain && for bs in 1000 10000; do
@@ -274,6 +278,7 @@ print(f"\npg_outbox drain benchmark: {events} events, {runs} rounds, {ncpu} CPUs
 print("\nthroughput                                        events/s   spread  rounds")
 rows = [("ceiling", "raw pg_notify, txns of 1000 (ceiling)"),
         ("worker", "pg_outbox drain worker, 100k backlog"),
+        ("worker10k", "  the same, pg_outbox.batch_size = 10000"),
         ("drain1000", "pg_outbox outbox.drain(1000) loop"),
         ("drain10000", "pg_outbox outbox.drain(10000) loop"),
         ("python", "Python worker (asyncpg+SQLAlchemy)"),
@@ -282,14 +287,14 @@ for k, label in rows:
     if k not in vals: continue
     print(f"  {label:<46} {med(k):>10,.0f} {spread(k):>6.0f}%  [{runs_of(k, '{:,.0f}')}]")
 print("\nratios (medians)")
-for k, label in (("worker", "drain worker"), ("drain1000", "drain(1000)")):
+for k, label in (("worker", "drain worker"), ("worker10k", "worker, batch 10000"), ("drain1000", "drain(1000)")):
     if k not in vals: continue
     print(f"  {label} / Python worker                     {med(k) / med('python'):8.1f}x   (target >= 20x)")
     print(f"  {label} / raw-NOTIFY ceiling                {med(k) / med('ceiling'):8.3f}    (target >= 0.1)")
     print(f"  {label} / PgQ consumer                      {med(k) / med('pgq'):8.2f}x")
 if "lat_outbox_2000_achieved" not in vals: sys.exit(0)
 print("  per round (same round's figures):")
-for k, label in (("worker", "drain worker"),):
+for k, label in (("worker", "drain worker"), ("worker10k", "worker, batch 10000")):
     if k in vals and "python" in vals and "ceiling" in vals:
         n = min(len(vals[k]), len(vals["python"]), len(vals["ceiling"]))
         print(f"    {label} / Python worker     " + "  ".join(f"{vals[k][i] / vals['python'][i]:6.1f}x" for i in range(n)))
