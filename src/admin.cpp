@@ -359,17 +359,48 @@ static void summarize_history(int seg) {
 	table_close(rel, NoLock);
 }
 
+// summarize_history() in a subtransaction: a failure (an index being rebuilt, say) is logged and
+// must not stop the worker's pass, which publishes events in the same transaction.
+static void summarize_history_guarded(int seg) {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(nullptr);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		summarize_history(seg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		ErrorData *edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(WARNING, (errmsg("pg_outbox: could not summarize the BRIN index of outbox.history_%d: %s", seg,
+		                         edata->message ? edata->message : "unknown error"),
+		                  errhint("outbox.event() reads more of the history until the index is summarized; VACUUM "
+		                          "summarizes it too.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 // Called by the drain worker about once a second, in its own transaction.
 void maintain_retention(void) {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	int rc = SPI_execute("SELECT cur_seg, seg_started_at FROM outbox.state", true, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
-		bool isnull;
-		int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (!isnull && seg >= 0 && seg < 3)
-			summarize_history(seg);
+		bool isnull, seg_null;
+		int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &seg_null));
 		TimestampTz started = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (!seg_null && seg >= 0 && seg < 3)
+			summarize_history_guarded(seg);
 		TimestampTz now = GetCurrentTransactionStartTimestamp();
 		int64 retention_us = (int64)guc_retention_s * USECS_PER_SEC;
 		if (now - started >= retention_us / 2) {
