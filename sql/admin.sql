@@ -112,6 +112,31 @@ ALTER TABLE outbox.pending ADD CONSTRAINT uniq_key UNIQUE (key) DEFERRABLE;
 SELECT outbox.publish('x', key => 'k1') > 0 AS ok;
 SELECT split_part(pg_temp.err($$SELECT outbox.publish('x', key => 'k1')$$), ' | detail', 1) AS err;
 ALTER TABLE outbox.pending DROP CONSTRAINT uniq_key;
+-- a generated column a DBA added to the history: pg_outbox writes that segment through SQL
+ALTER TABLE outbox.history_0 ADD COLUMN n_text text GENERATED ALWAYS AS (payload->>'n') STORED;
+SELECT outbox.publish('gen', '{"n": 77}') > 0 AS ok;
+SELECT outbox.drain();
+SELECT n_text FROM outbox.history_0 WHERE channel = 'gen';
+ALTER TABLE outbox.history_0 DROP COLUMN n_text;
+-- a BEFORE trigger of the DBA's that skips an event: publish() returns NULL (nothing stored)
+CREATE FUNCTION public.skip_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RETURN CASE WHEN NEW.channel = 'skipped' THEN NULL ELSE NEW END; END $$;
+CREATE TRIGGER skip BEFORE INSERT ON outbox.pending FOR EACH ROW EXECUTE FUNCTION public.skip_pending();
+SELECT outbox.publish('skipped') IS NULL AS skipped, outbox.publish('kept') > 0 AS kept;
+DROP TRIGGER skip ON outbox.pending;
+DROP FUNCTION public.skip_pending();
+SELECT outbox.drain();
+-- a foreign key a DBA made reference outbox.pending keeps that event from being published or
+-- dead-lettered: it stays pending, with a warning, and the events behind it go out
+CREATE TABLE public.pending_refs (event_id bigint REFERENCES outbox.pending (id));
+SELECT outbox.publish('held') AS held_id \gset
+SELECT outbox.publish('behind') > 0 AS ok;
+INSERT INTO public.pending_refs VALUES (:held_id);
+SELECT outbox.drain();
+SELECT channel FROM outbox.pending;
+SELECT count(*) AS behind_published FROM outbox.history WHERE channel = 'behind';
+DROP TABLE public.pending_refs;
+SELECT outbox.drain();
 
 -- errors of the system are not the events' fault: nothing is dead-lettered, the drain fails
 -- and the events stay pending

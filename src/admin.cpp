@@ -54,6 +54,47 @@ static bool error_of_one_event(int sqlerrcode) {
 	}
 }
 
+static void dead_letter(int64 id, ErrorData *edata);
+
+// dead_letter() in a subtransaction: if even moving the event fails (a foreign key a DBA made
+// reference outbox.pending, say), say so and leave the event pending — the events behind it are
+// still published.
+static void dead_letter_guarded(int64 id, ErrorData *cause) {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(nullptr);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		dead_letter(id, cause);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		ErrorData *edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!error_of_one_event(edata->sqlerrcode))
+			ReThrowError(edata);
+		ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published nor moved to outbox.dead_letters; it "
+		                         "stays pending",
+		                         (long long)id),
+		                  errdetail("Publishing failed with: %s. Moving it failed with: %s (SQLSTATE %s).",
+		                            cause->message ? cause->message : "unknown error",
+		                            edata->message ? edata->message : "unknown error",
+		                            unpack_sql_state(edata->sqlerrcode)),
+		                  errhint("Remove what keeps the event from being deleted from outbox.pending (a foreign key "
+		                          "or trigger on it).")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 // Run drain_batch() in a subtransaction. Returns the count, or -1 with *edata set on error.
 static int64 drain_in_subxact(int max_events, int64 only_id, ErrorData **edata) {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -179,7 +220,7 @@ int64 drain(int max_events) {
 		}
 		if (!error_of_one_event(edata->sqlerrcode))
 			ReThrowError(edata);
-		dead_letter(ids[i], edata);
+		dead_letter_guarded(ids[i], edata);
 		FreeErrorData(edata);
 	}
 	FreeErrorData(batch_error);

@@ -57,7 +57,7 @@ static void missing_table(const TableLayout *t) {
 }
 
 // Map the layout's columns onto rel's attributes. Other live attributes (a DBA's) get their
-// defaults at insertion; a generated column is refused (pg_outbox would not compute it).
+// defaults at insertion (generated columns make callers write through SQL).
 static void map_columns(TableLayout *t, Relation rel) {
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("outbox.%s is not a table", t->relname),
@@ -72,14 +72,8 @@ static void map_columns(TableLayout *t, Relation rel) {
 		int c = 0;
 		while (c < t->ncols && strcmp(NameStr(att->attname), t->cols[c].name) != 0)
 			c++;
-		if (c == t->ncols) {
-			if (att->attgenerated)
-				ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				                errmsg("table outbox.%s has a generated column pg_outbox does not compute: \"%s\"",
-				                       t->relname, NameStr(att->attname)),
-				                errhint("Drop the column, or use a view over the table.")));
-			continue; // a DBA's column: its default, at insertion
-		}
+		if (c == t->ncols)
+			continue; // a DBA's column: its default at insertion (a generated one: through SQL)
 		if (att->atttypid != t->cols[c].type)
 			ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
 			                errmsg("column \"%s\" of table outbox.%s has type %s, expected %s", NameStr(att->attname),
@@ -166,7 +160,10 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	for (int i = 0; constr && i < constr->num_check; i++)
 		if (!layout->own_check || strcmp(constr->check[i].ccname, layout->own_check) != 0)
 			d->checks = true;
-	d->triggers = has_foreign_triggers(d->rel, TRIGGER_TYPE_INSERT, layout->own_trigger);
+	d->use_sql = has_foreign_triggers(d->rel, TRIGGER_TYPE_INSERT, layout->own_trigger);
+	for (int a = 0; a < natts; a++)
+		if (TupleDescAttr(RelationGetDescr(d->rel), a)->attgenerated)
+			d->use_sql = true;
 }
 
 bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {

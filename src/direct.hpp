@@ -58,8 +58,8 @@ struct DirectInsert {
 	Datum *values; // natts, reused per row
 	bool *nulls;
 	bool checks;   // the table has CHECK constraints (a DBA's): evaluated per row
-	bool triggers; // the table has INSERT triggers (other than own_trigger): direct_row() would
-	               // not fire them, callers write through SQL instead
+	bool use_sql;  // the table has INSERT triggers (other than own_trigger) or generated columns:
+	               // direct_row() would not fire or compute them, callers write through SQL instead
 	int nextra;    // columns a DBA added: filled with their defaults, as an INSERT would
 	AttrNumber *extra_attnum;
 	ExprState **extra_default; // nullptr: no default (NULL)
@@ -72,7 +72,7 @@ bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger);
 // Start inserting into layout's table (opened with RowExclusiveLock).
 void direct_begin(DirectInsert *d, TableLayout *layout);
 // Insert one row; vals/nulls are in layout->cols order. CHECK constraints are evaluated;
-// triggers are not (callers that must fire them see d->triggers and use SQL instead).
+// triggers are not (callers see d->use_sql and write through SQL instead).
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls);
 // Close the indexes and the table (the lock is kept to the end of the transaction).
 void direct_end(DirectInsert *d);

@@ -239,6 +239,14 @@ static TableLayout history_layout[kSegments] = {
     {"history_1", history_cols, lengthof(history_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0},
     {"history_2", history_cols, lengthof(history_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0}};
 
+// Lock every history segment, in segment order, before anything else of a drain: outbox.purge()
+// and retention lock the segments (in that order) and then the state row, so a drain that held
+// the state row and only then asked for a segment could deadlock with them.
+void lock_history_segments(void) {
+	for (int s = 0; s < kSegments; s++)
+		table_close(open_layout(&history_layout[s], RowExclusiveLock), NoLock);
+}
+
 // ---- outbox.pending, written without the executor ----
 
 static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXTOID}, {"key", TEXTOID},
@@ -252,8 +260,10 @@ static TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
 
-// A DBA put triggers on outbox.pending: they fire only for SQL, so write one INSERT per event,
-// as the table's owner (publish() is not SECURITY DEFINER) with search_path pinned.
+// A DBA put triggers (or a generated column) on outbox.pending: they fire only for SQL, so write
+// one INSERT per event, as the table's owner (publish() is not SECURITY DEFINER) with search_path
+// pinned. Not a security-restricted operation: deferred triggers (a deferred foreign key, say)
+// could not fire at commit. ids[i] is 0 for an event a BEFORE trigger of the DBA's skipped.
 static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 	static SPIPlanPtr plan = nullptr;
 	Oid save_user;
@@ -265,7 +275,7 @@ static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 		owner = rel->rd_rel->relowner;
 		table_close(rel, NoLock);
 	}
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	int guc_level = pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
@@ -300,7 +310,7 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 			                errhint("Reinstall the extension.")));
 		pending_seq_generation = pending_layout.generation;
 	}
-	if (d.triggers) {
+	if (d.use_sql) {
 		direct_end(&d);
 		insert_pending_sql(ev, n, ids);
 		wake_worker_at_commit();
@@ -408,11 +418,8 @@ int64 drain_batch(int max_events, int64 only_id) {
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	prepare_drain_plans();
 
-	// 0. lock every history segment before the rows and the state row, in the order outbox.purge()
-	// and retention lock them (segments, then the state row): a drain that held the state row and
-	// only then asked for a segment could deadlock with them.
-	for (int s = 0; s < kSegments; s++)
-		table_close(open_layout(&history_layout[s], RowExclusiveLock), NoLock);
+	// 0. lock every history segment before the rows and the state row (lock_history_segments)
+	lock_history_segments();
 
 	// 1. take a batch (or the one event only_id, by SQL: it is rare)
 	HeapTuple *taken;
@@ -570,8 +577,8 @@ int64 drain_batch(int max_events, int64 only_id) {
 		Datum published_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		DirectInsert d;
 		direct_begin(&d, &history_layout[seg]);
-		// A DBA's INSERT trigger on the segment fires only through SQL: then one INSERT per event.
-		if (d.triggers && !plan_insert_row[seg]) {
+		// A DBA's INSERT trigger (or generated column) on the segment: one SQL INSERT per event.
+		if (d.use_sql && !plan_insert_row[seg]) {
 			char sql[256];
 			snprintf(sql, sizeof sql,
 			         "INSERT INTO outbox.history_%d (pos, seq, id, channel, key, type, payload, created_at, published_at)"
@@ -586,7 +593,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 			seqs[i] = Int64GetDatum(e->next_seq++);
 			Datum vals[] = {poss[i], seqs[i], ids[i], chans[i], keys[i], types[i], payloads[i], created[i], published_at};
 			bool nulls[] = {false, false, false, false, key_null[i], type_null[i], payload_null[i], false, false};
-			if (!d.triggers) {
+			if (!d.use_sql) {
 				direct_row(&d, vals, nulls);
 				continue;
 			}
@@ -661,6 +668,8 @@ PGO_FUNCTION(outbox_publish) {
 	e.type = e.type_null ? (Datum)0 : PG_GETARG_DATUM(3);
 	int64 id;
 	insert_pending(&e, 1, &id);
+	if (id == 0) // a BEFORE trigger a DBA put on outbox.pending skipped the event
+		PG_RETURN_NULL();
 	PG_RETURN_INT64(id);
 }
 

@@ -105,6 +105,8 @@ struct PendingEvent {
 // Store n events in outbox.pending in the current transaction, without the executor (direct.hpp),
 // and wake the drain worker at commit. ids, if given, receives each event's id.
 void insert_pending(const PendingEvent *ev, int n, int64 *ids);
+// Lock the history segments the way purge() and retention do, before a drain locks anything else.
+void lock_history_segments(void);
 // Publish up to max_events pending events (or only the event only_id) in the current
 // transaction; returns how many. Errors propagate.
 int64 drain_batch(int max_events, int64 only_id = 0);

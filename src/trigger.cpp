@@ -706,11 +706,11 @@ static void flush_events(void) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	// As the owner, in a restricted operation, with search_path pinned: a CHECK constraint or an
-	// index expression a DBA put on outbox.pending runs with the owner's rights, so nothing the
-	// writer put in its own search_path may resolve inside it.
-	SetUserIdAndSecContext(pending_owner,
-	                       save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
+	// As the owner, with search_path pinned: a CHECK constraint, an index expression or a trigger
+	// a DBA put on outbox.pending runs with the owner's rights, so nothing the writer put in its
+	// own search_path may resolve inside it. (Not a security-restricted operation: a deferred
+	// trigger of the DBA's, a deferred foreign key say, must be able to fire at commit.)
+	SetUserIdAndSecContext(pending_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 	int guc_level = pin_search_path();
 	int n = buffer_len;
 	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));

@@ -499,6 +499,9 @@ Pass drain_pass(int64 *published) {
 			result = Pass::NeedsUpdate;
 			goto done;
 		}
+		// the history segments first, as every drain and purge() lock them: retention below takes
+		// the state row, and a purge() waiting for a segment between the two would deadlock
+		lock_history_segments();
 		// retention, about once a second
 		TimestampTz now = GetCurrentTimestamp();
 		if (now - last_maintenance >= USECS_PER_SEC) {
