@@ -125,7 +125,7 @@ Relation open_layout(TableLayout *t, LOCKMODE mode) {
 	}
 }
 
-void direct_begin(DirectInsert *d, TableLayout *layout) {
+void direct_begin(DirectInsert *d, TableLayout *layout, int buffer_rows) {
 	d->rel = open_layout(layout, RowExclusiveLock);
 	d->layout = layout;
 	d->estate = CreateExecutorState();
@@ -160,6 +160,9 @@ void direct_begin(DirectInsert *d, TableLayout *layout) {
 	for (int i = 0; constr && i < constr->num_check; i++)
 		if (!layout->own_check || strcmp(constr->check[i].ccname, layout->own_check) != 0)
 			d->checks = true;
+	d->buffered = nullptr;
+	d->nbuffered = 0;
+	d->buffer_cap = Max(buffer_rows, 0);
 	d->use_sql = has_foreign_triggers(d->rel, TRIGGER_TYPE_INSERT, layout->own_trigger);
 	for (int a = 0; a < natts; a++)
 		if (TupleDescAttr(RelationGetDescr(d->rel), a)->attgenerated)
@@ -177,6 +180,18 @@ bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {
 		return true;
 	}
 	return false;
+}
+
+static void insert_index_entries(DirectInsert *d, TupleTableSlot *slot) {
+	if (d->rri->ri_NumIndices == 0)
+		return;
+	List *recheck = ExecInsertIndexTuples(d->rri, slot, d->estate, false, false, nullptr, NIL);
+	if (recheck != NIL) // a deferrable unique or exclusion constraint a DBA added
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("table outbox.%s has a deferrable constraint, which pg_outbox does not check",
+		                       d->layout->relname),
+		                errhint("Make the constraint NOT DEFERRABLE, or drop it.")));
+	ResetPerTupleExprContext(d->estate);
 }
 
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
@@ -206,26 +221,44 @@ void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls) {
 			                        "default.")));
 	}
 	HeapTuple tup = heap_form_tuple(desc, d->values, d->nulls);
-	ExecStoreHeapTuple(tup, d->slot, true);
-	if (d->checks)
-		ExecConstraints(d->rri, d->slot, d->estate);
-	table_tuple_insert(d->rel, d->slot, d->cid, 0, nullptr);
-	if (d->rri->ri_NumIndices > 0) {
-		List *recheck = ExecInsertIndexTuples(d->rri, d->slot, d->estate, false, false, nullptr, NIL);
-		if (recheck != NIL) // a deferrable unique or exclusion constraint a DBA added
-			ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			                errmsg("table outbox.%s has a deferrable constraint, which pg_outbox does not check",
-			                       t->relname),
-			                errhint("Make the constraint NOT DEFERRABLE, or drop it.")));
+	TupleTableSlot *slot = d->slot;
+	if (d->buffer_cap > 0) {
+		if (!d->buffered)
+			d->buffered = (TupleTableSlot **)palloc0(d->buffer_cap * sizeof(TupleTableSlot *));
+		if (!d->buffered[d->nbuffered])
+			d->buffered[d->nbuffered] = ExecInitExtraTupleSlot(d->estate, desc, &TTSOpsHeapTuple);
+		slot = d->buffered[d->nbuffered];
 	}
-	ExecClearTuple(d->slot);
+	ExecStoreHeapTuple(tup, slot, true);
+	if (d->checks)
+		ExecConstraints(d->rri, slot, d->estate);
+	// values of the defaults lived in the per-tuple context (the tuple has copies): forget them
 	ResetPerTupleExprContext(d->estate);
-	// values of the defaults lived in the per-tuple context: forget them
 	for (int e = 0; e < d->nextra; e++)
 		d->values[d->extra_attnum[e] - 1] = (Datum)0;
+	if (d->buffer_cap > 0) {
+		if (++d->nbuffered == d->buffer_cap)
+			direct_flush(d);
+		return;
+	}
+	table_tuple_insert(d->rel, slot, d->cid, 0, nullptr);
+	insert_index_entries(d, slot);
+	ExecClearTuple(slot);
+}
+
+void direct_flush(DirectInsert *d) {
+	if (d->nbuffered == 0)
+		return;
+	table_multi_insert(d->rel, d->buffered, d->nbuffered, d->cid, 0, nullptr);
+	for (int i = 0; i < d->nbuffered; i++) {
+		insert_index_entries(d, d->buffered[i]);
+		ExecClearTuple(d->buffered[i]);
+	}
+	d->nbuffered = 0;
 }
 
 void direct_end(DirectInsert *d) {
+	direct_flush(d);
 	ExecCloseIndices(d->rri);
 	ExecResetTupleTable(d->estate->es_tupleTable, false);
 	FreeExecutorState(d->estate);

@@ -60,6 +60,8 @@ struct DirectInsert {
 	bool checks;   // the table has CHECK constraints (a DBA's): evaluated per row
 	bool use_sql;  // the table has INSERT triggers (other than own_trigger) or generated columns:
 	               // direct_row() would not fire or compute them, callers write through SQL instead
+	TupleTableSlot **buffered; // rows waiting for one table_multi_insert (when buffering)
+	int nbuffered, buffer_cap;
 	int nextra;    // columns a DBA added: filled with their defaults, as an INSERT would
 	AttrNumber *extra_attnum;
 	ExprState **extra_default; // nullptr: no default (NULL)
@@ -69,12 +71,17 @@ struct DirectInsert {
 // (foreign-key triggers included)?
 bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger);
 
-// Start inserting into layout's table (opened with RowExclusiveLock).
-void direct_begin(DirectInsert *d, TableLayout *layout);
+// Start inserting into layout's table (opened with RowExclusiveLock). With buffer_rows > 0, rows
+// are written buffer_rows at a time with table_multi_insert (one WAL record per heap page), then
+// their index entries; direct_end() writes what is left.
+void direct_begin(DirectInsert *d, TableLayout *layout, int buffer_rows = 0);
 // Insert one row; vals/nulls are in layout->cols order. CHECK constraints are evaluated;
 // triggers are not (callers see d->use_sql and write through SQL instead).
 void direct_row(DirectInsert *d, const Datum *vals, const bool *nulls);
-// Close the indexes and the table (the lock is kept to the end of the transaction).
+// Write the buffered rows now.
+void direct_flush(DirectInsert *d);
+// Write what is buffered, close the indexes and the table (the lock is kept to the end of the
+// transaction).
 void direct_end(DirectInsert *d);
 
 } // namespace pg_outbox

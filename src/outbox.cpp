@@ -56,6 +56,7 @@ namespace pg_outbox {
 void check_channel_or_error(const char *channel, size_t len, const char *what);
 
 constexpr int kSegments = 3;
+constexpr int kHistoryBuffer = 64; // history rows per table_multi_insert (about a heap page)
 int64 last_drained_pos = 0;
 
 static SPIPlanPtr plan_take_one = nullptr;
@@ -576,7 +577,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 	{
 		Datum published_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		DirectInsert d;
-		direct_begin(&d, &history_layout[seg]);
+		direct_begin(&d, &history_layout[seg], kHistoryBuffer);
 		// A DBA's INSERT trigger (or generated column) on the segment: one SQL INSERT per event.
 		if (d.use_sql && !plan_insert_row[seg]) {
 			char sql[256];
