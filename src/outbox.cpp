@@ -56,7 +56,7 @@ namespace pg_outbox {
 void check_channel_or_error(const char *channel, size_t len, const char *what);
 
 constexpr int kSegments = 3;
-constexpr int kHistoryBuffer = 64; // history rows per table_multi_insert (about a heap page)
+constexpr int kMultiInsertRows = 64; // rows per table_multi_insert (about a heap page of history)
 int64 last_drained_pos = 0;
 
 static SPIPlanPtr plan_take_one = nullptr;
@@ -302,7 +302,7 @@ static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 
 void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	DirectInsert d;
-	direct_begin(&d, &pending_layout);
+	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
 	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
 		pending_seq = getIdentitySequence(pending_layout.relid, pending_layout.attnum[0], true);
 		if (!OidIsValid(pending_seq))
@@ -577,7 +577,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 	{
 		Datum published_at = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		DirectInsert d;
-		direct_begin(&d, &history_layout[seg], kHistoryBuffer);
+		direct_begin(&d, &history_layout[seg], kMultiInsertRows);
 		// A DBA's INSERT trigger (or generated column) on the segment: one SQL INSERT per event.
 		if (d.use_sql && !plan_insert_row[seg]) {
 			char sql[256];
