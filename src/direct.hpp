@@ -4,9 +4,11 @@
 // INSERT's node tree, and (for outbox.pending) the CHECK constraint read back from the catalog
 // and planned again — about 90,000 instructions for a one-row INSERT, three times the row's
 // own work. The tables are the extension's, their columns known: the rows are formed here and
-// inserted with table_tuple_insert() plus ExecInsertIndexTuples(), which maintains every index
-// the table has (also one a DBA added). Triggers and CHECK constraints of the table do not run:
-// the callers validate what the constraints check (channel length, NOT NULL).
+// inserted with table_tuple_insert() (or table_multi_insert()) plus ExecInsertIndexTuples(),
+// which maintains every index the table has (also one a DBA added). What a DBA adds still holds:
+// CHECK constraints other than the table's own (which the callers enforce) are evaluated, added
+// columns get their defaults, and with triggers or generated columns d->use_sql tells the
+// caller to write through SQL instead.
 #pragma once
 
 extern "C" {
