@@ -54,74 +54,76 @@ static bool error_of_one_event(int sqlerrcode) {
 	}
 }
 
+// Run fn(arg) in a subtransaction: nullptr if it committed, else the error it raised (copied;
+// the subtransaction rolled back, the error state flushed). The caller frees it.
+static ErrorData *run_in_subxact(void (*fn)(void *), void *arg) {
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData *volatile edata = nullptr;
+	BeginInternalSubTransaction(nullptr);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
 static void dead_letter(int64 id, ErrorData *edata);
 
 // dead_letter() in a subtransaction: if even moving the event fails (a foreign key a DBA made
 // reference outbox.pending, say), say so and leave the event pending — the events behind it are
 // still published.
 static void dead_letter_guarded(int64 id, ErrorData *cause) {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	BeginInternalSubTransaction(nullptr);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		dead_letter(id, cause);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		ErrorData *edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (!error_of_one_event(edata->sqlerrcode))
-			ReThrowError(edata);
-		ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published nor moved to outbox.dead_letters; it "
-		                         "stays pending",
-		                         (long long)id),
-		                  errdetail("Publishing failed with: %s. Moving it failed with: %s (SQLSTATE %s).",
-		                            cause->message ? cause->message : "unknown error",
-		                            edata->message ? edata->message : "unknown error",
-		                            unpack_sql_state(edata->sqlerrcode)),
-		                  errhint("Remove what keeps the event from being deleted from outbox.pending (a foreign key "
-		                          "or trigger on it).")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	struct Args {
+		int64 id;
+		ErrorData *cause;
+	} args{id, cause};
+	ErrorData *edata = run_in_subxact(
+	    [](void *p) {
+		    Args *a = static_cast<Args *>(p);
+		    dead_letter(a->id, a->cause);
+	    },
+	    &args);
+	if (!edata)
+		return;
+	if (!error_of_one_event(edata->sqlerrcode))
+		ReThrowError(edata);
+	ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published nor moved to outbox.dead_letters; it "
+	                         "stays pending",
+	                         (long long)id),
+	                  errdetail("Publishing failed with: %s. Moving it failed with: %s (SQLSTATE %s).",
+	                            cause->message ? cause->message : "unknown error",
+	                            edata->message ? edata->message : "unknown error", unpack_sql_state(edata->sqlerrcode)),
+	                  errhint("Remove what keeps the event from being deleted from outbox.pending (a foreign key "
+	                          "or trigger on it).")));
+	FreeErrorData(edata);
 }
 
 // Run drain_batch() in a subtransaction. Returns the count, or -1 with *edata set on error.
 static int64 drain_in_subxact(int max_events, int64 only_id, ErrorData **edata) {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile int64 n = -1;
-	*edata = nullptr;
-	BeginInternalSubTransaction(nullptr);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		n = drain_batch(max_events, only_id);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		*edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		n = -1;
-	}
-	PG_END_TRY();
-	return n;
+	struct Args {
+		int max_events;
+		int64 only_id, n;
+	} args{max_events, only_id, -1};
+	*edata = run_in_subxact(
+	    [](void *p) {
+		    Args *a = static_cast<Args *>(p);
+		    a->n = drain_batch(a->max_events, a->only_id);
+	    },
+	    &args);
+	return *edata ? -1 : args.n;
 }
 
 static void dead_letter(int64 id, ErrorData *edata) {
@@ -403,32 +405,14 @@ static void summarize_history(int seg) {
 // summarize_history() in a subtransaction: a failure (an index being rebuilt, say) is logged and
 // must not stop the worker's pass, which publishes events in the same transaction.
 static void summarize_history_guarded(int seg) {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	BeginInternalSubTransaction(nullptr);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		summarize_history(seg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		ErrorData *edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ereport(WARNING, (errmsg("pg_outbox: could not summarize the BRIN index of outbox.history_%d: %s", seg,
-		                         edata->message ? edata->message : "unknown error"),
-		                  errhint("outbox.event() reads more of the history until the index is summarized; VACUUM "
-		                          "summarizes it too.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	ErrorData *edata = run_in_subxact([](void *p) { summarize_history(*static_cast<int *>(p)); }, &seg);
+	if (!edata)
+		return;
+	ereport(WARNING, (errmsg("pg_outbox: could not summarize the BRIN index of outbox.history_%d: %s", seg,
+	                         edata->message ? edata->message : "unknown error"),
+	                  errhint("outbox.event() reads more of the history until the index is summarized; VACUUM "
+	                          "summarizes it too.")));
+	FreeErrorData(edata);
 }
 
 // Called by the drain worker about once a second, in its own transaction.

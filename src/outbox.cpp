@@ -261,6 +261,13 @@ static TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
 
+Oid pending_owner(void) {
+	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
+	Oid owner = rel->rd_rel->relowner;
+	table_close(rel, NoLock);
+	return owner;
+}
+
 // A DBA put triggers (or a generated column) on outbox.pending: they fire only for SQL, so write
 // one INSERT per event, as the table's owner (publish() is not SECURITY DEFINER) with search_path
 // pinned. Not a security-restricted operation: deferred triggers (a deferred foreign key, say)
@@ -270,13 +277,7 @@ static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	Oid owner = InvalidOid;
-	{
-		Relation rel = open_layout(&pending_layout, RowExclusiveLock);
-		owner = rel->rd_rel->relowner;
-		table_close(rel, NoLock);
-	}
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	int guc_level = pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");

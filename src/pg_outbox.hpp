@@ -102,6 +102,8 @@ struct PendingEvent {
 	Datum payload;
 	bool key_null, type_null, payload_null;
 };
+// The owner of outbox.pending (the table opened, and locked as for an insert, to find it).
+Oid pending_owner(void);
 // Store n events in outbox.pending in the current transaction, without the executor (direct.hpp),
 // and wake the drain worker at commit. ids, if given, receives each event's id.
 void insert_pending(const PendingEvent *ev, int n, int64 *ids);

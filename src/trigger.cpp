@@ -682,27 +682,11 @@ static BufferedEvent *buffer = nullptr;
 static int buffer_len = 0, buffer_cap = 0;
 static bool callbacks_registered = false;
 
-static Oid pending_owner = InvalidOid;
-
-static void lookup_pending_owner(void) {
-	if (OidIsValid(pending_owner))
-		return;
-	Oid nsp = get_namespace_oid("outbox", false);
-	Oid rel = get_relname_relid("pending", nsp);
-	HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("table outbox.pending does not exist"),
-		                errhint("Reinstall the extension: DROP EXTENSION pg_outbox; CREATE EXTENSION pg_outbox;")));
-	pending_owner = ((Form_pg_class)GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-}
-
 // Write the buffered events into outbox.pending, as the table's owner: the writer of the row
 // need not have any right on the outbox schema (as with foreign-key checks).
 static void flush_events(void) {
 	if (buffer_len == 0)
 		return;
-	lookup_pending_owner();
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
@@ -710,7 +694,7 @@ static void flush_events(void) {
 	// a DBA put on outbox.pending runs with the owner's rights, so nothing the writer put in its
 	// own search_path may resolve inside it. (Not a security-restricted operation: a deferred
 	// trigger of the DBA's, a deferred foreign key say, must be able to fire at commit.)
-	SetUserIdAndSecContext(pending_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 	int guc_level = pin_search_path();
 	int n = buffer_len;
 	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));
