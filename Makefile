@@ -1,23 +1,24 @@
 # pg_outbox — PGXS build.  `make && make install`, then see README.md.
 EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
-EXTVERSION = 1.1
+EXTVERSION = 1.2
 
 CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
            src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts
-# of released versions are frozen in sql/ (install scripts of 0.9 and 1.0, the 0.9 -> 1.0
-# upgrade); the upgrade from the previous release is src/sql/upgrade/PREV--$(EXTVERSION).sql.
+# of released versions are frozen in src/sql/releases/ (install scripts of 0.9, 1.0 and 1.1, and
+# the upgrades between them); the upgrade from the previous release is
+# src/sql/upgrade/PREV--$(EXTVERSION).sql. Built scripts go to src/sql/build/ (not committed).
 SQL_PARTS  = $(sort $(wildcard src/sql/[0-9]*.sql))
-PREVVERSION = 1.0
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
-DATA       = sql/$(EXTENSION)--0.9.sql sql/$(EXTENSION)--1.0.sql sql/$(EXTENSION)--0.9--1.0.sql
+PREVVERSION = 1.1
+DATA_built = src/sql/build/$(EXTENSION)--$(EXTVERSION).sql src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
+DATA       = $(wildcard src/sql/releases/$(EXTENSION)--*.sql)
 
 # Regression tests run by test/run_tests.sh (it calls pg_regress and friends with a
 # temporary instance that preloads the library, as an unprivileged user).
-REGRESS = $(filter-out $(EXTENSION)--%,$(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
 
 PG_CONFIG ?= pg_config
 
@@ -37,10 +38,12 @@ EXTRA_CLEAN = $(DATA_built) test/unit/unit_tests results tmp_check regression.di
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+src/sql/build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	@mkdir -p src/sql/build
 	cat $^ > $@
 
-sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: src/sql/upgrade/$(PREVVERSION)--$(EXTVERSION).sql
+src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: src/sql/upgrade/$(PREVVERSION)--$(EXTVERSION).sql
+	@mkdir -p src/sql/build
 	cp $< $@
 
 # The reference consumer pg_outbox_listen: a C++17 program on libpq (not part of the module),

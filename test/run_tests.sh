@@ -48,7 +48,7 @@ show_diffs() {
     if [ -s "$diffs" ]; then echo "--- $diffs (first 200 lines)"; head -200 "$diffs"; fi
 }
 
-regress_tests=$(cd sql && ls *.sql | grep -v -- '--' | sed 's/\.sql$//' | sort | tr '\n' ' ')
+regress_tests=$(cd sql && ls *.sql | sed 's/\.sql$//' | sort | tr '\n' ' ')
 isolation_tests=$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | sort | tr '\n' ' ')
 
 run_regress() {
