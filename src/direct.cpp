@@ -1,4 +1,5 @@
 // direct.cpp — see direct.hpp.
+#include "pg_outbox.hpp" // first: it includes pure C++ headers before Postgres's
 #include "direct.hpp"
 
 extern "C" {
@@ -97,8 +98,8 @@ Relation open_layout(TableLayout *t, LOCKMODE mode) {
 	// table was replaced meanwhile): then resolve once more.
 	for (int attempt = 0;; attempt++) {
 		if (!t->valid) {
-			Oid nsp = get_namespace_oid("outbox", true);
-			Oid relid = OidIsValid(nsp) ? get_relname_relid(t->relname, nsp) : InvalidOid;
+			// the extension's own schema and member relations only (schema_guard.cpp)
+			Oid relid = extension_relation(t->relname);
 			if (!OidIsValid(relid))
 				missing_table(t);
 			t->relid = relid;

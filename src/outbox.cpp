@@ -274,6 +274,7 @@ Oid pending_owner(void) {
 // could not fire at commit. ids[i] is 0 for an event a BEFORE trigger of the DBA's skipped.
 static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 	static SPIPlanPtr plan = nullptr;
+	(void)check_trusted_schema(); // SQL by name, as the owner of outbox.pending
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);

@@ -308,6 +308,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 	switch (nodeTag(stmt)) {
 	case T_CreateExtensionStmt:
 		ext_created = strcmp(castNode(CreateExtensionStmt, stmt)->extname, "pg_outbox") == 0;
+		if (ext_created)
+			check_new_extension_schema(); // before PostgreSQL installs into an existing schema
 		break;
 	case T_DropStmt: {
 		DropStmt *d = castNode(DropStmt, stmt);
@@ -333,6 +335,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		RenameStmt *r = castNode(RenameStmt, stmt);
 		if (r->renameType == OBJECT_DATABASE)
 			released_db = stoppable(get_database_oid(r->subname, true), false);
+		else if (r->renameType == OBJECT_SCHEMA)
+			check_schema_rename(r->subname);
 		break;
 	}
 	case T_AlterDatabaseStmt: {
@@ -353,6 +357,9 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		release_worker(released_db); // the statement is done: no need to wait for the hold
 	if (ext_created || db_created)
 		rescan_at_commit = true;
+	if (nodeTag(stmt) == T_AlterExtensionContentsStmt &&
+	    strcmp(castNode(AlterExtensionContentsStmt, stmt)->extname, "pg_outbox") == 0)
+		forget_extension_trust();
 	if (ext_created || ext_dropped || commit_prepared)
 		wake_level = 1; // the worker re-checks the extension (or drains) when it wakes
 	if (db_created)
@@ -404,6 +411,7 @@ extern "C" void _PG_init(void) {
 	ProcessUtility_hook = utility_hook;
 	RegisterXactCallback(xact_callback, nullptr);
 	RegisterSubXactCallback(subxact_callback, nullptr);
+	install_schema_guard();
 
 	if (!IsBinaryUpgrade)
 		register_launcher();

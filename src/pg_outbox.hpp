@@ -130,4 +130,26 @@ void maintain_retention(void);
 // ---- worker.cpp ----
 void register_launcher(void);
 
+// ---- schema_guard.cpp: pg_outbox trusts its own schema only ----
+// CREATE EXTENSION pg_outbox: refuse an existing schema "outbox" that is not as good as new
+// (owned by a superuser, empty, no one else may create objects in it). Utility hook.
+void check_new_extension_schema(void);
+// ALTER SCHEMA ... RENAME: a non-superuser may not rename the extension's schema. Utility hook.
+void check_schema_rename(const char *schema);
+// Before SQL that runs as a superuser names the extension's objects: the schema named "outbox"
+// is the extension's, owned by a superuser, no one else may create in it, and the relations
+// pg_outbox names there are extension members; else ERROR (55000). Cached. Returns the schema.
+Oid check_trusted_schema(void);
+// The extension's schema (pg_extension.extnamespace), InvalidOid if not installed. Cached.
+Oid extension_namespace(void);
+// The relation relname of the extension's schema (InvalidOid if missing); ERROR if it exists
+// but is not a member of the extension.
+Oid extension_relation(const char *relname);
+// ALTER EXTENSION pg_outbox ADD/DROP changed what belongs to the extension: make every backend
+// check again (utility hook).
+void forget_extension_trust(void);
+// Register the fmgr hook that runs check_trusted_schema() before the extension's SECURITY
+// DEFINER functions (_PG_init).
+void install_schema_guard(void);
+
 } // namespace pg_outbox

@@ -20,6 +20,7 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "commands/vacuum.h"
@@ -69,6 +70,80 @@ static void handle_drain_sigterm(SIGNAL_ARGS) {
 	}
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+// ALTER DATABASE ... SET and ALTER ROLE ... SET settings (even role and session_authorization)
+// apply to a background worker's connection as to any other (process_settings() in
+// InitPostgres). The database owner may set most of them. None of them may stop, slow or subvert
+// the launcher and the drain workers, which run as the bootstrap superuser: after connecting,
+// each worker overrides what it depends on (PGC_S_OVERRIDE: a reload does not undo it either).
+struct PinnedSetting {
+	const char *name;
+	const char *value; // nullptr: the bootstrap superuser's name
+};
+static const PinnedSetting kPinnedSettings[] = {
+    // who the worker is: the bootstrap superuser, never a role a database or role setting names
+    {"session_authorization", nullptr},
+    {"role", "none"},
+    // transactions the drain can commit, at the isolation its take-a-batch logic assumes
+    {"default_transaction_read_only", "off"},
+    {"default_transaction_isolation", "read committed"},
+    {"default_transaction_deferrable", "off"},
+    {"transaction_read_only", "off"},
+    {"transaction_isolation", "read committed"},
+    // no timeout cuts a drain short (transaction_timeout exists from PostgreSQL 17 on)
+    {"statement_timeout", "0"},
+    {"lock_timeout", "0"},
+    {"idle_in_transaction_session_timeout", "0"},
+    {"idle_session_timeout", "0"},
+    {"transaction_timeout", "0"},
+    // its SQL resolves only pg_catalog objects (and the schema-qualified outbox ones)
+    {"search_path", "pg_catalog, pg_temp"},
+    // a drain's notifications reach listeners at commit: the commit must be durable before that,
+    // or a crash could hand the same positions out again to other events
+    {"synchronous_commit", "on"},
+    // the DBA's triggers on the history fire; the pending_wake trigger fires
+    {"session_replication_role", "origin"},
+    // nothing makes every drain slower: JIT compilation, forced parallel plans, cost-based
+    // VACUUM delays in the worker's own VACUUM of outbox.pending, generic plans re-planned
+    {"jit", "off"},
+    {"force_parallel_mode", "off"},
+    {"debug_parallel_query", "off"},
+    {"max_parallel_workers_per_gather", "0"},
+    {"plan_cache_mode", "auto"},
+    {"vacuum_cost_delay", "0"},
+    {"enable_seqscan", "on"},
+    {"enable_indexscan", "on"},
+    {"enable_indexonlyscan", "on"},
+    {"enable_bitmapscan", "on"},
+    {"enable_tidscan", "on"},
+    {"enable_sort", "on"},
+    {"enable_hashagg", "on"},
+    {"enable_nestloop", "on"},
+    {"enable_hashjoin", "on"},
+    {"enable_mergejoin", "on"},
+    {"enable_material", "on"},
+};
+
+static void pin_worker_settings(void) {
+	// role and session_authorization look their value up in the catalogs: in a transaction (a
+	// plain SET made in a transaction outlives its commit)
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	const char *superuser_name = GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false);
+	for (const PinnedSetting &s : kPinnedSettings) {
+		if (!GetConfigOption(s.name, true, false))
+			continue; // not in this PostgreSQL version
+		// transaction_* need a transaction; they are reset from default_transaction_* at each start
+		if (strncmp(s.name, "transaction_", 12) == 0 && strcmp(s.name, "transaction_timeout") != 0)
+			continue;
+		SetConfigOption(s.name, s.value ? s.value : superuser_name, PGC_SUSET, PGC_S_OVERRIDE);
+	}
+	CommitTransactionCommand();
+	if (GetUserId() != BOOTSTRAP_SUPERUSERID || GetSessionUserId() != BOOTSTRAP_SUPERUSERID)
+		ereport(FATAL, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+		                errmsg("pg_outbox: the worker does not run as the bootstrap superuser"),
+		                errdetail("A database or role setting changed its role, and overriding it failed.")));
 }
 
 void register_launcher(void) {
@@ -324,6 +399,7 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+	pin_worker_settings();
 	pgstat_report_appname("pg_outbox launcher");
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -479,6 +555,8 @@ Pass drain_pass(int64 *published) {
 	if (!OidIsValid(get_extension_oid("pg_outbox", true)))
 		result = Pass::NoExtension;
 	else {
+		// nothing runs as this superuser in a schema someone else controls (schema_guard.cpp)
+		(void)check_trusted_schema();
 		// one saved plan per pass for what the worker must know before it drains
 		static SPIPlanPtr plan_state = nullptr;
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -562,12 +640,8 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pgstat_report_appname("pg_outbox drain");
-	// A drain's notifications reach listeners at commit: its commit must be durable before
-	// that, or a crash could hand the same positions out again to other events.
-	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-	// The worker runs as the bootstrap superuser: whatever search_path the database or a role
-	// sets (ALTER DATABASE ... SET search_path), its SQL resolves only pg_catalog objects.
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	// whatever the database and its roles set (ALTER DATABASE/ROLE ... SET): see kPinnedSettings
+	pin_worker_settings();
 
 	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox drain", ALLOCSET_DEFAULT_SIZES);
 	bool in_backpressure = false;
