@@ -36,6 +36,7 @@ extern "C" {
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
 #include "commands/trigger.h"
 #include "replication/message.h"
 #include "utils/array.h"
@@ -302,9 +303,45 @@ static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 	SetUserIdAndSecContext(save_user, save_sec);
 }
 
+// Every text pg_outbox stores is text of the database encoding (22021 otherwise): a C function
+// elsewhere can hand publish() bytes that are not, and a dump of them would not restore.
+static void check_text_encoding(Datum t) {
+	text *v = DatumGetTextPP(t);
+	(void)pg_verifymbstr(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), false);
+}
+
+static void check_jsonb_encoding(Datum j) {
+	Jsonb *jb = DatumGetJsonbP(j);
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		if ((tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvString)
+			(void)pg_verifymbstr(v.val.string.val, v.val.string.len, false);
+}
+
 void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
+	for (int i = 0; i < n; i++) {
+		check_text_encoding(ev[i].channel);
+		if (!ev[i].key_null)
+			check_text_encoding(ev[i].key);
+		if (!ev[i].type_null)
+			check_text_encoding(ev[i].type);
+		if (!ev[i].payload_null)
+			check_jsonb_encoding(ev[i].payload); // the trigger's data columns too
+	}
 	DirectInsert d;
 	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
+	if (d.rel->rd_rel->relrowsecurity) {
+		// pg_outbox writes the table itself, or through SQL as its owner: a policy would not apply
+		direct_end(&d);
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("table outbox.pending has row-level security enabled, which pg_outbox does not apply"),
+		                errdetail("publish() and the change trigger write outbox.pending on their callers' behalf; "
+		                          "a policy on it would be bypassed, so pg_outbox refuses to write instead."),
+		                errhint("ALTER TABLE outbox.pending DISABLE ROW LEVEL SECURITY; decide who may publish with "
+		                        "the outbox_publisher role (and channel privileges, where they exist).")));
+	}
 	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
 		pending_seq = getIdentitySequence(pending_layout.relid, pending_layout.attnum[0], true);
 		if (!OidIsValid(pending_seq))

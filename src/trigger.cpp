@@ -39,6 +39,8 @@ extern "C" {
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -937,38 +939,41 @@ static void check_relation(Relation rel) {
 		                errmsg("permission denied: \"%s\" is a system catalog", name)));
 }
 
-// outbox._check_attachment(relation regclass, mode text, channel text, key_columns text[],
-//   include_columns text[], operations text[],
-//   OUT table_name text, OUT channel text, OUT key_columns text[], OUT operations text[])
-PGO_FUNCTION(outbox_check_attachment) {
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
-	Oid relid = PG_GETARG_OID(0);
+// The checks of outbox.attach(): ownership, kind of relation, mode, columns, key, channel
+// template, operations. out[] gets table_name text, channel_template text, resolved_key text[],
+// ops text[]. Ownership is checked before the relation is locked: an unprivileged caller locks
+// nothing it does not own.
+static void check_attachment(Oid relid, text *mode_t, text *channel_t, ArrayType *key_columns,
+                             ArrayType *include_columns, ArrayType *operations, Datum out[4]) {
+	if (!pg_class_ownercheck(relid, GetUserId())) {
+		char *name = get_rel_name(relid);
+		if (!name)
+			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), name);
+	}
 	Relation rel = relation_open(relid, AccessShareLock);
-	if (!pg_class_ownercheck(relid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind), RelationGetRelationName(rel));
 	check_relation(rel);
 
 	Request req;
 	req.context = "outbox.attach() takes column names as they are stored: case-sensitive, without quotes.";
-	if (PG_ARGISNULL(1))
+	if (!mode_t)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("mode cannot be NULL"),
 		                errhint("Use 'outbox' or 'notify'.")));
-	req.mode = parse_mode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	req.channel = PG_ARGISNULL(2) ? nullptr : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	req.mode = parse_mode(text_to_cstring(mode_t));
+	req.channel = channel_t ? text_to_cstring(channel_t) : nullptr;
 	req.nkeys = req.ninclude = 0;
 	req.keys = req.include = nullptr;
-	if (!PG_ARGISNULL(3))
-		req.nkeys = text_array_names(PG_GETARG_ARRAYTYPE_P(3), &req.keys, "key_columns", false);
-	if (!PG_ARGISNULL(4))
-		req.ninclude = text_array_names(PG_GETARG_ARRAYTYPE_P(4), &req.include, "include_columns", true);
+	if (key_columns)
+		req.nkeys = text_array_names(key_columns, &req.keys, "key_columns", false);
+	if (include_columns)
+		req.ninclude = text_array_names(include_columns, &req.include, "include_columns", true);
 
 	// operations
-	if (PG_ARGISNULL(5))
+	if (!operations)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("operations cannot be NULL"),
 		                errhint("List some of INSERT, UPDATE, DELETE, TRUNCATE.")));
 	char **ops;
-	int nops = text_array_names(PG_GETARG_ARRAYTYPE_P(5), &ops, "operations", false);
+	int nops = text_array_names(operations, &ops, "operations", false);
 	static const char *const kOps[] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
 	bool want[4] = {false, false, false, false};
 	for (int k = 0; k < nops; k++) {
@@ -988,11 +993,6 @@ PGO_FUNCTION(outbox_check_attachment) {
 
 	Config *cfg = build_config(rel, relid, req);
 
-	// the result
-	TupleDesc desc;
-	if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "pg_outbox: _check_attachment must return a record");
-	desc = BlessTupleDesc(desc);
 	Datum keyd[INDEX_MAX_KEYS * 4 + 1];
 	int nk = 0;
 	for (int k = 0; k < cfg->nkeys && nk < (int)lengthof(keyd); k++)
@@ -1002,14 +1002,72 @@ PGO_FUNCTION(outbox_check_attachment) {
 	for (int j = 0; j < 4; j++)
 		if (want[j])
 			opd[no++] = CStringGetTextDatum(kOps[j]);
-	Datum values[4] = {CStringGetTextDatum(cfg->table_name), CStringGetTextDatum(cfg->template_text),
-	                   PointerGetDatum(construct_array(keyd, nk, TEXTOID, -1, false, TYPALIGN_INT)),
-	                   PointerGetDatum(construct_array(opd, no, TEXTOID, -1, false, TYPALIGN_INT))};
-	bool nulls[4] = {false, false, false, false};
-	HeapTuple result = heap_form_tuple(desc, values, nulls);
+	out[0] = CStringGetTextDatum(cfg->table_name);
+	out[1] = CStringGetTextDatum(cfg->template_text);
+	out[2] = PointerGetDatum(construct_array(keyd, nk, TEXTOID, -1, false, TYPALIGN_INT));
+	out[3] = PointerGetDatum(construct_array(opd, no, TEXTOID, -1, false, TYPALIGN_INT));
 	MemoryContextDelete(cfg->cxt);
 	relation_close(rel, AccessShareLock);
-	PG_RETURN_DATUM(HeapTupleGetDatum(result));
+}
+
+#define TEXT_ARG_OR_NULL(n) (PG_ARGISNULL(n) ? nullptr : PG_GETARG_TEXT_PP(n))
+#define ARRAY_ARG_OR_NULL(n) (PG_ARGISNULL(n) ? nullptr : PG_GETARG_ARRAYTYPE_P(n))
+
+// outbox.attach(relation regclass, channel text, mode text, key_columns text[],
+//   include_columns text[], operations text[]) RETURNS text
+// The checks run here; the triggers are made by outbox._attach_triggers() (PL/pgSQL, as the
+// caller: CREATE TRIGGER checks the caller's rights), called through fmgr: the caller needs no
+// EXECUTE right on that internal function, and cannot call it without these checks.
+PGO_FUNCTION(outbox_attach) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
+	Datum chk[4];
+	check_attachment(PG_GETARG_OID(0), TEXT_ARG_OR_NULL(2), TEXT_ARG_OR_NULL(1), ARRAY_ARG_OR_NULL(3),
+	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), chk);
+	Oid argtypes[9] = {REGCLASSOID, TEXTOID,      TEXTOID, TEXTARRAYOID, TEXTARRAYOID,
+	                   TEXTOID,     TEXTARRAYOID, TEXTOID, TEXTARRAYOID};
+	// found in the extension's schema, which the fmgr hook checked before this function started
+	List *name = list_make2(makeString(get_namespace_name(check_trusted_schema())), makeString(pstrdup("_attach_triggers")));
+	Oid fn = LookupFuncName(name, 9, argtypes, false);
+	FmgrInfo flinfo;
+	fmgr_info(fn, &flinfo);
+	LOCAL_FCINFO(call, 9);
+	InitFunctionCallInfoData(*call, &flinfo, 9, PG_GET_COLLATION(), nullptr, nullptr);
+	// relation, mode, channel, key_columns, include_columns, then what the checks found:
+	// table_name, resolved_key, channel_template, ops
+	const int from[5] = {0, 2, 1, 3, 4};
+	for (int k = 0; k < 5; k++) {
+		call->args[k].isnull = PG_ARGISNULL(from[k]);
+		call->args[k].value = call->args[k].isnull ? (Datum)0 : PG_GETARG_DATUM(from[k]);
+	}
+	const int chk_at[4] = {5, 7, 6, 8}; // chk: table_name, channel_template, resolved_key, ops
+	for (int k = 0; k < 4; k++) {
+		call->args[chk_at[k]].isnull = false;
+		call->args[chk_at[k]].value = chk[k];
+	}
+	Datum result = FunctionCallInvoke(call);
+	if (call->isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+// outbox._check_attachment(relation regclass, mode text, channel text, key_columns text[],
+//   include_columns text[], operations text[],
+//   OUT table_name text, OUT channel text, OUT key_columns text[], OUT operations text[])
+// (1.1's attach() calls it. 1.2 has no such SQL function: its attach() is C and checks by
+// itself; the symbol stays for databases not updated yet.)
+PGO_FUNCTION(outbox_check_attachment) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
+	Datum values[4];
+	check_attachment(PG_GETARG_OID(0), TEXT_ARG_OR_NULL(1), TEXT_ARG_OR_NULL(2), ARRAY_ARG_OR_NULL(3),
+	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), values);
+	TupleDesc desc;
+	if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pg_outbox: _check_attachment must return a record");
+	desc = BlessTupleDesc(desc);
+	bool nulls[4] = {false, false, false, false};
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
 // outbox._split_tgargs(tgargs bytea) RETURNS text[] — pg_trigger.tgargs as an array (for the view)
@@ -1024,6 +1082,7 @@ PGO_FUNCTION(outbox_split_tgargs) {
 	int start = 0, j = 0;
 	for (int k = 0; k < len; k++)
 		if (p[k] == '\0') {
+			(void)pg_verifymbstr(p + start, k - start, false); // text in the database encoding only (22021)
 			d[j++] = PointerGetDatum(cstring_to_text_with_len(p + start, k - start));
 			start = k + 1;
 		}

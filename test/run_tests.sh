@@ -19,6 +19,7 @@ SUITES=("$@")
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
 cp -r sql expected test "$WORK"/
+cp README.md "$WORK"/   # t/091_security_matrix.pl checks its access-control table
 
 # Test against a private copy of the PostgreSQL installation with this tree's build installed
 # into it: PostgreSQL finds its share and lib directories relative to its binaries, so the

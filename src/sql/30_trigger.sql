@@ -12,34 +12,19 @@ CREATE FUNCTION outbox._change() RETURNS trigger
 COMMENT ON FUNCTION outbox._change() IS
     'the change trigger created by outbox.attach(); arguments: mode, channel, key columns, included columns';
 
-CREATE FUNCTION outbox._check_attachment(relation regclass, mode text, channel text, key_columns text[],
-                                         include_columns text[], operations text[],
-                                         OUT table_name text, OUT channel_template text,
-                                         OUT resolved_key text[], OUT ops text[])
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_check_attachment';
-COMMENT ON FUNCTION outbox._check_attachment(regclass, text, text, text[], text[], text[]) IS
-    'internal: validates the arguments of outbox.attach()';
-
-CREATE FUNCTION outbox._split_tgargs(tgargs bytea) RETURNS text[]
-    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_split_tgargs';
-CREATE FUNCTION outbox._resolved_key(relation regclass, key_columns text[]) RETURNS text[]
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_resolved_key';
-
-CREATE FUNCTION outbox.attach(relation regclass, channel text DEFAULT NULL, mode text DEFAULT 'outbox',
-                              key_columns text[] DEFAULT NULL, include_columns text[] DEFAULT NULL,
-                              operations text[] DEFAULT '{INSERT,UPDATE,DELETE}') RETURNS text
+-- outbox.attach() is C: it checks its arguments (ownership first, before any lock: an
+-- unprivileged caller locks nothing it does not own), then calls outbox._attach_triggers()
+-- through fmgr, as the caller (CREATE TRIGGER checks the caller's rights). The caller needs no
+-- right on _attach_triggers(), and nobody can call it without attach()'s checks.
+CREATE FUNCTION outbox._attach_triggers(relation regclass, mode text, channel text, key_columns text[],
+                                        include_columns text[], table_name text, resolved_key text[],
+                                        channel_template text, ops text[]) RETURNS text
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    chk record;
     other record;
     args text;
     row_ops text[];
 BEGIN
-    IF relation IS NULL THEN
-        RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    -- ownership, kind of relation, mode, columns, key, channel template, operations
-    chk := outbox._check_attachment(relation, mode, channel, key_columns, include_columns, operations);
     FOR other IN
         SELECT t.tgname FROM pg_trigger t
          WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
@@ -59,7 +44,7 @@ BEGIN
     LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', other.tgname, relation);
     END LOOP;
-    row_ops := array_remove(chk.ops, 'TRUNCATE');
+    row_ops := array_remove(ops, 'TRUNCATE');
     IF cardinality(row_ops) > 0 THEN
         EXECUTE format('CREATE TRIGGER outbox_change AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION outbox._change(%s)',
                        array_to_string(row_ops, ' OR '), relation, args);
@@ -69,16 +54,23 @@ BEGIN
                            ' EXECUTE FUNCTION outbox._change(%s)', array_to_string(row_ops, ' OR '), relation, args);
         END IF;
     END IF;
-    IF 'TRUNCATE' = ANY (chk.ops) THEN
+    IF 'TRUNCATE' = ANY (ops) THEN
         EXECUTE format('CREATE TRIGGER outbox_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT'
                        ' EXECUTE FUNCTION outbox._change(%s)', relation, args);
     END IF;
     RETURN format('attached %s: mode %s, channel %s, key (%s)%s, operations %s',
-                  chk.table_name, mode, quote_literal(chk.channel_template), array_to_string(chk.resolved_key, ', '),
+                  table_name, mode, quote_literal(channel_template), array_to_string(resolved_key, ', '),
                   CASE WHEN cardinality(include_columns) > 0
                        THEN format(', data (%s)', array_to_string(include_columns, ', ')) ELSE '' END,
-                  array_to_string(chk.ops, ', '));
+                  array_to_string(ops, ', '));
 END $$;
+COMMENT ON FUNCTION outbox._attach_triggers(regclass, text, text, text[], text[], text, text[], text, text[]) IS
+    'internal: the trigger DDL of outbox.attach(), after its checks';
+
+CREATE FUNCTION outbox.attach(relation regclass, channel text DEFAULT NULL, mode text DEFAULT 'outbox',
+                              key_columns text[] DEFAULT NULL, include_columns text[] DEFAULT NULL,
+                              operations text[] DEFAULT '{INSERT,UPDATE,DELETE}') RETURNS text
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'outbox_attach';
 COMMENT ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]) IS
     'send {"op","table","id"} for every change of a table: NOTIFY at commit (mode notify) or a durable event (mode outbox)';
 
@@ -124,7 +116,7 @@ CREATE VIEW outbox.attachments AS
 SELECT s.relid::regclass AS "table",
        coalesce(nullif(a.args[2], ''), n.nspname || '.' || c.relname) AS channel,
        a.args[1] AS mode,
-       outbox._resolved_key(s.relid, nullif(a.args[3], '')::text[]) AS key_columns,
+       coalesce(nullif(a.args[3], '')::text[], k.key) AS key_columns,
        nullif(a.args[4], '')::text[] AS include_columns,
        ARRAY(SELECT o.op FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], ARRAY[4, 16, 8, 32]) AS o(op, bit)
               WHERE (s.bits & o.bit) <> 0) AS operations
@@ -133,7 +125,25 @@ SELECT s.relid::regclass AS "table",
           FROM pg_catalog.pg_trigger t
          WHERE t.tgfoid = 'outbox._change()'::regprocedure AND t.tgparentid = 0
          GROUP BY t.tgrelid) s
-  CROSS JOIN LATERAL (SELECT outbox._split_tgargs(s.tgargs) AS args) a
+  -- the trigger's arguments (pg_trigger.tgargs: each one followed by a zero byte), checked to be
+  -- text of the database encoding by convert_from()
+  CROSS JOIN LATERAL (
+        SELECT array_agg(convert_from(substring(s.tgargs FROM z.prev + 2 FOR z.pos - z.prev - 1),
+                                      getdatabaseencoding()) COLLATE "default" ORDER BY z.pos) AS args
+          FROM (SELECT g.i AS pos, coalesce(lag(g.i) OVER (ORDER BY g.i), -1) AS prev
+                  FROM generate_series(0, length(s.tgargs) - 1) AS g(i)
+                 WHERE get_byte(s.tgargs, g.i) = 0) z) a
+  -- the key in effect when key_columns is not given: the primary key, else the replica identity
+  -- index (from the catalogs: no lock on the table)
+  LEFT JOIN LATERAL (
+        SELECT ARRAY(SELECT att.attname::text COLLATE "default"
+                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS ik(attnum, n)
+                       JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = ik.attnum
+                      WHERE ik.n <= i.indnkeyatts ORDER BY ik.n) AS key
+          FROM pg_catalog.pg_index i
+         WHERE i.indrelid = s.relid AND (i.indisprimary OR i.indisreplident) AND i.indimmediate
+           AND i.indexprs IS NULL AND i.indpred IS NULL
+         ORDER BY i.indisprimary DESC LIMIT 1) k ON true
   JOIN pg_catalog.pg_class c ON c.oid = s.relid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
 COMMENT ON VIEW outbox.attachments IS 'tables attached with outbox.attach()';

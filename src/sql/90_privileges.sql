@@ -68,10 +68,12 @@ GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_
 GRANT SELECT ON outbox.history_0, outbox.history_1, outbox.history_2 TO outbox_reader;
 
 -- the change trigger (30_trigger.sql): a publisher attaches tables it owns (attach() checks the
--- ownership; CREATE TRIGGER needs EXECUTE on the trigger function). Writers of an attached table
--- need no right in schema outbox: the trigger stores events as the owner of outbox.pending.
+-- ownership; CREATE TRIGGER needs EXECUTE on the trigger function, which cannot be called any
+-- other way than as a trigger). Writers of an attached table need no right in schema outbox: the
+-- trigger stores events as the owner of outbox.pending. No other internal function (outbox._*) is
+-- granted to anyone but outbox._worker_status(), which the outbox.status view calls (a view's
+-- functions are checked against the view's user): it takes no argument and returns the view's data.
 GRANT EXECUTE ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]), outbox.detach(regclass),
-                          outbox._change(), outbox._check_attachment(regclass, text, text, text[], text[], text[]),
-                          outbox._split_tgargs(bytea), outbox._resolved_key(regclass, text[])
+                          outbox._change()
     TO outbox_publisher;
 GRANT SELECT ON outbox.attachments TO outbox_publisher, outbox_reader;

@@ -94,3 +94,107 @@ BEGIN
 END $$;
 SELECT pg_temp.pg_outbox_check_upgrade_schema();
 DROP FUNCTION pg_temp.pg_outbox_check_upgrade_schema();
+
+-- ---------------------------------------------------------------------------------------
+-- Everything a publisher can call (issue #11, part 3): no internal helper is granted but
+-- outbox._change() (CREATE TRIGGER needs it) and outbox._worker_status() (the status view).
+-- attach() checks by itself in C and makes the triggers through outbox._attach_triggers(),
+-- which it calls without the caller needing a right on it; the attachments view reads the
+-- catalogs itself. _check_attachment(), _split_tgargs() and _resolved_key() are gone.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION outbox._attach_triggers(relation regclass, mode text, channel text, key_columns text[],
+                                        include_columns text[], table_name text, resolved_key text[],
+                                        channel_template text, ops text[]) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    other record;
+    args text;
+    row_ops text[];
+BEGIN
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+           AND t.tgfoid <> 'outbox._change()'::regprocedure
+    LOOP
+        RAISE EXCEPTION 'table % already has a trigger named "%"', relation, other.tgname
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'pg_outbox names its triggers outbox_change, outbox_flush and outbox_truncate.',
+                  HINT = 'Rename or drop that trigger, then attach again.';
+    END LOOP;
+    args := format('%L, %L, %L, %L', mode, coalesce(channel, ''), coalesce(key_columns::text, ''),
+                   coalesce(include_columns::text, ''));
+    -- replace: both statements run in the caller's transaction
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', other.tgname, relation);
+    END LOOP;
+    row_ops := array_remove(ops, 'TRUNCATE');
+    IF cardinality(row_ops) > 0 THEN
+        EXECUTE format('CREATE TRIGGER outbox_change AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION outbox._change(%s)',
+                       array_to_string(row_ops, ' OR '), relation, args);
+        IF mode = 'outbox' THEN
+            -- writes the events of the statement's rows into outbox.pending with one INSERT
+            EXECUTE format('CREATE TRIGGER outbox_flush AFTER %s ON %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION outbox._change(%s)', array_to_string(row_ops, ' OR '), relation, args);
+        END IF;
+    END IF;
+    IF 'TRUNCATE' = ANY (ops) THEN
+        EXECUTE format('CREATE TRIGGER outbox_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION outbox._change(%s)', relation, args);
+    END IF;
+    RETURN format('attached %s: mode %s, channel %s, key (%s)%s, operations %s',
+                  table_name, mode, quote_literal(channel_template), array_to_string(resolved_key, ', '),
+                  CASE WHEN cardinality(include_columns) > 0
+                       THEN format(', data (%s)', array_to_string(include_columns, ', ')) ELSE '' END,
+                  array_to_string(ops, ', '));
+END $$;
+COMMENT ON FUNCTION outbox._attach_triggers(regclass, text, text, text[], text[], text, text[], text, text[]) IS
+    'internal: the trigger DDL of outbox.attach(), after its checks';
+
+CREATE OR REPLACE FUNCTION outbox.attach(relation regclass, channel text DEFAULT NULL, mode text DEFAULT 'outbox',
+                              key_columns text[] DEFAULT NULL, include_columns text[] DEFAULT NULL,
+                              operations text[] DEFAULT '{INSERT,UPDATE,DELETE}') RETURNS text
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'outbox_attach';
+COMMENT ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]) IS
+    'send {"op","table","id"} for every change of a table: NOTIFY at commit (mode notify) or a durable event (mode outbox)';
+
+CREATE OR REPLACE VIEW outbox.attachments AS
+SELECT s.relid::regclass AS "table",
+       coalesce(nullif(a.args[2], ''), n.nspname || '.' || c.relname) AS channel,
+       a.args[1] AS mode,
+       coalesce(nullif(a.args[3], '')::text[], k.key) AS key_columns,
+       nullif(a.args[4], '')::text[] AS include_columns,
+       ARRAY(SELECT o.op FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], ARRAY[4, 16, 8, 32]) AS o(op, bit)
+              WHERE (s.bits & o.bit) <> 0) AS operations
+  FROM (SELECT t.tgrelid AS relid, bit_or(t.tgtype::integer) AS bits,
+               (array_agg(t.tgargs ORDER BY t.tgname))[1] AS tgargs
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgfoid = 'outbox._change()'::regprocedure AND t.tgparentid = 0
+         GROUP BY t.tgrelid) s
+  -- the trigger's arguments (pg_trigger.tgargs: each one followed by a zero byte), checked to be
+  -- text of the database encoding by convert_from()
+  CROSS JOIN LATERAL (
+        SELECT array_agg(convert_from(substring(s.tgargs FROM z.prev + 2 FOR z.pos - z.prev - 1),
+                                      getdatabaseencoding()) COLLATE "default" ORDER BY z.pos) AS args
+          FROM (SELECT g.i AS pos, coalesce(lag(g.i) OVER (ORDER BY g.i), -1) AS prev
+                  FROM generate_series(0, length(s.tgargs) - 1) AS g(i)
+                 WHERE get_byte(s.tgargs, g.i) = 0) z) a
+  -- the key in effect when key_columns is not given: the primary key, else the replica identity
+  -- index (from the catalogs: no lock on the table)
+  LEFT JOIN LATERAL (
+        SELECT ARRAY(SELECT att.attname::text COLLATE "default"
+                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS ik(attnum, n)
+                       JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = ik.attnum
+                      WHERE ik.n <= i.indnkeyatts ORDER BY ik.n) AS key
+          FROM pg_catalog.pg_index i
+         WHERE i.indrelid = s.relid AND (i.indisprimary OR i.indisreplident) AND i.indimmediate
+           AND i.indexprs IS NULL AND i.indpred IS NULL
+         ORDER BY i.indisprimary DESC LIMIT 1) k ON true
+  JOIN pg_catalog.pg_class c ON c.oid = s.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+DROP FUNCTION outbox._check_attachment(regclass, text, text, text[], text[], text[]);
+DROP FUNCTION outbox._split_tgargs(bytea);
+DROP FUNCTION outbox._resolved_key(regclass, text[]);
+REVOKE ALL ON FUNCTION outbox._attach_triggers(regclass, text, text, text[], text[], text, text[], text, text[]) FROM PUBLIC;

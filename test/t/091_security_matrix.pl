@@ -1,0 +1,205 @@
+# Issue #11: the access matrix. Every function, view, table and sequence in schema outbox (read
+# from the catalog: an object without an entry below fails the test, and so does an entry
+# without an object), for every kind of role, is tried for real (in a subtransaction that is
+# rolled back) and must be allowed exactly where the matrix says, and refused (42501) everywhere
+# else. The README's access-control table is generated from the same matrix: the test fails when
+# README.md disagrees, and prints the table to paste.
+#
+# To extend: add a role to @roles (name, README column, setup SQL, granted role), and its column
+# letter to the entries of %functions / %relations it may use.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('sec_matrix');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_outbox'
+pg_outbox.databases = ''
+});
+$node->start;
+
+# ---- the roles: key letter, role name, README column, setup (run as superuser in database app) ----
+my @roles = (
+    ['n', 'm_none',       'no grants',            q{CREATE ROLE m_none LOGIN}],
+    ['p', 'm_publisher',  'outbox_publisher',     q{CREATE ROLE m_publisher LOGIN IN ROLE outbox_publisher}],
+    ['r', 'm_reader',     'outbox_reader',        q{CREATE ROLE m_reader LOGIN IN ROLE outbox_reader}],
+    ['a', 'm_admin',      'outbox_admin',         q{CREATE ROLE m_admin LOGIN IN ROLE outbox_admin}],
+    ['o', 'm_dbowner',    'database owner',       q{CREATE ROLE m_dbowner LOGIN; ALTER DATABASE app OWNER TO m_dbowner}],
+    ['t', 'm_tableowner', 'owner of a table',     q{CREATE ROLE m_tableowner LOGIN; CREATE TABLE public.m_table (id int PRIMARY KEY); ALTER TABLE public.m_table OWNER TO m_tableowner}],
+);
+
+# ---- functions: regprocedure => [who may execute (role letters), a call that has no lasting effect] ----
+# A call is allowed when it fails with anything but 42501 (or succeeds); 'trigger' means the
+# function is tried by CREATE TRIGGER on a temporary table of the role's own.
+my %functions = (
+    'outbox.notify(text,text)'                    => ['pa',   q{SELECT outbox.notify('m_chan', 'x')}],
+    'outbox.max_payload_bytes()'                  => ['pra',  q{SELECT outbox.max_payload_bytes()}],
+    'outbox.max_channel_bytes()'                  => ['pra',  q{SELECT outbox.max_channel_bytes()}],
+    'outbox._boundary_selftest(text)'             => ['',     q{SELECT outbox._boundary_selftest('x')}],
+    'outbox._state_merge()'                       => ['',     'trigger'],
+    'outbox._wake()'                              => ['',     'trigger'],
+    'outbox.publish(text,jsonb,text,text)'        => ['pa',   q{SELECT outbox.publish('m_chan')}],
+    'outbox.drain(integer)'                       => ['a',    q{SELECT outbox.drain(1)}],
+    'outbox.notify_queue_usage()'                 => ['ra',   q{SELECT outbox.notify_queue_usage()}],
+    'outbox.event(bigint)'                        => ['ra',   q{SELECT * FROM outbox.event(-1)}],
+    'outbox._change()'                            => ['pa',   'trigger'],
+    'outbox._attach_triggers(regclass,text,text,text[],text[],text,text[],text,text[])'
+                                                  => ['',     q{SELECT outbox._attach_triggers(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)}],
+    'outbox.attach(regclass,text,text,text[],text[],text[])' => ['pa', q{SELECT outbox.attach(NULL)}],
+    'outbox.detach(regclass)'                     => ['pa',   q{SELECT outbox.detach(NULL)}],
+    'outbox._check_channel(text,text)'            => ['',     q{SELECT outbox._check_channel('x', 'y')}],
+    'outbox._check_max_events(integer)'           => ['',     q{SELECT outbox._check_max_events(1)}],
+    'outbox.head()'                               => ['ra',   q{SELECT outbox.head()}],
+    'outbox.head(text)'                           => ['ra',   q{SELECT outbox.head('m_chan')}],
+    'outbox.replay(bigint,text[],integer)'        => ['ra',   q{SELECT * FROM outbox.replay(0)}],
+    'outbox._replay_channel(text,bigint,integer)' => ['',     q{SELECT * FROM outbox._replay_channel('m_chan', 0, 1)}],
+    'outbox.replay_channel(text,bigint,integer)'  => ['ra',   q{SELECT * FROM outbox.replay_channel('m_chan', 0)}],
+    'outbox._wake_at_commit()'                    => ['',     q{SELECT outbox._wake_at_commit()}],
+    'outbox.retry(bigint)'                        => ['a',    q{SELECT outbox.retry(-1)}],
+    'outbox.purge(interval)'                      => ['a',    q{SELECT outbox.purge('100 years')}],
+    'outbox.pause()'                              => ['a',    q{SELECT outbox.pause()}],
+    'outbox.resume()'                             => ['a',    q{SELECT outbox.resume()}],
+    'outbox._worker_status()'                     => ['ra',   q{SELECT * FROM outbox._worker_status()}],
+    'outbox.set_target(text,text)'                => ['a',    q{SELECT outbox.set_target('m_chan', 'notify')}],
+    'outbox.reset_target(text)'                   => ['a',    q{SELECT outbox.reset_target('m_chan')}],
+);
+my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
+
+# ---- relations: name => {kind, and per privilege the role letters that hold it} ----
+# S select, I insert, U update, D delete, T truncate (tables); S (views); S, U usage (sequences)
+my %relations = (
+    'outbox.pending'         => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.pending_id_seq'  => { kind => 'sequence', S => '',    U => '' },
+    'outbox.history'         => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
+    'outbox.history_0'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
+    'outbox.history_1'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
+    'outbox.history_2'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
+    'outbox.state'           => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.channels'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.dead_letter'     => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.channel_targets' => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.dead_letters'    => { kind => 'view',     S => 'a' },
+    'outbox.status'          => { kind => 'view',     S => 'ra' },
+    'outbox.attachments'     => { kind => 'view',     S => 'pra' },
+    'outbox.targets'         => { kind => 'view',     S => 'ra' },
+    'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
+);
+
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', 'CREATE EXTENSION pg_outbox');
+$node->safe_psql('app', $_->[3]) for @roles;
+
+# ---- the catalog and the matrix list the same objects ----
+my %in_catalog_f = map { $_ => 1 } split /\n/, $node->safe_psql('app',
+    "SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'outbox'::regnamespace");
+my %in_catalog_r = map { my ($n, $k) = split /\|/; ($n => $k) } split /\n/, $node->safe_psql('app',
+    "SELECT c.oid::regclass, c.relkind FROM pg_class c WHERE c.relnamespace = 'outbox'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'm', 'f', 'p')");
+my %kind_of = (r => 'table', p => 'table', v => 'view', m => 'view', S => 'sequence', f => 'table');
+for my $f (sort keys %in_catalog_f) {
+    ok(exists $functions{$f}, "function $f has an entry in the matrix");
+}
+for my $f (sort keys %functions) {
+    ok($in_catalog_f{$f}, "matrix entry $f is a function of the extension");
+}
+for my $r (sort keys %in_catalog_r) {
+    ok(exists $relations{$r} && $relations{$r}{kind} eq $kind_of{$in_catalog_r{$r}}, "relation $r has an entry in the matrix");
+}
+for my $r (sort keys %relations) {
+    ok(exists $in_catalog_r{$r}, "matrix entry $r is a relation of the extension");
+}
+
+# ---- try everything as every role ----
+# One session per role; each statement runs in a subtransaction that is always rolled back.
+my @cases; # [object, privilege, statement]
+for my $f (sort keys %functions) {
+    my $call = $functions{$f}[1];
+    if ($call eq 'trigger') {
+        (my $name = $f) =~ s/\(\)$//;
+        $call = sprintf('CREATE TRIGGER m_trg AFTER INSERT ON pg_temp.m_tt FOR EACH ROW EXECUTE FUNCTION %s(%s)',
+                        $name, $trigger_args{$f} // '');
+    }
+    push @cases, [$f, 'X', $call];
+}
+for my $r (sort keys %relations) {
+    my $k = $relations{$r}{kind};
+    if ($k eq 'table') {
+        my $col = $node->safe_psql('app', "SELECT attname FROM pg_attribute WHERE attrelid = '$r'::regclass AND attnum = 1");
+        push @cases, [$r, 'S', "SELECT 1 FROM $r LIMIT 0"], [$r, 'I', "INSERT INTO $r DEFAULT VALUES"],
+                     [$r, 'U', "UPDATE $r SET $col = NULL WHERE false"], [$r, 'D', "DELETE FROM $r WHERE false"],
+                     [$r, 'T', "TRUNCATE $r"];
+    } elsif ($k eq 'view') {
+        push @cases, [$r, 'S', "SELECT 1 FROM $r LIMIT 0"];
+    } else {
+        push @cases, [$r, 'S', "SELECT last_value FROM $r"], [$r, 'U', "SELECT nextval('$r')"];
+    }
+}
+my $try = q{
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        EXECUTE stmt;
+        RAISE EXCEPTION 'rolled back' USING ERRCODE = 'ZZ999';
+    EXCEPTION WHEN others THEN
+        RETURN CASE WHEN SQLSTATE = 'ZZ999' THEN 'ok' ELSE SQLSTATE END;
+    END;
+END $$;
+CREATE TEMP TABLE m_tt (id int);
+};
+sub quote_literal { my ($s) = @_; $s =~ s/'/''/g; return "'$s'"; }
+my $values = join ",\n", map { sprintf("(%d, %s)", $_, quote_literal($cases[$_][2])) } 0 .. $#cases;
+my %seen; # role letter => case index => sqlstate
+for my $role (@roles) {
+    my ($letter, $name) = @$role;
+    my $out = $node->safe_psql('app', $try . "SELECT i, pg_temp.try(s) FROM (VALUES $values) AS c(i, s) ORDER BY i",
+                               extra_params => ['-U', $name]);
+    for my $line (split /\n/, $out) {
+        my ($i, $state) = split /\|/, $line;
+        $seen{$letter}{$i} = $state;
+    }
+}
+for my $i (0 .. $#cases) {
+    my ($obj, $priv, $stmt) = @{ $cases[$i] };
+    my $allowed = $priv eq 'X' ? $functions{$obj}[0] : $relations{$obj}{$priv};
+    for my $role (@roles) {
+        my ($letter, $name) = @$role;
+        my $state = $seen{$letter}{$i} // 'missing';
+        my $what = $priv eq 'X' ? "EXECUTE $obj" : "$priv on $obj";
+        if (index($allowed, $letter) >= 0) {
+            isnt($state, '42501', "$name may $what ($state)");
+        } else {
+            is($state, '42501', "$name may not $what");
+        }
+    }
+}
+
+# ---- the README's table is this matrix ----
+my %priv_name = (S => 'SELECT', I => 'INSERT', U => 'UPDATE', D => 'DELETE', T => 'TRUNCATE');
+my $table = '| object | ' . join(' | ', map { $_->[2] } @roles) . " |\n";
+$table .= '|---|' . join('', map { '---|' } @roles) . "\n";
+# public functions first, then the internal ones (outbox._*)
+for my $f (sort { (($a =~ /^outbox\._/) <=> ($b =~ /^outbox\._/)) || $a cmp $b } keys %functions) {
+    (my $shown = $f) =~ s/,/, /g;
+    $table .= "| `$shown` | " . join(' | ', map { index($functions{$f}[0], $_->[0]) >= 0 ? 'EXECUTE' : '–' } @roles) . " |\n";
+}
+for my $r (sort keys %relations) {
+    my $e = $relations{$r};
+    my @order = $e->{kind} eq 'sequence' ? qw(S U) : $e->{kind} eq 'view' ? qw(S) : qw(S I U D T);
+    $table .= "| `$r` ($e->{kind}) | " . join(' | ', map {
+        my $l = $_->[0];
+        my @p = map { $e->{kind} eq 'sequence' && $_ eq 'U' ? 'USAGE' : $priv_name{$_} } grep { index($e->{$_}, $l) >= 0 } @order;
+        @p ? join(', ', @p) : '–' } @roles) . " |\n";
+}
+my $readme_path = "$ENV{TESTDIR}/../README.md";
+ok(-f $readme_path, 'README.md is next to the tests') or diag("looked for $readme_path");
+my $readme = -f $readme_path ? slurp_file($readme_path) : '';
+my ($in_readme) = $readme =~ /<!-- access-matrix:begin[^\n]*-->\n(.*?)<!-- access-matrix:end -->/s;
+if (!is($in_readme // '', $table, "README.md's access-control table is the matrix")) {
+    diag("the table to paste between the access-matrix markers of README.md:\n$table");
+}
+
+unlike(slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/, 'no backend crashed');
+$node->stop;
+done_testing();
