@@ -18,6 +18,7 @@
 #include "payload.hpp" // pure C++ first
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -291,7 +292,7 @@ static Config *build_config(Relation rel, Oid root_relid, const Request &req) {
 	int nkeys = req.nkeys;
 	const char *key_role = "key_columns";
 	if (nkeys == 0) {
-		Oid idx = RelationGetPrimaryKeyIndex(rel);
+		Oid idx = compat::primary_key_index(rel);
 		key_role = "the primary key";
 		if (!OidIsValid(idx)) {
 			idx = RelationGetReplicaIndex(rel);
@@ -945,13 +946,16 @@ static void check_relation(Relation rel) {
 // nothing it does not own.
 static void check_attachment(Oid relid, text *mode_t, text *channel_t, ArrayType *key_columns,
                              ArrayType *include_columns, ArrayType *operations, Datum out[4]) {
-	if (!pg_class_ownercheck(relid, GetUserId())) {
+	if (!compat::class_ownercheck(relid, GetUserId())) {
 		char *name = get_rel_name(relid);
 		if (!name)
 			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), name);
 	}
 	Relation rel = relation_open(relid, AccessShareLock);
+	// ... and again now that it is locked (an ALTER TABLE ... OWNER TO may have committed between)
+	if (!compat::class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind), RelationGetRelationName(rel));
 	check_relation(rel);
 
 	Request req;
@@ -1098,7 +1102,7 @@ PGO_FUNCTION(outbox_resolved_key) {
 	Relation rel = try_relation_open(PG_GETARG_OID(0), AccessShareLock);
 	if (!rel)
 		PG_RETURN_NULL();
-	Oid idx = RelationGetPrimaryKeyIndex(rel);
+	Oid idx = compat::primary_key_index(rel);
 	if (!OidIsValid(idx))
 		idx = RelationGetReplicaIndex(rel);
 	if (!OidIsValid(idx)) {
