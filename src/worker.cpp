@@ -89,8 +89,7 @@ static const PinnedSetting kPinnedSettings[] = {
     {"default_transaction_read_only", "off"},
     {"default_transaction_isolation", "read committed"},
     {"default_transaction_deferrable", "off"},
-    {"transaction_read_only", "off"},
-    {"transaction_isolation", "read committed"},
+    // (transaction_read_only and transaction_isolation start from these in every transaction)
     // no timeout cuts a drain short (transaction_timeout exists from PostgreSQL 17 on)
     {"statement_timeout", "0"},
     {"lock_timeout", "0"},
@@ -134,9 +133,6 @@ static void pin_worker_settings(void) {
 	for (const PinnedSetting &s : kPinnedSettings) {
 		if (!GetConfigOption(s.name, true, false))
 			continue; // not in this PostgreSQL version
-		// transaction_* need a transaction; they are reset from default_transaction_* at each start
-		if (strncmp(s.name, "transaction_", 12) == 0 && strcmp(s.name, "transaction_timeout") != 0)
-			continue;
 		SetConfigOption(s.name, s.value ? s.value : superuser_name, PGC_SUSET, PGC_S_OVERRIDE);
 	}
 	CommitTransactionCommand();
