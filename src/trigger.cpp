@@ -1074,7 +1074,8 @@ PGO_FUNCTION(outbox_check_attachment) {
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
-// outbox._split_tgargs(tgargs bytea) RETURNS text[] — pg_trigger.tgargs as an array (for the view)
+// outbox._split_tgargs(tgargs bytea) RETURNS text[] — pg_trigger.tgargs as an array (for 1.1's view;
+// 1.2 has no such SQL function)
 PGO_FUNCTION(outbox_split_tgargs) {
 	bytea *b = PG_GETARG_BYTEA_PP(0);
 	const char *p = VARDATA_ANY(b);
@@ -1093,7 +1094,8 @@ PGO_FUNCTION(outbox_split_tgargs) {
 	PG_RETURN_ARRAYTYPE_P(construct_array(d, j, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-// outbox._resolved_key(relation regclass, key_columns text[]) RETURNS text[] — the key columns
+// outbox._resolved_key(relation regclass, key_columns text[]) RETURNS text[] (1.1's view; 1.2 has no
+// such SQL function, its view reads the catalogs) — the key columns
 // the trigger uses (the given ones, else the primary key, else the replica identity index);
 // NULL when there are none (for the view, which must not fail).
 PGO_FUNCTION(outbox_resolved_key) {
