@@ -112,8 +112,8 @@ $node->safe_psql('app', sprintf(q{
 CREATE SCHEMA outbox;
 %s
 CREATE VIEW outbox.state AS
-    SELECT true AS singleton, 0::bigint AS last_pos, 0 AS cur_seg, now() AS seg_started_at,
-           outbox.evil() AS paused, 0::bigint AS purged_pos;
+    SELECT true AS singleton, (CASE WHEN outbox.evil() THEN 1 ELSE 0 END)::bigint AS last_pos, 0 AS cur_seg,
+           now() AS seg_started_at, outbox.evil() AS paused, 0::bigint AS purged_pos;
 CREATE VIEW outbox.history AS
     SELECT 1::bigint AS pos, 1::bigint AS seq, 1::bigint AS id, 'x'::text AS channel, NULL::text AS key,
            NULL::text AS type, NULL::jsonb AS payload, now() AS created_at, now() AS published_at
@@ -121,10 +121,14 @@ CREATE VIEW outbox.history AS
 CREATE TABLE outbox.pending (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz);
 CREATE VIEW outbox.channels AS SELECT 'x'::text AS channel, 1::bigint AS last_seq WHERE outbox.evil();
 }, $evil =~ s/%s/outbox/r), extra_params => ['-U', 'mallory']);
-# producers keep writing into the real outbox (through its real name)
-$node->safe_psql('app', "SELECT outbox_real.publish('orders', jsonb_build_object('n', g)) FROM generate_series(6, 8) g");
+# nothing is pending: a pass that read the look-alike outbox.state would commit (and with it
+# mallory's ALTER ROLE). The worker passes every 100 ms meanwhile.
+$node->safe_psql('app', 'SELECT pg_sleep(1)');
+is(mallory_is_superuser(), 'f', 'idle worker passes did not run the look-alike');
 ok($node->wait_for_log(qr/ERROR:  the schema of extension pg_outbox is called "outbox_real", not "outbox"/, $log_offset),
    'the worker logs an error instead of draining');
+# producers keep writing into the real outbox (through its real name)
+$node->safe_psql('app', "SELECT outbox_real.publish('orders', jsonb_build_object('n', g)) FROM generate_series(6, 8) g");
 like(slurp_file($node->logfile, $log_offset), qr/DETAIL:  Schema "outbox" \(owned by role "mallory"\) is not the extension's/,
      'the error says whose schema "outbox" is');
 # every SECURITY DEFINER function refuses, whoever calls it
