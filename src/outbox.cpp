@@ -632,6 +632,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 	}
 
 	last_drained_pos = last_pos;
+	wake_waiters_at_commit(); // consumers.cpp: outbox.wait() and outbox.next() return at commit
 	SPI_finish();
 	return (int64)n;
 }

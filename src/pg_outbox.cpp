@@ -66,6 +66,7 @@ static void shmem_request(void) {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+	RequestAddinShmemSpace(waiters_shmem_size()); // consumers.cpp
 	RequestNamedLWLockTranche("pg_outbox", 1);
 }
 
@@ -79,6 +80,7 @@ static void shmem_startup(void) {
 		memset(shared, 0, sizeof(SharedState));
 		shared->lock = &(GetNamedLWLockTranche("pg_outbox"))->lock;
 	}
+	waiters_shmem_init(); // consumers.cpp
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -395,6 +397,7 @@ extern "C" void _PG_init(void) {
 		                        "server.")));
 
 	define_gucs();
+	consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = shmem_request;

@@ -100,6 +100,9 @@ CREATE VIEW outbox.status AS
            s.paused,
            s.purged_pos,
            w.started_at,
-           w.last_batch_at
+           w.last_batch_at,
+           -- [consumers] named consumers (outbox.consumers has the details)
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
       FROM outbox.state s, outbox._worker_status() w;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
