@@ -37,45 +37,9 @@ MAX_QUEUED = 10000  # notifications buffered while the caller is busy; beyond th
 class _Lost(Exception):
     """The connection went away (or a transient error): reconnect."""
 
-
-class _Options:
-    def __init__(self, dsn, channels, after, state_file, consumer, pooled, batch, max_backoff, keepalive,
-                 wait_timeout, query_timeout, fsync, connect_kwargs):
-        if consumer is not None:
-            if not isinstance(consumer, str) or consumer == "":
-                raise ValueError("consumer must be a non-empty name")
-            if state_file is not None:
-                raise ValueError("a named consumer keeps its position in the database: state_file cannot be used with consumer")
-        self.mode = "consumer" if consumer is not None else ("wait" if pooled else "listen")
-        if channels is None:
-            if self.mode == "listen":
-                raise ValueError("channels cannot be None: LISTEN needs channel names (pooled modes accept None for all)")
-            self.channels = None
-        else:
-            self.channels = _core.check_channels(channels)
-            if not self.channels:
-                raise ValueError("no channel given")
-        if after is not None and after != "now":
-            if not _core._is_int(after) or after < 0:
-                raise ValueError("after must be a position (0 or more), 'now' or None, not %r" % (after,))
-        for name, v, lo, hi in (("batch", batch, 1, 1000000),):
-            if not _core._is_int(v) or not lo <= v <= hi:
-                raise ValueError("%s must be %d to %d, not %r" % (name, lo, hi, v))
-        for name, v in (("max_backoff", max_backoff), ("keepalive", keepalive), ("wait_timeout", wait_timeout),
-                        ("query_timeout", query_timeout)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 86400:
-                raise ValueError("%s must be a number of seconds above 0, not %r" % (name, v))
-        self.dsn = dsn
-        self.after = after
-        self.state_file = state_file
-        self.consumer = consumer
-        self.batch = batch
-        self.max_backoff = float(max_backoff)
-        self.keepalive = float(keepalive)
-        self.wait_timeout = float(wait_timeout)
-        self.query_timeout = float(query_timeout)
-        self.fsync = fsync
-        self.connect_kwargs = dict(connect_kwargs or {})
+    def __init__(self, message, sqlstate=None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class Subscription:
@@ -89,7 +53,7 @@ class Subscription:
                  state_file: Optional[str] = None, consumer: Optional[str] = None, pooled: bool = False,
                  batch: int = 1000, max_backoff: float = 10.0, keepalive: float = 30.0, wait_timeout: float = 30.0,
                  query_timeout: float = 60.0, fsync: bool = True, connect_kwargs: Optional[dict] = None):
-        self._o = _Options(dsn, channels, after, state_file, consumer, pooled, batch, max_backoff, keepalive,
+        self._o = _core.Options(dsn, channels, after, state_file, consumer, pooled, batch, max_backoff, keepalive,
                            wait_timeout, query_timeout, fsync, connect_kwargs)
         self._dsn, self._kw, self._settings = _core.asyncpg_connect_args(dsn)
         self._conn: Optional[asyncpg.Connection] = None
@@ -107,6 +71,7 @@ class Subscription:
         self._gen = None
         self._stop_fut: Optional[asyncio.Future] = None
         self._stopping = False
+        self._consumer_ready = False
         self._closed = False
         self._ever_connected = False
         self.reconnects = 0  # how many times the connection was lost and re-made
@@ -286,7 +251,7 @@ class Subscription:
                 hint = getattr(e, "hint", None)
                 raise OutboxUnavailable("pg_outbox is not usable here: %s%s" % (msg, " (hint: %s)" % hint if hint else ""),
                                         st) from None
-            raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg)) from None
+            raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg), st) from None
         except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
             raise _Lost("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__) from None
 
@@ -337,7 +302,9 @@ class Subscription:
             for ch in o.channels:
                 await self._guard(conn.add_listener(ch, self._on_notify))
         if o.mode == "consumer":
-            await self._ensure_consumer()
+            if not self._consumer_ready:  # once: a consumer dropped later is an error, not re-created
+                await self._ensure_consumer()
+                self._consumer_ready = True
             if self._processed is not None and (self._saved is None or self._processed > self._saved):
                 await self._save_consumer()
             return
@@ -386,21 +353,18 @@ class Subscription:
         return False
 
     async def _ensure_consumer(self):
+        """Create the named consumer unless it exists (start: after, or now)."""
         o = self._o
-        exists = await self._q("fetchval", "SELECT count(*) FROM outbox.consumers WHERE name = $1", o.consumer)
-        if exists:
+        if await self._q("fetchval", "SELECT count(*) FROM outbox.consumers WHERE name = $1", o.consumer):
             return
-        start = "now" if o.after in (None, "now") else "earliest"
+        start = "now" if o.after in (None, "now") else str(o.after)
         try:
             await self._q("execute", "SELECT outbox.create_consumer($1, $2::text[], $3)", o.consumer, o.channels, start)
-        except _Lost:
-            # created by another client meanwhile?
-            if not await self._q("fetchval", "SELECT count(*) FROM outbox.consumers WHERE name = $1", o.consumer):
+        except _Lost as e:
+            if e.sqlstate != "42710":  # duplicate_object: created meanwhile (or not visible to us)
                 raise
             return
         log.info('created consumer "%s" (start %s)', o.consumer, start)
-        if _core._is_int(o.after) and o.after > 0:
-            await self._q("execute", "SELECT outbox.ack($1, $2::bigint)", o.consumer, o.after)
 
     # ---- positions ----
 
@@ -589,13 +553,19 @@ class Subscription:
         self.state = "polling"
         log.info("polling (%s) at position %s", o.mode, self._tracker.last_pos if o.mode == "wait" else "acked")
         while True:
-            if o.mode == "wait":
-                rows = await self._q("fetch", "SELECT %s FROM outbox.wait($1::bigint, $2::text[], $3::interval,"
-                                     " $4::integer) r" % cols, self._tracker.last_pos, o.channels, timeout, o.batch,
-                                     timeout=qt)
-            else:
-                rows = await self._q("fetch", "SELECT %s FROM outbox.next($1, $2::integer, $3::interval) r" % cols,
-                                     o.consumer, o.batch, timeout, timeout=qt)
+            try:
+                if o.mode == "wait":
+                    rows = await self._q("fetch", "SELECT %s FROM outbox.wait($1::bigint, $2::text[], $3::interval,"
+                                         " $4::integer) r" % cols, self._tracker.last_pos, o.channels, timeout, o.batch,
+                                         timeout=qt)
+                else:
+                    rows = await self._q("fetch", "SELECT %s FROM outbox.next($1, $2::integer, $3::interval) r" % cols,
+                                         o.consumer, o.batch, timeout, timeout=qt)
+            except _Lost as e:
+                if e.sqlstate == "42704":
+                    raise ResyncRequired('consumer "%s" does not exist any more (dropped?)' % o.consumer,
+                                         e.sqlstate) from None
+                raise
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:

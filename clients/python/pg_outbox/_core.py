@@ -168,6 +168,48 @@ class Tracker:
         self.seqs[e.channel] = e.seq
 
 
+class Options:
+    """The arguments of subscribe()/subscribe_sync(), checked."""
+
+    def __init__(self, dsn, channels, after, state_file, consumer, pooled, batch, max_backoff, keepalive,
+                 wait_timeout, query_timeout, fsync, connect_kwargs):
+        if consumer is not None:
+            if not isinstance(consumer, str) or consumer == "":
+                raise ValueError("consumer must be a non-empty name")
+            if state_file is not None:
+                raise ValueError("a named consumer keeps its position in the database: state_file cannot be used with consumer")
+        self.mode = "consumer" if consumer is not None else ("wait" if pooled else "listen")
+        if channels is None:
+            if self.mode == "listen":
+                raise ValueError("channels cannot be None: LISTEN needs channel names (pooled modes accept None for all)")
+            self.channels = None
+        else:
+            self.channels = check_channels(channels)
+            if not self.channels:
+                raise ValueError("no channel given")
+        if after is not None and after != "now":
+            if not _is_int(after) or after < 0:
+                raise ValueError("after must be a position (0 or more), 'now' or None, not %r" % (after,))
+        for name, v, lo, hi in (("batch", batch, 1, 1000000),):
+            if not _is_int(v) or not lo <= v <= hi:
+                raise ValueError("%s must be %d to %d, not %r" % (name, lo, hi, v))
+        for name, v in (("max_backoff", max_backoff), ("keepalive", keepalive), ("wait_timeout", wait_timeout),
+                        ("query_timeout", query_timeout)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 86400:
+                raise ValueError("%s must be a number of seconds above 0, not %r" % (name, v))
+        self.dsn = dsn
+        self.after = after
+        self.state_file = state_file
+        self.consumer = consumer
+        self.batch = batch
+        self.max_backoff = float(max_backoff)
+        self.keepalive = float(keepalive)
+        self.wait_timeout = float(wait_timeout)
+        self.query_timeout = float(query_timeout)
+        self.fsync = fsync
+        self.connect_kwargs = dict(connect_kwargs or {})
+
+
 # ---- the state file: "pg_outbox_listen state 1\npos N\n" (the format of pg_outbox_listen) ----
 
 STATE_HEADER = "pg_outbox_listen state 1\n"
