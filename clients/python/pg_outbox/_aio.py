@@ -74,6 +74,8 @@ class Subscription:
         self._consumer_ready = False
         self._closed = False
         self._ever_connected = False
+        # delivered from envelopes, from replay/wait/next rows; notifications that were doorbells
+        self.stats = {"envelopes": 0, "replayed": 0, "doorbells": 0, "duplicates": 0}
         self.reconnects = 0  # how many times the connection was lost and re-made
         self.state = "idle"  # connecting, replaying, live, polling, disconnected, closed
 
@@ -100,7 +102,7 @@ class Subscription:
             self._start()
             self._gen = self._events()
             self._stop_fut = asyncio.get_running_loop().create_future()
-        if self._stop_fut.done():
+        if self._stopping or self._stop_fut.done():
             await self._finish()
             raise StopAsyncIteration
         # The generator's step runs as a task, so that stop() can end a wait at once (and so that
@@ -456,6 +458,7 @@ class Subscription:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
                     raise _Lost("outbox.replay() returned position %d after %d" % (ev.pos, self._tracker.last_pos))
+                self.stats["replayed"] += 1
                 self._deliver(ev)
                 n_replayed += 1
                 yield ev
@@ -514,6 +517,7 @@ class Subscription:
                     except NotAnEnvelope as e:
                         log.warning('the drain worker sent a notification on "%s" that is not an envelope: %s', channel, e)
                 if ev is None:
+                    self.stats["doorbells"] += 1
                     doorbell = True
                     continue
                 if doorbell:  # in order: what the doorbell announced comes first
@@ -523,8 +527,10 @@ class Subscription:
                             yield e2
                 v = self._tracker.classify(ev)
                 if v is Verdict.DUPLICATE:
+                    self.stats["duplicates"] += 1
                     continue
                 if v is Verdict.DELIVER:
+                    self.stats["envelopes"] += 1
                     self._deliver(ev)
                     yield ev
                 elif v is Verdict.GAP:
@@ -569,7 +575,9 @@ class Subscription:
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
-                    continue  # delivered already (an ack that was lost with the connection)
+                    self.stats["duplicates"] += 1
+                    continue
+                self.stats["replayed"] += 1  # delivered already (an ack that was lost with the connection)
                 self._deliver(ev)
                 yield ev
 

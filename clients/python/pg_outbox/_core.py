@@ -261,7 +261,7 @@ def write_state_file(path: str, pos: int, do_fsync: bool = True) -> None:
     directory. StateFileError on failure (the old file is then still intact)."""
     tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise StateFileError('cannot create "%s": %s' % (tmp, e.strerror)) from None
     try:

@@ -10,6 +10,7 @@ import datetime
 import logging
 import os
 import select
+import threading
 import time
 from typing import Any, Iterable, Iterator, Optional
 
@@ -63,8 +64,11 @@ class SyncSubscription:
         self._stopping = False
         self._consumer_ready = False
         self._ever_connected = False
+        self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        # delivered from envelopes, from replay/wait/next rows; notifications that were doorbells
+        self.stats = {"envelopes": 0, "replayed": 0, "doorbells": 0, "duplicates": 0}
         self.reconnects = 0
         self.state = "idle"
 
@@ -104,10 +108,12 @@ class SyncSubscription:
         """End the iteration at the next (or the pending) request for an event, after marking the
         last returned event processed. Safe from a signal handler and from another thread."""
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        with self._wake_lock:
+            if self._wake_w is not None:
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:
+                    pass  # the pipe is full: a wake-up is pending anyway
         c = self._conn
         if c is not None and self._o.mode != "listen":
             try:
@@ -149,13 +155,14 @@ class SyncSubscription:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = None
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._wake_r = self._wake_w = None
 
     def __enter__(self):
         return self
@@ -416,6 +423,7 @@ class SyncSubscription:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
                     raise _Lost("outbox.replay() returned position %d after %d" % (ev.pos, self._tracker.last_pos))
+                self.stats["replayed"] += 1
                 self._deliver(ev)
                 yield ev
             if len(rows) < o.batch:
@@ -438,6 +446,8 @@ class SyncSubscription:
             self._on_notify(psycopg.Notify(n.relname.decode(enc), n.extra.decode(enc), n.be_pid))
         if self._buf:
             return True
+        if self._wake_r is None:
+            raise _Stop()
         r, _, _ = select.select([fd, self._wake_r], [], [], timeout)
         if self._wake_r in r or self._stopping:
             raise _Stop()
@@ -488,6 +498,7 @@ class SyncSubscription:
                     except NotAnEnvelope as e:
                         log.warning('the drain worker sent a notification on "%s" that is not an envelope: %s', channel, e)
                 if ev is None:
+                    self.stats["doorbells"] += 1
                     doorbell = True
                     continue
                 if doorbell:
@@ -495,8 +506,10 @@ class SyncSubscription:
                     yield from self._catch_up(None)
                 v = self._tracker.classify(ev)
                 if v is Verdict.DUPLICATE:
+                    self.stats["duplicates"] += 1
                     continue
                 if v is Verdict.DELIVER:
+                    self.stats["envelopes"] += 1
                     self._deliver(ev)
                     yield ev
                 elif v is Verdict.GAP:
@@ -531,7 +544,9 @@ class SyncSubscription:
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
+                    self.stats["duplicates"] += 1
                     continue
+                self.stats["replayed"] += 1
                 self._deliver(ev)
                 yield ev
 

@@ -50,6 +50,11 @@ def test_state_file(tmp_path):
     assert open(p).read() == "pg_outbox_listen state 1\npos 12345\n"  # pg_outbox_listen's format
     assert _core.read_state_file(p) == 12345
     assert not os.path.exists(p + ".tmp")
+    os.symlink(str(tmp_path / "victim"), p + ".tmp")  # a planted PATH.tmp is not followed
+    with pytest.raises(_core.StateFileError):
+        _core.write_state_file(p, 8)
+    assert not os.path.exists(tmp_path / "victim") and _core.read_state_file(p) == 12345
+    os.unlink(p + ".tmp")
     _core.write_state_file(p, 7, do_fsync=False)
     assert _core.read_state_file(p) == 7
     for bad in ("", "pg_outbox_listen state 1\n", "pg_outbox_listen state 1\npos -1\n", "pg_outbox_listen state 1\npos 1",

@@ -132,3 +132,23 @@ def test_stop_ends_a_pending_wait(edb):
         return time.monotonic() - t0
 
     assert run(go(), 20) < 10
+
+
+def test_stop_ends_a_pending_wait_sync(edb):
+    need(edb, "wait")
+    sub = pg_outbox.subscribe_sync(edb.conninfo, ["orders"], pooled=True, wait_timeout=30)
+    threading.Timer(1.0, sub.stop).start()  # from another thread: cancels the running wait()
+    t0 = time.monotonic()
+    assert list(sub) == []
+    assert time.monotonic() - t0 < 10
+    sub.stop()  # after the end: harmless
+
+
+def test_stop_before_the_first_event(edb):
+    async def go():
+        sub = pg_outbox.subscribe(edb.url, ["orders"], after=0)
+        sub.stop()
+        return [e async for e in sub]
+
+    edb.publish(1)
+    assert run(go(), 30) == []

@@ -71,8 +71,14 @@ async def test_replay_then_live(db):
         first = await collect(sub, 5)
         db.publish(5, start=5)
         rest = await collect(sub, 5)
+        stats = dict(sub.stats)
     events = first + rest
     assert_exactly(events, db.history())
+    assert stats["replayed"] >= 5  # the backlog
+    if db.trust == "envelopes":
+        assert stats["envelopes"] >= 1 and stats["doorbells"] == 0, stats  # live ones straight from NOTIFY
+    else:
+        assert stats["envelopes"] == 0 and stats["doorbells"] >= 1, stats
     assert events[0].key == "k1" and events[0].type == "t" and events[0].payload == {"n": 1}
     assert [e.seq for e in events] == list(range(1, 11))
 
@@ -102,7 +108,9 @@ async def test_truncated_envelope_fetched_whole(db):
         db.publish(1, start=1)
         db.publish(1, start=2, size=20000)
         events = await collect(sub, 3)
+        stats = dict(sub.stats)
     assert_exactly(events, db.history())
+    assert stats["replayed"] >= 2  # the truncated ones came from replay
     assert len(events[0].payload["pad"]) == 9000 and len(events[2].payload["pad"]) == 20000
 
 
@@ -121,6 +129,7 @@ async def test_forged_notifications_ignored(db):
         await asyncio.sleep(0.5)  # let them arrive (and be ignored)
         db.publish(2, start=2)
         got += await collect(sub, 2)
+        assert sub.stats["doorbells"] >= len(forged)  # each forged one only rang the bell
     assert_exactly(got, db.history())
     assert all(e.payload != {"forged": True} and e.id not in (998, 999) for e in got)
 
