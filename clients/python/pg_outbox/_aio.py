@@ -65,8 +65,7 @@ class Subscription:
         self._last_yielded: Optional[Event] = None
         self._queue: asyncio.Queue = asyncio.Queue()
         self._overflow = False
-        self._worker_pids: set = set()
-        self._rejected: dict = {}
+        self._publishers = _core.Publishers()
         self._lock: Optional[_core.StateLock] = None
         self._gen = None
         self._stop_fut: Optional[asyncio.Future] = None
@@ -331,28 +330,20 @@ class Subscription:
 
     async def _refresh_worker_pids(self):
         if not self._caps.worker_pids:
-            self._worker_pids = set()
+            self._publishers.forget()
             return
         pids = await self._q("fetchval", "SELECT outbox.worker_pids()")
-        self._worker_pids = set(pids or [])
+        self._publishers.set(pids, time.monotonic())
 
     async def _trusted(self, pid) -> bool:
-        """Is pid the drain worker's? (Re-reads the list once for an unknown pid.)"""
+        """Is pid a drain worker's? (listen_core's Publishers: see _core.Publishers.)"""
         if pid is None or not self._caps.worker_pids:
             return False
-        if pid in self._worker_pids:
-            return True
-        now = time.monotonic()
-        t = self._rejected.get(pid)
-        if t is not None and now - t < 5.0:
-            return False
-        await self._refresh_worker_pids()
-        if pid in self._worker_pids:
-            return True
-        if len(self._rejected) > 1000:
-            self._rejected.clear()
-        self._rejected[pid] = now
-        return False
+        v = self._publishers.classify(pid, time.monotonic())
+        if v == _core.Publishers.REFRESH:
+            await self._refresh_worker_pids()
+            v = self._publishers.classify(pid, time.monotonic())
+        return v == _core.Publishers.TRUSTED
 
     async def _ensure_consumer(self):
         """Create the named consumer unless it exists (start: after, or now)."""

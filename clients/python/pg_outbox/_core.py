@@ -210,6 +210,39 @@ class Options:
         self.connect_kwargs = dict(connect_kwargs or {})
 
 
+class Publishers:
+    """Who may send envelopes: the PIDs of outbox.worker_pids() (listen_core's Publishers). NOTIFY
+    needs no privilege, so an envelope is trusted only from a listed PID; anything else is a
+    doorbell. An unknown PID makes the consumer fetch the list again, at most once per
+    min_refresh seconds (a flood of forged notifications costs one query per interval); a list
+    older than max_age is fetched again before it vouches for a PID (PIDs get reused)."""
+
+    TRUSTED, DOORBELL, REFRESH = "trusted", "doorbell", "refresh"
+
+    def __init__(self, min_refresh: float = 1.0, max_age: float = 30.0):
+        self.min_refresh, self.max_age = min_refresh, max_age
+        self.known = False
+        self.fetched_at = 0.0
+        self.pids: frozenset = frozenset()
+
+    def classify(self, pid, now: float) -> str:
+        if not self.known:
+            return self.REFRESH
+        age = max(now - self.fetched_at, 0.0)  # a clock going backwards: as if fetched now
+        if pid is not None and pid > 0 and pid in self.pids:
+            return self.TRUSTED if age < self.max_age else self.REFRESH
+        return self.REFRESH if age >= self.min_refresh else self.DOORBELL
+
+    def set(self, pids, now: float) -> None:
+        self.pids = frozenset(pids or ())
+        self.fetched_at = now
+        self.known = True
+
+    def forget(self) -> None:
+        self.known = False
+        self.pids = frozenset()
+
+
 # ---- the state file: "pg_outbox_listen state 1\npos N\n" (the format of pg_outbox_listen) ----
 
 STATE_HEADER = "pg_outbox_listen state 1\n"

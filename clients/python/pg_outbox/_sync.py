@@ -56,8 +56,7 @@ class SyncSubscription:
         self._last_yielded: Optional[Event] = None
         self._buf: list = []
         self._overflow = False
-        self._worker_pids: set = set()
-        self._rejected: dict = {}
+        self._publishers = _core.Publishers()
         self._lock: Optional[_core.StateLock] = None
         self._gen = None
         self._closed = False
@@ -324,26 +323,20 @@ class SyncSubscription:
 
     def _refresh_worker_pids(self):
         if not self._caps.worker_pids:
-            self._worker_pids = set()
+            self._publishers.forget()
             return
-        self._worker_pids = set(self._q("SELECT outbox.worker_pids()", fetch="one")[0] or [])
+        pids = self._q("SELECT outbox.worker_pids()", fetch="one")[0]
+        self._publishers.set(pids, time.monotonic())
 
     def _trusted(self, pid) -> bool:
+        """Is pid a drain worker's? (listen_core's Publishers: see _core.Publishers.)"""
         if pid is None or not self._caps.worker_pids:
             return False
-        if pid in self._worker_pids:
-            return True
-        now = time.monotonic()
-        t = self._rejected.get(pid)
-        if t is not None and now - t < 5.0:
-            return False
-        self._refresh_worker_pids()
-        if pid in self._worker_pids:
-            return True
-        if len(self._rejected) > 1000:
-            self._rejected.clear()
-        self._rejected[pid] = now
-        return False
+        v = self._publishers.classify(pid, time.monotonic())
+        if v == _core.Publishers.REFRESH:
+            self._refresh_worker_pids()
+            v = self._publishers.classify(pid, time.monotonic())
+        return v == _core.Publishers.TRUSTED
 
     # ---- positions ----
 

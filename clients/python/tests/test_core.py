@@ -148,3 +148,20 @@ def test_options():
         args.update(kw)
         with pytest.raises(ValueError):
             _core.Options(**args)
+
+
+def test_publishers():
+    P = _core.Publishers
+    p = P(min_refresh=1.0, max_age=30.0)
+    assert p.classify(7, 0) == P.REFRESH  # nothing fetched yet
+    p.set([7, 8], 100.0)
+    assert p.classify(7, 100.5) == P.TRUSTED
+    assert p.classify(9, 100.5) == P.DOORBELL  # unknown, but the list is fresh: no query
+    assert p.classify(9, 101.0) == P.REFRESH  # unknown, list a second old: fetch again
+    assert p.classify(7, 130.0) == P.REFRESH  # listed, but the list is too old to vouch
+    assert p.classify(7, 50.0) == P.TRUSTED  # the clock went back: as if fetched now
+    assert p.classify(None, 100.5) == P.DOORBELL and p.classify(0, 100.5) == P.DOORBELL
+    p.forget()
+    assert p.classify(7, 100.5) == P.REFRESH
+    p.set(None, 200.0)
+    assert p.classify(7, 200.1) == P.DOORBELL
