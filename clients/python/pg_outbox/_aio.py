@@ -170,6 +170,7 @@ class Subscription:
             await self._save_file_async()
 
     async def aclose(self) -> None:
+        self.stop()  # a request pending in another task ends (and its step with it)
         if self._gen is not None and not self._closed:
             self._closed = True
             try:
@@ -406,7 +407,7 @@ class Subscription:
     async def _events(self) -> AsyncIterator[Event]:
         attempt = 0
         mode = self._o.mode
-        while True:
+        while not self._closed:
             try:
                 await self._connect()
                 await self._setup()
@@ -428,6 +429,8 @@ class Subscription:
                             yield ev
                             await self._done(ev)
             except _Lost as e:
+                if self._closed or self._stopping:
+                    return
                 self.reconnects += 1
                 delay = _core.backoff_delay(attempt, self._o.max_backoff)
                 attempt += 1

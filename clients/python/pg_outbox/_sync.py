@@ -145,9 +145,13 @@ class SyncSubscription:
             self.close()
 
     def close(self) -> None:
+        self.stop()  # an iteration running in another thread ends
         if self._gen is not None and not self._closed:
             self._closed = True
-            self._gen.close()
+            try:
+                self._gen.close()
+            except ValueError:
+                pass  # running in another thread: it sees the stop
         self._closed = True
         self.state = "closed"
         self._drop_connection()

@@ -421,3 +421,21 @@ def test_subscriber_process_killed_and_restarted(edb, tmp_path, total, fsync):
         seen.extend(lines)
     assert seen == list(range(1, total + 1))
     assert redelivered <= stops.count("kill")
+
+
+@pytest.mark.asyncio
+async def test_aclose_from_another_task_ends_a_pending_request(edb):
+    sub = pg_outbox.subscribe(edb.url, ["orders"], after=0)
+    got = []
+
+    async def consume():
+        async for ev in sub:
+            got.append(ev)
+
+    task = asyncio.ensure_future(consume())
+    edb.publish(1)
+    await until(lambda: len(got) == 1, 30, "the first event")
+    await sub.aclose()  # while consume() waits for a second event
+    await asyncio.wait_for(task, 10)  # ends; no reconnect loop left behind
+    assert sub.state == "closed"
+    await until(lambda: not edb.subscriber_pids(), 30, "the subscriber's backend to go")
