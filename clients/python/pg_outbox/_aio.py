@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Iterable, Optional
 import asyncpg
 
 from . import _core
-from ._core import (Capabilities, Event, OutboxUnavailable, ResyncRequired, StateFileError, Tracker, Verdict,
+from ._core import (Capabilities, Event, OutboxError, OutboxUnavailable, ResyncRequired, StateFileError, Tracker, Verdict,
                     NotAnEnvelope)
 
 log = logging.getLogger("pg_outbox")
@@ -253,6 +253,8 @@ class Subscription:
                 hint = getattr(e, "hint", None)
                 raise OutboxUnavailable("pg_outbox is not usable here: %s%s" % (msg, " (hint: %s)" % hint if hint else ""),
                                         st) from None
+            if kind == "fatal" and not (st in ("42704", "42710") and self._o.mode == "consumer"):
+                raise OutboxError("query failed (SQLSTATE %s): %s" % (st, msg)) from None
             raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg), st) from None
         except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
             raise _Lost("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__) from None

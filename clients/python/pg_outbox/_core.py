@@ -432,11 +432,16 @@ def quote_ident(name: str) -> str:
 
 
 def classify_sqlstate(sqlstate: Optional[str]) -> str:
-    """What a consumer does with an error of this SQLSTATE: 'resync', 'unavailable' or 'retry'."""
+    """What a consumer does with an error of this SQLSTATE: 'resync', 'unavailable', 'fatal'
+    (retrying cannot help: raised as OutboxError) or 'retry' (reconnect, as pg_outbox_listen)."""
     if sqlstate in ("OB001", "OB002"):
         return "resync"
     if sqlstate in ("42883", "3F000", "42P01", "42501"):
         return "unavailable"
+    if sqlstate and sqlstate[:2] in ("0A", "22", "42"):
+        # e.g. 0A000: wait()/next() in a REPEATABLE READ default_transaction_isolation; 22023: an
+        # argument the server refuses; 42xxx: a changed function signature
+        return "fatal"
     return "retry"
 
 

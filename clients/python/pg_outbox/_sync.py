@@ -18,7 +18,7 @@ import psycopg
 from psycopg import conninfo as _conninfo
 
 from . import _core
-from ._core import Capabilities, Event, NotAnEnvelope, OutboxUnavailable, ResyncRequired, Tracker, Verdict
+from ._core import Capabilities, Event, NotAnEnvelope, OutboxError, OutboxUnavailable, ResyncRequired, Tracker, Verdict
 
 log = logging.getLogger("pg_outbox")
 
@@ -239,6 +239,8 @@ class SyncSubscription:
                 raise OutboxUnavailable("pg_outbox is not usable here: %s" % msg, st) from None
             if st == "57014" and self._stopping:
                 raise _Stop() from None
+            if kind == "fatal" and not (st in ("42704", "42710") and self._o.mode == "consumer"):
+                raise OutboxError("query failed (SQLSTATE %s): %s" % (st, msg)) from None
             raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg), st) from None
         except OSError as e:
             raise _Lost(str(e)) from None

@@ -152,3 +152,24 @@ def test_stop_before_the_first_event(edb):
 
     edb.publish(1)
     assert run(go(), 30) == []
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["asyncpg", "psycopg"])
+def test_an_error_retrying_cannot_fix_is_raised(edb, sync):
+    """wait() refuses REPEATABLE READ (0A000): the client says so instead of reconnecting forever."""
+    need(edb, "wait")
+    if not edb.sql("SELECT 1 FROM pg_roles WHERE rolname = 'rr_reader'"):
+        edb.sql("CREATE ROLE rr_reader LOGIN IN ROLE outbox_reader")
+    edb.sql("ALTER ROLE rr_reader IN DATABASE %s SET default_transaction_isolation = 'repeatable read'" % edb.name)
+    t0 = time.monotonic()
+    with pytest.raises(pg_outbox.OutboxError, match="REPEATABLE READ"):
+        if sync:
+            scollect(pg_outbox.subscribe_sync(edb.cluster.conninfo(edb.name, "rr_reader"), ["orders"], pooled=True,
+                                              after=0), 1, timeout=30)
+        else:
+            async def go():
+                async with pg_outbox.subscribe(edb.cluster.url(edb.name, "rr_reader"), ["orders"], pooled=True,
+                                               after=0) as sub:
+                    await acollect(sub, 1, timeout=30)
+            run(go(), 40)
+    assert time.monotonic() - t0 < 20
