@@ -345,6 +345,7 @@ struct Consumer {
 	char *lost_reason; // palloc'd or nullptr
 	Datum channels;    // text[] (copied out of SPI) or 0
 	bool channels_null;
+	TimestampTz created_at; // with name and channels: this consumer, not one dropped and created again
 };
 
 static const char *consumer_name_arg(FunctionCallInfo fcinfo, int argno) {
@@ -410,9 +411,9 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Consumer c{};
 	Oid types[] = {TEXTOID};
 	Datum args[] = {CStringGetTextDatum(name)};
-	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels"
+	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
 	                               " FROM outbox.consumer WHERE name = $1 FOR UPDATE"
-	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels"
+	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
 	                               " FROM outbox.consumer WHERE name = $1";
 	spi_ok(SPI_execute_with_args(sql, 1, types, args, nullptr, false, 1), SPI_OK_SELECT, "reading the consumer");
 	if (SPI_processed != 1)
@@ -432,6 +433,7 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Datum ch = SPI_getbinval(t, d, 5, &c.channels_null);
 	if (!c.channels_null)
 		c.channels = SPI_datumTransfer(ch, false, -1);
+	c.created_at = DatumGetTimestampTz(SPI_getbinval(t, d, 6, &isnull));
 	return c;
 }
 
@@ -643,12 +645,16 @@ PGO_FUNCTION(outbox_next) {
 	if (n == 0 && from > c.acked_pos) {
 		// nothing of its channels up to from: record that, so that retention need not keep the
 		// events of other channels for it (an implicit acknowledgement of nothing)
+		// (only the consumer read above: not one dropped and created again meanwhile, whose
+		// channels may differ)
 		become_owner(&as);
-		Oid types[] = {TEXTOID, INT8OID};
-		Datum args[] = {CStringGetTextDatum(name), Int64GetDatum(from)};
+		Oid types[] = {TEXTOID, INT8OID, TEXTARRAYOID, TIMESTAMPTZOID};
+		Datum args[] = {CStringGetTextDatum(name), Int64GetDatum(from), c.channels, TimestampTzGetDatum(c.created_at)};
+		char nulls[] = {' ', ' ', c.channels_null ? 'n' : ' ', ' '};
 		spi_ok(SPI_execute_with_args("UPDATE outbox.consumer SET acked_pos = $2"
-		                             " WHERE name = $1 AND state = 'active' AND acked_pos < $2",
-		                             2, types, args, nullptr, false, 0),
+		                             " WHERE name = $1 AND state = 'active' AND acked_pos < $2"
+		                             "   AND channels IS NOT DISTINCT FROM $3 AND created_at = $4",
+		                             4, types, args, nulls, false, 0),
 		       SPI_OK_UPDATE, "advancing the consumer");
 		end_owner(&as);
 	}
