@@ -22,6 +22,8 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_outbox'
 max_connections = @{[ $waiters + 50 ]}
 track_functions = 'all'
+max_prepared_transactions = 2
+wal_level = logical
 pg_outbox.consumer_max_retention = '8s'
 });
 $node->start;
@@ -157,6 +159,21 @@ $h->finish;
 my $dt = time - $t0;
 is($$out, "0\n", 'at its timeout, wait() returns an empty set');
 ok($dt >= 1.4 && $dt < 10, sprintf('... after its timeout (%.1f s)', $dt));
+
+# a drain in a prepared transaction (possible for channels whose target is 'wal' only: a
+# transaction that NOTIFYs cannot be prepared) wakes the waiters at COMMIT PREPARED, not at the
+# 10 s safety tick
+sql(q{SELECT outbox.set_target('to_wal', 'wal')});
+$head = sql('SELECT outbox.head()');
+($h, $out, $err) = start_waiter("SELECT pos FROM outbox.wait($head, timeout => '60s')");
+waiter_pid();
+sql(q{BEGIN; SELECT outbox.publish('to_wal', '{"prepared": true}'); SELECT outbox.drain(); PREPARE TRANSACTION 'p1';});
+$t0 = time;
+sql(q{COMMIT PREPARED 'p1'});
+$h->finish;
+$dt = time - $t0;
+is($$out, ($head + 1) . "\n", 'a drain committed by COMMIT PREPARED is returned to the waiter');
+cmp_ok($dt, '<', 8, sprintf('... at once (%.1f s), not at the safety tick', $dt));
 
 # ---------------------------------------------------------------------------------------
 # retention and named consumers (pg_outbox.retention = 1s, consumer_max_retention = 8s)
