@@ -115,6 +115,24 @@ my $calls = sql($calls_q);
 cmp_ok($calls, '>=', $waiters, 'replay() statistics of the waiters are in');
 cmp_ok($calls, '<=', 3 * $waiters, "replay() was called $calls times: a check on arrival and one per wake-up, no polling");
 
+# waiters of one channel sleep through other channels' events: 200 of them wait on 'quiet' for 8 s
+# while 30 transactions publish on 'orders'; each calls replay() only on arrival and at its timeout
+$head = sql('SELECT outbox.head()');
+sql('SELECT pg_stat_reset()');
+open $fh, '>', $script or die;
+print $fh "SELECT count(*) FROM outbox.wait($head, ARRAY['quiet'], '8s');\n";
+close $fh;
+$pgbench = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', 200, '-j', '2', '-t', '1', '-f', $script, '-h', $node->host, '-p', $node->port, 'postgres' ],
+	'<', \undef, '>', \$pout, '2>', \$perr);
+ok(defined wait_until(asleep(200), 120), '200 waiters of channel quiet asleep');
+sql(q{SELECT outbox.publish('orders', jsonb_build_object('n', 1))}) for 1 .. 30;
+$pgbench->finish;
+is($pgbench->result(0), 0, '... they time out with nothing') or diag($perr);
+wait_until("SELECT ($calls_q) >= 200", 30);
+$calls = sql($calls_q);
+cmp_ok($calls, '<=', 3 * 200, "replay() was called $calls times: the 30 drains of channel orders woke none of them");
+
 # ---------------------------------------------------------------------------------------
 # cancel, statement_timeout, terminate, timeout
 # ---------------------------------------------------------------------------------------
