@@ -158,3 +158,21 @@ SELECT outbox.drop_consumer('late');
 SELECT pg_temp.err($$SELECT * FROM outbox.next('late', timeout => '0')$$);
 SELECT name FROM outbox.consumers ORDER BY name;
 DROP ROLE regress_cons_bob, regress_cons_dave, regress_cons_carol, regress_cons_team, regress_cons_mallory;
+
+-- messages (issue 16): outbox.event() of an id that never existed, of a removed event and of a
+-- dead letter each hint at what it is; resume() counts "1 event", not "1 events"
+SELECT pg_temp.err($$SELECT * FROM outbox.event(1000000)$$);
+SELECT pg_temp.err($$SELECT * FROM outbox.event(0)$$);
+SELECT pg_temp.err($$SELECT * FROM outbox.event(1)$$);
+ALTER TABLE outbox.history ADD CONSTRAINT regress_no_bad CHECK (payload IS DISTINCT FROM '"bad"');
+SELECT outbox.publish('orders', '"bad"') AS bad_id \gset
+SET client_min_messages = error;
+SELECT outbox.drain();
+RESET client_min_messages;
+ALTER TABLE outbox.history DROP CONSTRAINT regress_no_bad;
+SELECT replace(pg_temp.err(format('SELECT * FROM outbox.event(%s)', :bad_id)), :'bad_id', 'N') AS err;
+SELECT outbox.pause() IS NOT NULL AS paused;
+SELECT outbox.publish('orders', '{"n": 8}') > 0 AS ok;
+SELECT outbox.resume();
+SELECT outbox.publish('orders', '{"n": 9}') > 0 AS ok;
+SELECT outbox.resume();

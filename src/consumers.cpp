@@ -4,11 +4,14 @@
 //
 // How a waiter sleeps and who wakes it:
 //   * Shared memory holds kWaitBuckets condition variables, each with a generation counter; a
-//     database uses bucket dbid % kWaitBuckets (databases that share a bucket only cost each
-//     other a spurious wake-up, after which the waiter checks again and sleeps on).
+//     database uses bucket dbid % kWaitBuckets, and a waiter whose filter is exactly one channel
+//     the bucket of (database, channel), so that drains of other channels leave it asleep
+//     (waiters that share a bucket only cost each other a spurious wake-up, after which they
+//     check again and sleep on).
 //   * drain_batch() calls wake_waiters_at_commit(): when the transaction that published events
 //     commits (XACT_EVENT_COMMIT runs after ProcArrayEndTransaction, so the events are visible),
-//     the callback bumps the bucket's generation and broadcasts its condition variable. A
+//     the callback bumps the generation of the database's bucket and of the bucket of each
+//     channel the transaction published on (drain_batch() names them), and broadcasts them. A
 //     rolled-back drain (or the rolled-back savepoint it ran in) wakes nobody.
 //   * A waiter reads the generation, checks (outbox.replay() itself, in a subtransaction that
 //     is rolled back when it found nothing, so that a sleeping waiter holds no lock on the
@@ -52,6 +55,7 @@ extern "C" {
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "common/hashfn.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
@@ -101,6 +105,14 @@ static WaitBucket *bucket_of(Oid dbid) {
 	return &wait_shared->buckets[dbid % kWaitBuckets];
 }
 
+// The bucket of the waiters of one channel (a waiter whose filter is that one channel): a drain
+// of other channels' events does not wake them. (Shares the array with the database buckets: a
+// collision only costs a spurious wake-up.)
+static int channel_bucket(Oid dbid, const char *channel, size_t len) {
+	uint32 h = hash_bytes_extended((const unsigned char *)channel, (int)len, dbid) & 0xffffffff;
+	return (int)(h % kWaitBuckets);
+}
+
 // ---- wake-ups at commit ----
 static int publish_level = 0; // lowest live subtransaction level that published events; 0: none
 
@@ -110,12 +122,31 @@ void wake_waiters_at_commit(void) {
 		publish_level = level;
 }
 
+// Channel buckets to broadcast at commit, besides the database's. Kept across an aborted
+// subtransaction (a spurious wake-up at most), cleared at the end of the transaction.
+static uint64 channel_mask[kWaitBuckets / 64];
+
+void wake_channel_waiters_at_commit(const char *channel) {
+	int i = channel_bucket(MyDatabaseId, channel, strlen(channel));
+	channel_mask[i / 64] |= UINT64CONST(1) << (i % 64);
+}
+
+static void broadcast_bucket(WaitBucket *b) {
+	pg_atomic_fetch_add_u64(&b->generation, 1); // a full barrier: before any waiter is woken
+	ConditionVariableBroadcast(&b->cv);
+}
+
 static void broadcast_waiters(Oid dbid) {
 	if (!wait_shared)
 		return;
-	WaitBucket *b = bucket_of(dbid);
-	pg_atomic_fetch_add_u64(&b->generation, 1); // a full barrier: before any waiter is woken
-	ConditionVariableBroadcast(&b->cv);
+	broadcast_bucket(bucket_of(dbid));
+	for (int i = 0; i < kWaitBuckets; i++)
+		if (channel_mask[i / 64] & (UINT64CONST(1) << (i % 64)))
+			broadcast_bucket(&wait_shared->buckets[i]);
+}
+
+static void clear_channel_mask(void) {
+	memset(channel_mask, 0, sizeof channel_mask);
 }
 
 static void waiters_xact_callback(XactEvent event, void *) {
@@ -125,11 +156,19 @@ static void waiters_xact_callback(XactEvent event, void *) {
 		if (publish_level != 0)
 			broadcast_waiters(MyDatabaseId);
 		publish_level = 0;
+		clear_channel_mask();
 		break;
 	case XACT_EVENT_ABORT:
 	case XACT_EVENT_PARALLEL_ABORT:
-	case XACT_EVENT_PREPARE:
 		publish_level = 0;
+		clear_channel_mask();
+		break;
+	case XACT_EVENT_PREPARE:
+		// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
+		// (the channel buckets are not known then: waiters of one channel of a prepared drain
+		// see its events at their safety tick)
+		publish_level = 0;
+		clear_channel_mask();
 		break;
 	default:
 		break;
@@ -266,7 +305,19 @@ static uint64 wait_for_events(FunctionCallInfo fcinfo, int64 *after, Datum chann
 	if (!wait_shared)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 		                errmsg("pg_outbox must be loaded via shared_preload_libraries")));
+	// a waiter of exactly one channel sleeps in that channel's bucket, every other in the database's
 	WaitBucket *b = bucket_of(MyDatabaseId);
+	if (!channels_null) {
+		ArrayType *arr = DatumGetArrayTypeP(channels);
+		if (ARR_NDIM(arr) == 1 && ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) == 1 && !array_contains_nulls(arr)) {
+			Datum *elems;
+			bool *enulls;
+			int nelems;
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
+			text *t = DatumGetTextPP(elems[0]);
+			b = &wait_shared->buckets[channel_bucket(MyDatabaseId, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t))];
+		}
+	}
 	TimestampTz deadline = GetCurrentTimestamp() + timeout_us;
 	uint64 n = 0;
 	for (;;) {
@@ -345,6 +396,7 @@ struct Consumer {
 	char *lost_reason; // palloc'd or nullptr
 	Datum channels;    // text[] (copied out of SPI) or 0
 	bool channels_null;
+	TimestampTz created_at; // with name and channels: this consumer, not one dropped and created again
 };
 
 static const char *consumer_name_arg(FunctionCallInfo fcinfo, int argno) {
@@ -410,9 +462,9 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Consumer c{};
 	Oid types[] = {TEXTOID};
 	Datum args[] = {CStringGetTextDatum(name)};
-	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels"
+	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
 	                               " FROM outbox.consumer WHERE name = $1 FOR UPDATE"
-	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels"
+	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
 	                               " FROM outbox.consumer WHERE name = $1";
 	spi_ok(SPI_execute_with_args(sql, 1, types, args, nullptr, false, 1), SPI_OK_SELECT, "reading the consumer");
 	if (SPI_processed != 1)
@@ -432,6 +484,7 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Datum ch = SPI_getbinval(t, d, 5, &c.channels_null);
 	if (!c.channels_null)
 		c.channels = SPI_datumTransfer(ch, false, -1);
+	c.created_at = DatumGetTimestampTz(SPI_getbinval(t, d, 6, &isnull));
 	return c;
 }
 
@@ -643,12 +696,16 @@ PGO_FUNCTION(outbox_next) {
 	if (n == 0 && from > c.acked_pos) {
 		// nothing of its channels up to from: record that, so that retention need not keep the
 		// events of other channels for it (an implicit acknowledgement of nothing)
+		// (only the consumer read above: not one dropped and created again meanwhile, whose
+		// channels may differ)
 		become_owner(&as);
-		Oid types[] = {TEXTOID, INT8OID};
-		Datum args[] = {CStringGetTextDatum(name), Int64GetDatum(from)};
+		Oid types[] = {TEXTOID, INT8OID, TEXTARRAYOID, TIMESTAMPTZOID};
+		Datum args[] = {CStringGetTextDatum(name), Int64GetDatum(from), c.channels, TimestampTzGetDatum(c.created_at)};
+		char nulls[] = {' ', ' ', c.channels_null ? 'n' : ' ', ' '};
 		spi_ok(SPI_execute_with_args("UPDATE outbox.consumer SET acked_pos = $2"
-		                             " WHERE name = $1 AND state = 'active' AND acked_pos < $2",
-		                             2, types, args, nullptr, false, 0),
+		                             " WHERE name = $1 AND state = 'active' AND acked_pos < $2"
+		                             "   AND channels IS NOT DISTINCT FROM $3 AND created_at = $4",
+		                             4, types, args, nulls, false, 0),
 		       SPI_OK_UPDATE, "advancing the consumer");
 		end_owner(&as);
 	}

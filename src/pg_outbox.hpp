@@ -137,6 +137,8 @@ void consumers_init(void);
 // Wake the backends waiting in this database when the current transaction commits (a drain
 // that published events calls it).
 void wake_waiters_at_commit(void);
+// ... and those that wait for this channel alone (the drain calls it for each channel it published on).
+void wake_channel_waiters_at_commit(const char *channel);
 // May retention TRUNCATE history segment seg, whose newest event was published at newest? false
 // while an active named consumer has not acknowledged one of its events and the segment is
 // younger than pg_outbox.consumer_max_retention; past that, with mark, those consumers are marked

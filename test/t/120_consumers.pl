@@ -22,6 +22,8 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_outbox'
 max_connections = @{[ $waiters + 50 ]}
 track_functions = 'all'
+max_prepared_transactions = 2
+wal_level = logical
 pg_outbox.consumer_max_retention = '8s'
 });
 $node->start;
@@ -113,6 +115,24 @@ my $calls = sql($calls_q);
 cmp_ok($calls, '>=', $waiters, 'replay() statistics of the waiters are in');
 cmp_ok($calls, '<=', 3 * $waiters, "replay() was called $calls times: a check on arrival and one per wake-up, no polling");
 
+# waiters of one channel sleep through other channels' events: 200 of them wait on 'quiet' for 8 s
+# while 30 transactions publish on 'orders'; each calls replay() only on arrival and at its timeout
+$head = sql('SELECT outbox.head()');
+sql('SELECT pg_stat_reset()');
+open $fh, '>', $script or die;
+print $fh "SELECT count(*) FROM outbox.wait($head, ARRAY['quiet'], '8s');\n";
+close $fh;
+$pgbench = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', 200, '-j', '2', '-t', '1', '-f', $script, '-h', $node->host, '-p', $node->port, 'postgres' ],
+	'<', \undef, '>', \$pout, '2>', \$perr);
+ok(defined wait_until(asleep(200), 120), '200 waiters of channel quiet asleep');
+sql(q{SELECT outbox.publish('orders', jsonb_build_object('n', 1))}) for 1 .. 30;
+$pgbench->finish;
+is($pgbench->result(0), 0, '... they time out with nothing') or diag($perr);
+wait_until("SELECT ($calls_q) >= 200", 30);
+$calls = sql($calls_q);
+cmp_ok($calls, '<=', 3 * 200, "replay() was called $calls times: the 30 drains of channel orders woke none of them");
+
 # ---------------------------------------------------------------------------------------
 # cancel, statement_timeout, terminate, timeout
 # ---------------------------------------------------------------------------------------
@@ -157,6 +177,21 @@ $h->finish;
 my $dt = time - $t0;
 is($$out, "0\n", 'at its timeout, wait() returns an empty set');
 ok($dt >= 1.4 && $dt < 10, sprintf('... after its timeout (%.1f s)', $dt));
+
+# a drain in a prepared transaction (possible for channels whose target is 'wal' only: a
+# transaction that NOTIFYs cannot be prepared) wakes the waiters at COMMIT PREPARED, not at the
+# 10 s safety tick
+sql(q{SELECT outbox.set_target('to_wal', 'wal')});
+$head = sql('SELECT outbox.head()');
+($h, $out, $err) = start_waiter("SELECT pos FROM outbox.wait($head, timeout => '60s')");
+waiter_pid();
+sql(q{BEGIN; SELECT outbox.publish('to_wal', '{"prepared": true}'); SELECT outbox.drain(); PREPARE TRANSACTION 'p1';});
+$t0 = time;
+sql(q{COMMIT PREPARED 'p1'});
+$h->finish;
+$dt = time - $t0;
+is($$out, ($head + 1) . "\n", 'a drain committed by COMMIT PREPARED is returned to the waiter');
+cmp_ok($dt, '<', 8, sprintf('... at once (%.1f s), not at the safety tick', $dt));
 
 # ---------------------------------------------------------------------------------------
 # retention and named consumers (pg_outbox.retention = 1s, consumer_max_retention = 8s)

@@ -312,3 +312,60 @@ CREATE OR REPLACE VIEW outbox.status AS
            (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
            (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
       FROM outbox.state s, outbox._worker_status() w;
+
+-- [consumers] outbox.event(): the hint tells a dead letter, an id never handed out and a removed
+-- event apart; outbox.resume(): "1 event pending", not "1 events pending" (20_outbox.sql,
+-- 50_admin.sql)
+CREATE OR REPLACE FUNCTION outbox.event(event_id bigint)
+    RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
+                   pos bigint, seq bigint, published_at timestamptz)
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last_id bigint;
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.pos, h.seq, h.published_at
+          FROM outbox.history h WHERE h.id = event_id
+        UNION ALL
+        SELECT p.id, p.channel, p.key, p.type, p.payload, p.created_at, NULL::bigint, NULL::bigint,
+               NULL::timestamptz
+          FROM outbox.pending p WHERE p.id = event_id;
+    IF NOT FOUND THEN
+        -- [consumers] the hint says which it is: a dead letter, an id never handed out, or removed
+        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
+        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
+                                    event_id);
+        ELSIF event_id < 1 OR event_id > last_id THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
+        ELSE
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox.event(bigint) IS
+    'one stored event, pending or published (for consumers of a "truncated" envelope)';
+ALTER FUNCTION outbox.event(bigint) SECURITY DEFINER; -- (as 90_privileges.sql makes it)
+
+CREATE OR REPLACE FUNCTION outbox.resume() RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE was boolean; n bigint;
+BEGIN
+    SELECT paused INTO was FROM outbox.state FOR UPDATE;
+    UPDATE outbox.state SET paused = false;
+    PERFORM outbox._wake_at_commit();
+    n := (SELECT count(*) FROM outbox.pending);
+    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
+        || format(': database %I publishes again; %s pending', current_database(),
+                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
+END $$;
+COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
