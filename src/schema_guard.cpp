@@ -51,7 +51,7 @@ namespace pg_outbox {
 // A helper that adds a table the SQL reads adds it here.
 static const char *const kNamedRelations[] = {"pending",  "history",         "history_0",   "history_1",
                                               "history_2", "state",          "channels",    "channel_targets",
-                                              "dead_letter"};
+                                              "dead_letter", "consumer"};
 
 static bool trusted = false;        // check_trusted_schema() passed, nothing changed since
 static Oid trusted_nsp = InvalidOid; // the extension's schema when trusted

@@ -65,6 +65,14 @@ my %functions = (
     'outbox._worker_status()'                     => ['ra',   q{SELECT * FROM outbox._worker_status()}],
     'outbox.set_target(text,text)'                => ['a',    q{SELECT outbox.set_target('m_chan', 'notify')}],
     'outbox.reset_target(text)'                   => ['a',    q{SELECT outbox.reset_target('m_chan')}],
+    # consumers (45_consumers.sql); next/ack/drop_consumer then check that the caller owns the consumer
+    'outbox._envelope(bigint,bigint,bigint,text,text,jsonb)' => ['', q{SELECT outbox._envelope(1, 1, 1, NULL, NULL, NULL)}],
+    'outbox._purged_pos()'                        => ['',     q{SELECT outbox._purged_pos()}],
+    'outbox.wait(bigint,text[],interval,integer)' => ['ra',   q{SELECT * FROM outbox.wait(0, NULL, '0', 1)}],
+    'outbox.create_consumer(text,text[],text)'    => ['ra',   q{SELECT outbox.create_consumer('m_consumer')}],
+    'outbox.next(text,integer,interval)'          => ['ra',   q{SELECT * FROM outbox.next('m_no_such_consumer', 1, '0')}],
+    'outbox.ack(text,bigint)'                     => ['ra',   q{SELECT outbox.ack('m_no_such_consumer', 0)}],
+    'outbox.drop_consumer(text)'                  => ['ra',   q{SELECT outbox.drop_consumer('m_no_such_consumer')}],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 
@@ -86,6 +94,8 @@ my %relations = (
     'outbox.attachments'     => { kind => 'view',     S => 'pra' },
     'outbox.targets'         => { kind => 'view',     S => 'ra' },
     'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
+    'outbox.consumer'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.consumers'       => { kind => 'view',     S => 'ra' },
 );
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
