@@ -139,6 +139,7 @@ in_tree() { # major script args...: copy the tree in, run bash script args there
     in_root "$r" env PG_MAJOR="$major" "${envs[@]}" \
         bash -c 'cd "$1" && script=$2 && shift 2 && bash "$script" "$@"' _ "/root/$(basename "$dest")" "$script" "$@" || rc=$?
     rm -rf --one-file-system "$dest"
+    [ $rc = 0 ] || echo "pgchroot: (paths above are inside the chroot: prefix them with $r)"
     return $rc
 }
 
