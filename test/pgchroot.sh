@@ -17,7 +17,7 @@
 # A chroot lives in $PG_OUTBOX_CHROOTS/NN (default /var/lib/pg_outbox-chroots/NN), outside any
 # clone, so CI's fresh clones reuse it. It is complete when its marker file .pg_outbox-complete
 # exists (written last, holding the package list); an incomplete one (an interrupted run) is made
-# again. Each chroot is used by one command at a time (flock on NN.lock): two runs of the suite
+# again, and one whose list is older gets the packages added since. Each chroot is used by one command at a time (flock on NN.lock): two runs of the suite
 # against one major queue up rather than share one /dev/shm. Needs root and debootstrap.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,7 +45,7 @@ host_mirror() {
 }
 
 packages() { # major
-    echo "postgresql-$1 postgresql-server-dev-$1 libpq-dev libboost-json-dev libgtest-dev libipc-run-perl g++ make perl ca-certificates"
+    echo "postgresql-$1 postgresql-server-dev-$1 libpq-dev libboost-json-dev libgtest-dev libipc-run-perl g++ make perl ca-certificates pgbouncer"
 }
 
 mounted_under() { # dir: any mount point at or below it?
@@ -86,7 +86,17 @@ in_root() { # root cmd...: run cmd inside, mounts held for its time (caller hold
 make_chroot() { # major
     local major=$1 r="$BASE/$1" suite script mirror t0=$SECONDS
     read -r suite script < <(suite_of "$major")
-    [ -f "$r/$MARKER" ] && return 0
+    if [ -f "$r/$MARKER" ]; then
+        [ "$(cat "$r/$MARKER")" = "$(packages "$major")" ] && return 0
+        # complete, but made with an older package list: add what is new
+        echo "pgchroot: $r: installing the packages added since it was made"
+        in_root "$r" sh -c "apt-get update -q && apt-get install -y -q $(packages "$major")" \
+            >"$BASE/$major.apt.log" 2>&1 ||
+            { tail -20 "$BASE/$major.apt.log" >&2; die "package installation failed (log: $BASE/$major.apt.log)"; }
+        in_root "$r" apt-get clean
+        packages "$major" >"$r/$MARKER"
+        return 0
+    fi
     command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap; test/setup.sh does)"
     mounted_under "$r" && die "$r has something mounted in it; unmount it first"
     if [ -e "$r" ]; then
@@ -121,7 +131,8 @@ make_chroot() { # major
 
 # Variables handed into the chroot (its commands start with a clean environment).
 PASS_VARS="TAP_FILES CI RUNS EVENTS CEILING LAT_SECONDS LAT_CPU PRODUCERS PHASES KEEP SAMPLE WHAT BATCH
-           BULK_ROWS BULK_REPEAT PGBENCH_SECONDS PGBENCH_ROUNDS BENCH_PORT BENCH_SYNC_COMMIT BATCH_DELAY"
+           BULK_ROWS BULK_REPEAT PGBENCH_SECONDS PGBENCH_ROUNDS BENCH_PORT BENCH_SYNC_COMMIT BATCH_DELAY
+           RATE DURATION ROUNDS"
 
 in_tree() { # major script args...: copy the tree in, run bash script args there, copy nothing back
     local major=$1 script=$2; shift 2

@@ -15,7 +15,8 @@ pg_resolve
 codename=$(. /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-}")
 boost=libboost-json-dev
 [ "$codename" = bookworm ] && boost=libboost-json1.81-dev # bookworm's default Boost (1.74) has no JSON
-TOOLS=(libpq-dev "$boost" libipc-run-perl libgtest-dev g++ make perl)
+TOOLS=(libpq-dev "$boost" libipc-run-perl libgtest-dev g++ make perl
+       pgbouncer) # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
 if [ "$PG_WHERE" = chroot ]; then
     PACKAGES=(debootstrap)
 elif [ "$PG_CONFIG" = "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ]; then
