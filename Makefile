@@ -78,6 +78,7 @@ test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -g -I$(srcdir)/src -o $@ $(UNIT_SRCS) -lgtest -lgtest_main -pthread
 
 unit: test/unit/unit_tests
+	bash test/check_compat.sh
 	./test/unit/unit_tests
 
 format:

@@ -3,14 +3,23 @@
 # preloaded under .demo/ in the project folder (private socket, port 5488 by default), create
 # the extension, and show events flowing from producers to a listener. The cluster is left
 # running; the script prints how to connect and how to stop it. Re-running starts afresh.
+# The cluster runs from a private copy of the PostgreSQL installation under .demo/install with
+# this tree's build installed into it: the system's PostgreSQL is not changed. PG_MAJOR= or
+# PG_CONFIG= pick another installed PostgreSQL (test/pgenv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PORT=${PG_OUTBOX_DEMO_PORT:-5488}
 DEMO="$ROOT/.demo"
-BINDIR=/usr/lib/postgresql/15/bin
+. test/pgenv.sh
+pg_resolve
 
 bash test/setup.sh
+if [ "$PG_WHERE" != native ]; then
+    echo "demo: PostgreSQL $PG_MAJOR is not installed on this machine (the test suite runs it in a chroot; the demo needs an installed major)" >&2
+    exit 1
+fi
+BINDIR="$DEMO/install$("$PG_CONFIG" --bindir)" # the private copy's, made below
 
 RUN=()
 if [ "$(id -u)" = 0 ]; then
@@ -27,10 +36,12 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 if [ -f "$DEMO/data/postmaster.pid" ]; then
-    "${RUN[@]}" "$BINDIR/pg_ctl" -D "$DEMO/data" -m fast -w stop >/dev/null 2>&1 || true
+    pg_ctl="$BINDIR/pg_ctl"; [ -x "$pg_ctl" ] || pg_ctl="$("$PG_CONFIG" --bindir)/pg_ctl" # a demo of an older tree
+    "${RUN[@]}" "$pg_ctl" -D "$DEMO/data" -m fast -w stop >/dev/null 2>&1 || true
 fi
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
+pg_private_install "$DEMO/install" # sets BINDIR (the same path as above)
 [ "$(id -u)" = 0 ] && chown postgres: "$DEMO"
 
 "${RUN[@]}" "$BINDIR/initdb" -D "$DEMO/data" -A trust -U postgres --encoding=UTF8 --no-locale >/dev/null

@@ -8,12 +8,21 @@
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
 # any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
+# PG_MAJOR=17 bash test/run_tests.sh runs them against PostgreSQL 17 (15, 16, 17, 18; default 15):
+# natively when that major is installed here (or is this Debian release's own), else inside a
+# Debian chroot of it that test/pgchroot.sh makes once and reuses. PG_CONFIG=/path/to/pg_config
+# tests against any other installation (e.g. one built from source). See test/pgenv.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. test/pgenv.sh
+pg_resolve || exit 2
 bash test/setup.sh || exit 1
+if [ "$PG_WHERE" = chroot ]; then
+    exec bash test/pgchroot.sh test "$PG_MAJOR" "$@"
+fi
+echo "run_tests: PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //') ($PG_CONFIG)"
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
 [ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python)
 
@@ -26,12 +35,7 @@ cp README.md "$WORK"/   # t/091_security_matrix.pl checks its access-control tab
 # into it: PostgreSQL finds its share and lib directories relative to its binaries, so the
 # tests never depend on (or disturb) what is installed system-wide.
 PREFIX="$WORK/install"
-mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql"
-cp -a "$("$PG_CONFIG" --pkglibdir)/.." "$PREFIX/usr/lib/postgresql/15"
-cp -a "$("$PG_CONFIG" --sharedir)" "$PREFIX/usr/share/postgresql/15"
-make -s install PG_CONFIG="$PG_CONFIG" DESTDIR="$PREFIX" >/dev/null || { echo "make install into $PREFIX failed"; exit 1; }
-BINDIR="$PREFIX/usr/lib/postgresql/15/bin"
-PGXS_DIR="$PREFIX/usr/lib/postgresql/15/lib/pgxs/src"
+pg_private_install "$PREFIX" || exit 1 # sets BINDIR, PGXS_DIR
 RUN=()
 if [ "$(id -u)" = 0 ]; then
     chown -R postgres: "$WORK"

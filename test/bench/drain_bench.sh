@@ -3,6 +3,7 @@
 # throwaway cluster (a benchmark, not a test: it prints figures, it asserts nothing timed).
 #
 #   bash test/bench/drain_bench.sh            # RUNS=2 rounds of everything (default)
+#   PG_MAJOR=18 bash test/bench/drain_bench.sh  # against PostgreSQL 18 (15 default; 17, 18 in chroots)
 #   RUNS=3 EVENTS=100000 LAT_SECONDS=5 bash test/bench/drain_bench.sh
 #   KEEP=1 ...                                # keep the cluster's directory (logs) afterwards
 #   PHASES="worker drain" ...                 # only some of: ceiling worker worker10k drain python pgq latency
@@ -18,7 +19,7 @@
 #   python     the design document's external worker (test/bench/py_worker.py: asyncpg +
 #              SQLAlchemy, LISTEN 'outbox', SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100, one
 #              pg_notify per event, UPDATE published_at, COMMIT) on its own plain table;
-#   pgq        PgQ 3 (postgresql-15-pgq3) with pgqd running: EVENTS inserted in transactions
+#   pgq        PgQ 3 (postgresql-NN-pgq3) with pgqd running: EVENTS inserted in transactions
 #              of 1000 with a pgq.ticker() call after each (ticker_max_count 1000), then one
 #              consumer (test/bench/pgq_consumer.py: next_batch / get_batch_events /
 #              finish_batch) times the consumption;
@@ -42,9 +43,13 @@ want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3 # Debian's interpreter: the python3-* packages live there
 
 [ "$(id -u)" = 0 ] || { echo "drain_bench: run as root (it installs packages and switches to postgres)" >&2; exit 1; }
+# PG_MAJOR=17 or 18: the same benchmark inside that major's Debian chroot (test/pgchroot.sh)
+. test/pgenv.sh
+pg_resolve
+[ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/drain_bench.sh "$@"
 
 # --- what it needs, from Debian ---------------------------------------------------------
-PACKAGES=(python3-asyncpg python3-sqlalchemy postgresql-15-pgq3 pgqd libpq-dev g++ util-linux)
+PACKAGES=(python3-asyncpg python3-sqlalchemy "postgresql-$PG_MAJOR-pgq3" pgqd libpq-dev g++ util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -54,19 +59,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-bash test/setup.sh # builds and installs pg_outbox system-wide
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+bash test/setup.sh # builds pg_outbox (installs nothing system-wide)
 
 W=$(mktemp -d /var/tmp/pg_outbox_bench.XXXXXX)
 chmod 755 "$W"
 # Run this tree's build from a private copy of the PostgreSQL installation (as test/run_tests.sh
-# does): what is installed system-wide may be another checkout's build by the time we start.
-PREFIX=$W/install
-mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql"
-cp -a "$("$PG_CONFIG" --pkglibdir)/.." "$PREFIX/usr/lib/postgresql/15"
-cp -a "$("$PG_CONFIG" --sharedir)" "$PREFIX/usr/share/postgresql/15"
-make -s install PG_CONFIG="$PG_CONFIG" DESTDIR="$PREFIX" >/dev/null
-BIN=$PREFIX/usr/lib/postgresql/15/bin
+# does): the system's PostgreSQL is not changed. PgQ is installed into the system (a package),
+# so the copy is made after it.
+pg_private_install "$W/install"
+BIN=$BINDIR
+echo "drain_bench: PostgreSQL $("$BIN/postgres" --version | sed 's/^postgres (PostgreSQL) //')"
 g++ -O2 -Wall -Wextra -std=c++17 -I"$("$PG_CONFIG" --includedir)" test/bench/bench_client.cpp \
 	-o "$W/bench_client" -lpq -pthread
 CLIENT=$W/bench_client

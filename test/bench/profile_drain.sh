@@ -18,20 +18,19 @@ WHAT=${WHAT:-callgrind perf}
 EVENTS=${EVENTS:-30000}
 BATCH=${BATCH:-10000}
 [ "$(id -u)" = 0 ] || { echo "profile_drain: run as root" >&2; exit 1; }
+# PG_MAJOR=17 or 18: the same inside that major's Debian chroot (test/pgchroot.sh)
+. test/pgenv.sh
+pg_resolve
+[ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/profile_drain.sh "$@"
 for p in valgrind linux-perf; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p" >/dev/null
 done
 bash test/setup.sh >/dev/null
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 W=$(mktemp -d /var/tmp/pg_outbox_prof.XXXXXX)
 chmod 755 "$W"
-PREFIX=$W/install
-mkdir -p "$PREFIX/usr/lib/postgresql" "$PREFIX/usr/share/postgresql"
-cp -a "$("$PG_CONFIG" --pkglibdir)/.." "$PREFIX/usr/lib/postgresql/15"
-cp -a "$("$PG_CONFIG" --sharedir)" "$PREFIX/usr/share/postgresql/15"
-make -s install PG_CONFIG="$PG_CONFIG" DESTDIR="$PREFIX" >/dev/null
-BIN=$PREFIX/usr/lib/postgresql/15/bin
+pg_private_install "$W/install"
+BIN=$BINDIR
 export PGHOST=$W PGPORT=5432 PGUSER=postgres PGDATABASE=bench
 cleanup() {
 	set +e

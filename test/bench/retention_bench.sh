@@ -5,6 +5,7 @@
 # (about retention × 1.5 × rate events), however many events go through.
 # Usage: bash test/bench/retention_bench.sh [EVENTS=5000000] [RATE=25000] [RETENTION=20s]
 # Not a test: it prints figures. Starts its own throwaway cluster as the postgres user.
+# PG_MAJOR=NN picks the PostgreSQL major (test/pgenv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVENTS=${1:-5000000}
@@ -12,11 +13,15 @@ RATE=${2:-25000}
 RETENTION=${3:-20s}
 SAMPLE=${SAMPLE:-10}
 PER_TX=500
-BINDIR=/usr/lib/postgresql/15/bin
+# PG_MAJOR=17 or 18: the same inside that major's Debian chroot (test/pgchroot.sh)
+. test/pgenv.sh
+pg_resolve
+[ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/retention_bench.sh "$@"
 bash test/setup.sh >/dev/null
 
 DIR=$(mktemp -d /tmp/pg_outbox_retention.XXXXXX)
 chmod 755 "$DIR"
+pg_private_install "$DIR/install" # sets BINDIR: this tree's build in a private copy of PostgreSQL
 RUN=()
 [ "$(id -u)" = 0 ] && { chown postgres: "$DIR"; RUN=(runuser -u postgres --); }
 PORT=5497

@@ -18,7 +18,8 @@
 # Usage (as root or a user that can sudo): bash test/bench/trigger_bench.sh
 # Environment: BULK_ROWS (200000), BULK_REPEAT (7), PGBENCH_SECONDS (10), PGBENCH_ROUNDS (2),
 #              BENCH_PORT (55499), BENCH_SYNC_COMMIT (on).
-# The server is the system's PostgreSQL 15 with this tree's build installed (test/setup.sh).
+# The server is a private copy of PostgreSQL PG_MAJOR (15 by default; test/pgenv.sh) with this
+# tree's build installed into it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,14 +30,18 @@ PGBENCH_ROUNDS=${PGBENCH_ROUNDS:-2}
 PORT=${BENCH_PORT:-55499}
 SYNC_COMMIT=${BENCH_SYNC_COMMIT:-on}
 BATCH_DELAY=${BATCH_DELAY:-2ms}   # pg_outbox.batch_delay of the outbox_delay variant
-BIN=/usr/lib/postgresql/15/bin
-
+# PG_MAJOR=17 or 18: the same inside that major's Debian chroot (test/pgchroot.sh)
+. test/pgenv.sh
+pg_resolve
+[ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/trigger_bench.sh "$@"
 bash test/setup.sh >/dev/null
 
 RUN=()
 [ "$(id -u)" = 0 ] && RUN=(runuser -u postgres --)
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_bench.XXXXXX")
 chmod 755 "$DIR"
+pg_private_install "$DIR/install" # this tree's build in a private copy of PostgreSQL
+BIN=$BINDIR
 [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
 cleanup() {
     "${RUN[@]}" "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true

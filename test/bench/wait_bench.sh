@@ -6,6 +6,7 @@
 #
 #   bash test/bench/wait_bench.sh                    # RATE=200 events/s for DURATION=10 s, ROUNDS=2
 #   RATE=1000 DURATION=5 ROUNDS=3 bash test/bench/wait_bench.sh
+#   PG_MAJOR=18 bash test/bench/wait_bench.sh        # against PostgreSQL 18 (15 default; 17, 18 in chroots)
 #
 # One producer commits one outbox.publish() per transaction on a fixed schedule; each consumer
 # (threads of test/bench/wait_bench.cpp) timestamps every event as it arrives; latency = arrival
@@ -17,11 +18,16 @@ RATE=${RATE:-200}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
 [ "$(id -u)" = 0 ] || { echo "wait_bench: run as root (it installs packages and switches to postgres)" >&2; exit 1; }
-bash test/setup.sh >/dev/null # builds and installs pg_outbox system-wide (and pgbouncer)
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-BIN=$("$PG_CONFIG" --bindir)
+# PG_MAJOR=17 or 18: the same inside that major's Debian chroot (test/pgchroot.sh)
+. test/pgenv.sh
+pg_resolve
+[ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/wait_bench.sh "$@"
+bash test/setup.sh >/dev/null # builds pg_outbox (and installs pgbouncer); nothing system-wide
 
 W=$(mktemp -d /var/tmp/pg_outbox_wait_bench.XXXXXX)
+chmod 755 "$W"
+pg_private_install "$W/install" # this tree's build in a private copy of PostgreSQL
+BIN=$BINDIR
 chown postgres: "$W"
 PORT=$((20000 + RANDOM % 20000))
 BPORT=$((PORT + 1))
