@@ -20,6 +20,7 @@
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 #include "direct.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -659,6 +660,7 @@ PGO_FUNCTION(outbox_publish) {
 	text *ch = PG_GETARG_TEXT_PP(0);
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
+	require_publish(channel, fcinfo->flinfo->fn_oid); // channel rights: a flag test when none exist
 
 	PendingEvent e;
 	e.channel = PointerGetDatum(ch);

@@ -2,6 +2,7 @@
 // hook that keeps the drain workers out of the way of DROP/CREATE/ALTER DATABASE.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -404,6 +405,7 @@ extern "C" void _PG_init(void) {
 	ProcessUtility_hook = utility_hook;
 	RegisterXactCallback(xact_callback, nullptr);
 	RegisterSubXactCallback(subxact_callback, nullptr);
+	rights_init(); // channel rights: the fmgr hook that tells who called, the rules' invalidation
 
 	if (!IsBinaryUpgrade)
 		register_launcher();

@@ -18,6 +18,7 @@
 #include "payload.hpp" // pure C++ first
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -853,6 +854,8 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			                errmsg("channel template \"%s\" cannot be used with TRUNCATE", cfg->template_text),
 			                errhint("Run outbox.attach() again.")));
+		if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
+			require_publish_as_owner(cfg->static_channel, td->tg_relation, fcinfo->flinfo->fn_oid);
 		emit(cfg, "TRUNCATE", cfg->static_channel, false, nullptr);
 		if (cfg->mode == Mode::Outbox)
 			flush_events();
@@ -882,6 +885,8 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 		pl::append_text(buf_key, s);
 	}
 	const char *channel = render_channel(cfg, row);
+	if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
+		require_publish_as_owner(channel, td->tg_relation, fcinfo->flinfo->fn_oid);
 	emit(cfg, op, channel, true, row);
 	return PointerGetDatum(nullptr);
 }
