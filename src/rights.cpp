@@ -122,19 +122,32 @@ static Cache cache = {};
 static uint64 inval_count = 0;
 static MemoryContext rights_cxt = nullptr;
 
+// The last answer per privilege: a publisher usually publishes on one channel again and again.
+// Valid while the cache is (any change of the rules, of roles or of memberships clears both).
+struct Memo {
+	bool set;
+	bool allowed;
+	Oid role;
+	int len;
+	char channel[NAMEDATALEN];
+};
+static Memo memo[2];
+
 static void invalidate(void) {
 	cache.valid = false;
 	inval_count++;
+	memo[0].set = memo[1].set = false;
 }
-// (a role dropped or re-created changes the OIDs of outbox_admin and outbox_reader)
 
 static void relcache_cb(Datum, Oid relid) {
 	if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
 		invalidate();
 }
 
+// A role dropped or re-created changes the OIDs of outbox_admin and outbox_reader; a membership
+// granted or revoked changes the answers the memo holds.
 static void syscache_cb(Datum, int, uint32) {
-	invalidate(); // a role or a function was dropped, renamed, re-created: look again
+	invalidate();
 }
 
 static int privilege_bit(const char *p) {
@@ -255,9 +268,26 @@ static Oid caller_role(void) {
 	return i > 0 ? frames[i - 1].user : GetOuterUserId();
 }
 
+static bool has_right_uncached(Oid role, const char *channel, int len, int privilege);
+
 static bool has_right(Oid role, const char *channel, int len, int privilege) {
 	if (!(cache.enforced & privilege))
 		return true;
+	Memo &m = memo[privilege == kPrivPublish ? 0 : 1];
+	if (m.set && m.role == role && m.len == len && memcmp(m.channel, channel, len) == 0)
+		return m.allowed;
+	bool allowed = has_right_uncached(role, channel, len, privilege);
+	if (len < NAMEDATALEN) {
+		m.role = role;
+		m.len = len;
+		memcpy(m.channel, channel, len);
+		m.allowed = allowed;
+		m.set = true;
+	}
+	return allowed;
+}
+
+static bool has_right_uncached(Oid role, const char *channel, int len, int privilege) {
 	if (superuser_arg(role))
 		return true;
 	if (OidIsValid(cache.admin_role) && has_privs_of_role(role, cache.admin_role))
@@ -328,6 +358,7 @@ void rights_init(void) {
 	RegisterXactCallback(frames_xact_callback, nullptr);
 	CacheRegisterRelcacheCallback(relcache_cb, (Datum)0);
 	CacheRegisterSyscacheCallback(AUTHOID, syscache_cb, (Datum)0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, syscache_cb, (Datum)0);
 }
 
 } // namespace pg_outbox

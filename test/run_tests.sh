@@ -18,7 +18,7 @@ SUITES=("$@")
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
-cp -r sql expected test "$WORK"/
+cp -r sql expected test README.md "$WORK"/
 
 # Test against a private copy of the PostgreSQL installation with this tree's build installed
 # into it: PostgreSQL finds its share and lib directories relative to its binaries, so the
