@@ -60,6 +60,7 @@ SELECT pg_temp.err($$SELECT outbox.grant_channel('', 'regress_t42')$$);
 SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant\', 'regress_t42')$$);
 SELECT pg_temp.err($$SELECT outbox.grant_channel(repeat('x', 127), 'regress_t42')$$);
 SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant_42', NULL)$$);
+SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant_42', '-')$$);  -- regrole '-' is OID 0
 SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant_42', 'regress_no_such_role')$$);
 SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant_42', 'regress_t42', '{}')$$);
 SELECT pg_temp.err($$SELECT outbox.grant_channel('tenant_42', 'regress_t42', NULL)$$);

@@ -269,8 +269,9 @@ DECLARE
     p text;
 BEGIN
     wildcard := outbox._check_channel_pattern(grant_channel.pattern);
-    IF grant_channel.role IS NULL THEN
-        RAISE EXCEPTION 'role cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    IF grant_channel.role IS NULL OR grant_channel.role = 0 THEN
+        RAISE EXCEPTION 'role cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the role that may publish or read (its members get the right too).';
     END IF;
     privs := outbox._channel_privileges(privileges);
     FOREACH p IN ARRAY privs LOOP
