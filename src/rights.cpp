@@ -132,11 +132,13 @@ struct Memo {
 	char channel[NAMEDATALEN];
 };
 static Memo memo[2];
+static void last_fn_valid_reset(void);
 
 static void invalidate(void) {
 	cache.valid = false;
 	inval_count++;
 	memo[0].set = memo[1].set = false;
+	last_fn_valid_reset();
 }
 
 static void relcache_cb(Datum, Oid relid) {
@@ -247,9 +249,27 @@ bool rights_enforced(int privilege, Oid self_fn) {
 	return (cache.enforced & privilege) != 0;
 }
 
+// (the last function asked about is remembered: a loop that calls pg_outbox from the same
+// function of its own asks about that one only once; cleared with the cache)
+static Oid last_fn = InvalidOid;
+static bool last_fn_ours = false;
+
+static void last_fn_valid_reset(void) {
+	last_fn = InvalidOid;
+}
+
+static void proc_cb(Datum, int, uint32) {
+	last_fn = InvalidOid;
+}
+
 static bool frame_is_ours(Frame *f) {
-	if (f->ours < 0)
-		f->ours = OidIsValid(cache.ext) && getExtensionOfObject(ProcedureRelationId, f->fn) == cache.ext ? 1 : 0;
+	if (f->ours < 0) {
+		if (f->fn != last_fn || !OidIsValid(last_fn)) {
+			last_fn_ours = OidIsValid(cache.ext) && getExtensionOfObject(ProcedureRelationId, f->fn) == cache.ext;
+			last_fn = f->fn;
+		}
+		f->ours = last_fn_ours ? 1 : 0;
+	}
 	return f->ours == 1;
 }
 
@@ -359,6 +379,7 @@ void rights_init(void) {
 	CacheRegisterRelcacheCallback(relcache_cb, (Datum)0);
 	CacheRegisterSyscacheCallback(AUTHOID, syscache_cb, (Datum)0);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, syscache_cb, (Datum)0);
+	CacheRegisterSyscacheCallback(PROCOID, proc_cb, (Datum)0); // a function created, altered, dropped
 }
 
 } // namespace pg_outbox
