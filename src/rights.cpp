@@ -40,7 +40,11 @@ extern "C" {
 #include "access/tableam.h"
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "access/genam.h"
 #include "catalog/dependency.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "utils/fmgroids.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -160,18 +164,39 @@ static int privilege_bit(const char *p) {
 	return 0;
 }
 
+// pg_extension.extnamespace of extension ext (InvalidOid if there is none).
+static Oid extension_namespace(Oid ext) {
+	Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(ext));
+	SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+	HeapTuple tup = systable_getnext(scan);
+	Oid nsp = HeapTupleIsValid(tup) ? ((Form_pg_extension)GETSTRUCT(tup))->extnamespace : InvalidOid;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nsp;
+}
+
+// self_fn: a pg_outbox function (the extension is the one it belongs to), or InvalidOid (the
+// drain: the extension pg_outbox of this database).
 static void load(Oid self_fn) {
 	uint64 before = inval_count;
 	if (!rights_cxt)
 		rights_cxt = AllocSetContextCreate(CacheMemoryContext, "pg_outbox channel rights", ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(rights_cxt);
 	cache = Cache{};
-	cache.ext = getExtensionOfObject(ProcedureRelationId, self_fn);
-	if (!OidIsValid(cache.ext))
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		                errmsg("function %u is not a member of extension pg_outbox", self_fn)));
-	Oid nsp = get_func_namespace(self_fn);
-	Oid relid = get_relname_relid("channel_rights", nsp);
+	Oid nsp;
+	if (OidIsValid(self_fn)) {
+		cache.ext = getExtensionOfObject(ProcedureRelationId, self_fn);
+		if (!OidIsValid(cache.ext))
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			                errmsg("function %u is not a member of extension pg_outbox", self_fn)));
+		nsp = get_func_namespace(self_fn);
+	} else {
+		cache.ext = get_extension_oid("pg_outbox", true);
+		nsp = OidIsValid(cache.ext) ? extension_namespace(cache.ext) : InvalidOid;
+	}
+	Oid relid = OidIsValid(nsp) ? get_relname_relid("channel_rights", nsp) : InvalidOid;
 	cache.admin_role = get_role_oid("outbox_admin", true);
 	cache.reader_role = get_role_oid("outbox_reader", true);
 	if (OidIsValid(relid)) {

@@ -19,6 +19,13 @@ void rights_init(void);
 // self_fn: the OID of a pg_outbox function (the caller's own), to find the extension by.
 bool rights_enforced(int privilege, Oid self_fn);
 
+// While read rights are enforced, the drain sends envelopes without payload, key and type
+// ("truncated": true): any role may LISTEN on any channel, so a NOTIFY must carry nothing a
+// channel right guards. Consumers read the event with outbox.replay(), which checks the right.
+inline bool notifications_id_only(void) {
+	return rights_enforced(kPrivRead, InvalidOid);
+}
+
 // Raise 42501 unless the role that called pg_outbox may publish on channel. Nearly free when no
 // publish right exists. what: for the message ("role \"x\"" is added).
 void require_publish(const char *channel, Oid self_fn);

@@ -67,6 +67,30 @@ is(in_session(q{BEGIN; SELECT outbox.head('tenant_42') >= 1; SELECT count(*) FRO
 $in .= "\\q\n";
 $psql->finish;
 
+# ---- while read rights exist, a NOTIFY carries nothing they guard (any role may LISTEN) ----
+$node->safe_psql('postgres', 'CREATE ROLE eve LOGIN');
+{
+	my ($ein, $eout, $eerr) = ("LISTEN tenant_42;\n\\echo LISTENING\n", '', '');
+	my $eve = IPC::Run::start([ 'psql', '-X', '-q', '-A', '-t', '-d', $node->connstr('postgres') . ' user=eve', '-f', '-' ],
+		'<', \$ein, '>', \$eout, '2>', \$eerr);
+	my $deadline = time + 30;
+	while ($eout !~ /LISTENING/ && time < $deadline) { $eve->pump_nb; usleep(10_000); }
+	$node->safe_psql('postgres', q{SELECT outbox.publish('tenant_42', '{"secret": "of tenant 42"}', 'k42', 't42')});
+	ok($node->poll_query_until('postgres', 'SELECT NOT EXISTS (SELECT FROM outbox.pending)'), 'published');
+	$deadline = time + 30;
+	while ($eout !~ /Asynchronous notification "tenant_42"/ && time < $deadline) {
+		$ein .= "SELECT 1;\n";
+		$eve->pump_nb;
+		usleep(100_000);
+	}
+	$ein .= "\\q\n";
+	$eve->finish;
+	my ($note) = $eout =~ /(Asynchronous notification "tenant_42" with payload "[^\n]*")/;
+	like($note // '', qr/with payload "\{"id":\d+,"pos":\d+,"seq":\d+,"truncated":true\}"/,
+		'an eavesdropper LISTENing on a tenant channel gets only id, pos and seq') or diag($eout . $eerr);
+	unlike($eout, qr/secret|k42|t42/, '... never the payload, key or type');
+}
+
 # ---- pg_outbox_listen as a tenant ----
 my $listen = $ENV{PG_OUTBOX_LISTEN};
 SKIP: {
@@ -78,11 +102,11 @@ SKIP: {
 	my $h = IPC::Run::start([ $listen, $node->connstr('postgres') . ' user=tenant_42_app', '-c', 'tenant_42', '--from-pos', '0' ],
 		'<', \undef, '>', \$lo, '2>', \$le);
 	my $deadline = time + 30;
-	while ((() = $lo =~ /\n/g) < 2 && time < $deadline) { eval { $h->pump_nb }; usleep(20_000); }
+	while ((() = $lo =~ /\n/g) < 3 && time < $deadline) { eval { $h->pump_nb }; usleep(20_000); }
 	$h->signal('TERM');
 	$h->finish;
 	is($h->result(0), 0, 'listener as tenant_42_app: exit 0');
-	is(join(',', $lo =~ /"payload":(\{[^}]*\})/g), '{"order": 1},{"order": 2}', '... it printed its two events') or diag($le);
+	is(join(',', $lo =~ /"payload":(\{[^}]*\})/g), '{"order": 1},{"secret": "of tenant 42"},{"order": 2}', '... it printed its three events (from replay: the envelopes carry no payload)') or diag($le);
 	my ($rc, $o2, $e2) = (0, '', '');
 	IPC::Run::run([ $listen, $node->connstr('postgres') . ' user=tenant_42_app', '-c', 'tenant_43', '--from-pos', '0' ],
 		'<', \undef, '>', \$o2, '2>', \$e2, IPC::Run::timeout(30));

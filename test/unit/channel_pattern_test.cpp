@@ -69,3 +69,20 @@ TEST(ChannelPattern, NoBlowUp) {
 }
 
 } // namespace
+
+// While read rights are enforced the drain builds every envelope with max_bytes 0 (outbox.cpp):
+// id, pos and seq only, marked truncated, so that pg_outbox_listen reads the event from replay.
+#include "envelope.hpp"
+TEST(ChannelRightsEnvelope, IdOnly) {
+	pg_outbox::EventFields f;
+	f.id = 7;
+	f.pos = 42;
+	f.seq = 3;
+	f.key = "secret-key";
+	f.type = "secret-type";
+	f.payload = R"({"secret": 1})";
+	f.has_payload = true;
+	std::string out;
+	EXPECT_EQ(pg_outbox::build_event_envelope(out, f, 0), pg_outbox::Fit::Truncated);
+	EXPECT_EQ(out, R"({"id":7,"pos":42,"seq":3,"truncated":true})");
+}
