@@ -91,6 +91,41 @@ $node->safe_psql('postgres', 'CREATE ROLE eve LOGIN');
 	unlike($eout, qr/secret|k42|t42/, '... never the payload, key or type');
 }
 
+# ---- the drain worker's cache follows the rights both ways ----
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION pg_outbox');
+ok($node->poll_query_until('fresh', 'SELECT cardinality(outbox.worker_pids()) = 1'), 'database fresh has its worker');
+{
+	my ($ein, $eout, $eerr) = ("LISTEN c;\n\\echo LISTENING\n", '', '');
+	my $eve = IPC::Run::start([ 'psql', '-X', '-q', '-A', '-t', '-d', $node->connstr('fresh') . ' user=eve', '-f', '-' ],
+		'<', \$ein, '>', \$eout, '2>', \$eerr);
+	my $deadline = time + 30;
+	while ($eout !~ /LISTENING/ && time < $deadline) { $eve->pump_nb; usleep(10_000); }
+	my $n = 0;
+	my $seen = sub { # publish one event, return the notification eve gets
+		my ($setup) = @_;
+		$n++;
+		$node->safe_psql('fresh', $setup) if $setup;
+		$node->safe_psql('fresh', qq{SELECT outbox.publish('c', '{"n": $n}')});
+		my $deadline = time + 30;
+		while ($eout !~ /Asynchronous notification "c" with payload "\{"id":$n,/ && time < $deadline) {
+			$ein .= "SELECT 1;\n";
+			$eve->pump_nb;
+			usleep(50_000);
+		}
+		my ($p) = $eout =~ /Asynchronous notification "c" with payload "(\{"id":$n,[^\n]*\})"/;
+		return $p // 'nothing';
+	};
+	like($seen->(''), qr/"payload":\{"n": 1\}/, 'no read right: the envelope is complete');
+	like($seen->(q{CREATE ROLE some_tenant; SELECT outbox.grant_channel('t_%', 'some_tenant', '{read}')}),
+		qr/^\{"id":2,"pos":2,"seq":2,"truncated":true\}$/, 'after the first read right: id, pos and seq only');
+	like($seen->(q{SELECT outbox.grant_channel('t_%', 'some_tenant', '{publish}')}), qr/truncated/, 'a publish right changes nothing');
+	like($seen->(q{SELECT outbox.revoke_channel('t_%', 'some_tenant', '{read}')}), qr/"payload":\{"n": 4\}/,
+		'after the last read right is revoked: complete again');
+	$ein .= "\\q\n";
+	$eve->finish;
+}
+
 # ---- pg_outbox_listen as a tenant ----
 my $listen = $ENV{PG_OUTBOX_LISTEN};
 SKIP: {
