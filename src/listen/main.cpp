@@ -258,16 +258,20 @@ void Listener::setup_session() {
 		    PQdb(conn_));
 		throw Exit{kExitNoExtension};
 	}
-	res = exec("SELECT to_regprocedure('outbox.worker_pids()') IS NOT NULL", 0, nullptr);
-	have_worker_pids_ = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	// 'm': missing (pg_outbox older than 1.2), 'd': no EXECUTE on it, 't': usable
+	res = exec("SELECT CASE WHEN to_regprocedure('outbox.worker_pids()') IS NULL THEN 'm'"
+	           " WHEN has_function_privilege(to_regprocedure('outbox.worker_pids()'), 'EXECUTE') THEN 't' ELSE 'd' END",
+	           0, nullptr);
+	char pids_fn = PQgetvalue(res, 0, 0)[0];
 	PQclear(res);
+	have_worker_pids_ = pids_fn == 't';
 	publishers_.forget();
 	if (have_worker_pids_)
 		fetch_worker_pids();
 	else
-		say("warning: database \"%s\" has no outbox.worker_pids() (pg_outbox older than 1.2): every notification "
-		    "is treated as a doorbell and the events are read with outbox.replay()",
-		    PQdb(conn_));
+		say("warning: %s: every notification is treated as a doorbell and the events are read with outbox.replay()",
+		    pids_fn == 'm' ? "this pg_outbox has no outbox.worker_pids() (older than 1.2)"
+		                : "this role may not execute outbox.worker_pids() (grant it outbox_reader or outbox_consumer)");
 	const char *params[] = {channels_literal_.c_str()};
 	// Channels that never had an event: a typo, or a channel nobody has published on yet
 	// (checked on the first connection only).

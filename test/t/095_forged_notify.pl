@@ -142,6 +142,31 @@ is(scalar(@want), $real, "$real real events in the history");
 is($out, join('', map { "$_\n" } @want), 'the output is outbox.history, exactly: every real event once, in order, nothing else');
 is(slurp_file($state), "pg_outbox_listen state 1\npos $last\n", 'the state file holds the last real position');
 
+# a role that may replay but not call worker_pids(): every notification is a doorbell, and it
+# still prints every event (from replay), forged ones never
+$node->safe_psql('postgres', q{
+CREATE ROLE replay_only LOGIN;
+GRANT USAGE ON SCHEMA outbox TO replay_only;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.head(), outbox.head(text) TO replay_only;
+});
+{
+	my ($o, $e) = ('', '');
+	my $h2 = IPC::Run::start([ $listen, $node->connstr('postgres') . ' user=replay_only', '-c', 'orders', '--from-now' ],
+		'<', \undef, '>', \$o, '2>', \$e);
+	my $deadline = time + 30;
+	while ($e !~ /state=live/ && time < $deadline) { eval { $h2->pump_nb }; usleep(20_000); }
+	mallory('orders', qq({"id":999,"pos":@{[$last + 1]},"seq":1,"payload":{"forged":"again"}}));
+	$node->safe_psql('postgres', q{SELECT outbox.publish('orders', '{"after": "replay_only"}')});
+	$deadline = time + 30;
+	while ($o !~ /replay_only/ && time < $deadline) { eval { $h2->pump_nb }; usleep(20_000); }
+	$h2->signal('TERM');
+	$h2->finish;
+	is($h2->result(0), 0, 'listener without EXECUTE on worker_pids(): exit 0');
+	like($e, qr/may not execute outbox.worker_pids\(\).*doorbell/, '... it says every notification is a doorbell');
+	like($o, qr/^\{"pos":\d+,"channel":"orders","seq":\d+,"id":\d+,"key":null,"type":null,"payload":\{"after": "replay_only"\}\}\n\z/,
+		'... and printed the real event only');
+}
+
 # no backend crashed
 unlike(slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/, 'no backend crashed');
 $node->stop;
