@@ -221,7 +221,17 @@ ALTER TABLE regress_cr.t42_steal OWNER TO regress_t42;
 GRANT ALL ON regress_cr.t42_orders, regress_cr.t42_steal TO PUBLIC;
 SET ROLE regress_t42;
 SELECT outbox.attach('regress_cr.t42_orders', 'tenant_{tenant}');
+-- a static channel the owner may not publish on is refused when attached
+SELECT pg_temp.err($$SELECT outbox.attach('regress_cr.t42_steal', 'tenant_43', operations => '{INSERT,TRUNCATE}')$$) AS attach_other_tenant;
+RESET ROLE;
+SELECT pg_temp.err($$SELECT outbox.attach('regress_cr.t42_steal', 'tenant_43', operations => '{INSERT,TRUNCATE}')$$) AS su_attaches_for_t42;
+-- attached while allowed, then the right is revoked: the trigger refuses from then on
+SELECT outbox.grant_channel('tenant_43', 'regress_t42', '{publish}');
+SET ROLE regress_t42;
 SELECT outbox.attach('regress_cr.t42_steal', 'tenant_43', operations => '{INSERT,TRUNCATE}');
+RESET ROLE;
+SELECT outbox.revoke_channel('tenant_43', 'regress_t42', '{publish}');
+SET ROLE regress_t42;
 SET ROLE regress_nobody; -- a writer of the table needs no right of its own
 INSERT INTO regress_cr.t42_orders VALUES (1, '42');
 SELECT pg_temp.err($$INSERT INTO regress_cr.t42_orders VALUES (2, '43')$$) AS trigger_other_tenant;

@@ -993,6 +993,10 @@ PGO_FUNCTION(outbox_check_attachment) {
 	req.truncate = want[3];
 
 	Config *cfg = build_config(rel, relid, req);
+	// channel rights: a static channel the table's owner may not publish on is refused now, not
+	// at the first write (a template's channels are checked per row)
+	if (req.mode == Mode::Outbox && cfg->static_channel)
+		require_publish_as_owner(cfg->static_channel, rel, fcinfo->flinfo->fn_oid);
 
 	// the result
 	TupleDesc desc;
