@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cost of channel rights on outbox.publish() (not a test; not run in CI). Counts the machine
 # instructions spent inside outbox_publish() (callgrind, inclusive, --toggle-collect) for N
-# publishes in a single-user backend (postgres --single: no other process, deterministic),
-# in four states: no right at all (1.1's behaviour); only read rights (publish unaffected); one
+# publishes in a single-user backend (postgres --single: no other process, deterministic), and
+# inside outbox_change_trigger() per row of an INSERT into a table attached in outbox mode, in
+# four states: no right at all (1.1's behaviour); only read rights (publish unaffected); one
 # publish right that covers the channel; 100 publish rights, the covering one last.
 # Instruction counts, unlike times, do not depend on the other load of a shared machine.
 #
@@ -39,7 +40,9 @@ single() { # SQL on stdin
     "${RUN[@]}" "$BIN/postgres" --single -D "$DIR/data" -j postgres >/dev/null 2>&1
 }
 # the publisher is not a superuser (a superuser holds every right: its check stops early)
-echo "CREATE EXTENSION pg_outbox; CREATE ROLE bench_p IN ROLE outbox_publisher; CREATE ROLE bench_t;" | single
+echo "CREATE EXTENSION pg_outbox; CREATE ROLE bench_p IN ROLE outbox_publisher; CREATE ROLE bench_t;
+CREATE TABLE bench_rows (id int PRIMARY KEY); ALTER TABLE bench_rows OWNER TO bench_p; GRANT ALL ON bench_rows TO PUBLIC;
+SET ROLE bench_p; SELECT outbox.attach('bench_rows', 'tenant_42');" | single
 has_rights=$(echo "SELECT to_regprocedure('outbox.grant_channel(text,regrole,text[])') IS NOT NULL;" | \
     "${RUN[@]}" "$BIN/postgres" --single -D "$DIR/data" -j postgres 2>/dev/null | grep -c '= "t"' || true)
 
@@ -55,6 +58,13 @@ SELECT count(outbox.publish('tenant_42', NULL)) FROM generate_series(1, $N);"
     local ir
     ir=$(grep -E '^summary:|^totals:' "$DIR/cg.out" | head -1 | awk '{print $2}')
     awk -v l="$label" -v ir="$ir" -v n="$((N + 1))" 'BEGIN { printf "%-44s %8.0f instructions per publish (%d calls)\n", l, ir / n, n }'
+    # the change trigger, as the table's owner (the row trigger: the statement's flush is apart)
+    echo "TRUNCATE bench_rows;" | single
+    echo "INSERT INTO bench_rows SELECT g FROM generate_series(1, $N) g;" | "${RUN[@]}" valgrind --tool=callgrind \
+        --toggle-collect=outbox_change_trigger --callgrind-out-file="$DIR/cg2.out" "$BIN/postgres" --single \
+        -D "$DIR/data" -j postgres >/dev/null 2>"$DIR/vg2.err"
+    ir=$(grep -E '^summary:|^totals:' "$DIR/cg2.out" | head -1 | awk '{print $2}')
+    awk -v l="" -v ir="$ir" -v n="$((N + 1))" 'BEGIN { printf "%-44s %8.0f instructions per row in the change trigger (its flush included)\n", l, ir / n }'
 }
 measure "no channel right" ""
 if [ "$has_rights" -ge 1 ]; then
