@@ -20,7 +20,10 @@
 //     caller is the user that was current just below pg_outbox's own frames (or the session's
 //     current role if there is none). Inside a security-restricted operation (REFRESH
 //     MATERIALIZED VIEW, maintenance commands) the caller cannot be told: refused.
-//   * The change trigger publishes with the rights of the table's owner.
+//   * The change trigger publishes with the rights of the table's owner; outbox.attach() refuses
+//     a fixed channel the owner may not publish on.
+//   * Any role may LISTEN on any channel: while read rights exist, the drain sends envelopes
+//     with id, pos and seq only (notifications_id_only()), and consumers read from replay.
 //
 // Cost. The rules are cached per backend and loaded on first use after an invalidation: a
 // statement trigger on outbox.channel_rights sends a relcache invalidation of that table on
