@@ -176,3 +176,9 @@ GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_
                           outbox.head(), outbox.head(text), outbox.event(bigint), outbox.worker_pids(),
                           outbox.max_payload_bytes(), outbox.max_channel_bytes()
     TO outbox_consumer;
+-- waiting and named consumers (45_consumers.sql) call outbox.replay() as the caller, so channel
+-- rights apply to them; the view outbox.consumers (every consumer's name and channels) is not
+-- granted: it would show a tenant the other tenants' consumers
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
+                          outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    TO outbox_consumer;
