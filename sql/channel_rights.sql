@@ -169,6 +169,16 @@ SELECT pg_temp.err(format('SELECT * FROM outbox.event(%s)', :pending_id)) AS pen
 RESET ROLE;
 SELECT outbox.drain() AS drained;
 
+-- ---- wait() and named consumers are built on replay(): its checks apply ----
+SET ROLE regress_t42;
+SELECT pg_temp.err($$SELECT * FROM outbox.wait(0, '{tenant_43}', '0s')$$) AS wait_43;
+SELECT channel, count(*) FROM outbox.wait(0, '{tenant_42}', '0s') GROUP BY 1;
+SELECT channel, count(*) FROM outbox.wait(0, NULL, '0s') GROUP BY 1 ORDER BY 1;
+SELECT outbox.create_consumer('regress_t42_c43', '{tenant_43}', 'earliest') >= 0 AS created;
+SELECT pg_temp.err($$SELECT * FROM outbox.next('regress_t42_c43', 10, '0s')$$) AS next_43;
+SELECT outbox.drop_consumer('regress_t42_c43');
+RESET ROLE;
+
 -- ---- membership changes take effect at once ----
 REVOKE regress_grp FROM regress_member;
 SET ROLE regress_member;
