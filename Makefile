@@ -3,7 +3,7 @@ EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
 EXTVERSION = 1.2
 
-CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
+CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
            src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
            src/schema_guard.cpp src/consumers.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)

@@ -15,6 +15,7 @@ extern "C" {
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/rel.h"
@@ -526,4 +527,22 @@ PGO_FUNCTION(outbox_worker_status) {
 PGO_FUNCTION(outbox_wake_at_commit) {
 	wake_worker_at_commit();
 	PG_RETURN_VOID();
+}
+
+// outbox.worker_pids() — the PIDs of the processes that may send pg_outbox envelopes in this
+// database now: its running drain worker(s). A consumer trusts a notification only when its
+// be_pid is in this list; anything else (any role may NOTIFY any payload) is a doorbell.
+PGO_FUNCTION(outbox_worker_pids) {
+	Datum pids[kMaxWorkers];
+	int n = 0;
+	if (shared) {
+		LWLockAcquire(shared->lock, LW_SHARED);
+		for (int i = 0; i < kMaxWorkers; i++) {
+			const WorkerSlot *slot = &shared->slots[i];
+			if (slot->dbid == MyDatabaseId && slot->pid != 0)
+				pids[n++] = Int32GetDatum((int32)slot->pid);
+		}
+		LWLockRelease(shared->lock);
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 }

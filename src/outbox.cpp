@@ -21,6 +21,7 @@
 #include "guard.hpp"
 #include "pg_compat.hpp"
 #include "direct.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -155,10 +156,11 @@ static EventFields event_fields(int64 id, int64 pos, int64 seq, const char *key,
 	return f;
 }
 
+// id_only: {"id","pos","seq","truncated":true} and nothing else (channel rights: rights.hpp).
 static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                                  const char *payload) {
+                                  const char *payload, bool id_only) {
 	EventFields f = event_fields(id, pos, seq, key, type, payload);
-	if (build_event_envelope(envelope_buffer, f) == Fit::OutOfMemory)
+	if (build_event_envelope(envelope_buffer, f, id_only ? 0 : kMaxPayloadBytes) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
 	return envelope_buffer.c_str();
 }
@@ -652,6 +654,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 	// One jsonb-to-text buffer for the whole batch, reset per event: no palloc/pfree per event,
 	// and a batch of large payloads does not pile up until SPI_finish.
 	StringInfo payload_text = makeStringInfo();
+	bool id_only = notifications_id_only(); // read rights enforced: nothing guarded goes into NOTIFY
 	for (uint64 i = 0; i < n; i++) {
 		ChannelEntry *e = entry[i];
 		const char *key = key_null[i] ? nullptr : TextDatumGetCString(keys[i]);
@@ -667,7 +670,7 @@ int64 drain_batch(int max_events, int64 only_id) {
 			                 payload);
 		if (e->targets & kTargetNotify)
 			Async_Notify(e->name, build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]),
-			                                     key, type, payload));
+			                                     key, type, payload, id_only));
 	}
 
 	last_drained_pos = last_pos;
@@ -705,6 +708,7 @@ PGO_FUNCTION(outbox_publish) {
 	text *ch = PG_GETARG_TEXT_PP(0);
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
+	require_publish(channel, fcinfo->flinfo->fn_oid); // channel rights: a flag test when none exist
 
 	PendingEvent e;
 	e.channel = PointerGetDatum(ch);

@@ -3,6 +3,7 @@
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 #include "pg_compat.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -418,6 +419,7 @@ extern "C" void _PG_init(void) {
 	RegisterXactCallback(xact_callback, nullptr);
 	RegisterSubXactCallback(subxact_callback, nullptr);
 	install_schema_guard();
+	rights_init(); // channel rights: the fmgr hook that tells who called, the rules' invalidation
 
 	if (!IsBinaryUpgrade)
 		register_launcher();

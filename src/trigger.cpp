@@ -19,6 +19,7 @@
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 #include "pg_compat.hpp"
+#include "rights.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -856,6 +857,8 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			                errmsg("channel template \"%s\" cannot be used with TRUNCATE", cfg->template_text),
 			                errhint("Run outbox.attach() again.")));
+		if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
+			require_publish_as_owner(cfg->static_channel, td->tg_relation, fcinfo->flinfo->fn_oid);
 		emit(cfg, "TRUNCATE", cfg->static_channel, false, nullptr);
 		if (cfg->mode == Mode::Outbox)
 			flush_events();
@@ -885,6 +888,8 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 		pl::append_text(buf_key, s);
 	}
 	const char *channel = render_channel(cfg, row);
+	if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
+		require_publish_as_owner(channel, td->tg_relation, fcinfo->flinfo->fn_oid);
 	emit(cfg, op, channel, true, row);
 	return PointerGetDatum(nullptr);
 }
@@ -945,7 +950,7 @@ static void check_relation(Relation rel) {
 // ops text[]. Ownership is checked before the relation is locked: an unprivileged caller locks
 // nothing it does not own.
 static void check_attachment(Oid relid, text *mode_t, text *channel_t, ArrayType *key_columns,
-                             ArrayType *include_columns, ArrayType *operations, Datum out[4]) {
+                             ArrayType *include_columns, ArrayType *operations, Datum out[4], Oid self_fn) {
 	if (!compat::class_ownercheck(relid, GetUserId())) {
 		char *name = get_rel_name(relid);
 		if (!name)
@@ -996,6 +1001,10 @@ static void check_attachment(Oid relid, text *mode_t, text *channel_t, ArrayType
 	req.truncate = want[3];
 
 	Config *cfg = build_config(rel, relid, req);
+	// channel rights: a static channel the table's owner may not publish on is refused now, not
+	// at the first write (a template's channels are checked per row)
+	if (req.mode == Mode::Outbox && cfg->static_channel)
+		require_publish_as_owner(cfg->static_channel, rel, self_fn);
 
 	Datum keyd[INDEX_MAX_KEYS * 4 + 1];
 	int nk = 0;
@@ -1027,7 +1036,7 @@ PGO_FUNCTION(outbox_attach) {
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
 	Datum chk[4];
 	check_attachment(PG_GETARG_OID(0), TEXT_ARG_OR_NULL(2), TEXT_ARG_OR_NULL(1), ARRAY_ARG_OR_NULL(3),
-	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), chk);
+	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), chk, fcinfo->flinfo->fn_oid);
 	Oid argtypes[9] = {REGCLASSOID, TEXTOID,      TEXTOID, TEXTARRAYOID, TEXTARRAYOID,
 	                   TEXTOID,     TEXTARRAYOID, TEXTOID, TEXTARRAYOID};
 	// found in the extension's schema, which the fmgr hook checked before this function started
@@ -1065,7 +1074,7 @@ PGO_FUNCTION(outbox_check_attachment) {
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
 	Datum values[4];
 	check_attachment(PG_GETARG_OID(0), TEXT_ARG_OR_NULL(1), TEXT_ARG_OR_NULL(2), ARRAY_ARG_OR_NULL(3),
-	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), values);
+	                 ARRAY_ARG_OR_NULL(4), ARRAY_ARG_OR_NULL(5), values, fcinfo->flinfo->fn_oid);
 	TupleDesc desc;
 	if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pg_outbox: _check_attachment must return a record");

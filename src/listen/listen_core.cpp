@@ -366,6 +366,76 @@ void Tracker::delivered(const Event &e) {
 	seqs_[e.channel] = e.seq;
 }
 
+// ---- who sent a notification ----
+
+Publishers::Verdict Publishers::classify(int pid, double now) const {
+	if (!known_)
+		return Verdict::Refresh;
+	bool listed = pid > 0 && std::find(pids_.begin(), pids_.end(), pid) != pids_.end();
+	double age = now - fetched_at_;
+	if (age < 0) // the clock went backwards: treat the list as fetched now, ask no more often
+		age = 0;
+	if (listed)
+		return age < max_age_ ? Verdict::Trusted : Verdict::Refresh;
+	return age >= min_refresh_ ? Verdict::Refresh : Verdict::Doorbell;
+}
+
+void Publishers::set(std::vector<int> pids, double now) {
+	pids_ = std::move(pids);
+	fetched_at_ = now;
+	known_ = true;
+}
+
+std::optional<std::vector<int>> parse_int_array(std::string_view t) {
+	if (t.size() < 2 || t.front() != '{' || t.back() != '}')
+		return std::nullopt;
+	std::vector<int> out;
+	t = t.substr(1, t.size() - 2);
+	if (t.empty())
+		return out;
+	size_t start = 0;
+	for (;;) {
+		size_t comma = t.find(',', start);
+		std::string_view item = t.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+		auto v = parse_int64(item);
+		if (!v || *v < INT32_MIN || *v > INT32_MAX)
+			return std::nullopt;
+		out.push_back((int)*v);
+		if (comma == std::string_view::npos)
+			break;
+		start = comma + 1;
+	}
+	return out;
+}
+
+Action on_notification(const Tracker &tracker, bool from_worker, std::string_view channel, std::string_view payload) {
+	Action a;
+	if (!from_worker) {
+		a.kind = Action::Doorbell;
+		return a;
+	}
+	if (!decode_envelope(channel, payload, a.event, a.why)) {
+		a.kind = Action::Ignore;
+		return a;
+	}
+	switch (tracker.classify(a.event)) {
+	case Tracker::Verdict::Duplicate:
+		a.kind = Action::Ignore;
+		break;
+	case Tracker::Verdict::Deliver:
+		a.kind = Action::Deliver;
+		break;
+	case Tracker::Verdict::Gap:
+		a.kind = Action::ReplayTo;
+		a.target = a.event.pos;
+		break;
+	case Tracker::Verdict::Inconsistent:
+		a.kind = Action::Resync;
+		break;
+	}
+	return a;
+}
+
 // ---- state file ----
 
 static const char kStateHeader[] = "pg_outbox_listen state 1\n";

@@ -105,6 +105,64 @@ private:
 	std::map<std::string, std::int64_t> seqs_;
 };
 
+// Who sent a notification. NOTIFY needs no privilege: any role that can connect may send any
+// payload on any channel, so an envelope is trusted only when the notifying backend's PID
+// (PGnotify.be_pid) is one of the database's drain workers (outbox.worker_pids()). Anything
+// else is a doorbell: the listener replays after its last position, which is safe whatever the
+// payload said. The list is fetched at connect; an unknown PID makes it fetch the list again,
+// at most once per min_refresh seconds (a flood of forged notifications costs one query per
+// interval, not one per notification); a list older than max_age is fetched again before it
+// vouches for a PID (a worker's PID may have been reused by another backend since).
+class Publishers {
+public:
+	enum class Verdict {
+		Trusted,  // from a drain worker: use the envelope
+		Doorbell, // from anyone else: replay, ignore the payload
+		Refresh,  // fetch outbox.worker_pids() again (set()), then ask again
+	};
+	explicit Publishers(double min_refresh = 1.0, double max_age = 30.0)
+	    : min_refresh_(min_refresh), max_age_(max_age) {
+	}
+	Verdict classify(int pid, double now) const;
+	void set(std::vector<int> pids, double now); // a fresh list, fetched at now
+	void forget() noexcept {                     // a new connection: fetch before trusting anyone
+		known_ = false;
+		pids_.clear();
+	}
+	bool known() const noexcept {
+		return known_;
+	}
+	const std::vector<int> &pids() const noexcept {
+		return pids_;
+	}
+
+private:
+	double min_refresh_, max_age_;
+	bool known_ = false;
+	double fetched_at_ = 0;
+	std::vector<int> pids_;
+};
+
+// The text of a PostgreSQL integer[] ("{1,2}", "{}"). nullopt if it is not one (NULLs included).
+std::optional<std::vector<int>> parse_int_array(std::string_view text);
+
+// What to do with one notification (main.cpp does it).
+struct Action {
+	enum Kind {
+		Ignore,   // a worker's notification that is not an envelope (warn), or a duplicate
+		Deliver,  // print the envelope's event
+		ReplayTo, // replay at least up to target (a gap before a worker's envelope)
+		Doorbell, // not from a drain worker: replay after the last position, payload unused
+		Resync,   // a worker's envelope contradicts what was printed: the outbox was reset
+	} kind = Ignore;
+	std::int64_t target = 0; // ReplayTo
+	Event event;             // Deliver, ReplayTo, Resync: the decoded envelope
+	std::string why;         // Ignore: why it is not an envelope
+};
+// from_worker: the sender's be_pid is a drain worker's (Publishers). Nothing of an untrusted
+// notification is decoded: it cannot move the position, print a line or name a replay target.
+Action on_notification(const Tracker &tracker, bool from_worker, std::string_view channel, std::string_view payload);
+
 // The state file: "pg_outbox_listen state 1\npos N\n".
 std::string format_state(std::int64_t pos);
 std::optional<std::int64_t> parse_state(std::string_view content);

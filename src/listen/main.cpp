@@ -6,6 +6,13 @@
 // with outbox.replay() until caught up, then follow live notifications. A notification at or
 // below the last position is a duplicate and dropped; one whose channel seq jumps (or whose
 // seq is not known yet, or whose payload was truncated) makes it replay up to that position.
+//
+// NOTIFY needs no privilege: any role may send any payload on any channel. An envelope is used
+// only when the notification comes from one of the database's drain workers (its be_pid is in
+// outbox.worker_pids()); any other notification (a forgery, or a session running
+// outbox.drain() by hand) is a doorbell: it makes the listener replay after its last position
+// and is otherwise ignored. So a forged notification never prints anything, never moves the
+// position (it cannot hide the real event with that position), and never makes it reconnect.
 // Everything the database says goes through libpq here; the logic is in listen_core.cpp.
 #include "listen/listen_core.hpp"
 
@@ -92,6 +99,9 @@ private:
 	Options opt_;
 	PGconn *conn_ = nullptr;
 	Tracker tracker_;
+	Publishers publishers_;
+	bool have_worker_pids_ = false; // the extension has outbox.worker_pids() (1.2 and later)
+	long long doorbells_ = 0; // notifications not from a drain worker
 	bool ever_connected_ = false;
 	bool start_known_ = false; // the start position is settled (state file, --from-pos, or head)
 	bool channels_checked_ = false;
@@ -119,6 +129,8 @@ private:
 	void sleep_for(double seconds);
 	void reconnect_loop();
 	void check_channels();
+	void fetch_worker_pids();
+	bool trusted(int be_pid);
 };
 
 void Listener::build_params() {
@@ -221,9 +233,11 @@ void Listener::fail_result(PGresult *res, const char *what) {
 
 void Listener::check_channels() {
 	const char *params[] = {channels_literal_.c_str()};
-	PGresult *res = exec("SELECT u.c FROM unnest($1::text[]) AS u(c)"
-	           " WHERE NOT EXISTS (SELECT 1 FROM outbox.channels oc WHERE oc.channel = u.c)",
-	           1, params);
+	// outbox.head(channel) rather than the table outbox.channels: a reader may call the
+	// function (and channel rights apply to it), the table is the admin's
+	PGresult *res = exec("SELECT u.c FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n)"
+	                     " WHERE outbox.head(u.c) = 0 ORDER BY u.n",
+	                     1, params);
 	for (int i = 0; i < PQntuples(res); i++) {
 		if (opt_.strict_channels) {
 			say("unknown channel \"%s\": no event was ever published on it", PQgetvalue(res, i, 0));
@@ -245,6 +259,20 @@ void Listener::setup_session() {
 		    PQdb(conn_));
 		throw Exit{kExitNoExtension};
 	}
+	// 'm': missing (pg_outbox older than 1.2), 'd': no EXECUTE on it, 't': usable
+	res = exec("SELECT CASE WHEN to_regprocedure('outbox.worker_pids()') IS NULL THEN 'm'"
+	           " WHEN has_function_privilege(to_regprocedure('outbox.worker_pids()'), 'EXECUTE') THEN 't' ELSE 'd' END",
+	           0, nullptr);
+	char pids_fn = PQgetvalue(res, 0, 0)[0];
+	PQclear(res);
+	have_worker_pids_ = pids_fn == 't';
+	publishers_.forget();
+	if (have_worker_pids_)
+		fetch_worker_pids();
+	else
+		say("warning: %s: every notification is treated as a doorbell and the events are read with outbox.replay()",
+		    pids_fn == 'm' ? "this pg_outbox has no outbox.worker_pids() (older than 1.2)"
+		                : "this role may not execute outbox.worker_pids() (grant it outbox_reader or outbox_consumer)");
 	const char *params[] = {channels_literal_.c_str()};
 	// Channels that never had an event: a typo, or a channel nobody has published on yet
 	// (checked on the first connection only).
@@ -285,6 +313,39 @@ void Listener::setup_session() {
 		dirty_ = true;
 		flush_and_save();
 	}
+}
+
+static double now_seconds() {
+	return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void Listener::fetch_worker_pids() {
+	PGresult *res = exec("SELECT outbox.worker_pids()", 0, nullptr);
+	auto pids = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ? parse_int_array(PQgetvalue(res, 0, 0)) : std::nullopt;
+	PQclear(res);
+	if (!pids) {
+		say("outbox.worker_pids() returned something that is not a list of PIDs");
+		throw Exit{kExitInternal};
+	}
+	publishers_.set(std::move(*pids), now_seconds());
+	if (opt_.verbose) {
+		std::string list;
+		for (int p : publishers_.pids())
+			list += (list.empty() ? "" : ",") + std::to_string(p);
+		say("drain worker pids: {%s}", list.c_str());
+	}
+}
+
+// Is the notification from a drain worker of this database?
+bool Listener::trusted(int be_pid) {
+	if (!have_worker_pids_)
+		return false;
+	auto v = publishers_.classify(be_pid, now_seconds());
+	if (v == Publishers::Verdict::Refresh) {
+		fetch_worker_pids();
+		v = publishers_.classify(be_pid, now_seconds());
+	}
+	return v == Publishers::Verdict::Trusted;
 }
 
 void Listener::deliver(const Event &e) {
@@ -363,24 +424,31 @@ void Listener::catch_up(std::int64_t target) {
 
 void Listener::process_notifications() {
 	PGnotify *n;
+	bool doorbell = false; // a notification we cannot trust rang: replay once, after this batch
 	while ((n = PQnotifies(conn_)) != nullptr) {
-		Event e;
-		std::string err;
-		bool ok = decode_envelope(n->relname, n->extra, e, err);
-		std::string channel = n->relname;
+		std::string channel = n->relname, payload = n->extra;
+		int be_pid = n->be_pid;
 		PQfreemem(n);
-		if (!ok) {
-			say("warning: ignoring a notification on \"%s\" that is not an outbox event: %s", channel.c_str(),
-			    err.c_str());
-			continue;
-		}
-		switch (tracker_.classify(e)) {
-		case Tracker::Verdict::Duplicate:
+		Action a = on_notification(tracker_, trusted(be_pid), channel, payload);
+		switch (a.kind) {
+		case Action::Doorbell:
+			// not from a drain worker: whatever it says, it only rings the bell
+			doorbells_++;
+			if (opt_.verbose)
+				say("notification on \"%s\" from backend %d, not a drain worker: treated as a doorbell",
+				    channel.c_str(), be_pid);
+			doorbell = true;
 			break;
-		case Tracker::Verdict::Deliver:
-			deliver(e);
+		case Action::Ignore:
+			if (!a.why.empty())
+				say("warning: ignoring a notification on \"%s\" that is not an outbox event: %s", channel.c_str(),
+				    a.why.c_str());
 			break;
-		case Tracker::Verdict::Gap:
+		case Action::Deliver:
+			deliver(a.event);
+			break;
+		case Action::ReplayTo: {
+			const Event &e = a.event;
 			if (opt_.verbose) {
 				auto known = tracker_.seq(e.channel);
 				if (e.truncated && known && e.seq == *known + 1)
@@ -394,9 +462,11 @@ void Listener::process_notifications() {
 					    known ? std::to_string(*known).c_str() : "unknown", e.truncated ? ", payload truncated" : "");
 			}
 			flush_and_save();
-			catch_up(e.pos);
+			catch_up(a.target);
 			break;
-		case Tracker::Verdict::Inconsistent:
+		}
+		case Action::Resync: {
+			const Event &e = a.event;
 			flush_and_save();
 			say("notification of position %lld, channel \"%s\" seq %lld contradicts what was printed (last position "
 			    "%lld, channel seq %lld): the outbox was reset or restored",
@@ -405,8 +475,11 @@ void Listener::process_notifications() {
 			say("the consumer must resynchronise, then restart with --from-now (and remove the state file)");
 			throw Exit{kExitResync};
 		}
+		}
 	}
 	flush_and_save();
+	if (doorbell)
+		catch_up(INT64_MIN + 1); // no target: whatever replay returns is the truth
 }
 
 void Listener::live() {
@@ -484,7 +557,7 @@ int Listener::run() {
 	}
 	flush_and_save();
 	disconnect();
-	say("state=stopped pos=%lld", (long long)tracker_.last_pos());
+	say("state=stopped pos=%lld doorbells=%lld", (long long)tracker_.last_pos(), doorbells_);
 	return kExitOk;
 }
 

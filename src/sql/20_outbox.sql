@@ -147,6 +147,9 @@ BEGIN
                       HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
         END IF;
     END IF;
+    -- channel rights (95_channels.sql): 42501 (and no row) if the caller may not read its channel
+    PERFORM outbox._check_read(ARRAY(SELECT h.channel FROM outbox.history h WHERE h.id = event_id
+                                     UNION SELECT p.channel FROM outbox.pending p WHERE p.id = event_id));
 END $$;
 COMMENT ON FUNCTION outbox.event(bigint) IS
     'one stored event, pending or published (for consumers of a "truncated" envelope)';

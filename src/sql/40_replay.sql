@@ -94,9 +94,10 @@ COMMENT ON FUNCTION outbox.head() IS
 
 -- The latest seq published on a channel (0 if the channel never had an event).
 CREATE FUNCTION outbox.head(channel text) RETURNS bigint
-    LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM outbox._check_channel(channel, 'channel name');
+    PERFORM outbox._check_read(ARRAY[channel]); -- channel rights (95_channels.sql)
     RETURN coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = head.channel), 0);
 END $$;
 COMMENT ON FUNCTION outbox.head(text) IS
@@ -112,6 +113,7 @@ DECLARE
     expect bigint;
     ch text;
     r record;
+    all_channels boolean; -- channel rights: the caller may read every channel asked for
 BEGIN
     IF after_pos IS NULL THEN
         RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
@@ -130,6 +132,9 @@ BEGIN
         END LOOP;
     END IF;
     PERFORM outbox._check_max_events(max_events);
+    -- channel rights (95_channels.sql): 42501 for a channel in channels the caller may not read;
+    -- false: no filter, and the caller may read only some channels: only theirs are returned
+    all_channels := outbox._check_read(channels);
 
     -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
     LOCK TABLE outbox.history IN ACCESS SHARE MODE;
@@ -161,10 +166,11 @@ BEGIN
                outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
           FROM outbox.history h
          WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
+           AND (all_channels OR outbox._may_read(h.channel))
          ORDER BY h.pos
          LIMIT max_events
     LOOP
-        IF channels IS NULL AND r.pos <> expect THEN
+        IF channels IS NULL AND all_channels AND r.pos <> expect THEN
             RAISE EXCEPTION 'position % is missing from the history', expect
                 USING ERRCODE = 'serialization_failure',
                       DETAIL = format('The next position in outbox.history is %s.', r.pos),
@@ -177,7 +183,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     -- an unfiltered replay that stops short of the head must have stopped at max_events
-    IF channels IS NULL AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
+    IF channels IS NULL AND all_channels AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
         RAISE EXCEPTION 'position % is missing from the history', expect
             USING ERRCODE = 'serialization_failure',
                   DETAIL = format('The latest published position is %s.', head_pos),
@@ -199,6 +205,7 @@ DECLARE
     r record;
 BEGIN
     PERFORM outbox._check_channel(ch, 'channel name');
+    PERFORM outbox._check_read(ARRAY[ch]); -- channel rights (95_channels.sql)
     IF after_seq IS NULL THEN
         RAISE EXCEPTION 'after_seq cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Pass the last seq the consumer has processed on this channel, 0 for the beginning, or outbox.head(channel) to start from now.';

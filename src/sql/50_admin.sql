@@ -107,3 +107,10 @@ CREATE VIEW outbox.status AS
            (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
       FROM outbox.state s, outbox._worker_status() w;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
+
+-- The processes whose notifications are pg_outbox envelopes: NOTIFY needs no privilege, so a
+-- consumer accepts an envelope only when the notification's be_pid is in this list.
+CREATE FUNCTION outbox.worker_pids() RETURNS integer[]
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_worker_pids';
+COMMENT ON FUNCTION outbox.worker_pids() IS
+    'PIDs of this database''s running drain worker(s): trust a NOTIFY envelope only if its be_pid is one of them';

@@ -73,6 +73,15 @@ my %functions = (
     'outbox.next(text,integer,interval)'          => ['ra',   q{SELECT * FROM outbox.next('m_no_such_consumer', 1, '0')}],
     'outbox.ack(text,bigint)'                     => ['ra',   q{SELECT outbox.ack('m_no_such_consumer', 0)}],
     'outbox.drop_consumer(text)'                  => ['ra',   q{SELECT outbox.drop_consumer('m_no_such_consumer')}],
+    # channel rights (issue #11 part 5) and the drain workers' PIDs (part 2)
+    'outbox.worker_pids()'                        => ['ra',   q{SELECT outbox.worker_pids()}],
+    'outbox.grant_channel(text,regrole,text[])'   => ['a',    q{SELECT outbox.grant_channel(NULL, NULL)}],
+    'outbox.revoke_channel(text,regrole,text[])'  => ['a',    q{SELECT outbox.revoke_channel(NULL, NULL)}],
+    'outbox._rights_changed()'                    => ['',     'trigger'],
+    'outbox._check_read(text[])'                  => ['',     q{SELECT outbox._check_read(NULL)}],
+    'outbox._may_read(text)'                      => ['',     q{SELECT outbox._may_read('m_chan')}],
+    'outbox._check_channel_pattern(text)'         => ['',     q{SELECT outbox._check_channel_pattern('m_chan')}],
+    'outbox._channel_privileges(text[])'          => ['',     q{SELECT outbox._channel_privileges(ARRAY['read'])}],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 
@@ -96,6 +105,8 @@ my %relations = (
     'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
     'outbox.consumer'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.consumers'       => { kind => 'view',     S => 'ra' },
+    'outbox.channel_rights'  => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.channel_privileges' => { kind => 'view',  S => 'pra' },
 );
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
