@@ -550,35 +550,58 @@ bool consumers_release_segment(int seg, TimestampTz newest, bool mark) {
 	spi_ok(rc, SPI_OK_SELECT, "reading the consumers");
 	bool isnull;
 	int64 needing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (needing == 0)
-		return true;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	if (newest >= now - (int64)guc_consumer_max_retention_s * USECS_PER_SEC)
-		return false; // held for the consumers
+	if (needing > 0) {
+		TimestampTz now = GetCurrentTransactionStartTimestamp();
+		if (newest >= now - (int64)guc_consumer_max_retention_s * USECS_PER_SEC)
+			return false; // held for the consumers
+	}
 	if (!mark)
 		return true;
-	// Past the cap: mark them lost. Rows locked by an ack() in progress are skipped, and then
-	// the segment is kept this round (never truncated under a consumer that is not marked).
-	snprintf(sql, sizeof sql, "SELECT c.name FROM outbox.consumer c WHERE %s FOR UPDATE SKIP LOCKED", need);
+	// The segment goes. Every active consumer whose acknowledged position lies before its last
+	// event is dealt with in this transaction: those that need its events are marked lost (past
+	// the cap), and the others — filtered consumers with no event of their channels in it — move
+	// past it, since retention removes nothing they have not processed: without that, their next
+	// replay after a position below the horizon would raise OB001 for events they never had to
+	// read. Rows locked by an ack() or next() in progress are skipped, and then the segment is
+	// kept this round (never truncated under a consumer that is neither marked nor moved).
+	char behind[256];
+	snprintf(behind, sizeof behind,
+	         "c.state = 'active' AND c.acked_pos < (SELECT coalesce(max(h.pos), 0) FROM outbox.history_%d h)", seg);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox.consumer c WHERE %s", behind);
+	PushActiveSnapshot(GetLatestSnapshot());
+	rc = SPI_execute(sql, true, 1);
+	PopActiveSnapshot();
+	spi_ok(rc, SPI_OK_SELECT, "reading the consumers");
+	int64 nbehind = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (nbehind == 0)
+		return true;
+	snprintf(sql, sizeof sql, "SELECT c.name FROM outbox.consumer c WHERE %s FOR UPDATE SKIP LOCKED", behind);
 	spi_ok(SPI_execute(sql, false, 0), SPI_OK_SELECT, "locking the consumers");
-	if ((int64)SPI_processed < needing)
+	if ((int64)SPI_processed < nbehind)
 		return false;
+	if (needing > 0) { // past the cap (else returned above)
+		snprintf(sql, sizeof sql,
+		         "UPDATE outbox.consumer c SET state = 'lost', lost_at = now(),"
+		         " lost_reason = format('Retention removed the events it had not acknowledged (positions %%s to %%s):"
+		         " they were older than pg_outbox.consumer_max_retention.', c.acked_pos + 1,"
+		         " (SELECT max(h.pos) FROM outbox.history_%d h))"
+		         " WHERE %s RETURNING c.name, c.acked_pos",
+		         seg, need);
+		spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE_RETURNING, "marking consumers lost");
+		for (uint64 i = 0; i < SPI_processed; i++)
+			ereport(WARNING,
+			        (errmsg("pg_outbox: consumer \"%s\" is lost: retention removed events it had not acknowledged",
+			                SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+			         errdetail("Its acknowledged position is %s; the events were older than "
+			                   "pg_outbox.consumer_max_retention (%d s).",
+			                   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), guc_consumer_max_retention_s),
+			         errhint("Its next call raises OB001; resynchronise it, then drop it and create it again.")));
+	}
+	// (an implicit acknowledgement of nothing, as next() records: last_ack_at is left alone)
 	snprintf(sql, sizeof sql,
-	         "UPDATE outbox.consumer c SET state = 'lost', lost_at = now(),"
-	         " lost_reason = format('Retention removed the events it had not acknowledged (positions %%s to %%s):"
-	         " they were older than pg_outbox.consumer_max_retention.', c.acked_pos + 1,"
-	         " (SELECT max(h.pos) FROM outbox.history_%d h))"
-	         " WHERE %s RETURNING c.name, c.acked_pos",
-	         seg, need);
-	spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE_RETURNING, "marking consumers lost");
-	for (uint64 i = 0; i < SPI_processed; i++)
-		ereport(WARNING,
-		        (errmsg("pg_outbox: consumer \"%s\" is lost: retention removed events it had not acknowledged",
-		                SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-		         errdetail("Its acknowledged position is %s; the events were older than "
-		                   "pg_outbox.consumer_max_retention (%d s).",
-		                   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), guc_consumer_max_retention_s),
-		         errhint("Its next call raises OB001; resynchronise it, then drop it and create it again.")));
+	         "UPDATE outbox.consumer c SET acked_pos = (SELECT max(h.pos) FROM outbox.history_%d h) WHERE %s", seg,
+	         behind);
+	spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE, "moving consumers past the segment");
 	return true;
 }
 
