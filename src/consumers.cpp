@@ -131,6 +131,10 @@ void wake_channel_waiters_at_commit(const char *channel) {
 	channel_mask[i / 64] |= UINT64CONST(1) << (i % 64);
 }
 
+void wake_all_channel_waiters_at_commit(void) {
+	memset(channel_mask, 0xff, sizeof channel_mask);
+}
+
 static void broadcast_bucket(WaitBucket *b) {
 	pg_atomic_fetch_add_u64(&b->generation, 1); // a full barrier: before any waiter is woken
 	ConditionVariableBroadcast(&b->cv);
@@ -165,8 +169,8 @@ static void waiters_xact_callback(XactEvent event, void *) {
 		break;
 	case XACT_EVENT_PREPARE:
 		// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
-		// (the channel buckets are not known then: waiters of one channel of a prepared drain
-		// see its events at their safety tick)
+		// and, since the channels of the prepared drain are not known in the session that
+		// commits it, every channel bucket (a spurious wake-up for the waiters of other channels)
 		publish_level = 0;
 		clear_channel_mask();
 		break;
