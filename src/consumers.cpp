@@ -401,6 +401,7 @@ struct Consumer {
 	Datum channels;    // text[] (copied out of SPI) or 0
 	bool channels_null;
 	TimestampTz created_at; // with name and channels: this consumer, not one dropped and created again
+	int64 purged_pos;       // the retention horizon, read in the same snapshot as the rest
 };
 
 static const char *consumer_name_arg(FunctionCallInfo fcinfo, int argno) {
@@ -466,9 +467,13 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Consumer c{};
 	Oid types[] = {TEXTOID};
 	Datum args[] = {CStringGetTextDatum(name)};
-	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
+	// purged_pos in the same statement, hence the same snapshot: retention marks the consumers it
+	// removes unacknowledged events of lost in the transaction that moves purged_pos (next())
+	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
+	                               " (SELECT s.purged_pos FROM outbox.state s)"
 	                               " FROM outbox.consumer WHERE name = $1 FOR UPDATE"
-	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
+	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
+	                               " (SELECT s.purged_pos FROM outbox.state s)"
 	                               " FROM outbox.consumer WHERE name = $1";
 	spi_ok(SPI_execute_with_args(sql, 1, types, args, nullptr, false, 1), SPI_OK_SELECT, "reading the consumer");
 	if (SPI_processed != 1)
@@ -489,6 +494,8 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	if (!c.channels_null)
 		c.channels = SPI_datumTransfer(ch, false, -1);
 	c.created_at = DatumGetTimestampTz(SPI_getbinval(t, d, 6, &isnull));
+	Datum purged = SPI_getbinval(t, d, 7, &isnull);
+	c.purged_pos = isnull ? 0 : DatumGetInt64(purged);
 	return c;
 }
 
@@ -554,58 +561,35 @@ bool consumers_release_segment(int seg, TimestampTz newest, bool mark) {
 	spi_ok(rc, SPI_OK_SELECT, "reading the consumers");
 	bool isnull;
 	int64 needing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (needing > 0) {
-		TimestampTz now = GetCurrentTransactionStartTimestamp();
-		if (newest >= now - (int64)guc_consumer_max_retention_s * USECS_PER_SEC)
-			return false; // held for the consumers
-	}
+	if (needing == 0)
+		return true;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	if (newest >= now - (int64)guc_consumer_max_retention_s * USECS_PER_SEC)
+		return false; // held for the consumers
 	if (!mark)
 		return true;
-	// The segment goes. Every active consumer whose acknowledged position lies before its last
-	// event is dealt with in this transaction: those that need its events are marked lost (past
-	// the cap), and the others — filtered consumers with no event of their channels in it — move
-	// past it, since retention removes nothing they have not processed: without that, their next
-	// replay after a position below the horizon would raise OB001 for events they never had to
-	// read. Rows locked by an ack() or next() in progress are skipped, and then the segment is
-	// kept this round (never truncated under a consumer that is neither marked nor moved).
-	char behind[256];
-	snprintf(behind, sizeof behind,
-	         "c.state = 'active' AND c.acked_pos < (SELECT coalesce(max(h.pos), 0) FROM outbox.history_%d h)", seg);
-	snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox.consumer c WHERE %s", behind);
-	PushActiveSnapshot(GetLatestSnapshot());
-	rc = SPI_execute(sql, true, 1);
-	PopActiveSnapshot();
-	spi_ok(rc, SPI_OK_SELECT, "reading the consumers");
-	int64 nbehind = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (nbehind == 0)
-		return true;
-	snprintf(sql, sizeof sql, "SELECT c.name FROM outbox.consumer c WHERE %s FOR UPDATE SKIP LOCKED", behind);
+	// Past the cap: mark them lost. Rows locked by an ack() in progress are skipped, and then
+	// the segment is kept this round (never truncated under a consumer that is not marked).
+	snprintf(sql, sizeof sql, "SELECT c.name FROM outbox.consumer c WHERE %s FOR UPDATE SKIP LOCKED", need);
 	spi_ok(SPI_execute(sql, false, 0), SPI_OK_SELECT, "locking the consumers");
-	if ((int64)SPI_processed < nbehind)
+	if ((int64)SPI_processed < needing)
 		return false;
-	if (needing > 0) { // past the cap (else returned above)
-		snprintf(sql, sizeof sql,
-		         "UPDATE outbox.consumer c SET state = 'lost', lost_at = now(),"
-		         " lost_reason = format('Retention removed the events it had not acknowledged (positions %%s to %%s):"
-		         " they were older than pg_outbox.consumer_max_retention.', c.acked_pos + 1,"
-		         " (SELECT max(h.pos) FROM outbox.history_%d h))"
-		         " WHERE %s RETURNING c.name, c.acked_pos",
-		         seg, need);
-		spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE_RETURNING, "marking consumers lost");
-		for (uint64 i = 0; i < SPI_processed; i++)
-			ereport(WARNING,
-			        (errmsg("pg_outbox: consumer \"%s\" is lost: retention removed events it had not acknowledged",
-			                SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
-			         errdetail("Its acknowledged position is %s; the events were older than "
-			                   "pg_outbox.consumer_max_retention (%d s).",
-			                   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), guc_consumer_max_retention_s),
-			         errhint("Its next call raises OB001; resynchronise it, then drop it and create it again.")));
-	}
-	// (an implicit acknowledgement of nothing, as next() records: last_ack_at is left alone)
 	snprintf(sql, sizeof sql,
-	         "UPDATE outbox.consumer c SET acked_pos = (SELECT max(h.pos) FROM outbox.history_%d h) WHERE %s", seg,
-	         behind);
-	spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE, "moving consumers past the segment");
+	         "UPDATE outbox.consumer c SET state = 'lost', lost_at = now(),"
+	         " lost_reason = format('Retention removed the events it had not acknowledged (positions %%s to %%s):"
+	         " they were older than pg_outbox.consumer_max_retention.', c.acked_pos + 1,"
+	         " (SELECT max(h.pos) FROM outbox.history_%d h))"
+	         " WHERE %s RETURNING c.name, c.acked_pos",
+	         seg, need);
+	spi_ok(SPI_execute(sql, false, 0), SPI_OK_UPDATE_RETURNING, "marking consumers lost");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		ereport(WARNING,
+		        (errmsg("pg_outbox: consumer \"%s\" is lost: retention removed events it had not acknowledged",
+		                SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)),
+		         errdetail("Its acknowledged position is %s; the events were older than "
+		                   "pg_outbox.consumer_max_retention (%d s).",
+		                   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), guc_consumer_max_retention_s),
+		         errhint("Its next call raises OB001; resynchronise it, then drop it and create it again.")));
 	return true;
 }
 
@@ -719,6 +703,14 @@ PGO_FUNCTION(outbox_next) {
 		consumer_lost(name, c);
 
 	int64 from = c.acked_pos;
+	// A filtered consumer behind the retention horizon lost nothing: it is still active in the
+	// snapshot that shows the horizon, and retention marks lost, in the transaction that moves the
+	// horizon, every active consumer that had not acknowledged an event of its channels it
+	// removed. Only other channels' events are gone: replay from the horizon (after the acked
+	// position, replay would raise OB001 for them). An unfiltered consumer is never there unless
+	// the history was cut by hand: replay says OB001.
+	if (!c.channels_null && c.purged_pos > from)
+		from = c.purged_pos;
 	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us);
 	if (n == 0 && from > c.acked_pos) {
 		// nothing of its channels up to from: record that, so that retention need not keep the
