@@ -131,6 +131,10 @@ void wake_channel_waiters_at_commit(const char *channel) {
 	channel_mask[i / 64] |= UINT64CONST(1) << (i % 64);
 }
 
+void wake_all_channel_waiters_at_commit(void) {
+	memset(channel_mask, 0xff, sizeof channel_mask);
+}
+
 static void broadcast_bucket(WaitBucket *b) {
 	pg_atomic_fetch_add_u64(&b->generation, 1); // a full barrier: before any waiter is woken
 	ConditionVariableBroadcast(&b->cv);
@@ -165,8 +169,8 @@ static void waiters_xact_callback(XactEvent event, void *) {
 		break;
 	case XACT_EVENT_PREPARE:
 		// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
-		// (the channel buckets are not known then: waiters of one channel of a prepared drain
-		// see its events at their safety tick)
+		// and, since the channels of the prepared drain are not known in the session that
+		// commits it, every channel bucket (a spurious wake-up for the waiters of other channels)
 		publish_level = 0;
 		clear_channel_mask();
 		break;
@@ -398,6 +402,7 @@ struct Consumer {
 	Datum channels;    // text[] (copied out of SPI) or 0
 	bool channels_null;
 	TimestampTz created_at; // with name and channels: this consumer, not one dropped and created again
+	int64 purged_pos;       // the retention horizon, read in the same snapshot as the rest
 };
 
 static const char *consumer_name_arg(FunctionCallInfo fcinfo, int argno) {
@@ -464,9 +469,13 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	Consumer c{};
 	Oid types[] = {TEXTOID};
 	Datum args[] = {CStringGetTextDatum(name)};
-	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
+	// purged_pos in the same statement, hence the same snapshot: retention marks the consumers it
+	// removes unacknowledged events of lost in the transaction that moves purged_pos (next())
+	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
+	                               " (SELECT s.purged_pos FROM outbox.state s)"
 	                               " FROM outbox.consumer WHERE name = $1 FOR UPDATE"
-	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at"
+	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
+	                               " (SELECT s.purged_pos FROM outbox.state s)"
 	                               " FROM outbox.consumer WHERE name = $1";
 	spi_ok(SPI_execute_with_args(sql, 1, types, args, nullptr, false, 1), SPI_OK_SELECT, "reading the consumer");
 	if (SPI_processed != 1)
@@ -487,6 +496,8 @@ static Consumer read_consumer(const char *name, bool for_update) {
 	if (!c.channels_null)
 		c.channels = SPI_datumTransfer(ch, false, -1);
 	c.created_at = DatumGetTimestampTz(SPI_getbinval(t, d, 6, &isnull));
+	Datum purged = SPI_getbinval(t, d, 7, &isnull);
+	c.purged_pos = isnull ? 0 : DatumGetInt64(purged);
 	return c;
 }
 
@@ -694,6 +705,14 @@ PGO_FUNCTION(outbox_next) {
 		consumer_lost(name, c);
 
 	int64 from = c.acked_pos;
+	// A filtered consumer behind the retention horizon lost nothing: it is still active in the
+	// snapshot that shows the horizon, and retention marks lost, in the transaction that moves the
+	// horizon, every active consumer that had not acknowledged an event of its channels it
+	// removed. Only other channels' events are gone: replay from the horizon (after the acked
+	// position, replay would raise OB001 for them). An unfiltered consumer is never there unless
+	// the history was cut by hand: replay says OB001.
+	if (!c.channels_null && c.purged_pos > from)
+		from = c.purged_pos;
 	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us);
 	if (n == 0 && from > c.acked_pos) {
 		// nothing of its channels up to from: record that, so that retention need not keep the

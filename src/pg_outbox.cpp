@@ -366,8 +366,10 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		forget_extension_trust();
 	if (ext_created || ext_dropped || commit_prepared)
 		wake_level = 1; // the worker re-checks the extension (or drains) when it wakes
-	if (commit_prepared)
-		wake_waiters_at_commit(); // consumers.cpp: a drain that was prepared publishes now
+	if (commit_prepared) {
+		wake_waiters_at_commit();             // consumers.cpp: a drain that was prepared publishes now,
+		wake_all_channel_waiters_at_commit(); // on channels this session cannot know
+	}
 	if (db_created)
 		request_rescan(); // CREATE DATABASE is not transactional: tell the launcher now
 }

@@ -139,6 +139,9 @@ void consumers_init(void);
 void wake_waiters_at_commit(void);
 // ... and those that wait for this channel alone (the drain calls it for each channel it published on).
 void wake_channel_waiters_at_commit(const char *channel);
+// ... and the waiters of every channel (COMMIT PREPARED: the channels of the prepared drain are
+// not known in the committing session)
+void wake_all_channel_waiters_at_commit(void);
 // May retention TRUNCATE history segment seg, whose newest event was published at newest? false
 // while an active named consumer has not acknowledged one of its events and the segment is
 // younger than pg_outbox.consumer_max_retention; past that, with mark, those consumers are marked
