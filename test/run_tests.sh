@@ -3,9 +3,10 @@
 #   1. unit tests of the pure C++ code (GoogleTest),
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
-#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster).
+#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
+#   5. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|kafka ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap kafka)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -72,13 +73,18 @@ run_tap() {
         || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
 }
 
+run_kafka() { # jars from Maven Central (cached in ~/.m2); servers on loopback; see test/kafka/run.sh
+	KAFKA_WORK="$WORK/kafka" PG_BINDIR="$BINDIR" bash "$ROOT/test/kafka/run.sh"
+}
+
 for s in "${SUITES[@]}"; do
     case $s in
         unit)      suite "unit tests (GoogleTest)" make -s unit ;;
         regress)   suite "pg_regress" run_regress ;;
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap)"; exit 2 ;;
+        kafka)     suite "Kafka and Debezium (test/kafka)" run_kafka ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, kafka)"; exit 2 ;;
     esac
 done
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
           g++ make perl)
+PACKAGES+=(openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || { echo "setup: run as root (or install sudo): apt-get and make install need it" >&2; exit 1; }
