@@ -429,7 +429,7 @@ touch "$KW/producer.stop"
 
 wait "$PRODUCER_PID" || true
 PRODUCER_PID=""
-log "producer done ($(grep -c failed "$KW/logs/producer.log" 2>/dev/null || echo 0) transactions failed during the faults)"
+log "producer done ($(cat "$KW/logs/producer.log" 2>/dev/null | grep -c "transaction .* failed") transactions failed during the faults)"
 
 # special events, on a 'wal' channel, a 'both' channel and the 'notify' channel
 psql -d app >/dev/null <<'EOF'
@@ -489,6 +489,8 @@ check "path 1 (messages): each committed wal/both event in outbox.event.<channel
 	"${CHECK[@]}" check "$KW/records.jsonl" "$KW/expected-messages.jsonl" outbox.event.
 check "path 2 (history capture): each committed event in outbox.history.<channel>, key, pos/seq headers, payload, order per key" \
 	"${CHECK[@]}" check "$KW/records.jsonl" "$KW/expected-history.jsonl" outbox.history. strip-nulls
+check "the 1 MB payload arrived on both paths (compared whole above)" \
+	test "$(grep -c '"k":"big"' "$KW/records.jsonl")" -ge 2
 check "no record of a rolled-back transaction or savepoint" \
 	test "$(grep -c rolledback "$KW/records.jsonl")" = 0
 check "no record of a notify-only channel (audit) on path 1" \
