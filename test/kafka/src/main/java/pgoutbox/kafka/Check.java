@@ -220,7 +220,10 @@ public final class Check {
             }
             JsonNode payload = e.get("payload");
             // an event without payload: a record whose value is the JSON text null, or a tombstone
-            if (!r.hasNonNull("v")) tombstones++;
+            if (!r.hasNonNull("v")) {  // README: the value is the JSON text null, never a tombstone
+                tombstones++;
+                failures.add(where + ": event " + id + " arrived as a tombstone (null value)");
+            }
             JsonNode got = r.hasNonNull("v") ? JSON.readTree(r.get("v").asText()) : null;
             if (got != null && got.isNull()) { nullValues++; got = null; }
             JsonNode wantPayload = payload == null || payload.isNull() ? null : (strip ? stripNulls(payload) : payload);
