@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
-          g++ make perl)
+          g++ make perl
+          pgbouncer) # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
 PACKAGES+=(openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
