@@ -4,9 +4,10 @@
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
-#   5. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target).
+#   5. the Python client (clients/python/tests, pytest)     on a cluster of its own,
+#   6. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|kafka ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap kafka)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -73,6 +74,14 @@ run_tap() {
         || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
 }
 
+# The Python client's tests (clients/python/tests, pytest), against a cluster of their own made
+# from this private installation; as the test user, with Debian's python3 (not one first on PATH).
+run_python() {
+    cp -r clients "$WORK"/ && { [ -z "${RUN[*]}" ] || chown -R postgres: "$WORK/clients"; }
+    (cd "$WORK/clients/python" && "${RUN[@]}" env PG_OUTBOX_BINDIR="$BINDIR" HOME="$WORK" PYTHONDONTWRITEBYTECODE=1 \
+        /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" tests)
+}
+
 run_kafka() { # jars from Maven Central (cached in ~/.m2); servers on loopback; see test/kafka/run.sh
 	KAFKA_WORK="$WORK/kafka" PG_BINDIR="$BINDIR" bash "$ROOT/test/kafka/run.sh"
 }
@@ -83,8 +92,9 @@ for s in "${SUITES[@]}"; do
         regress)   suite "pg_regress" run_regress ;;
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
+        python)    suite "Python client (pytest)" run_python ;;
         kafka)     suite "Kafka and Debezium (test/kafka)" run_kafka ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap, kafka)"; exit 2 ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka)"; exit 2 ;;
     esac
 done
 
