@@ -32,6 +32,9 @@ bool is_valid(std::string_view text) noexcept {
 
 } // namespace json
 
+// with_channel: the WAL envelope, which also always carries key and type (null when absent):
+// a JSON-to-struct decoder such as Debezium's DecodeLogicalDecodingMessageContent then gives
+// every message the same fields, and the outbox event router finds "key" in each of them.
 static void build(std::string &out, const EventFields &e, bool with_payload, bool with_key_type,
                   bool with_channel = false) {
 	out.clear();
@@ -48,11 +51,13 @@ static void build(std::string &out, const EventFields &e, bool with_payload, boo
 	if (with_key_type && e.key) {
 		out += ",\"key\":";
 		json::append_string(out, e.key);
-	}
+	} else if (with_channel)
+		out += ",\"key\":null";
 	if (with_key_type && e.type) {
 		out += ",\"type\":";
 		json::append_string(out, e.type);
-	}
+	} else if (with_channel)
+		out += ",\"type\":null";
 	if (with_payload) { // always there: null for an event without payload
 		out += ",\"payload\":";
 		if (e.has_payload)

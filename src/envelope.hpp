@@ -71,7 +71,8 @@ constexpr const char *kWalMessagePrefix = "pg_outbox";
 // Build the envelope of one event as it is written to the WAL (replacing out's content): the
 // NOTIFY envelope plus the channel, and never truncated (the WAL has no 8000-byte limit):
 //   {"id":7,"pos":42,"seq":3,"channel":"orders","key":"k","type":"t","payload":{...}}
-// key, type and payload are left out when absent (SQL NULL), as in the NOTIFY envelope.
+// key, type and payload are always there, null when absent (SQL NULL): unlike the NOTIFY
+// envelope, which leaves key and type out to save bytes, every message has the same fields.
 // Returns Fit::Full, or Fit::OutOfMemory (out empty). Never throws.
 Fit build_wal_envelope(std::string &out, const EventFields &e) noexcept;
 

@@ -4,9 +4,10 @@
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
-#   5. the Python client (clients/python/tests, pytest)     on a cluster of its own.
+#   5. the Python client (clients/python/tests, pytest)     on a cluster of its own,
+#   6. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 # PG_MAJOR=17 bash test/run_tests.sh runs them against PostgreSQL 17 (15, 16, 17, 18; default 15):
 # natively when that major is installed here (or is this Debian release's own), else inside a
@@ -24,7 +25,7 @@ fi
 echo "run_tests: PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //') ($PG_CONFIG)"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -86,6 +87,10 @@ run_python() {
         /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" tests)
 }
 
+run_kafka() { # jars from Maven Central (cached in ~/.m2); servers on loopback; see test/kafka/run.sh
+	KAFKA_WORK="$WORK/kafka" PG_BINDIR="$BINDIR" bash "$ROOT/test/kafka/run.sh"
+}
+
 for s in "${SUITES[@]}"; do
     case $s in
         unit)      suite "unit tests (GoogleTest)" make -s unit ;;
@@ -93,7 +98,8 @@ for s in "${SUITES[@]}"; do
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
         python)    suite "Python client (pytest)" run_python ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap, python)"; exit 2 ;;
+        kafka)     suite "Kafka and Debezium (test/kafka)" run_kafka ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka)"; exit 2 ;;
     esac
 done
 

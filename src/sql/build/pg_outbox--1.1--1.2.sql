@@ -1,0 +1,959 @@
+-- pg_outbox 1.1 -> 1.2 upgrade. Each change of 1.2 appends its section here, in the same order
+-- as the matching change in src/sql/NN_*.sql, so that the upgraded objects equal a fresh install
+-- (test/t/080_upgrade.pl compares them object by object).
+\echo Use "ALTER EXTENSION pg_outbox UPDATE TO '1.2'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------
+-- The extension's own schema (issue #11): refuse to upgrade an install whose schema someone
+-- else controls. 1.1 installed into an existing schema "outbox" as it was; if a non-superuser
+-- created it first, they own it and can put their objects in the way of the drain worker and the
+-- SECURITY DEFINER functions (which run as a superuser). This check runs first (in a function of
+-- its own with search_path pinned, dropped again), before anything below names an object of the schema.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.pg_outbox_check_upgrade_schema() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ext oid;
+    nsp oid;
+    nsp_name name;
+    owner_name name;
+    owner_super boolean;
+    creator text;
+    what text;
+    fix constant text := 'As a superuser: drop the objects in schema "outbox" that are not part of the extension '
+                         '(\dn+ and \df outbox.* in psql list them), '
+                         'ALTER SCHEMA outbox OWNER TO a superuser, REVOKE CREATE ON SCHEMA outbox from every other role, '
+                         'then run ALTER EXTENSION pg_outbox UPDATE again.';
+BEGIN
+    SELECT e.oid, e.extnamespace INTO ext, nsp FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_outbox';
+    SELECT n.nspname, r.rolname, r.rolsuper INTO nsp_name, owner_name, owner_super
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE n.oid = nsp;
+    IF nsp_name <> 'outbox' THEN
+        RAISE EXCEPTION 'cannot update pg_outbox: its schema is called "%", not "outbox"', nsp_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'pg_outbox names its objects outbox.<name>; a schema now called "outbox" would be used instead.',
+                  HINT = pg_catalog.format('As a superuser, check what schema "outbox" contains and drop it, rename '
+                                           'schema %I back to "outbox", then run ALTER EXTENSION pg_outbox UPDATE again.',
+                                           nsp_name);
+    END IF;
+    IF NOT coalesce(owner_super, false) THEN
+        RAISE EXCEPTION 'cannot update pg_outbox: schema "outbox" is owned by role "%", which is not a superuser', owner_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The drain worker and pg_outbox''s SECURITY DEFINER functions run as a superuser and find '
+                           'their objects in schema "outbox": its owner could replace them.',
+                  HINT = fix;
+    END IF;
+    SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname::text END INTO creator
+      FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+     WHERE n.oid = nsp AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner AND NOT coalesce(r.rolsuper, false)
+     LIMIT 1;
+    IF creator IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot update pg_outbox: role "%" may create objects in schema "outbox"', creator
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Whoever may create objects in schema "outbox" could put their own in the way of pg_outbox''s.',
+                  HINT = fix;
+    END IF;
+    -- objects in the schema that are not the extension's and that a non-superuser owns (owners
+    -- other than the bootstrap superuser are recorded in pg_shdepend)
+    SELECT pg_catalog.format('%s (owned by role %I)', pg_catalog.pg_describe_object(d.classid, d.objid, 0), r.rolname)
+      INTO what
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_shdepend s ON s.classid = d.classid AND s.objid = d.objid AND s.deptype = 'o'
+       AND s.dbid = (SELECT db.oid FROM pg_catalog.pg_database db WHERE db.datname = pg_catalog.current_database())
+      JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
+     WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = nsp AND NOT r.rolsuper
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend m
+                        WHERE m.classid = d.classid AND m.objid = d.objid AND m.deptype = 'e'
+                          AND m.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND m.refobjid = ext)
+     LIMIT 1;
+    IF what IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot update pg_outbox: schema "outbox" holds % that is not part of the extension', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'pg_outbox runs its SQL as a superuser in this schema; an object a non-superuser put there '
+                           'could stand in for one of pg_outbox''s.',
+                  HINT = fix;
+    END IF;
+    -- the relations pg_outbox names must be its own (not a view put in place of outbox.state)
+    SELECT pg_catalog.format('%s %I', CASE c.relkind WHEN 'v' THEN 'view' ELSE 'relation' END, c.relname) INTO what
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = nsp
+       AND c.relname IN ('pending', 'history', 'history_0', 'history_1', 'history_2', 'state', 'channels',
+                         'channel_targets', 'dead_letter')
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend m
+                        WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND m.objid = c.oid
+                          AND m.deptype = 'e' AND m.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND m.refobjid = ext)
+     LIMIT 1;
+    IF what IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot update pg_outbox: % in schema "outbox" is not part of the extension', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'pg_outbox does not read or run an object it did not create.',
+                  HINT = fix;
+    END IF;
+END $$;
+SELECT pg_temp.pg_outbox_check_upgrade_schema();
+DROP FUNCTION pg_temp.pg_outbox_check_upgrade_schema();
+
+-- ---------------------------------------------------------------------------------------
+-- Everything a publisher can call (issue #11, part 3): no internal helper is granted but
+-- outbox._change() (CREATE TRIGGER needs it) and outbox._worker_status() (the status view).
+-- attach() checks by itself in C and makes the triggers through outbox._attach_triggers(),
+-- which it calls without the caller needing a right on it; the attachments view reads the
+-- catalogs itself. _check_attachment(), _split_tgargs() and _resolved_key() are gone.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION outbox._attach_triggers(relation regclass, mode text, channel text, key_columns text[],
+                                        include_columns text[], table_name text, resolved_key text[],
+                                        channel_template text, ops text[]) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    other record;
+    args text;
+    row_ops text[];
+BEGIN
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+           AND t.tgfoid <> 'outbox._change()'::regprocedure
+    LOOP
+        RAISE EXCEPTION 'table % already has a trigger named "%"', relation, other.tgname
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'pg_outbox names its triggers outbox_change, outbox_flush and outbox_truncate.',
+                  HINT = 'Rename or drop that trigger, then attach again.';
+    END LOOP;
+    args := format('%L, %L, %L, %L', mode, coalesce(channel, ''), coalesce(key_columns::text, ''),
+                   coalesce(include_columns::text, ''));
+    -- replace: both statements run in the caller's transaction
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t
+         WHERE t.tgrelid = relation AND t.tgname IN ('outbox_change', 'outbox_flush', 'outbox_truncate')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', other.tgname, relation);
+    END LOOP;
+    row_ops := array_remove(ops, 'TRUNCATE');
+    IF cardinality(row_ops) > 0 THEN
+        EXECUTE format('CREATE TRIGGER outbox_change AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION outbox._change(%s)',
+                       array_to_string(row_ops, ' OR '), relation, args);
+        IF mode = 'outbox' THEN
+            -- writes the events of the statement's rows into outbox.pending with one INSERT
+            EXECUTE format('CREATE TRIGGER outbox_flush AFTER %s ON %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION outbox._change(%s)', array_to_string(row_ops, ' OR '), relation, args);
+        END IF;
+    END IF;
+    IF 'TRUNCATE' = ANY (ops) THEN
+        EXECUTE format('CREATE TRIGGER outbox_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION outbox._change(%s)', relation, args);
+    END IF;
+    RETURN format('attached %s: mode %s, channel %s, key (%s)%s, operations %s',
+                  table_name, mode, quote_literal(channel_template), array_to_string(resolved_key, ', '),
+                  CASE WHEN cardinality(include_columns) > 0
+                       THEN format(', data (%s)', array_to_string(include_columns, ', ')) ELSE '' END,
+                  array_to_string(ops, ', '));
+END $$;
+COMMENT ON FUNCTION outbox._attach_triggers(regclass, text, text, text[], text[], text, text[], text, text[]) IS
+    'internal: the trigger DDL of outbox.attach(), after its checks';
+
+CREATE OR REPLACE FUNCTION outbox.attach(relation regclass, channel text DEFAULT NULL, mode text DEFAULT 'outbox',
+                              key_columns text[] DEFAULT NULL, include_columns text[] DEFAULT NULL,
+                              operations text[] DEFAULT '{INSERT,UPDATE,DELETE}') RETURNS text
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'outbox_attach';
+COMMENT ON FUNCTION outbox.attach(regclass, text, text, text[], text[], text[]) IS
+    'send {"op","table","id"} for every change of a table: NOTIFY at commit (mode notify) or a durable event (mode outbox)';
+
+CREATE OR REPLACE VIEW outbox.attachments AS
+SELECT s.relid::regclass AS "table",
+       coalesce(nullif(a.args[2], ''), n.nspname || '.' || c.relname) AS channel,
+       a.args[1] AS mode,
+       coalesce(nullif(a.args[3], '')::text[], k.key) AS key_columns,
+       nullif(a.args[4], '')::text[] AS include_columns,
+       ARRAY(SELECT o.op FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], ARRAY[4, 16, 8, 32]) AS o(op, bit)
+              WHERE (s.bits & o.bit) <> 0) AS operations
+  FROM (SELECT t.tgrelid AS relid, bit_or(t.tgtype::integer) AS bits,
+               (array_agg(t.tgargs ORDER BY t.tgname))[1] AS tgargs
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgfoid = 'outbox._change()'::regprocedure AND t.tgparentid = 0
+         GROUP BY t.tgrelid) s
+  -- the trigger's arguments (pg_trigger.tgargs: each one followed by a zero byte), checked to be
+  -- text of the database encoding by convert_from()
+  CROSS JOIN LATERAL (
+        SELECT array_agg(convert_from(substring(s.tgargs FROM z.prev + 2 FOR z.pos - z.prev - 1),
+                                      getdatabaseencoding()) COLLATE "default" ORDER BY z.pos) AS args
+          FROM (SELECT g.i AS pos, coalesce(lag(g.i) OVER (ORDER BY g.i), -1) AS prev
+                  FROM generate_series(0, length(s.tgargs) - 1) AS g(i)
+                 WHERE get_byte(s.tgargs, g.i) = 0) z) a
+  -- the key in effect when key_columns is not given: the primary key, else the replica identity
+  -- index (from the catalogs: no lock on the table)
+  LEFT JOIN LATERAL (
+        SELECT ARRAY(SELECT att.attname::text COLLATE "default"
+                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS ik(attnum, n)
+                       JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = ik.attnum
+                      WHERE ik.n <= i.indnkeyatts ORDER BY ik.n) AS key
+          FROM pg_catalog.pg_index i
+         WHERE i.indrelid = s.relid AND (i.indisprimary OR i.indisreplident) AND i.indimmediate
+           AND i.indexprs IS NULL AND i.indpred IS NULL
+         ORDER BY i.indisprimary DESC LIMIT 1) k ON true
+  JOIN pg_catalog.pg_class c ON c.oid = s.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+DROP FUNCTION outbox._check_attachment(regclass, text, text, text[], text[], text[]);
+DROP FUNCTION outbox._split_tgargs(bytea);
+DROP FUNCTION outbox._resolved_key(regclass, text[]);
+REVOKE ALL ON FUNCTION outbox._attach_triggers(regclass, text, text, text[], text[], text, text[], text, text[]) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------
+-- [consumers] One event shape: replay() and replay_channel() return the NOTIFY envelope as
+-- their last column (their return type changes: dropped and created again, with their
+-- privileges); replay() reads the retention horizon with the latest snapshot (OB001 in every
+-- isolation level). Then outbox.wait(), named consumers, and outbox.status's consumer counts.
+-- (40_replay.sql, 45_consumers.sql, 50_admin.sql, 90_privileges.sql)
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb)
+    RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'seq', seq, 'payload', payload)
+           OPERATOR(pg_catalog.||) CASE WHEN key IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('key', key) END
+           OPERATOR(pg_catalog.||) CASE WHEN type IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('type', type) END;
+COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb) IS
+    'internal: the NOTIFY envelope of an event, complete, as jsonb';
+REVOKE ALL ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION outbox._purged_pos() RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_purged_pos';
+COMMENT ON FUNCTION outbox._purged_pos() IS 'internal: the retention horizon, read with the latest snapshot';
+REVOKE ALL ON FUNCTION outbox._purged_pos() FROM PUBLIC;
+
+DROP FUNCTION outbox.replay_channel(text, bigint, integer);
+DROP FUNCTION outbox._replay_channel(text, bigint, integer);
+DROP FUNCTION outbox.replay(bigint, text[], integer);
+
+CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    head_pos bigint;
+    purged bigint;
+    expect bigint;
+    ch text;
+    r record;
+BEGIN
+    IF after_pos IS NULL THEN
+        RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last position the consumer has processed, 0 for the beginning, or outbox.head() to start from now.';
+    ELSIF after_pos < 0 THEN
+        RAISE EXCEPTION 'after_pos must be 0 or more, not %', after_pos USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Positions start at 1; pass 0 to replay from the beginning.';
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF cardinality(channels) = 0 THEN
+            RAISE EXCEPTION 'channels cannot be an empty array' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Pass NULL for every channel.';
+        END IF;
+        FOREACH ch IN ARRAY channels LOOP
+            PERFORM outbox._check_channel(ch, 'channel name in channels');
+        END LOOP;
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+
+    -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    -- [consumers] purged_pos from the latest snapshot: OB001 in every isolation level
+    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),
+           greatest(s.purged_pos, outbox._purged_pos())
+      INTO head_pos, purged FROM outbox.state s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
+    END IF;
+    IF after_pos < purged THEN
+        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
+                                  after_pos + 1, purged),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+    IF after_pos > head_pos THEN
+        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+
+    expect := after_pos + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+          FROM outbox.history h
+         WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
+         ORDER BY h.pos
+         LIMIT max_events
+    LOOP
+        IF channels IS NULL AND r.pos <> expect THEN
+            RAISE EXCEPTION 'position % is missing from the history', expect
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next position in outbox.history is %s.', r.pos),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.pos + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
+        RETURN NEXT;
+    END LOOP;
+    -- an unfiltered replay that stops short of the head must have stopped at max_events
+    IF channels IS NULL AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
+        RAISE EXCEPTION 'position % is missing from the history', expect
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest published position is %s.', head_pos),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox.replay(bigint, text[], integer) IS
+    'published events after a position, in position order, optionally of some channels only; OB001 if they have been removed';
+
+CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last bigint;
+    first_kept bigint;
+    expect bigint;
+    r record;
+BEGIN
+    PERFORM outbox._check_channel(ch, 'channel name');
+    IF after_seq IS NULL THEN
+        RAISE EXCEPTION 'after_seq cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last seq the consumer has processed on this channel, 0 for the beginning, or outbox.head(channel) to start from now.';
+    ELSIF after_seq < 0 THEN
+        RAISE EXCEPTION 'after_seq must be 0 or more, not %', after_seq USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Seqs start at 1 on every channel; pass 0 to replay from the beginning.';
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
+           (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
+      INTO last, first_kept;
+    IF after_seq > last THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+    IF after_seq < last AND (first_kept IS NULL OR first_kept > after_seq + 1) THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed',
+                        ch, after_seq, coalesce(first_kept - 1, last)
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
+                                  after_seq + 1, coalesce(first_kept - 1, last)),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+
+    expect := after_seq + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+          FROM outbox.history h
+         WHERE h.channel = ch AND h.seq > after_seq
+         ORDER BY h.seq
+         LIMIT max_events
+    LOOP
+        IF r.seq <> expect THEN
+            RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next seq in outbox.history is %s.', r.seq),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.seq + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
+        RETURN NEXT;
+    END LOOP;
+    IF expect <= last AND expect - after_seq - 1 < max_events THEN
+        RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest seq of the channel is %s.', last),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer) IS 'internal: the body of outbox.replay_channel()';
+
+CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3) $$;
+COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer) IS
+    'published events of one channel after a seq, in seq order; OB001 if they have been removed';
+
+REVOKE ALL ON FUNCTION outbox.replay(bigint, text[], integer), outbox._replay_channel(text, bigint, integer),
+                       outbox.replay_channel(text, bigint, integer) FROM PUBLIC;
+ALTER FUNCTION outbox.replay(bigint, text[], integer) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay_channel(text, bigint, integer) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer)
+    TO outbox_reader;
+
+-- ---------------------------------------------------------------------------------------
+-- Consumers without LISTEN: a statement that waits (outbox.wait), and named consumers whose
+-- acknowledged position the server keeps and retention respects (src/consumers.cpp)
+-- ---------------------------------------------------------------------------------------
+--
+-- outbox.wait() returns what outbox.replay() returns, calling replay() itself (so replay's
+-- checks and privileges apply), as soon as there is something: when nothing is there yet, the
+-- backend sleeps on a condition variable in shared memory that every drain transaction which
+-- published events broadcasts when it commits. No polling; a sleeping waiter holds no lock.
+-- It works through transaction poolers (PgBouncer pool_mode = transaction): one statement.
+--
+-- A named consumer is a row of outbox.consumer: its channels and the position up to which it
+-- has processed their events (acked_pos). outbox.next() returns the events after acked_pos
+-- (long-polling like wait()), outbox.ack() moves acked_pos forward. Retention keeps every event
+-- an active consumer has not acknowledged, up to pg_outbox.consumer_max_retention; past that
+-- the consumer is marked lost and its next call raises OB001.
+
+CREATE TABLE outbox.consumer (
+    name        text PRIMARY KEY CONSTRAINT consumer_name_length CHECK (octet_length(name) BETWEEN 1 AND 63),
+    channels    text[],                 -- NULL: every channel
+    owner       regrole NOT NULL,       -- the role that created it: it (and its members) may use it
+    acked_pos   bigint NOT NULL,        -- every event of its channels up to here is processed
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    last_ack_at timestamptz,
+    state       text NOT NULL DEFAULT 'active' CONSTRAINT consumer_state CHECK (state IN ('active', 'lost')),
+    lost_at     timestamptz,
+    lost_reason text
+);
+COMMENT ON TABLE outbox.consumer IS 'named consumers: their channels and acknowledged positions';
+SELECT pg_catalog.pg_extension_config_dump('outbox.consumer', '');
+
+CREATE FUNCTION outbox.wait(after_pos bigint, channels text[] DEFAULT NULL, timeout interval DEFAULT '30s',
+                            max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_wait';
+COMMENT ON FUNCTION outbox.wait(bigint, text[], interval, integer) IS
+    'outbox.replay(), but waits up to timeout for events after after_pos to be published; an empty set at timeout';
+
+CREATE FUNCTION outbox.create_consumer(name text, channels text[] DEFAULT NULL, start text DEFAULT 'now')
+    RETURNS bigint LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'outbox_create_consumer';
+COMMENT ON FUNCTION outbox.create_consumer(text, text[], text) IS
+    'register a named consumer (start: ''now'', ''earliest'' or a position); returns its acknowledged position';
+
+CREATE FUNCTION outbox.next(name text, max_events integer DEFAULT 1000, timeout interval DEFAULT '30s')
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_next';
+COMMENT ON FUNCTION outbox.next(text, integer, interval) IS
+    'the events after a consumer''s acknowledged position (waits up to timeout for some); acknowledge with outbox.ack()';
+
+CREATE FUNCTION outbox.ack(name text, pos bigint)
+    RETURNS bigint LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'outbox_ack';
+COMMENT ON FUNCTION outbox.ack(text, bigint) IS
+    'a consumer has processed its events up to pos (an older pos is a no-op); returns its acknowledged position';
+
+CREATE FUNCTION outbox.drop_consumer(name text)
+    RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'outbox_drop_consumer';
+COMMENT ON FUNCTION outbox.drop_consumer(text) IS 'remove a named consumer: retention no longer keeps events for it';
+
+CREATE VIEW outbox.consumers AS
+    SELECT c.name,
+           c.channels,
+           c.owner,
+           c.state,
+           c.acked_pos,
+           CASE WHEN c.channels IS NULL THEN greatest(hd.head - c.acked_pos, 0)
+                ELSE (SELECT count(*) FROM outbox.history h
+                       WHERE h.pos > c.acked_pos AND h.channel = ANY (c.channels)) END AS lag_events,
+           coalesce(extract(epoch FROM now() - (SELECT h.published_at FROM outbox.history h
+                                                 WHERE h.pos > c.acked_pos
+                                                   AND (c.channels IS NULL OR h.channel = ANY (c.channels))
+                                                 ORDER BY h.pos LIMIT 1)), 0)::double precision AS lag_seconds,
+           c.last_ack_at,
+           c.created_at,
+           c.lost_at,
+           c.lost_reason
+      FROM outbox.consumer c,
+           LATERAL (SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)) AS head
+                      FROM outbox.state s) hd;
+COMMENT ON VIEW outbox.consumers IS
+    'named consumers: acknowledged position, lag in events and seconds (age of the oldest unacknowledged event), state';
+
+REVOKE ALL ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
+                       outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    FROM PUBLIC;
+REVOKE ALL ON outbox.consumer, outbox.consumers FROM PUBLIC;
+GRANT SELECT ON outbox.consumer, outbox.consumers TO outbox_admin;
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
+                          outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    TO outbox_reader;
+GRANT SELECT ON outbox.consumers TO outbox_reader;
+
+CREATE OR REPLACE VIEW outbox.status AS
+    SELECT current_database() AS database,
+           w.pid,
+           CASE WHEN w.pid IS NOT NULL AND s.paused AND w.state IN ('idle', 'paused') THEN 'paused'
+                ELSE w.state END AS state,
+           (SELECT count(*) FROM outbox.pending) AS pending,
+           now() - (SELECT p.created_at FROM outbox.pending p ORDER BY p.id LIMIT 1) AS oldest_pending_age,
+           s.last_pos AS published_total,
+           s.last_pos,
+           round(w.events_per_sec::numeric, 1) AS events_per_sec,
+           round(outbox.notify_queue_usage()::numeric, 4) AS queue_usage,
+           (SELECT count(*) FROM outbox.dead_letter) AS dead_letters,
+           w.last_error,
+           w.last_error_at,
+           s.paused,
+           s.purged_pos,
+           w.started_at,
+           w.last_batch_at,
+           -- [consumers] named consumers (outbox.consumers has the details)
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
+      FROM outbox.state s, outbox._worker_status() w;
+
+-- [consumers] outbox.event(): the hint tells a dead letter, an id never handed out and a removed
+-- event apart; outbox.resume(): "1 event pending", not "1 events pending" (20_outbox.sql,
+-- 50_admin.sql)
+CREATE OR REPLACE FUNCTION outbox.event(event_id bigint)
+    RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
+                   pos bigint, seq bigint, published_at timestamptz)
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last_id bigint;
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.pos, h.seq, h.published_at
+          FROM outbox.history h WHERE h.id = event_id
+        UNION ALL
+        SELECT p.id, p.channel, p.key, p.type, p.payload, p.created_at, NULL::bigint, NULL::bigint,
+               NULL::timestamptz
+          FROM outbox.pending p WHERE p.id = event_id;
+    IF NOT FOUND THEN
+        -- [consumers] the hint says which it is: a dead letter, an id never handed out, or removed
+        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
+        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
+                                    event_id);
+        ELSIF event_id < 1 OR event_id > last_id THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
+        ELSE
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox.event(bigint) IS
+    'one stored event, pending or published (for consumers of a "truncated" envelope)';
+ALTER FUNCTION outbox.event(bigint) SECURITY DEFINER; -- (as 90_privileges.sql makes it)
+
+CREATE OR REPLACE FUNCTION outbox.resume() RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE was boolean; n bigint;
+BEGIN
+    SELECT paused INTO was FROM outbox.state FOR UPDATE;
+    UPDATE outbox.state SET paused = false;
+    PERFORM outbox._wake_at_commit();
+    n := (SELECT count(*) FROM outbox.pending);
+    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
+        || format(': database %I publishes again; %s pending', current_database(),
+                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
+END $$;
+COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
+
+-- ---- outbox.worker_pids(): which backends' notifications are envelopes (sec-channels) ----
+CREATE FUNCTION outbox.worker_pids() RETURNS integer[]
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_worker_pids';
+COMMENT ON FUNCTION outbox.worker_pids() IS
+    'PIDs of this database''s running drain worker(s): trust a NOTIFY envelope only if its be_pid is one of them';
+REVOKE ALL ON FUNCTION outbox.worker_pids() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.worker_pids() TO outbox_reader;
+
+-- ---- channel rights (sec-channels): the reading functions check them (the same bodies as
+-- src/sql/20_outbox.sql and 40_replay.sql; SECURITY DEFINER as 90_privileges.sql makes them) ----
+CREATE OR REPLACE FUNCTION outbox.event(event_id bigint)
+    RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
+                   pos bigint, seq bigint, published_at timestamptz)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last_id bigint;
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.pos, h.seq, h.published_at
+          FROM outbox.history h WHERE h.id = event_id
+        UNION ALL
+        SELECT p.id, p.channel, p.key, p.type, p.payload, p.created_at, NULL::bigint, NULL::bigint,
+               NULL::timestamptz
+          FROM outbox.pending p WHERE p.id = event_id;
+    IF NOT FOUND THEN
+        -- [consumers] the hint says which it is: a dead letter, an id never handed out, or removed
+        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
+        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
+                                    event_id);
+        ELSIF event_id < 1 OR event_id > last_id THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
+        ELSE
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
+        END IF;
+    END IF;
+    -- channel rights (95_channels.sql): 42501 (and no row) if the caller may not read its channel
+    PERFORM outbox._check_read(ARRAY(SELECT h.channel FROM outbox.history h WHERE h.id = event_id
+                                     UNION SELECT p.channel FROM outbox.pending p WHERE p.id = event_id));
+END $$;
+
+CREATE OR REPLACE FUNCTION outbox.head(channel text) RETURNS bigint
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM outbox._check_channel(channel, 'channel name');
+    PERFORM outbox._check_read(ARRAY[channel]); -- channel rights (95_channels.sql)
+    RETURN coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = head.channel), 0);
+END $$;
+
+CREATE OR REPLACE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    head_pos bigint;
+    purged bigint;
+    expect bigint;
+    ch text;
+    r record;
+    all_channels boolean; -- channel rights: the caller may read every channel asked for
+BEGIN
+    IF after_pos IS NULL THEN
+        RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last position the consumer has processed, 0 for the beginning, or outbox.head() to start from now.';
+    ELSIF after_pos < 0 THEN
+        RAISE EXCEPTION 'after_pos must be 0 or more, not %', after_pos USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Positions start at 1; pass 0 to replay from the beginning.';
+    END IF;
+    IF channels IS NOT NULL THEN
+        IF cardinality(channels) = 0 THEN
+            RAISE EXCEPTION 'channels cannot be an empty array' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Pass NULL for every channel.';
+        END IF;
+        FOREACH ch IN ARRAY channels LOOP
+            PERFORM outbox._check_channel(ch, 'channel name in channels');
+        END LOOP;
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+    -- channel rights (95_channels.sql): 42501 for a channel in channels the caller may not read;
+    -- false: no filter, and the caller may read only some channels: only theirs are returned
+    all_channels := outbox._check_read(channels);
+
+    -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    -- [consumers] purged_pos from the latest snapshot: OB001 in every isolation level
+    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),
+           greatest(s.purged_pos, outbox._purged_pos())
+      INTO head_pos, purged FROM outbox.state s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
+    END IF;
+    IF after_pos < purged THEN
+        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
+                                  after_pos + 1, purged),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+    IF after_pos > head_pos THEN
+        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+
+    expect := after_pos + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+          FROM outbox.history h
+         WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
+           AND (all_channels OR outbox._may_read(h.channel))
+         ORDER BY h.pos
+         LIMIT max_events
+    LOOP
+        IF channels IS NULL AND all_channels AND r.pos <> expect THEN
+            RAISE EXCEPTION 'position % is missing from the history', expect
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next position in outbox.history is %s.', r.pos),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.pos + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
+        RETURN NEXT;
+    END LOOP;
+    -- an unfiltered replay that stops short of the head must have stopped at max_events
+    IF channels IS NULL AND all_channels AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
+        RAISE EXCEPTION 'position % is missing from the history', expect
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest published position is %s.', head_pos),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last bigint;
+    first_kept bigint;
+    expect bigint;
+    r record;
+BEGIN
+    PERFORM outbox._check_channel(ch, 'channel name');
+    PERFORM outbox._check_read(ARRAY[ch]); -- channel rights (95_channels.sql)
+    IF after_seq IS NULL THEN
+        RAISE EXCEPTION 'after_seq cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the last seq the consumer has processed on this channel, 0 for the beginning, or outbox.head(channel) to start from now.';
+    ELSIF after_seq < 0 THEN
+        RAISE EXCEPTION 'after_seq must be 0 or more, not %', after_seq USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Seqs start at 1 on every channel; pass 0 to replay from the beginning.';
+    END IF;
+    PERFORM outbox._check_max_events(max_events);
+
+    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
+           (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
+      INTO last, first_kept;
+    IF after_seq > last THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+    IF after_seq < last AND (first_kept IS NULL OR first_kept > after_seq + 1) THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed',
+                        ch, after_seq, coalesce(first_kept - 1, last)
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
+                                  after_seq + 1, coalesce(first_kept - 1, last)),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+
+    expect := after_seq + 1;
+    FOR r IN
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+          FROM outbox.history h
+         WHERE h.channel = ch AND h.seq > after_seq
+         ORDER BY h.seq
+         LIMIT max_events
+    LOOP
+        IF r.seq <> expect THEN
+            RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next seq in outbox.history is %s.', r.seq),
+                      HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+        END IF;
+        expect := r.seq + 1;
+        pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
+        payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
+        RETURN NEXT;
+    END LOOP;
+    IF expect <= last AND expect - after_seq - 1 < max_events THEN
+        RAISE EXCEPTION 'seq % of channel "%" is missing from the history', expect, ch
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The latest seq of the channel is %s.', last),
+                  HINT = 'Retry the replay; if this persists, the history was modified by hand.';
+    END IF;
+END $$;
+
+-- ---------------------------------------------------------------------------------------
+-- Channel rights (issue #11 part 5): who may publish on, and read, which channels
+-- ---------------------------------------------------------------------------------------
+-- The model is in src/rights.cpp. In short: per privilege ('publish', 'read'), as long as no
+-- right of that kind exists, nothing changes; from the first one on, a role needs a right on
+-- the channel (or on a pattern that covers it), held directly or through membership.
+-- Superusers and outbox_admin hold every right; outbox_reader holds 'read' everywhere (it may
+-- SELECT the history itself). Tenants read through the role outbox_consumer.
+-- Patterns: '%' is any string, '\' makes the next character literal, '_' is a plain '_'.
+
+CREATE TABLE outbox.channel_rights (
+    pattern    text NOT NULL,
+    role       regrole NOT NULL, -- pg_dump writes the role's name, a restore finds its new OID
+    privilege  text NOT NULL CONSTRAINT channel_rights_privilege CHECK (privilege IN ('publish', 'read')),
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pattern, role, privilege)
+);
+COMMENT ON TABLE outbox.channel_rights IS
+    'channel rights: role may publish on / read the channels that pattern covers (outbox.grant_channel())';
+SELECT pg_catalog.pg_extension_config_dump('outbox.channel_rights', '');
+
+CREATE FUNCTION outbox._rights_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'outbox_rights_changed';
+COMMENT ON FUNCTION outbox._rights_changed() IS 'internal: every backend reloads the channel rights after a change';
+-- every write (grant_channel, revoke_channel, a DBA's own DML, pg_restore's COPY) reaches every
+-- backend's cache at commit
+CREATE TRIGGER channel_rights_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON outbox.channel_rights
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox._rights_changed();
+
+CREATE FUNCTION outbox._check_read(channels text[]) RETURNS boolean
+    LANGUAGE c STABLE PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'outbox_check_read';
+COMMENT ON FUNCTION outbox._check_read(text[]) IS
+    'internal: 42501 for a channel the caller may not read; false if channels is NULL and it may read only some';
+CREATE FUNCTION outbox._may_read(channel text) RETURNS boolean
+    LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'outbox_may_read';
+COMMENT ON FUNCTION outbox._may_read(text) IS 'internal: may the caller read this channel';
+CREATE FUNCTION outbox._check_channel_pattern(pattern text) RETURNS boolean
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'outbox_check_channel_pattern';
+COMMENT ON FUNCTION outbox._check_channel_pattern(text) IS
+    'internal: invalid_parameter_value for a bad channel pattern; true if it has a wildcard';
+
+CREATE FUNCTION outbox._channel_privileges(privileges text[]) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text;
+    out text[] := '{}';
+BEGIN
+    IF privileges IS NULL OR cardinality(privileges) = 0 THEN
+        RAISE EXCEPTION 'privileges cannot be NULL or empty' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass ''{publish}'', ''{read}'' or ''{publish,read}''.';
+    END IF;
+    FOREACH p IN ARRAY privileges LOOP
+        IF p IS NULL OR lower(btrim(p)) NOT IN ('publish', 'read') THEN
+            RAISE EXCEPTION 'invalid channel privilege "%"', p USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'A channel privilege is publish or read.';
+        END IF;
+        IF NOT lower(btrim(p)) = ANY (out) THEN
+            out := out || lower(btrim(p));
+        END IF;
+    END LOOP;
+    RETURN (SELECT array_agg(x ORDER BY x) FROM unnest(out) x);
+END $$;
+COMMENT ON FUNCTION outbox._channel_privileges(text[]) IS 'internal: the checked, sorted privileges of grant/revoke_channel';
+
+CREATE FUNCTION outbox.grant_channel(pattern text, role regrole, privileges text[] DEFAULT '{publish,read}')
+    RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    privs text[];
+    wildcard boolean;
+    p text;
+BEGIN
+    wildcard := outbox._check_channel_pattern(grant_channel.pattern);
+    IF grant_channel.role IS NULL OR grant_channel.role = 0 THEN
+        RAISE EXCEPTION 'role cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the role that may publish or read (its members get the right too).';
+    END IF;
+    privs := outbox._channel_privileges(privileges);
+    FOREACH p IN ARRAY privs LOOP
+        IF NOT EXISTS (SELECT FROM outbox.channel_rights r WHERE r.privilege = p) THEN
+            RAISE WARNING 'channel rights are now enforced for %: roles without a % right can no longer % any channel',
+                          p, p, CASE p WHEN 'publish' THEN 'publish on' ELSE 'read' END
+                USING DETAIL = 'Superusers and members of outbox_admin hold every right'
+                               || CASE p WHEN 'read' THEN ', members of outbox_reader may read every channel.' ELSE '.' END,
+                      HINT = 'outbox.channel_privileges lists the rights; grant the pattern ''%'' to a role that needs every channel.';
+        END IF;
+        INSERT INTO outbox.channel_rights AS r (pattern, role, privilege)
+            VALUES (grant_channel.pattern, grant_channel.role, p)
+            ON CONFLICT ON CONSTRAINT channel_rights_pkey DO NOTHING;
+    END LOOP;
+    RETURN format('granted %s on %s %L to %s', array_to_string(privs, ' and '),
+                  CASE WHEN wildcard THEN 'the channels matching' ELSE 'channel' END, grant_channel.pattern,
+                  grant_channel.role);
+END $$;
+COMMENT ON FUNCTION outbox.grant_channel(text, regrole, text[]) IS
+    'let a role (and its members) publish on and/or read a channel or the channels a pattern covers (% any string, \ escapes)';
+
+CREATE FUNCTION outbox.revoke_channel(pattern text, role regrole, privileges text[] DEFAULT '{publish,read}')
+    RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    privs text[];
+    n bigint;
+    p text;
+BEGIN
+    PERFORM outbox._check_channel_pattern(revoke_channel.pattern);
+    IF revoke_channel.role IS NULL THEN
+        RAISE EXCEPTION 'role cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    privs := outbox._channel_privileges(privileges);
+    DELETE FROM outbox.channel_rights r
+     WHERE r.pattern = revoke_channel.pattern AND r.role = revoke_channel.role AND r.privilege = ANY (privs);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE WARNING 'no channel right was revoked: role % has no % right on pattern %',
+                      revoke_channel.role, array_to_string(privs, ' or '), quote_literal(revoke_channel.pattern)
+            USING HINT = 'A right is revoked with the exact pattern it was granted with; outbox.channel_privileges lists them.';
+    END IF;
+    FOREACH p IN ARRAY privs LOOP
+        IF n > 0 AND NOT EXISTS (SELECT FROM outbox.channel_rights r WHERE r.privilege = p) THEN
+            RAISE WARNING 'no % right is left: channel rights are no longer enforced for %', p, p
+                USING DETAIL = CASE p WHEN 'publish' THEN 'Every role with EXECUTE on outbox.publish() may publish on every channel again.'
+                                      ELSE 'Every role with EXECUTE on the reading functions may read every channel again.' END;
+        END IF;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION outbox.revoke_channel(text, regrole, text[]) IS
+    'take back rights given by outbox.grant_channel() (the same pattern); returns how many were revoked';
+
+-- Who may do what: each role sees the rights it holds (directly or through membership); members
+-- of outbox_admin see every right. A right of a role that was dropped shows its OID as role.
+CREATE VIEW outbox.channel_privileges WITH (security_barrier) AS
+    SELECT r.pattern, r.role,
+           bool_or(r.privilege = 'publish') AS publish,
+           bool_or(r.privilege = 'read') AS read,
+           max(r.granted_at) AS granted_at
+      FROM outbox.channel_rights r
+      LEFT JOIN pg_catalog.pg_roles ro ON ro.oid = r.role
+     WHERE CASE WHEN ro.oid IS NULL THEN false ELSE pg_catalog.pg_has_role(ro.oid, 'USAGE') END
+        OR pg_catalog.pg_has_role('outbox_admin', 'USAGE')
+     GROUP BY r.pattern, r.role;
+COMMENT ON VIEW outbox.channel_privileges IS
+    'channel rights: which role may publish on / read the channels of which pattern (see outbox.grant_channel())';
+
+-- A role for tenants: it calls the reading functions (where channel rights apply) and has no
+-- right on the tables (outbox_reader may SELECT the history itself, so it reads every channel).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'outbox_consumer') THEN
+        CREATE ROLE outbox_consumer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members
+                    WHERE roleid = 'outbox_consumer'::regrole AND member = 'outbox_admin'::regrole) THEN
+        GRANT outbox_consumer TO outbox_admin;
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION outbox._rights_changed(), outbox._check_read(text[]), outbox._may_read(text),
+                       outbox._check_channel_pattern(text), outbox._channel_privileges(text[]),
+                       outbox.grant_channel(text, regrole, text[]), outbox.revoke_channel(text, regrole, text[])
+    FROM PUBLIC;
+REVOKE ALL ON outbox.channel_rights, outbox.channel_privileges FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.grant_channel(text, regrole, text[]), outbox.revoke_channel(text, regrole, text[])
+    TO outbox_admin;
+GRANT SELECT ON outbox.channel_rights TO outbox_admin;
+GRANT SELECT ON outbox.channel_privileges TO outbox_publisher, outbox_reader, outbox_consumer, outbox_admin;
+GRANT USAGE ON SCHEMA outbox TO outbox_consumer;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+                          outbox.head(), outbox.head(text), outbox.event(bigint), outbox.worker_pids(),
+                          outbox.max_payload_bytes(), outbox.max_channel_bytes()
+    TO outbox_consumer;
+-- waiting and named consumers (45_consumers.sql) call outbox.replay() as the caller, so channel
+-- rights apply to them; the view outbox.consumers (every consumer's name and channels) is not
+-- granted: it would show a tenant the other tenants' consumers
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
+                          outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    TO outbox_consumer;
