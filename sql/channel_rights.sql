@@ -28,7 +28,7 @@ CREATE ROLE regress_member IN ROLE outbox_publisher, outbox_consumer, regress_gr
 CREATE ROLE regress_noinherit NOINHERIT IN ROLE regress_grp;
 -- (NOINHERIT: it holds no right of its groups, EXECUTE included, until SET ROLE)
 GRANT USAGE ON SCHEMA outbox TO regress_noinherit;
-GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.replay(bigint, text[], integer)
+GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.replay(bigint, text[], integer, bigint)
     TO regress_noinherit;
 CREATE ROLE regress_pub IN ROLE outbox_publisher, outbox_reader; -- the company's own services
 CREATE ROLE regress_adm IN ROLE outbox_admin;

@@ -42,6 +42,10 @@ static void build(std::string &out, const EventFields &e, bool with_payload, boo
 	json::append_int(out, e.id);
 	out += ",\"pos\":";
 	json::append_int(out, e.pos);
+	if (e.epoch != 0) { // [epochs] kept in every fallback: a truncated envelope still says where pos stands
+		out += ",\"epoch\":";
+		json::append_int(out, e.epoch);
+	}
 	out += ",\"seq\":";
 	json::append_int(out, e.seq);
 	if (with_channel) {

@@ -42,6 +42,7 @@ bool is_valid(std::string_view text) noexcept;
 struct EventFields {
 	std::int64_t id = 0;
 	std::int64_t pos = 0;
+	std::int64_t epoch = 0;     // [epochs] the epoch of pos; 0: left out (before 1.2's first epoch)
 	std::int64_t seq = 0;
 	const char *key = nullptr;  // nullptr: absent
 	const char *type = nullptr; // nullptr: absent
@@ -57,8 +58,8 @@ enum class Fit {
 };
 
 // Build the envelope of one event into out (replacing its content):
-//   {"id":7,"pos":42,"seq":3,"key":"k","type":"t","payload":{...}}
-// key and type are left out when absent; payload is always there (null when absent).
+//   {"id":7,"pos":42,"epoch":1,"seq":3,"key":"k","type":"t","payload":{...}}
+// "epoch" is left out when 0 (never, from the drain); key and type are left out when absent; payload is always there (null when absent).
 // If it would be longer than max_bytes, "payload" is left out and "truncated":true set; if even
 // that is too long (huge key or type), key and type are left out as well. The consumer then
 // fetches the event by id (outbox.event(id)). Never throws.
@@ -70,7 +71,7 @@ constexpr const char *kWalMessagePrefix = "pg_outbox";
 
 // Build the envelope of one event as it is written to the WAL (replacing out's content): the
 // NOTIFY envelope plus the channel, and never truncated (the WAL has no 8000-byte limit):
-//   {"id":7,"pos":42,"seq":3,"channel":"orders","key":"k","type":"t","payload":{...}}
+//   {"id":7,"pos":42,"epoch":1,"seq":3,"channel":"orders","key":"k","type":"t","payload":{...}}
 // key, type and payload are always there, null when absent (SQL NULL): unlike the NOTIFY
 // envelope, which leaves key and type out to save bytes, every message has the same fields.
 // Returns Fit::Full, or Fit::OutOfMemory (out empty). Never throws.

@@ -67,6 +67,7 @@ static SPIPlanPtr plan_bump = nullptr;
 static SPIPlanPtr plan_chan = nullptr;
 static SPIPlanPtr plan_history_max = nullptr;
 static SPIPlanPtr plan_set_pos = nullptr;
+static SPIPlanPtr plan_epoch_begin = nullptr; // [epochs]
 static SPIPlanPtr plan_chan1 = nullptr;
 static SPIPlanPtr plan_insert_row[3] = {nullptr, nullptr, nullptr}; // history, when it has triggers
 
@@ -95,7 +96,14 @@ static void prepare_drain_plans(void) {
 	                        " SELECT id, channel, key, type, payload, created_at FROM taken",
 	                        1, take_one_types);
 	Oid bump_types[] = {INT8OID};
-	plan_bump = keep_plan("UPDATE outbox.state SET last_pos = last_pos + $1 RETURNING last_pos, cur_seg", 1, bump_types);
+	// [epochs] the bump also compares the cluster the current epoch began on with this one: one
+	// comparison per drain, in the row the drain updates anyway (22_epochs.sql)
+	Oid bump_epoch_types[] = {INT8OID, INT8OID, TEXTOID, OIDOID};
+	plan_bump = keep_plan("UPDATE outbox.state SET last_pos = last_pos + $1 RETURNING last_pos, cur_seg, epoch,"
+	                      " timeline IS DISTINCT FROM $2 OR system_identifier IS DISTINCT FROM $3"
+	                      " OR database_oid IS DISTINCT FROM $4",
+	                      4, bump_epoch_types);
+	plan_epoch_begin = keep_plan("SELECT outbox._epoch_begin($1, $2, $3, $4)", 4, bump_epoch_types);
 	// A fresh counter (0) may sit below a history that pg_restore loaded before the state row:
 	// then positions start after the history (run only when the counter was 0).
 	plan_history_max = keep_plan("SELECT coalesce(max(pos), 0) FROM outbox.history", 0, nullptr);
@@ -142,10 +150,11 @@ static std::string envelope_buffer;
 
 // The fields of one event, for the NOTIFY and the WAL envelope alike.
 static EventFields event_fields(int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                                const char *payload) {
+                                const char *payload, int64 epoch) {
 	EventFields f;
 	f.id = id;
 	f.pos = pos;
+	f.epoch = epoch; // [epochs]
 	f.seq = seq;
 	f.key = key;
 	f.type = type;
@@ -158,8 +167,8 @@ static EventFields event_fields(int64 id, int64 pos, int64 seq, const char *key,
 
 // id_only: {"id","pos","seq","truncated":true} and nothing else (channel rights: rights.hpp).
 static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                                  const char *payload, bool id_only) {
-	EventFields f = event_fields(id, pos, seq, key, type, payload);
+                                  const char *payload, bool id_only, int64 epoch) {
+	EventFields f = event_fields(id, pos, seq, key, type, payload, epoch);
 	if (build_event_envelope(envelope_buffer, f, id_only ? 0 : kMaxPayloadBytes) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
 	return envelope_buffer.c_str();
@@ -177,8 +186,8 @@ static void release_wal_buffer() noexcept {
 // Write one event into the WAL as a transactional logical decoding message: it is decoded only
 // if (and when) the drain transaction commits, in the order written, i.e. in pos order.
 static void emit_wal_message(const char *channel, int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                             const char *payload) {
-	EventFields f = event_fields(id, pos, seq, key, type, payload);
+                             const char *payload, int64 epoch) {
+	EventFields f = event_fields(id, pos, seq, key, type, payload, epoch);
 	f.channel = channel;
 	if (build_wal_envelope(wal_buffer, f) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building the WAL envelope of event %lld",
@@ -552,7 +561,12 @@ int64 drain_batch(int max_events, int64 only_id) {
 	}
 
 	// 2. positions
-	Datum bump_args[] = {Int64GetDatum((int64)n)};
+	// [epochs] this cluster: the system identifier and database never change while a process runs
+	static char sysid[32] = "";
+	if (!sysid[0])
+		snprintf(sysid, sizeof sysid, UINT64_FORMAT, GetSystemIdentifier());
+	Datum bump_args[] = {Int64GetDatum((int64)n), Int64GetDatum((int64)compat::wal_insertion_timeline()),
+	                     CStringGetTextDatum(sysid), ObjectIdGetDatum(MyDatabaseId)};
 	spi_check(SPI_execute_plan(plan_bump, bump_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,
 	          "bumping the position");
 	if (SPI_processed != 1)
@@ -562,6 +576,8 @@ int64 drain_batch(int max_events, int64 only_id) {
 	bool isnull;
 	int64 last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	int64 epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)); // [epochs]
+	bool new_epoch = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	if (last_pos == (int64)n) {
 		// the counter was 0: after a restore, the history may already hold positions
 		spi_check(SPI_execute_plan(plan_history_max, nullptr, nullptr, false, 1), SPI_OK_SELECT,
@@ -577,6 +593,14 @@ int64 drain_batch(int max_events, int64 only_id) {
 	if (seg < 0 || seg >= kSegments)
 		elog(ERROR, "pg_outbox: outbox.state.cur_seg is %d, expected 0..%d", seg, kSegments - 1);
 	int64 first_pos = last_pos - (int64)n + 1;
+	if (new_epoch) {
+		// [epochs] another timeline, cluster or database (or the first drain): a new epoch begins
+		// with this batch, recorded before its events (same transaction: both or neither commit)
+		bump_args[0] = Int64GetDatum(first_pos);
+		spi_check(SPI_execute_plan(plan_epoch_begin, bump_args, nullptr, false, 0), SPI_OK_SELECT,
+		          "beginning a new epoch");
+		epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
 
 	// 3. per-channel sequence numbers (and, for a one-channel batch, the channel's target)
 	bool targets_known = false;
@@ -667,10 +691,10 @@ int64 drain_batch(int max_events, int64 only_id) {
 		}
 		if (e->targets & kTargetWal)
 			emit_wal_message(e->name, DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,
-			                 payload);
+			                 payload, epoch);
 		if (e->targets & kTargetNotify)
 			Async_Notify(e->name, build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]),
-			                                     key, type, payload, id_only));
+			                                     key, type, payload, id_only, epoch));
 	}
 
 	last_drained_pos = last_pos;

@@ -17,6 +17,7 @@
 // | 17    | IsBackgroundWorker -> AmBackgroundWorkerProcess()             | am_background_worker        |
 // | 18    | RelationGetPrimaryKeyIndex gained bool deferrable_ok          | primary_key_index           |
 // | 18    | index_beginscan gained IndexScanInstrumentation * (4th)       | index_beginscan             |
+// | 15    | [epochs] GetWALInsertionTimeLine() (ThisTimeLineID is gone)   | wal_insertion_timeline      |
 //
 // Not a PostgreSQL difference, and not here because the files concerned include no Postgres
 // header (they are pure C++, unit-tested alone): Boost 1.92 (Debian forky, with PostgreSQL 18)
@@ -33,6 +34,7 @@ extern "C" {
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "replication/message.h"
+#include "access/xlog.h"
 #include "utils/acl.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -123,6 +125,12 @@ inline IndexScanDesc index_beginscan(Relation heap, Relation index, Snapshot sna
 #else
 	return ::index_beginscan(heap, index, snapshot, nkeys, norderbys);
 #endif
+}
+
+// [epochs] The timeline new WAL is written on (15 replaced the global ThisTimeLineID with this
+// function; it is the same on 15 to 18). Only meaningful outside recovery: the drain runs there.
+inline TimeLineID wal_insertion_timeline() {
+	return GetWALInsertionTimeLine();
 }
 
 } // namespace pg_outbox::compat

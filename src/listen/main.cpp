@@ -251,7 +251,8 @@ void Listener::check_channels() {
 
 void Listener::setup_session() {
 	// Is pg_outbox there (and new enough)?
-	PGresult *res = exec("SELECT to_regprocedure('outbox.replay(bigint,text[],integer)') IS NOT NULL", 0, nullptr);
+	PGresult *res = exec("SELECT coalesce(to_regprocedure('outbox.replay(bigint,text[],integer,bigint)'),"  // [epochs] 1.2
+	                     " to_regprocedure('outbox.replay(bigint,text[],integer)')) IS NOT NULL", 0, nullptr);
 	bool have = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
 	if (!have) {

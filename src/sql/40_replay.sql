@@ -16,6 +16,8 @@
 --   OB001  the replay point is older than the retention horizon (events are gone)
 --   OB002  the replay point is ahead of the outbox (the outbox was reset or restored from an
 --          older backup: positions or seqs were handed out again)
+--   OB003  [epochs] the consumer's position (after_epoch, after_pos) was not preserved: an epoch
+--          after after_epoch began at or before after_pos (22_epochs.sql)
 -- Both say "resynchronise from the source of truth, then continue from outbox.head()".
 --
 -- The per-channel horizon (replay_channel) is derived from the history itself rather than
@@ -67,12 +69,12 @@ COMMENT ON FUNCTION outbox._check_max_events(integer) IS 'internal: raise invali
 -- payload always there (JSON null when NULL). Replay, wait() and next() return it as their last
 -- column, so a consumer handles one shape whether an event came by NOTIFY or by a query.
 -- (A SQL-standard body: names are resolved when it is created, no search_path at run time.)
-CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb)
+CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb, epoch bigint)
     RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'seq', seq, 'payload', payload)
+    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'epoch', epoch, 'seq', seq, 'payload', payload) -- [epochs] epoch
            OPERATOR(pg_catalog.||) CASE WHEN key IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('key', key) END
            OPERATOR(pg_catalog.||) CASE WHEN type IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('type', type) END;
-COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb) IS
+COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb, bigint) IS
     'internal: the NOTIFY envelope of an event, complete, as jsonb';
 
 -- [consumers] outbox.state.purged_pos as the latest committed state shows it, whatever the
@@ -103,9 +105,10 @@ END $$;
 COMMENT ON FUNCTION outbox.head(text) IS
     'latest seq published on a channel (0 if none yet); call it in the same statement as outbox.head() for a consistent pair';
 
-CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
+CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000,
+                              after_epoch bigint DEFAULT NULL)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     head_pos bigint;
@@ -146,6 +149,8 @@ BEGIN
         RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
     END IF;
+    -- [epochs] OB003 first: a diverged consumer is told so, even while it is still ahead of the head
+    PERFORM outbox._check_epoch(after_pos, after_epoch);
     IF after_pos < purged THEN
         RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
             USING ERRCODE = 'OB001',
@@ -163,7 +168,8 @@ BEGIN
     expect := after_pos + 1;
     FOR r IN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
-               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
           FROM outbox.history h
          WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
            AND (all_channels OR outbox._may_read(h.channel))
@@ -179,7 +185,7 @@ BEGIN
         expect := r.pos + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
-        envelope := r.envelope; -- [consumers]
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
         RETURN NEXT;
     END LOOP;
     -- an unfiltered replay that stops short of the head must have stopped at max_events
@@ -190,13 +196,13 @@ BEGIN
                   HINT = 'Retry the replay; if this persists, the history was modified by hand.';
     END IF;
 END $$;
-COMMENT ON FUNCTION outbox.replay(bigint, text[], integer) IS
+COMMENT ON FUNCTION outbox.replay(bigint, text[], integer, bigint) IS
     'published events after a position, in position order, optionally of some channels only; OB001 if they have been removed';
 
 -- (PL/pgSQL cannot name an argument like an output column, hence the SQL wrapper below)
-CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
+CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer, after_epoch bigint)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     last bigint;
@@ -216,6 +222,11 @@ BEGIN
     PERFORM outbox._check_max_events(max_events);
 
     LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    IF after_epoch IS NOT NULL THEN -- [epochs] OB003: the position of the consumer's last event decides
+        PERFORM outbox._check_epoch(coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq = after_seq),
+                                             (SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
+                                             0), after_epoch);
+    END IF;
     SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
            (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
       INTO last, first_kept;
@@ -237,7 +248,8 @@ BEGIN
     expect := after_seq + 1;
     FOR r IN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
-               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
           FROM outbox.history h
          WHERE h.channel = ch AND h.seq > after_seq
          ORDER BY h.seq
@@ -252,7 +264,7 @@ BEGIN
         expect := r.seq + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
-        envelope := r.envelope; -- [consumers]
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
         RETURN NEXT;
     END LOOP;
     IF expect <= last AND expect - after_seq - 1 < max_events THEN
@@ -262,12 +274,13 @@ BEGIN
                   HINT = 'Retry the replay; if this persists, the history was modified by hand.';
     END IF;
 END $$;
-COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer) IS 'internal: the body of outbox.replay_channel()';
+COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer, bigint) IS 'internal: the body of outbox.replay_channel()';
 
-CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000)
+CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000,
+                                      after_epoch bigint DEFAULT NULL)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3) $$;
-COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer) IS
+    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3, $4) $$;
+COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer, bigint) IS
     'published events of one channel after a seq, in seq order; OB001 if they have been removed';

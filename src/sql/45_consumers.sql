@@ -33,7 +33,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.consumer', '');
 CREATE FUNCTION outbox.wait(after_pos bigint, channels text[] DEFAULT NULL, timeout interval DEFAULT '30s',
                             max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_wait';
 COMMENT ON FUNCTION outbox.wait(bigint, text[], interval, integer) IS
     'outbox.replay(), but waits up to timeout for events after after_pos to be published; an empty set at timeout';
@@ -45,7 +45,7 @@ COMMENT ON FUNCTION outbox.create_consumer(text, text[], text) IS
 
 CREATE FUNCTION outbox.next(name text, max_events integer DEFAULT 1000, timeout interval DEFAULT '30s')
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_next';
 COMMENT ON FUNCTION outbox.next(text, integer, interval) IS
     'the events after a consumer''s acknowledged position (waits up to timeout for some); acknowledge with outbox.ack()';

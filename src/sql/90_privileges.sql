@@ -57,11 +57,11 @@ GRANT EXECUTE ON FUNCTION outbox.set_target(text, text), outbox.reset_target(tex
 GRANT SELECT ON outbox.targets, outbox.debezium_events TO outbox_reader;
 
 -- replay (40_replay.sql): readers replay without any right on the tables themselves
-ALTER FUNCTION outbox.replay(bigint, text[], integer) SECURITY DEFINER;
-ALTER FUNCTION outbox.replay_channel(text, bigint, integer) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay(bigint, text[], integer, bigint) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay_channel(text, bigint, integer, bigint) SECURITY DEFINER;
 ALTER FUNCTION outbox.head() SECURITY DEFINER;
 ALTER FUNCTION outbox.head(text) SECURITY DEFINER;
-GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint),
                           outbox.head(), outbox.head(text)
     TO outbox_reader;
 -- a reader that queries the history itself also reads the segments (and LOCK TABLE checks them)
@@ -86,3 +86,9 @@ GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox
                           outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
     TO outbox_reader;
 GRANT SELECT ON outbox.consumers TO outbox_reader;
+
+-- [epochs] identity and epochs (22_epochs.sql): readers check where their positions stand
+ALTER FUNCTION outbox.identity() SECURITY DEFINER;
+ALTER FUNCTION outbox.epoch() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.identity(), outbox.epoch() TO outbox_reader;
+GRANT SELECT ON outbox.epochs TO outbox_reader;

@@ -172,7 +172,7 @@ GRANT EXECUTE ON FUNCTION outbox.grant_channel(text, regrole, text[]), outbox.re
 GRANT SELECT ON outbox.channel_rights TO outbox_admin;
 GRANT SELECT ON outbox.channel_privileges TO outbox_publisher, outbox_reader, outbox_consumer, outbox_admin;
 GRANT USAGE ON SCHEMA outbox TO outbox_consumer;
-GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint),
                           outbox.head(), outbox.head(text), outbox.event(bigint), outbox.worker_pids(),
                           outbox.max_payload_bytes(), outbox.max_channel_bytes()
     TO outbox_consumer;

@@ -153,8 +153,8 @@ is(scalar @got, 5, 'the listener got 5 notifications');
 is_deeply([ map { $_->{env}{pos} } @got ], [ 1 .. 5 ], 'pos 1..5 in order');
 is_deeply([ map { $_->{env}{seq} } @got ], [ 1 .. 5 ], 'seq 1..5 on the channel');
 is_deeply([ map { $_->{env}{payload}{n} } @got ], [ 1 .. 5 ], 'payloads in publish order');
-is_deeply($got[0]{env}, { id => $got[0]{env}{id}, pos => 1, seq => 1, key => 'k1', type => 'created', payload => { n => 1 } },
-	'envelope: id, pos, seq, key, type, payload');
+is_deeply($got[0]{env}, { id => $got[0]{env}{id}, pos => 1, epoch => 1, seq => 1, key => 'k1', type => 'created', # [epochs]
+	payload => { n => 1 } }, 'envelope: id, pos, epoch, seq, key, type, payload');
 is($got[0]{pid}, worker_pid('app'), 'the notifications come from the drain worker');
 
 # a rolled-back transaction wakes the worker for nothing and publishes nothing

@@ -129,3 +129,36 @@ TEST(Envelope, MultibyteCountsBytes) {
 	std::string out;
 	EXPECT_EQ(build_event_envelope(out, event(payload.c_str())), Fit::Truncated);
 }
+
+// [epochs] the epoch follows pos in every envelope the drain sends, truncated ones included
+TEST(Envelope, EpochFollowsPos) {
+	std::string out;
+	EventFields f = event("{\"a\":1}");
+	f.epoch = 3;
+	ASSERT_EQ(build_event_envelope(out, f), Fit::Full);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"epoch\":3,\"seq\":3,\"payload\":{\"a\":1}}");
+	EXPECT_TRUE(json::is_valid(out));
+}
+
+TEST(Envelope, EpochKeptWhenTruncated) {
+	std::string out;
+	std::string big(9000, 'x');
+	std::string payload = "\"" + big + "\"";
+	EventFields f = event(payload.c_str());
+	f.epoch = 12;
+	f.key = "k";
+	ASSERT_EQ(build_event_envelope(out, f), Fit::Truncated);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"epoch\":12,\"seq\":3,\"key\":\"k\",\"truncated\":true}");
+	std::string huge(9000, 'k');
+	f.key = huge.c_str();
+	ASSERT_EQ(build_event_envelope(out, f), Fit::Truncated);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"epoch\":12,\"seq\":3,\"truncated\":true}");
+}
+
+TEST(Envelope, EpochZeroIsLeftOut) {
+	std::string out;
+	EventFields f = event(nullptr);
+	f.epoch = 0;
+	ASSERT_EQ(build_event_envelope(out, f), Fit::Full);
+	EXPECT_EQ(out.find("epoch"), std::string::npos);
+}

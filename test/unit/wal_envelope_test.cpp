@@ -96,3 +96,12 @@ TEST(WalEnvelope, ReplacesPreviousContent) {
 TEST(WalEnvelope, Prefix) {
 	EXPECT_STREQ(kWalMessagePrefix, "pg_outbox");
 }
+
+// [epochs]
+TEST(WalEnvelope, CarriesTheEpoch) {
+	std::string out;
+	EventFields f = wal_event("orders", "{}");
+	f.epoch = 2;
+	ASSERT_EQ(build_wal_envelope(out, f), Fit::Full);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"epoch\":2,\"seq\":3,\"channel\":\"orders\",\"key\":null,\"type\":null,\"payload\":{}}");
+}

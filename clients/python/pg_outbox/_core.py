@@ -373,13 +373,13 @@ def backoff_delay(attempt: int, max_backoff: float, jitter: Optional[float] = No
 # What the server has. One query, run after every connect (an ALTER EXTENSION UPDATE may have
 # happened while the consumer was away).
 CAPABILITIES_SQL = """
-SELECT to_regprocedure('outbox.replay(bigint,text[],integer)') IS NOT NULL AS replay,
+SELECT coalesce(to_regprocedure('outbox.replay(bigint,text[],integer,bigint)'), to_regprocedure('outbox.replay(bigint,text[],integer)')) IS NOT NULL AS replay,
        coalesce(has_function_privilege(to_regprocedure('outbox.worker_pids()'), 'EXECUTE'), false) AS worker_pids,
        to_regprocedure('outbox.worker_pids()') IS NOT NULL AS worker_pids_exists,
        coalesce((SELECT 'epoch' = ANY (p.proargnames) FROM pg_catalog.pg_proc p
-                  WHERE p.oid = to_regprocedure('outbox.replay(bigint,text[],integer)')), false) AS epoch_column,
+                  WHERE p.oid = coalesce(to_regprocedure('outbox.replay(bigint,text[],integer,bigint)'), to_regprocedure('outbox.replay(bigint,text[],integer)'))), false) AS epoch_column,
        coalesce((SELECT 'envelope' = ANY (p.proargnames) FROM pg_catalog.pg_proc p
-                  WHERE p.oid = to_regprocedure('outbox.replay(bigint,text[],integer)')), false) AS envelope_column,
+                  WHERE p.oid = coalesce(to_regprocedure('outbox.replay(bigint,text[],integer,bigint)'), to_regprocedure('outbox.replay(bigint,text[],integer)'))), false) AS envelope_column,
        to_regprocedure('outbox.wait(bigint,text[],interval,integer)') IS NOT NULL AS wait,
        to_regprocedure('outbox.next(text,integer,interval)') IS NOT NULL AS next,
        to_regprocedure('outbox.ack(text,bigint)') IS NOT NULL AS ack,

@@ -628,6 +628,187 @@ CREATE OR REPLACE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAU
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, published_at timestamptz, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- ---------------------------------------------------------------------------------------
+-- [epochs] Positions that survive failover: outbox.state gains the identity, the epoch and the
+-- cluster the epoch began on; outbox.epochs; OB003. replay(), replay_channel(), wait() and
+-- next() return an epoch column before the envelope (whose JSON carries "epoch"), and replay()
+-- and replay_channel() take after_epoch: their return types change, so they are dropped and
+-- created again, with their privileges. The history of 1.1 is epoch 1; the first drain after
+-- the upgrade begins epoch 2 at head + 1 (it knows no timeline for epoch 1), which diverges
+-- no consumer. (22_epochs.sql, 40_replay.sql, 45_consumers.sql, 90_privileges.sql)
+-- ---------------------------------------------------------------------------------------
+--
+-- A position is only as durable as the WAL. After an unplanned failover to an asynchronous
+-- standby, a point-in-time recovery, a restore into another cluster or database, or DROP +
+-- CREATE EXTENSION, the outbox hands out positions again that a consumer may already have seen
+-- with other events. So every position belongs to an epoch: the epoch grows whenever the
+-- history may have diverged from what a consumer saw, and outbox.epochs records where each
+-- epoch began (first_pos). A consumer at (epoch E, pos P) is still on the preserved history
+-- exactly when no epoch after E began at or before P: the positions >= first_pos of the epoch
+-- after E may have been reissued. (A new epoch that began at head + 1 after a planned
+-- switchover or a restart therefore diverges nobody: nothing was reissued.)
+--
+-- Detection costs publishing nothing: the drain's own UPDATE of outbox.state (the position
+-- bump) compares the timeline, system identifier and database OID stored in the row with the
+-- process's (GetWALInsertionTimeLine(), GetSystemIdentifier(), MyDatabaseId); only when they
+-- differ does it call outbox._epoch_begin(), in the same transaction, before the history rows
+-- of the batch are written: the new epoch and its first event commit or roll back together.
+-- The identity is made at CREATE EXTENSION: a re-created extension is another outbox.
+--
+-- Epoch numbers grow, but not always by one: a new epoch is numbered at least the new timeline
+-- ID, so that two forks of one history (a promoted standby and a point-in-time recovery of the
+-- old primary, each on its own timeline) do not hand out the same epoch number.
+
+ALTER TABLE outbox.state
+    ADD COLUMN identity text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
+    ADD COLUMN epoch bigint NOT NULL DEFAULT 0,        -- 0 until the first drain
+    ADD COLUMN timeline bigint,                        -- as the last epoch's drain saw them
+    ADD COLUMN system_identifier text,
+    ADD COLUMN database_oid oid;
+
+CREATE TABLE outbox.epochs (
+    epoch      bigint PRIMARY KEY,
+    first_pos  bigint NOT NULL,        -- the first position handed out in this epoch
+    started_at timestamptz NOT NULL DEFAULT now(),
+    reason     text NOT NULL,
+    timeline   bigint                  -- the WAL timeline the epoch began on
+);
+COMMENT ON TABLE outbox.epochs IS
+    'epochs of the position history: positions from first_pos of an epoch on may differ from what a consumer of an older epoch saw';
+SELECT pg_catalog.pg_extension_config_dump('outbox.epochs', '');
+
+-- The state row a restore brings merges into the one CREATE EXTENSION made (20_outbox.sql):
+-- the identity, epoch and recorded cluster come from the dump, so the restored copy is the
+-- same outbox, and its first drain sees another database OID (or system identifier) and
+-- begins a new epoch at the restored head + 1.
+CREATE OR REPLACE FUNCTION outbox._state_merge() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE outbox.state
+       SET last_pos = greatest(last_pos, NEW.last_pos), purged_pos = greatest(purged_pos, NEW.purged_pos),
+           cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, paused = NEW.paused,
+           identity = NEW.identity, epoch = greatest(epoch, NEW.epoch), timeline = NEW.timeline, -- [epochs]
+           system_identifier = NEW.system_identifier, database_oid = NEW.database_oid;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- Called by the drain (src/outbox.cpp) with the state row locked, when the cluster it runs on
+-- is not the one the current epoch began on. Records the new epoch; returns its number.
+CREATE FUNCTION outbox._epoch_begin(first_pos bigint, tli bigint, sysid text, dboid oid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    e bigint;
+    why text;
+BEGIN
+    SELECT * INTO s FROM outbox.state FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    why := CASE
+        WHEN s.epoch = 0 THEN 'created'
+        WHEN s.system_identifier IS NULL THEN 'first drain since the upgrade to 1.2'
+        WHEN s.system_identifier IS DISTINCT FROM sysid THEN
+            format('system identifier changed from %s to %s (restored into another cluster)', s.system_identifier, sysid)
+        WHEN s.database_oid IS DISTINCT FROM dboid THEN
+            format('database OID changed from %s to %s (restored into another database)', s.database_oid, dboid)
+        ELSE format('timeline changed from %s to %s (promotion or point-in-time recovery)', s.timeline, tli) END;
+    e := greatest(s.epoch + 1, (SELECT coalesce(max(x.epoch), 0) + 1 FROM outbox.epochs x), tli);
+    INSERT INTO outbox.epochs (epoch, first_pos, reason, timeline) VALUES (e, first_pos, why, tli);
+    UPDATE outbox.state SET epoch = e, timeline = tli, system_identifier = sysid, database_oid = dboid;
+    RETURN e;
+END $$;
+COMMENT ON FUNCTION outbox._epoch_begin(bigint, bigint, text, oid) IS 'internal: the drain begins a new epoch';
+
+-- This outbox's identity (made at CREATE EXTENSION) and current epoch (0 before the first event).
+CREATE FUNCTION outbox.identity() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT s.identity FROM outbox.state s);
+COMMENT ON FUNCTION outbox.identity() IS 'this outbox''s identity: a re-created extension has another one';
+
+CREATE FUNCTION outbox.epoch() RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT greatest(s.epoch, (SELECT coalesce(max(e.epoch), 0) FROM outbox.epochs e)) FROM outbox.state s);
+COMMENT ON FUNCTION outbox.epoch() IS 'the current epoch of positions (0 before the first event)';
+
+-- The epoch an event at pos was published in.
+CREATE FUNCTION outbox._epoch_of(pos bigint) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN (SELECT coalesce(max(e.epoch), 0) FROM outbox.epochs e WHERE e.first_pos OPERATOR(pg_catalog.<=) pos);
+COMMENT ON FUNCTION outbox._epoch_of(bigint) IS 'internal: the epoch of a position';
+
+-- OB003: was the history a consumer saw up to after_pos in epoch after_epoch preserved here?
+CREATE FUNCTION outbox._check_epoch(after_pos bigint, after_epoch bigint) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cur bigint;
+    known boolean;
+    next_first bigint;
+    next_epoch bigint;
+BEGIN
+    IF after_epoch IS NULL THEN
+        RETURN;
+    ELSIF after_epoch < 0 THEN
+        RAISE EXCEPTION 'after_epoch must be 0 or more, not %', after_epoch USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the "epoch" of the last event the consumer processed, or NULL.';
+    END IF;
+    cur := outbox.epoch();
+    IF after_epoch > cur THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: this outbox''s latest epoch is %', after_pos, after_epoch, cur
+            USING ERRCODE = 'OB003',
+                  DETAIL = 'The consumer saw a history this server does not have: it was restored from an older backup, or is another outbox.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch outbox.epoch().';
+    END IF;
+    known := after_epoch = 0 OR EXISTS (SELECT FROM outbox.epochs e WHERE e.epoch = after_epoch);
+    SELECT e.first_pos, e.epoch INTO next_first, next_epoch
+      FROM outbox.epochs e WHERE e.epoch > after_epoch ORDER BY e.epoch LIMIT 1;
+    IF NOT known THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: epoch % is not in this outbox''s history', after_pos, after_epoch, after_epoch
+            USING ERRCODE = 'OB003',
+                  DETAIL = format('The consumer saw another branch of the history; positions from %s on may have been handed out again.',
+                                  coalesce(least(next_first, after_pos), after_pos)),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch outbox.epoch().';
+    END IF;
+    IF next_first IS NOT NULL AND after_pos >= next_first THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: positions from % on were handed out again in epoch %',
+                        after_pos, after_epoch, next_first, next_epoch
+            USING ERRCODE = 'OB003',
+                  DETAIL = format('Epoch %s began at position %s (%s); the events the consumer saw at positions %s to %s were lost, and these positions now hold other events.',
+                                  next_epoch, next_first,
+                                  (SELECT e.reason FROM outbox.epochs e WHERE e.epoch = next_epoch), next_first, after_pos),
+                  HINT = format('The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch %s; or replay after position %s of epoch %s to read the events of the new history.',
+                                cur, next_first - 1, after_epoch);
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._check_epoch(bigint, bigint) IS 'internal: raise OB003 when a consumer''s position was not preserved';
+
+-- what was published before the upgrade belongs to epoch 1
+INSERT INTO outbox.epochs (epoch, first_pos, reason) VALUES (1, 1, 'published before the upgrade to 1.2');
+UPDATE outbox.state SET epoch = 1;
+
+DROP FUNCTION outbox.next(text, integer, interval);
+DROP FUNCTION outbox.wait(bigint, text[], interval, integer);
+DROP FUNCTION outbox.replay_channel(text, bigint, integer);
+DROP FUNCTION outbox._replay_channel(text, bigint, integer);
+DROP FUNCTION outbox.replay(bigint, text[], integer);
+DROP FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb);
+
+CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb, epoch bigint)
+    RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'epoch', epoch, 'seq', seq, 'payload', payload) -- [epochs] epoch
+           OPERATOR(pg_catalog.||) CASE WHEN key IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('key', key) END
+           OPERATOR(pg_catalog.||) CASE WHEN type IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('type', type) END;
+COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb, bigint) IS
+    'internal: the NOTIFY envelope of an event, complete, as jsonb';
+
+CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000,
+                              after_epoch bigint DEFAULT NULL)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     head_pos bigint;
     purged bigint;
@@ -667,6 +848,8 @@ BEGIN
         RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
     END IF;
+    -- [epochs] OB003 first: a diverged consumer is told so, even while it is still ahead of the head
+    PERFORM outbox._check_epoch(after_pos, after_epoch);
     IF after_pos < purged THEN
         RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
             USING ERRCODE = 'OB001',
@@ -692,6 +875,14 @@ BEGIN
          LIMIT max_events
     LOOP
         IF channels IS NULL AND all_channels AND r.pos <> expect THEN
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
+          FROM outbox.history h
+         WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
+         ORDER BY h.pos
+         LIMIT max_events
+    LOOP
+        IF channels IS NULL AND r.pos <> expect THEN
             RAISE EXCEPTION 'position % is missing from the history', expect
                 USING ERRCODE = 'serialization_failure',
                       DETAIL = format('The next position in outbox.history is %s.', r.pos),
@@ -705,6 +896,11 @@ BEGIN
     END LOOP;
     -- an unfiltered replay that stops short of the head must have stopped at max_events
     IF channels IS NULL AND all_channels AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
+        RETURN NEXT;
+    END LOOP;
+    -- an unfiltered replay that stops short of the head must have stopped at max_events
+    IF channels IS NULL AND expect <= head_pos AND expect - after_pos - 1 < max_events THEN
         RAISE EXCEPTION 'position % is missing from the history', expect
             USING ERRCODE = 'serialization_failure',
                   DETAIL = format('The latest published position is %s.', head_pos),
@@ -715,6 +911,13 @@ END $$;
 CREATE OR REPLACE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, published_at timestamptz, envelope jsonb)
+COMMENT ON FUNCTION outbox.replay(bigint, text[], integer, bigint) IS
+    'published events after a position, in position order, optionally of some channels only; OB001 if they have been removed';
+
+-- (PL/pgSQL cannot name an argument like an output column, hence the SQL wrapper below)
+CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer, after_epoch bigint)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     last bigint;
@@ -734,6 +937,11 @@ BEGIN
     PERFORM outbox._check_max_events(max_events);
 
     LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    IF after_epoch IS NOT NULL THEN -- [epochs] OB003: the position of the consumer's last event decides
+        PERFORM outbox._check_epoch(coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq = after_seq),
+                                             (SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
+                                             0), after_epoch);
+    END IF;
     SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
            (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
       INTO last, first_kept;
@@ -756,6 +964,8 @@ BEGIN
     FOR r IN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
                outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
           FROM outbox.history h
          WHERE h.channel = ch AND h.seq > after_seq
          ORDER BY h.seq
@@ -771,6 +981,7 @@ BEGIN
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
         envelope := r.envelope; -- [consumers]
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
         RETURN NEXT;
     END LOOP;
     IF expect <= last AND expect - after_seq - 1 < max_events THEN
@@ -956,4 +1167,50 @@ GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_
 -- granted: it would show a tenant the other tenants' consumers
 GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
                           outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    TO outbox_consumer;
+COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer, bigint) IS 'internal: the body of outbox.replay_channel()';
+
+CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000,
+                                      after_epoch bigint DEFAULT NULL)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3, $4) $$;
+COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer, bigint) IS
+    'published events of one channel after a seq, in seq order; OB001 if they have been removed';
+
+CREATE FUNCTION outbox.wait(after_pos bigint, channels text[] DEFAULT NULL, timeout interval DEFAULT '30s',
+                            max_events integer DEFAULT 1000)
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_wait';
+COMMENT ON FUNCTION outbox.wait(bigint, text[], interval, integer) IS
+    'outbox.replay(), but waits up to timeout for events after after_pos to be published; an empty set at timeout';
+
+CREATE FUNCTION outbox.next(name text, max_events integer DEFAULT 1000, timeout interval DEFAULT '30s')
+    RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
+    LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_next';
+COMMENT ON FUNCTION outbox.next(text, integer, interval) IS
+    'the events after a consumer''s acknowledged position (waits up to timeout for some); acknowledge with outbox.ack()';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON outbox.epochs FROM PUBLIC;
+GRANT SELECT ON outbox.epochs TO outbox_admin;
+ALTER FUNCTION outbox.replay(bigint, text[], integer, bigint) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay_channel(text, bigint, integer, bigint) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint)
+    TO outbox_reader;
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.next(text, integer, interval)
+    TO outbox_reader;
+ALTER FUNCTION outbox.identity() SECURITY DEFINER;
+ALTER FUNCTION outbox.epoch() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.identity(), outbox.epoch() TO outbox_reader;
+GRANT SELECT ON outbox.epochs TO outbox_reader;
+
+-- ---- merge of channel rights and epochs: replay(), replay_channel(), wait() and next() were
+-- dropped and created again above with their epoch column; outbox_consumer keeps its rights ----
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint)
+    TO outbox_consumer;
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.next(text, integer, interval)
     TO outbox_consumer;

@@ -258,6 +258,157 @@ COMMENT ON FUNCTION outbox.event(bigint) IS
     'one stored event, pending or published (for consumers of a "truncated" envelope)';
 
 -- ---------------------------------------------------------------------------------------
+-- [epochs] Positions that survive failover: an identity and epochs (issue #13)
+-- ---------------------------------------------------------------------------------------
+--
+-- A position is only as durable as the WAL. After an unplanned failover to an asynchronous
+-- standby, a point-in-time recovery, a restore into another cluster or database, or DROP +
+-- CREATE EXTENSION, the outbox hands out positions again that a consumer may already have seen
+-- with other events. So every position belongs to an epoch: the epoch grows whenever the
+-- history may have diverged from what a consumer saw, and outbox.epochs records where each
+-- epoch began (first_pos). A consumer at (epoch E, pos P) is still on the preserved history
+-- exactly when no epoch after E began at or before P: the positions >= first_pos of the epoch
+-- after E may have been reissued. (A new epoch that began at head + 1 after a planned
+-- switchover or a restart therefore diverges nobody: nothing was reissued.)
+--
+-- Detection costs publishing nothing: the drain's own UPDATE of outbox.state (the position
+-- bump) compares the timeline, system identifier and database OID stored in the row with the
+-- process's (GetWALInsertionTimeLine(), GetSystemIdentifier(), MyDatabaseId); only when they
+-- differ does it call outbox._epoch_begin(), in the same transaction, before the history rows
+-- of the batch are written: the new epoch and its first event commit or roll back together.
+-- The identity is made at CREATE EXTENSION: a re-created extension is another outbox.
+--
+-- Epoch numbers grow, but not always by one: a new epoch is numbered at least the new timeline
+-- ID, so that two forks of one history (a promoted standby and a point-in-time recovery of the
+-- old primary, each on its own timeline) do not hand out the same epoch number.
+
+ALTER TABLE outbox.state
+    ADD COLUMN identity text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
+    ADD COLUMN epoch bigint NOT NULL DEFAULT 0,        -- 0 until the first drain
+    ADD COLUMN timeline bigint,                        -- as the last epoch's drain saw them
+    ADD COLUMN system_identifier text,
+    ADD COLUMN database_oid oid;
+
+CREATE TABLE outbox.epochs (
+    epoch      bigint PRIMARY KEY,
+    first_pos  bigint NOT NULL,        -- the first position handed out in this epoch
+    started_at timestamptz NOT NULL DEFAULT now(),
+    reason     text NOT NULL,
+    timeline   bigint                  -- the WAL timeline the epoch began on
+);
+COMMENT ON TABLE outbox.epochs IS
+    'epochs of the position history: positions from first_pos of an epoch on may differ from what a consumer of an older epoch saw';
+SELECT pg_catalog.pg_extension_config_dump('outbox.epochs', '');
+
+-- The state row a restore brings merges into the one CREATE EXTENSION made (20_outbox.sql):
+-- the identity, epoch and recorded cluster come from the dump, so the restored copy is the
+-- same outbox, and its first drain sees another database OID (or system identifier) and
+-- begins a new epoch at the restored head + 1.
+CREATE OR REPLACE FUNCTION outbox._state_merge() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE outbox.state
+       SET last_pos = greatest(last_pos, NEW.last_pos), purged_pos = greatest(purged_pos, NEW.purged_pos),
+           cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, paused = NEW.paused,
+           identity = NEW.identity, epoch = greatest(epoch, NEW.epoch), timeline = NEW.timeline, -- [epochs]
+           system_identifier = NEW.system_identifier, database_oid = NEW.database_oid;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- Called by the drain (src/outbox.cpp) with the state row locked, when the cluster it runs on
+-- is not the one the current epoch began on. Records the new epoch; returns its number.
+CREATE FUNCTION outbox._epoch_begin(first_pos bigint, tli bigint, sysid text, dboid oid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    e bigint;
+    why text;
+BEGIN
+    SELECT * INTO s FROM outbox.state FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    why := CASE
+        WHEN s.epoch = 0 THEN 'created'
+        WHEN s.system_identifier IS NULL THEN 'first drain since the upgrade to 1.2'
+        WHEN s.system_identifier IS DISTINCT FROM sysid THEN
+            format('system identifier changed from %s to %s (restored into another cluster)', s.system_identifier, sysid)
+        WHEN s.database_oid IS DISTINCT FROM dboid THEN
+            format('database OID changed from %s to %s (restored into another database)', s.database_oid, dboid)
+        ELSE format('timeline changed from %s to %s (promotion or point-in-time recovery)', s.timeline, tli) END;
+    e := greatest(s.epoch + 1, (SELECT coalesce(max(x.epoch), 0) + 1 FROM outbox.epochs x), tli);
+    INSERT INTO outbox.epochs (epoch, first_pos, reason, timeline) VALUES (e, first_pos, why, tli);
+    UPDATE outbox.state SET epoch = e, timeline = tli, system_identifier = sysid, database_oid = dboid;
+    RETURN e;
+END $$;
+COMMENT ON FUNCTION outbox._epoch_begin(bigint, bigint, text, oid) IS 'internal: the drain begins a new epoch';
+
+-- This outbox's identity (made at CREATE EXTENSION) and current epoch (0 before the first event).
+CREATE FUNCTION outbox.identity() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT s.identity FROM outbox.state s);
+COMMENT ON FUNCTION outbox.identity() IS 'this outbox''s identity: a re-created extension has another one';
+
+CREATE FUNCTION outbox.epoch() RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT greatest(s.epoch, (SELECT coalesce(max(e.epoch), 0) FROM outbox.epochs e)) FROM outbox.state s);
+COMMENT ON FUNCTION outbox.epoch() IS 'the current epoch of positions (0 before the first event)';
+
+-- The epoch an event at pos was published in.
+CREATE FUNCTION outbox._epoch_of(pos bigint) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN (SELECT coalesce(max(e.epoch), 0) FROM outbox.epochs e WHERE e.first_pos OPERATOR(pg_catalog.<=) pos);
+COMMENT ON FUNCTION outbox._epoch_of(bigint) IS 'internal: the epoch of a position';
+
+-- OB003: was the history a consumer saw up to after_pos in epoch after_epoch preserved here?
+CREATE FUNCTION outbox._check_epoch(after_pos bigint, after_epoch bigint) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cur bigint;
+    known boolean;
+    next_first bigint;
+    next_epoch bigint;
+BEGIN
+    IF after_epoch IS NULL THEN
+        RETURN;
+    ELSIF after_epoch < 0 THEN
+        RAISE EXCEPTION 'after_epoch must be 0 or more, not %', after_epoch USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the "epoch" of the last event the consumer processed, or NULL.';
+    END IF;
+    cur := outbox.epoch();
+    IF after_epoch > cur THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: this outbox''s latest epoch is %', after_pos, after_epoch, cur
+            USING ERRCODE = 'OB003',
+                  DETAIL = 'The consumer saw a history this server does not have: it was restored from an older backup, or is another outbox.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch outbox.epoch().';
+    END IF;
+    known := after_epoch = 0 OR EXISTS (SELECT FROM outbox.epochs e WHERE e.epoch = after_epoch);
+    SELECT e.first_pos, e.epoch INTO next_first, next_epoch
+      FROM outbox.epochs e WHERE e.epoch > after_epoch ORDER BY e.epoch LIMIT 1;
+    IF NOT known THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: epoch % is not in this outbox''s history', after_pos, after_epoch, after_epoch
+            USING ERRCODE = 'OB003',
+                  DETAIL = format('The consumer saw another branch of the history; positions from %s on may have been handed out again.',
+                                  coalesce(least(next_first, after_pos), after_pos)),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch outbox.epoch().';
+    END IF;
+    IF next_first IS NOT NULL AND after_pos >= next_first THEN
+        RAISE EXCEPTION 'cannot replay after position % of epoch %: positions from % on were handed out again in epoch %',
+                        after_pos, after_epoch, next_first, next_epoch
+            USING ERRCODE = 'OB003',
+                  DETAIL = format('Epoch %s began at position %s (%s); the events the consumer saw at positions %s to %s were lost, and these positions now hold other events.',
+                                  next_epoch, next_first,
+                                  (SELECT e.reason FROM outbox.epochs e WHERE e.epoch = next_epoch), next_first, after_pos),
+                  HINT = format('The consumer must resynchronise from the source of truth, then continue from outbox.head() in epoch %s; or replay after position %s of epoch %s to read the events of the new history.',
+                                cur, next_first - 1, after_epoch);
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._check_epoch(bigint, bigint) IS 'internal: raise OB003 when a consumer''s position was not preserved';
+
+-- ---------------------------------------------------------------------------------------
 -- The generic change trigger: outbox.attach(), outbox.detach(), outbox.attachments
 -- ---------------------------------------------------------------------------------------
 -- An attachment is the trigger(s) themselves: outbox._change(mode, channel, key_columns,
@@ -423,6 +574,8 @@ COMMENT ON VIEW outbox.attachments IS 'tables attached with outbox.attach()';
 --   OB001  the replay point is older than the retention horizon (events are gone)
 --   OB002  the replay point is ahead of the outbox (the outbox was reset or restored from an
 --          older backup: positions or seqs were handed out again)
+--   OB003  [epochs] the consumer's position (after_epoch, after_pos) was not preserved: an epoch
+--          after after_epoch began at or before after_pos (22_epochs.sql)
 -- Both say "resynchronise from the source of truth, then continue from outbox.head()".
 --
 -- The per-channel horizon (replay_channel) is derived from the history itself rather than
@@ -474,12 +627,12 @@ COMMENT ON FUNCTION outbox._check_max_events(integer) IS 'internal: raise invali
 -- payload always there (JSON null when NULL). Replay, wait() and next() return it as their last
 -- column, so a consumer handles one shape whether an event came by NOTIFY or by a query.
 -- (A SQL-standard body: names are resolved when it is created, no search_path at run time.)
-CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb)
+CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb, epoch bigint)
     RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'seq', seq, 'payload', payload)
+    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'epoch', epoch, 'seq', seq, 'payload', payload) -- [epochs] epoch
            OPERATOR(pg_catalog.||) CASE WHEN key IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('key', key) END
            OPERATOR(pg_catalog.||) CASE WHEN type IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('type', type) END;
-COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb) IS
+COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb, bigint) IS
     'internal: the NOTIFY envelope of an event, complete, as jsonb';
 
 -- [consumers] outbox.state.purged_pos as the latest committed state shows it, whatever the
@@ -510,9 +663,10 @@ END $$;
 COMMENT ON FUNCTION outbox.head(text) IS
     'latest seq published on a channel (0 if none yet); call it in the same statement as outbox.head() for a consistent pair';
 
-CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
+CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000,
+                              after_epoch bigint DEFAULT NULL)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     head_pos bigint;
@@ -553,6 +707,8 @@ BEGIN
         RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.';
     END IF;
+    -- [epochs] OB003 first: a diverged consumer is told so, even while it is still ahead of the head
+    PERFORM outbox._check_epoch(after_pos, after_epoch);
     IF after_pos < purged THEN
         RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
             USING ERRCODE = 'OB001',
@@ -570,7 +726,8 @@ BEGIN
     expect := after_pos + 1;
     FOR r IN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
-               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
           FROM outbox.history h
          WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
            AND (all_channels OR outbox._may_read(h.channel))
@@ -586,7 +743,7 @@ BEGIN
         expect := r.pos + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
-        envelope := r.envelope; -- [consumers]
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
         RETURN NEXT;
     END LOOP;
     -- an unfiltered replay that stops short of the head must have stopped at max_events
@@ -597,13 +754,13 @@ BEGIN
                   HINT = 'Retry the replay; if this persists, the history was modified by hand.';
     END IF;
 END $$;
-COMMENT ON FUNCTION outbox.replay(bigint, text[], integer) IS
+COMMENT ON FUNCTION outbox.replay(bigint, text[], integer, bigint) IS
     'published events after a position, in position order, optionally of some channels only; OB001 if they have been removed';
 
 -- (PL/pgSQL cannot name an argument like an output column, hence the SQL wrapper below)
-CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
+CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer, after_epoch bigint)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     last bigint;
@@ -623,6 +780,11 @@ BEGIN
     PERFORM outbox._check_max_events(max_events);
 
     LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    IF after_epoch IS NOT NULL THEN -- [epochs] OB003: the position of the consumer's last event decides
+        PERFORM outbox._check_epoch(coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq = after_seq),
+                                             (SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
+                                             0), after_epoch);
+    END IF;
     SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
            (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
       INTO last, first_kept;
@@ -644,7 +806,8 @@ BEGIN
     expect := after_seq + 1;
     FOR r IN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
-               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
+               outbox._epoch_of(h.pos) AS epoch,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
           FROM outbox.history h
          WHERE h.channel = ch AND h.seq > after_seq
          ORDER BY h.seq
@@ -659,7 +822,7 @@ BEGIN
         expect := r.seq + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
-        envelope := r.envelope; -- [consumers]
+        epoch := r.epoch; envelope := r.envelope; -- [consumers] [epochs]
         RETURN NEXT;
     END LOOP;
     IF expect <= last AND expect - after_seq - 1 < max_events THEN
@@ -669,14 +832,15 @@ BEGIN
                   HINT = 'Retry the replay; if this persists, the history was modified by hand.';
     END IF;
 END $$;
-COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer) IS 'internal: the body of outbox.replay_channel()';
+COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer, bigint) IS 'internal: the body of outbox.replay_channel()';
 
-CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000)
+CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000,
+                                      after_epoch bigint DEFAULT NULL)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3) $$;
-COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer) IS
+    AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3, $4) $$;
+COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer, bigint) IS
     'published events of one channel after a seq, in seq order; OB001 if they have been removed';
 
 -- ---------------------------------------------------------------------------------------
@@ -713,7 +877,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.consumer', '');
 CREATE FUNCTION outbox.wait(after_pos bigint, channels text[] DEFAULT NULL, timeout interval DEFAULT '30s',
                             max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_wait';
 COMMENT ON FUNCTION outbox.wait(bigint, text[], interval, integer) IS
     'outbox.replay(), but waits up to timeout for events after after_pos to be published; an empty set at timeout';
@@ -725,7 +889,7 @@ COMMENT ON FUNCTION outbox.create_consumer(text, text[], text) IS
 
 CREATE FUNCTION outbox.next(name text, max_events integer DEFAULT 1000, timeout interval DEFAULT '30s')
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz, envelope jsonb)
+                   created_at timestamptz, published_at timestamptz, epoch bigint, envelope jsonb)
     LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 100 AS 'MODULE_PATHNAME', 'outbox_next';
 COMMENT ON FUNCTION outbox.next(text, integer, interval) IS
     'the events after a consumer''s acknowledged position (waits up to timeout for some); acknowledge with outbox.ack()';
@@ -1044,11 +1208,11 @@ GRANT EXECUTE ON FUNCTION outbox.set_target(text, text), outbox.reset_target(tex
 GRANT SELECT ON outbox.targets, outbox.debezium_events TO outbox_reader;
 
 -- replay (40_replay.sql): readers replay without any right on the tables themselves
-ALTER FUNCTION outbox.replay(bigint, text[], integer) SECURITY DEFINER;
-ALTER FUNCTION outbox.replay_channel(text, bigint, integer) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay(bigint, text[], integer, bigint) SECURITY DEFINER;
+ALTER FUNCTION outbox.replay_channel(text, bigint, integer, bigint) SECURITY DEFINER;
 ALTER FUNCTION outbox.head() SECURITY DEFINER;
 ALTER FUNCTION outbox.head(text) SECURITY DEFINER;
-GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint),
                           outbox.head(), outbox.head(text)
     TO outbox_reader;
 -- a reader that queries the history itself also reads the segments (and LOCK TABLE checks them)
@@ -1073,6 +1237,12 @@ GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox
                           outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
     TO outbox_reader;
 GRANT SELECT ON outbox.consumers TO outbox_reader;
+
+-- [epochs] identity and epochs (22_epochs.sql): readers check where their positions stand
+ALTER FUNCTION outbox.identity() SECURITY DEFINER;
+ALTER FUNCTION outbox.epoch() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION outbox.identity(), outbox.epoch() TO outbox_reader;
+GRANT SELECT ON outbox.epochs TO outbox_reader;
 
 -- ---------------------------------------------------------------------------------------
 -- Who sent a notification (issue #11 part 2)
@@ -1247,7 +1417,7 @@ GRANT EXECUTE ON FUNCTION outbox.grant_channel(text, regrole, text[]), outbox.re
 GRANT SELECT ON outbox.channel_rights TO outbox_admin;
 GRANT SELECT ON outbox.channel_privileges TO outbox_publisher, outbox_reader, outbox_consumer, outbox_admin;
 GRANT USAGE ON SCHEMA outbox TO outbox_consumer;
-GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.replay_channel(text, bigint, integer),
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.replay_channel(text, bigint, integer, bigint),
                           outbox.head(), outbox.head(text), outbox.event(bigint), outbox.worker_pids(),
                           outbox.max_payload_bytes(), outbox.max_channel_bytes()
     TO outbox_consumer;
