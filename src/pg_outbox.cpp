@@ -404,6 +404,7 @@ extern "C" void _PG_init(void) {
 	ProcessUtility_hook = utility_hook;
 	RegisterXactCallback(xact_callback, nullptr);
 	RegisterSubXactCallback(subxact_callback, nullptr);
+	install_trigger_hooks(); // trigger.cpp: outbox-mode events are written at each statement's end
 
 	if (!IsBinaryUpgrade)
 		register_launcher();

@@ -129,5 +129,7 @@ void maintain_retention(void);
 
 // ---- worker.cpp ----
 void register_launcher(void);
+// trigger.cpp: the ExecutorFinish and ProcessUtility hooks that write the change trigger's events.
+void install_trigger_hooks(void);
 
 } // namespace pg_outbox
