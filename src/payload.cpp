@@ -362,12 +362,53 @@ static void compose_into(std::string &out, const Parts &p, bool with_data) {
 
 PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes) {
 	compose_into(out, p, true);
-	if (out.size() < max_bytes)
+	if (out.size() <= max_bytes)
 		return PayloadFit::Full;
 	if (!p.has_data)
 		return PayloadFit::TooBig;
 	compose_into(out, p, false);
-	return out.size() < max_bytes ? PayloadFit::Truncated : PayloadFit::TooBig;
+	return out.size() <= max_bytes ? PayloadFit::Truncated : PayloadFit::TooBig;
+}
+
+bool replace_nul_escapes(std::string_view text, std::string &out) {
+	static constexpr std::string_view kNul = "\\u0000", kReplacement = "\\ufffd";
+	if (text.find(kNul) == std::string_view::npos)
+		return false; // the usual case: nothing to do
+	out.clear();
+	out.reserve(text.size());
+	bool in_string = false, replaced = false;
+	std::size_t k = 0;
+	while (k < text.size()) {
+		char c = text[k];
+		if (!in_string) {
+			in_string = c == '"';
+			out += c;
+			k++;
+			continue;
+		}
+		if (c == '"') {
+			in_string = false;
+			out += c;
+			k++;
+			continue;
+		}
+		if (c != '\\' || k + 1 >= text.size()) {
+			out += c;
+			k++;
+			continue;
+		}
+		// an escape: \u0000 is replaced, any other is copied whole (so \\u0000 stays text)
+		if (text.compare(k, kNul.size(), kNul) == 0) {
+			out += kReplacement;
+			k += kNul.size();
+			replaced = true;
+			continue;
+		}
+		out += c;
+		out += text[k + 1];
+		k += 2;
+	}
+	return replaced;
 }
 
 TemplateParse parse_template(std::string_view tpl, TemplatePart *parts, std::size_t max_parts) noexcept {

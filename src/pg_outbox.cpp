@@ -395,6 +395,7 @@ extern "C" void _PG_init(void) {
 		                        "server.")));
 
 	define_gucs();
+	define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = shmem_request;

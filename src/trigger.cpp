@@ -508,7 +508,7 @@ static Config *lookup_config(Trigger *tg, Relation rel) {
 // ---------------------------------------------------------------------------------------
 
 // static buffers: reused row after row, never owned by a frame that can see an ereport
-static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key;
+static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key, buf_json;
 
 static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 	bool isnull;
@@ -562,6 +562,16 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			s.text = std::string_view(t, strlen(t));
 		} else if (c.typid == JSONBOID) {
 			Jsonb *jb = DatumGetJsonbP(d);
+			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
+			s.text = std::string_view(t, strlen(t));
+		} else if (c.typid == JSONOID) {
+			// through jsonb in both modes, as outbox mode stores the payload: duplicate keys
+			// resolve the same way (the last one wins), and \u0000, which jsonb cannot hold,
+			// becomes \ufffd in both (payload.hpp)
+			struct varlena *v = pg_detoast_datum_packed((struct varlena *)DatumGetPointer(d));
+			std::string_view raw(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+			const char *src = pl::replace_nul_escapes(raw, buf_json) ? buf_json.c_str() : pnstrdup(raw.data(), raw.size());
+			Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(src)));
 			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
 			s.text = std::string_view(t, strlen(t));
 		} else {
