@@ -230,9 +230,12 @@ void append_timestamp(std::string &out, std::int64_t usecs, bool utc) {
 		return;
 	}
 	std::int64_t days = floor_div(usecs, kUsecsPerDay);
+	std::int64_t of_day = usecs % kUsecsPerDay; // not usecs - days * kUsecsPerDay: that overflows
+	if (of_day < 0)                             // near the ends of int64
+		of_day += kUsecsPerDay;
 	append_ymd(out, days);
 	out += 'T';
-	append_time(out, usecs - days * kUsecsPerDay);
+	append_time(out, of_day);
 	if (utc)
 		out += 'Z';
 }
@@ -294,7 +297,8 @@ void append_json(std::string &out, const Scalar &v) {
 		return;
 	case Kind::Float4:
 	case Kind::Float8:
-		if (std::isfinite(v.f)) {
+		// a float4 is checked as a float4: a double beyond its range would print "inf"
+		if (v.kind == Kind::Float4 ? std::isfinite(static_cast<float>(v.f)) : std::isfinite(v.f)) {
 			append_plain(out, v);
 		} else {
 			out += '"';

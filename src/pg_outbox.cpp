@@ -394,8 +394,8 @@ extern "C" void _PG_init(void) {
 		                errhint("Add pg_outbox to shared_preload_libraries in postgresql.conf and restart the "
 		                        "server.")));
 
+	define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
 	define_gucs();
-	define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = shmem_request;

@@ -3,9 +3,10 @@
 #   1. unit tests of the pure C++ code (GoogleTest),
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
-#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster).
+#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
+#   5. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|fuzz ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap fuzz)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -72,13 +73,34 @@ run_tap() {
         || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
 }
 
+# fuzz: each libFuzzer target (test/fuzz/, ASan + UBSan) for FUZZ_SECONDS (20) on a copy of its
+# seed corpus; a crash, a sanitizer report or a failed check fails the suite.
+run_fuzz() {
+    make -s fuzz-build FUZZ_DIR="$WORK/fuzz/bin" || return 1
+    local rc=0 t
+    for t in template payload envelope listen; do
+        mkdir -p "$WORK/fuzz/corpus_$t" "$WORK/fuzz/artifacts_$t"
+        cp test/fuzz/corpus/$t/* "$WORK/fuzz/corpus_$t/" 2>/dev/null
+        if "$WORK/fuzz/bin/fuzz_$t" -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 -timeout=10 \
+            -rss_limit_mb=2048 -artifact_prefix="$WORK/fuzz/artifacts_$t/" "$WORK/fuzz/corpus_$t" \
+            > "$WORK/fuzz/$t.log" 2>&1; then
+            echo "fuzz_$t: ok, $(grep -o 'number_of_executed_units: [0-9]*' "$WORK/fuzz/$t.log" | grep -o '[0-9]*') executions"
+        else
+            echo "fuzz_$t: FAILED"; grep -E 'ERROR|SUMMARY|fuzz check|runtime error|Test unit written' "$WORK/fuzz/$t.log" | head -20
+            rc=1
+        fi
+    done
+    return $rc
+}
+
 for s in "${SUITES[@]}"; do
     case $s in
         unit)      suite "unit tests (GoogleTest)" make -s unit ;;
         regress)   suite "pg_regress" run_regress ;;
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap)"; exit 2 ;;
+        fuzz)      suite "fuzz targets (libFuzzer)" run_fuzz ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, fuzz)"; exit 2 ;;
     esac
 done
 

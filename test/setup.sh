@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
-          g++ make perl)
+          g++ make perl clang-14 libclang-rt-14-dev)
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || { echo "setup: run as root (or install sudo): apt-get and make install need it" >&2; exit 1; }
