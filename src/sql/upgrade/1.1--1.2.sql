@@ -136,7 +136,7 @@ CREATE OR REPLACE VIEW outbox.status AS
            (SELECT count(*) FROM outbox.failures) AS retrying,
            f.id AS stuck_event,
            f.sqlstate || ': ' || f.error || format(' (attempt %s of %s, next at %s)', f.attempts,
-               current_setting('pg_outbox.max_attempts'), f.next_attempt_at) AS stuck_error,
+               coalesce(current_setting('pg_outbox.max_attempts', true), '?'), f.next_attempt_at) AS stuck_error,
            f.first_failed_at AS stuck_since
       FROM outbox.state s CROSS JOIN outbox._worker_status() w
       LEFT JOIN LATERAL (SELECT * FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
