@@ -199,11 +199,12 @@ static void append_ymd(std::string &out, std::int64_t days) {
 }
 
 void append_date(std::string &out, std::int64_t days) {
-	if (days == std::numeric_limits<std::int32_t>::min()) {
+	// a date is an int32 (DateADT): its ends are -infinity and infinity (and nothing lies beyond)
+	if (days <= std::numeric_limits<std::int32_t>::min()) {
 		out += "-infinity";
 		return;
 	}
-	if (days == std::numeric_limits<std::int32_t>::max()) {
+	if (days >= std::numeric_limits<std::int32_t>::max()) {
 		out += "infinity";
 		return;
 	}

@@ -274,3 +274,23 @@ TEST(Payload, NulEscapes) {
 	EXPECT_FALSE(replace_nul_escapes("\\u0000", out));
 	EXPECT_FALSE(replace_nul_escapes("\"\\u000", out));
 }
+
+TEST(Payload, ExtremesFoundByFuzzing) {
+	// a timestamp near the ends of int64 (no signed overflow), a date beyond int32, a float4
+	// value given as a double beyond float range: still valid JSON
+	std::string out;
+	append_timestamp(out, std::numeric_limits<std::int64_t>::min() + 1, true);
+	EXPECT_FALSE(out.empty());
+	out.clear();
+	append_date(out, std::numeric_limits<std::int64_t>::max());
+	EXPECT_EQ(out, "infinity");
+	out.clear();
+	append_date(out, std::numeric_limits<std::int64_t>::min());
+	EXPECT_EQ(out, "-infinity");
+	Scalar f;
+	f.kind = Kind::Float4;
+	f.f = 1e300;
+	out.clear();
+	append_json(out, f);
+	EXPECT_TRUE(json::is_valid(out)) << out;
+}
