@@ -659,8 +659,12 @@ void maintain_retention(void) {
 		bool isnull, seg_null;
 		int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &seg_null));
 		TimestampTz started = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		if (!seg_null && seg >= 0 && seg < 3)
+		if (!seg_null && seg >= 0 && seg < 3) {
 			summarize_history_guarded(seg);
+			// and the segment that was current before the last rotation: the ranges filled just
+			// before it would otherwise stay unsummarized until a VACUUM
+			summarize_history_guarded((seg + kSegments - 1) % kSegments);
+		}
 		TimestampTz now = GetCurrentTransactionStartTimestamp();
 		int64 retention_us = (int64)guc_retention_s * USECS_PER_SEC;
 		if (now - started >= retention_us / 2) {

@@ -900,6 +900,15 @@ void install_trigger_hooks(void) {
 	ProcessUtility_hook = flush_process_utility;
 }
 
+// A row with a large value leaves its size in the static buffers: give it back afterwards, so a
+// backend does not keep the largest row it ever wrote.
+static void shrink_buffers(void) {
+	constexpr size_t kKeep = 1024 * 1024;
+	for (std::string *b : {&buf_id, &buf_old_id, &buf_data, &buf_payload, &buf_channel, &buf_key, &buf_json})
+		if (b->capacity() > kKeep)
+			std::string().swap(*b);
+}
+
 static void emit(const Config *cfg, const char *op, const char *channel, bool has_key, TupleTableSlot *data_slot) {
 	pl::Parts parts;
 	parts.op = op;
@@ -924,6 +933,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 			                errhint("Use a smaller key (key_columns), or attach with mode => 'outbox', which stores "
 			                        "the event and sends its id.")));
 		Async_Notify(channel, buf_payload.c_str());
+		shrink_buffers();
 		return;
 	}
 	// outbox: stored whole; the drain worker's envelope drops the payload if it is too big
@@ -940,6 +950,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 		}
 	}
 	buffer_event(channel, key, op, buf_payload.c_str());
+	shrink_buffers();
 }
 
 static Datum change_trigger(FunctionCallInfo fcinfo) {
