@@ -4,7 +4,10 @@
 -- published; a failure of the system is retried and never counted.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DELETE FROM outbox.failures;                              -- earlier tests' events: retried at once
 SELECT outbox.drain(1000000) >= 0 AS drained_leftovers;
+DELETE FROM outbox.pending;                               -- and whatever still fails
+DELETE FROM outbox.failures;
 DELETE FROM outbox.dead_letter;
 SET pg_outbox.retry_delay = 0;
 SET pg_outbox.max_attempts = 3;
@@ -102,7 +105,8 @@ SELECT * FROM pg_temp.poison_case('skip');
 SELECT * FROM pg_temp.poison_case('limit');
 SELECT * FROM pg_temp.poison_case('oom');
 SELECT * FROM pg_temp.poison_case('internal');
-SELECT (SELECT count(*) FROM outbox.replay(0, NULL, 1000000)) = (SELECT count(*) FROM outbox.history)
+SELECT (SELECT count(*) FROM outbox.replay((SELECT purged_pos FROM outbox.state), NULL, 1000000))
+       = (SELECT count(*) FROM outbox.history WHERE pos > (SELECT purged_pos FROM outbox.state))
        AS replay_complete_without_40001;
 
 -- a failure of the system: propagates, nothing counted, nothing dead-lettered, nothing lost
