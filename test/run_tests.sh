@@ -4,9 +4,10 @@
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
-#   5. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each).
+#   5. the Python client (clients/python/tests, pytest)     on a cluster of its own,
+#   6. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|fuzz ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|fuzz ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap fuzz)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python fuzz)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -73,6 +74,14 @@ run_tap() {
         || { for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
 }
 
+# The Python client's tests (clients/python/tests, pytest), against a cluster of their own made
+# from this private installation; as the test user, with Debian's python3 (not one first on PATH).
+run_python() {
+    cp -r clients "$WORK"/ && { [ -z "${RUN[*]}" ] || chown -R postgres: "$WORK/clients"; }
+    (cd "$WORK/clients/python" && "${RUN[@]}" env PG_OUTBOX_BINDIR="$BINDIR" HOME="$WORK" PYTHONDONTWRITEBYTECODE=1 \
+        /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" tests)
+}
+
 # fuzz: each libFuzzer target (test/fuzz/, ASan + UBSan) for FUZZ_SECONDS (20) on a copy of its
 # seed corpus; a crash, a sanitizer report or a failed check fails the suite.
 run_fuzz() {
@@ -99,8 +108,9 @@ for s in "${SUITES[@]}"; do
         regress)   suite "pg_regress" run_regress ;;
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
+        python)    suite "Python client (pytest)" run_python ;;
         fuzz)      suite "fuzz targets (libFuzzer)" run_fuzz ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap, fuzz)"; exit 2 ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python, fuzz)"; exit 2 ;;
     esac
 done
 
