@@ -85,3 +85,19 @@ format:
 	clang-format -i src/*.cpp src/*.hpp src/listen/*.cpp src/listen/*.hpp test/unit/*.cpp
 
 .PHONY: unit format install-listen uninstall-listen
+
+# libFuzzer targets for the pure C++ code that parses or renders (test/fuzz/): built with
+# Debian's clang (clang-14 + libclang-rt-14-dev), ASan and UBSan; test/run_tests.sh fuzz runs
+# each for a bounded time on a copy of its seed corpus (test/fuzz/corpus/<target>).
+FUZZ_CXX     ?= clang++-14
+FUZZ_TARGETS  = template payload envelope listen
+FUZZ_SRCS     = src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
+FUZZ_DIR     ?= test/fuzz/bin
+FUZZ_BINS     = $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+$(FUZZ_DIR)/fuzz_%: test/fuzz/fuzz_%.cpp test/fuzz/fuzz_util.hpp $(FUZZ_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CXX) -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -I$(srcdir)/src -I$(srcdir)/test/fuzz -o $@ $< $(FUZZ_SRCS)
+fuzz-build: $(FUZZ_BINS)
+EXTRA_CLEAN += test/fuzz/bin
+.PHONY: fuzz-build

@@ -237,7 +237,8 @@ TRUNCATE measurements;
 SELECT channel, key, type, payload FROM outbox.pending ORDER BY id;
 DELETE FROM outbox.pending;
 -- a partition written directly fires the row trigger but no statement trigger of ours: its
--- events are buffered until commit; a rolled-back savepoint drops its own
+-- events are written at the end of each statement (ExecutorFinish hook), in the subtransaction
+-- of that statement; a rolled-back savepoint drops its own
 BEGIN;
 INSERT INTO measurements_2024 VALUES (5, '2024-02-02', 1);
 SAVEPOINT s;
@@ -245,7 +246,7 @@ INSERT INTO measurements_2024 VALUES (6, '2024-02-02', 1);
 ROLLBACK TO SAVEPOINT s;
 INSERT INTO measurements_2024 VALUES (7, '2024-02-02', 1);
 RELEASE SAVEPOINT s;
-SELECT count(*) AS written_before_commit FROM outbox.pending;
+SELECT count(*) AS written_at_statement_end FROM outbox.pending;
 COMMIT;
 SELECT channel, key, type FROM outbox.pending ORDER BY id;
 DELETE FROM outbox.pending;

@@ -169,6 +169,10 @@ void direct_begin(DirectInsert *d, TableLayout *layout, int buffer_rows) {
 	for (int a = 0; a < natts; a++)
 		if (TupleDescAttr(RelationGetDescr(d->rel), a)->attgenerated)
 			d->use_sql = true;
+	// a rule a DBA put on the table (ON INSERT DO INSTEAD/ALSO ...) applies only to SQL as well;
+	// callers check that the SQL INSERT stored its row
+	if (d->rel->rd_rules)
+		d->use_sql = true;
 }
 
 bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {

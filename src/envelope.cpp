@@ -76,12 +76,16 @@ static void build(std::string &out, const EventFields &e, bool with_payload, boo
 
 Fit build_event_envelope(std::string &out, const EventFields &e, std::size_t max_bytes) noexcept {
 	try {
-		build(out, e, true, true);
-		if (out.size() < max_bytes + 1)
-			return Fit::Full;
-		build(out, e, false, true);
-		if (out.size() < max_bytes + 1)
-			return Fit::Truncated;
+		if (!e.payload_too_big && !e.key_type_too_big) {
+			build(out, e, true, true);
+			if (out.size() < max_bytes + 1)
+				return Fit::Full;
+		}
+		if (!e.key_type_too_big) {
+			build(out, e, false, true);
+			if (out.size() < max_bytes + 1)
+				return Fit::Truncated;
+		}
 		build(out, e, false, false);
 		return Fit::Truncated;
 	} catch (...) {

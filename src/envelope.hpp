@@ -48,6 +48,10 @@ struct EventFields {
 	const char *type = nullptr; // nullptr: absent
 	std::string_view payload;   // JSON text (already valid: it comes from jsonb); empty: absent
 	bool has_payload = false;
+	// The caller knows, from the stored sizes, that the payload (or the key or type) cannot fit
+	// and did not render it: the envelope is built without it at once ("truncated": true).
+	bool payload_too_big = false;
+	bool key_type_too_big = false;
 	std::string_view channel;   // only in the WAL envelope (a WAL consumer has no NOTIFY channel)
 };
 

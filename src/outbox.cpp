@@ -25,6 +25,7 @@
 
 extern "C" {
 #include "access/genam.h"
+#include "access/detoast.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/tableam.h"
@@ -141,6 +142,33 @@ static void spi_check(int rc, int expected, const char *what) {
 		elog(ERROR, "pg_outbox: %s failed: %s", what, SPI_result_code_string(rc));
 }
 
+// A statement on one of our tables came back without the row it must return: a trigger, rule or
+// policy a DBA put on the table (a BEFORE trigger returning NULL, an INSTEAD rule, a policy)
+// kept it from storing the row. An error, never a read past the result.
+static void row_missing(const char *table, const char *what) {
+	ereport(ERROR, (errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+	                errmsg("pg_outbox: %s stored no row in %s", what, table),
+	                errdetail("A trigger, rule or row-level security policy on %s skipped or changed the row.", table),
+	                errhint("Drop what was added to %s (\\d+ %s lists triggers, rules and policies): pg_outbox "
+	                        "cannot publish without it.",
+	                        table, table)));
+}
+
+// Column col of row r of the last SPI result as int8 (or int4 when is_int4), which must not
+// be NULL.
+static int64 spi_int(uint64 r, int col, bool is_int4, const char *table, const char *what) {
+	if (r >= SPI_processed)
+		row_missing(table, what);
+	bool isnull;
+	Datum d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, col, &isnull);
+	if (isnull)
+		ereport(ERROR, (errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+		                errmsg("pg_outbox: %s returned NULL from %s", what, table),
+		                errdetail("A trigger or rule on %s changed the row.", table),
+		                errhint("Drop what was added to %s: pg_outbox cannot publish without it.", table)));
+	return is_int4 ? (int64)DatumGetInt32(d) : DatumGetInt64(d);
+}
+
 double notify_queue_usage(void) {
 	return DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum)0));
 }
@@ -165,10 +193,21 @@ static EventFields event_fields(int64 id, int64 pos, int64 seq, const char *key,
 	return f;
 }
 
-// id_only: {"id","pos","seq","truncated":true} and nothing else (channel rights: rights.hpp).
+// A payload whose jsonb takes more than this is never rendered for a NOTIFY: its text cannot fit
+// in 7999 bytes (jsonb's binary form is at most about 6 times its text: a JEntry, a header and
+// alignment per value against at least 2 bytes of text), so its envelope carries the id only.
+constexpr Size kRenderPayloadBytes = 64 * 1024;
+constexpr size_t kKeepEnvelopeBufferBytes = 64 * 1024;
+
+// id_only: {"id","pos","epoch","seq","truncated":true} and nothing else (channel rights: rights.hpp).
 static const char *build_envelope(int64 id, int64 pos, int64 seq, const char *key, const char *type,
-                                  const char *payload, bool id_only, int64 epoch) {
+                                  const char *payload, bool payload_too_big, bool key_type_too_big, bool id_only,
+                                  int64 epoch) {
 	EventFields f = event_fields(id, pos, seq, key, type, payload, epoch);
+	f.payload_too_big = payload_too_big;
+	f.key_type_too_big = key_type_too_big;
+	if (envelope_buffer.capacity() > kKeepEnvelopeBufferBytes) // a large event's buffer goes back
+		std::string().swap(envelope_buffer);
 	if (build_event_envelope(envelope_buffer, f, id_only ? 0 : kMaxPayloadBytes) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building an event envelope")));
 	return envelope_buffer.c_str();
@@ -393,14 +432,33 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 // the deleted rows, in id order, in outbox.pending's own layout (*desc; col[] maps id, channel,
 // key, type, payload, created_at). If a DBA put DELETE triggers (or a foreign key) on the table,
 // the same is done through SQL, which fires them.
-static uint64 take_batch_sql(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col);
+// Events being retried (admin.cpp: outbox.failures) that a batch leaves alone: sorted ids.
+struct SkipSet {
+	const int64 *ids;
+	int n;
+	bool has(int64 id) const {
+		int lo = 0, hi = n - 1;
+		while (lo <= hi) {
+			int mid = lo + (hi - lo) / 2;
+			if (ids[mid] == id)
+				return true;
+			if (ids[mid] < id)
+				lo = mid + 1;
+			else
+				hi = mid - 1;
+		}
+		return false;
+	}
+};
 
-static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
+static uint64 take_batch_sql(int max_events, const SkipSet &skip, HeapTuple **out, TupleDesc *desc, AttrNumber *col);
+
+static uint64 take_batch(int max_events, const SkipSet &skip, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
 	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
 	if (has_foreign_triggers(rel, TRIGGER_TYPE_DELETE, nullptr)) {
 		// a DBA's DELETE trigger or a foreign key referencing pending: only SQL fires them
 		table_close(rel, NoLock);
-		return take_batch_sql(max_events, out, desc, col);
+		return take_batch_sql(max_events, skip, out, desc, col);
 	}
 	Oid pk = compat::primary_key_index(rel);
 	if (!OidIsValid(pk))
@@ -421,6 +479,12 @@ static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrN
 	uint64 n = 0;
 	while (n < (uint64)max_events && index_getnext_slot(scan, ForwardScanDirection, seen)) {
 		CHECK_FOR_INTERRUPTS();
+		if (skip.n > 0) {
+			bool isnull;
+			Datum id = slot_getattr(seen, pending_layout.attnum[0], &isnull);
+			if (!isnull && skip.has(DatumGetInt64(id)))
+				continue; // being retried on its own (outbox.failures)
+		}
 		TM_FailureData tmfd;
 		TM_Result r = table_tuple_lock(rel, &seen->tts_tid, snap, locked, cid, LockTupleExclusive, LockWaitSkip, 0, &tmfd);
 		if (r != TM_Ok)
@@ -445,16 +509,21 @@ static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrN
 }
 
 // take_batch() through SQL: the same rows, in the layout of the RETURNING list.
-static uint64 take_batch_sql(int max_events, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
+static uint64 take_batch_sql(int max_events, const SkipSet &skip, HeapTuple **out, TupleDesc *desc, AttrNumber *col) {
 	static SPIPlanPtr plan = nullptr;
 	if (!plan) {
-		Oid types[] = {INT4OID};
+		Oid types[] = {INT4OID, INT8ARRAYOID};
 		plan = keep_plan("DELETE FROM outbox.pending WHERE ctid = ANY (ARRAY("
-		                 " SELECT ctid FROM outbox.pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+		                 " SELECT ctid FROM outbox.pending WHERE id <> ALL ($2) ORDER BY id LIMIT $1"
+		                 " FOR UPDATE SKIP LOCKED))"
 		                 " RETURNING id, channel, key, type, payload, created_at",
-		                 1, types);
+		                 2, types);
 	}
-	Datum args[] = {Int32GetDatum(max_events)};
+	Datum *sk = (Datum *)palloc(Max(skip.n, 1) * sizeof(Datum));
+	for (int k = 0; k < skip.n; k++)
+		sk[k] = Int64GetDatum(skip.ids[k]);
+	Datum args[] = {Int32GetDatum(max_events),
+	                PointerGetDatum(construct_array(sk, skip.n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))};
 	spi_check(SPI_execute_plan(plan, args, nullptr, false, 0), SPI_OK_DELETE_RETURNING, "taking a batch");
 	*out = SPI_tuptable->vals;
 	*desc = SPI_tuptable->tupdesc;
@@ -463,7 +532,7 @@ static uint64 take_batch_sql(int max_events, HeapTuple **out, TupleDesc *desc, A
 	return SPI_processed;
 }
 
-int64 drain_batch(int max_events, int64 only_id) {
+int64 drain_batch(int max_events, int64 only_id, const int64 *skip_ids, int nskip) {
 	if (max_events <= 0)
 		return 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -487,7 +556,8 @@ int64 drain_batch(int max_events, int64 only_id) {
 		for (int k = 0; k < 6; k++)
 			col[k] = (AttrNumber)(k + 1);
 	} else {
-		n = take_batch(max_events, &taken, &bdesc, col);
+		SkipSet skip{skip_ids, nskip};
+		n = take_batch(max_events, skip, &taken, &bdesc, col);
 	}
 	if (n == 0) {
 		SPI_finish();
@@ -569,27 +639,39 @@ int64 drain_batch(int max_events, int64 only_id) {
 	                     CStringGetTextDatum(sysid), ObjectIdGetDatum(MyDatabaseId)};
 	spi_check(SPI_execute_plan(plan_bump, bump_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,
 	          "bumping the position");
+	if (SPI_processed > 1)
+		row_missing("outbox.state", "the position update (more than one row)");
 	if (SPI_processed != 1)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 		                errmsg("pg_outbox: the row of outbox.state is missing"),
+		                errdetail("Or a trigger, rule or policy on outbox.state kept the position update from storing it."),
 		                errhint("Recreate it with INSERT INTO outbox.state DEFAULT VALUES, or reinstall the extension.")));
+	int64 last_pos = spi_int(0, 1, false, "outbox.state", "the position update");
+	int seg = (int)spi_int(0, 2, true, "outbox.state", "the position update");
+	int64 epoch = spi_int(0, 3, false, "outbox.state", "the position update"); // [epochs]
 	bool isnull;
-	int64 last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	int seg = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	int64 epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)); // [epochs]
 	bool new_epoch = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	if (isnull)
+		new_epoch = false;
 	if (last_pos == (int64)n) {
 		// the counter was 0: after a restore, the history may already hold positions
 		spi_check(SPI_execute_plan(plan_history_max, nullptr, nullptr, false, 1), SPI_OK_SELECT,
 		          "reading the history's last position");
-		int64 max_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		int64 max_pos = spi_int(0, 1, false, "outbox.history", "reading the last position");
 		if (max_pos > 0) {
 			Datum set_args[] = {Int64GetDatum(max_pos + (int64)n)};
 			spi_check(SPI_execute_plan(plan_set_pos, set_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,
 			          "setting the position after the restored history");
-			last_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			last_pos = spi_int(0, 1, false, "outbox.state", "setting the position after the restored history");
+			if (SPI_processed != 1 || last_pos != max_pos + (int64)n)
+				row_missing("outbox.state", "setting the position after the restored history");
 		}
 	}
+	if (last_pos < (int64)n)
+		ereport(ERROR, (errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+		                errmsg("pg_outbox: outbox.state.last_pos is %lld after handing out %lld positions",
+		                       (long long)last_pos, (long long)n),
+		                errhint("A trigger or rule on outbox.state changed the counter: drop it.")));
 	if (seg < 0 || seg >= kSegments)
 		elog(ERROR, "pg_outbox: outbox.state.cur_seg is %d, expected 0..%d", seg, kSegments - 1);
 	int64 first_pos = last_pos - (int64)n + 1;
@@ -609,9 +691,13 @@ int64 drain_batch(int max_events, int64 only_id) {
 		Datum chan_args[] = {chans[0], Int64GetDatum(e->count)};
 		spi_check(SPI_execute_plan(plan_chan1, chan_args, nullptr, false, 0), SPI_OK_INSERT_RETURNING,
 		          "bumping the channel sequence");
-		int64 last_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		e->targets = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (SPI_processed != 1)
+			row_missing("outbox.channels", "the channel counter update");
+		int64 last_seq = spi_int(0, 1, false, "outbox.channels", "the channel counter update");
+		e->targets = (int)spi_int(0, 2, true, "outbox.channels", "the channel counter update");
 		e->next_seq = last_seq - e->count + 1;
+		if (last_seq < e->count)
+			row_missing("outbox.channels", "the channel counter update (a counter below the batch)");
 		targets_known = true;
 	} else {
 		Datum *cn = (Datum *)palloc(nchannels * sizeof(Datum));
@@ -627,12 +713,18 @@ int64 drain_batch(int max_events, int64 only_id) {
 		                     PointerGetDatum(construct_array(cc, nchannels, INT8OID, 8, FLOAT8PASSBYVAL, 'd'))};
 		spi_check(SPI_execute_plan(plan_chan, chan_args, nullptr, false, 0), SPI_OK_INSERT_RETURNING,
 		          "bumping channel sequences");
+		// every channel must come back exactly once: a counter left unset would stamp garbage
+		if (SPI_processed != (uint64)nchannels)
+			row_missing("outbox.channels", "the channel counter update");
+		hash_seq_init(&st, channels);
+		for (ChannelEntry *e; (e = (ChannelEntry *)hash_seq_search(&st)) != nullptr;)
+			e->next_seq = -1;
 		for (uint64 r = 0; r < SPI_processed; r++) {
 			char *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-			int64 last_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
-			ChannelEntry *e = (ChannelEntry *)hash_search(channels, name, HASH_FIND, nullptr);
-			if (!e)
-				elog(ERROR, "pg_outbox: channel \"%s\" came back from outbox.channels unasked", name);
+			int64 last_seq = spi_int(r, 2, false, "outbox.channels", "the channel counter update");
+			ChannelEntry *e = name ? (ChannelEntry *)hash_search(channels, name, HASH_FIND, nullptr) : nullptr;
+			if (!e || e->next_seq != -1 || last_seq < e->count)
+				row_missing("outbox.channels", "the channel counter update (a channel changed or repeated)");
 			e->next_seq = last_seq - e->count + 1;
 		}
 	}
@@ -667,7 +759,20 @@ int64 drain_batch(int max_events, int64 only_id) {
 			char cnulls[lengthof(nulls)];
 			for (size_t k = 0; k < lengthof(nulls); k++)
 				cnulls[k] = nulls[k] ? 'n' : ' ';
-			spi_check(SPI_execute_plan(plan_insert_row[seg], vals, cnulls, false, 0), SPI_OK_INSERT, "recording history");
+			int rc = SPI_execute_plan(plan_insert_row[seg], vals, cnulls, false, 0);
+			if (rc != SPI_OK_INSERT || SPI_processed != 1) {
+				// a DBA's BEFORE trigger returned NULL, an INSTEAD rule: the position would go
+				// missing (and replay fail on the gap) — an error of this event
+				char table[NAMEDATALEN + 8];
+				snprintf(table, sizeof table, "outbox.history_%d", seg);
+				ereport(ERROR, (errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				                errmsg("pg_outbox: the history insert of event %lld stored no row in %s",
+				                       (long long)DatumGetInt64(ids[i]), table),
+				                errdetail("A trigger, rule or policy on %s skipped the row; its position %lld "
+				                          "would be missing from the history.",
+				                          table, (long long)DatumGetInt64(poss[i])),
+				                errhint("Drop what was added to %s, then outbox.retry() the event.", table)));
+			}
 		}
 		direct_end(&d);
 	}
@@ -677,24 +782,54 @@ int64 drain_batch(int max_events, int64 only_id) {
 		lookup_targets(channels, nchannels);
 	// One jsonb-to-text buffer for the whole batch, reset per event: no palloc/pfree per event,
 	// and a batch of large payloads does not pile up until SPI_finish.
+	// Memory stays bounded whatever the payload: sizes are read from the stored values (no
+	// detoasting) first; a NOTIFY-only event whose payload, key or type cannot fit is never
+	// rendered (its envelope carries the id), and every detoasted copy and large buffer is given
+	// back after its event, not at the end of the batch.
 	StringInfo payload_text = makeStringInfo();
 	bool id_only = notifications_id_only(); // read rights enforced: nothing guarded goes into NOTIFY
 	for (uint64 i = 0; i < n; i++) {
 		ChannelEntry *e = entry[i];
-		const char *key = key_null[i] ? nullptr : TextDatumGetCString(keys[i]);
-		const char *type = type_null[i] ? nullptr : TextDatumGetCString(types[i]);
-		const char *payload = nullptr;
-		if (!payload_null[i]) {
-			Jsonb *jb = DatumGetJsonbP(payloads[i]);
+		bool wal = (e->targets & kTargetWal) != 0;
+		Size key_raw = key_null[i] ? 0 : toast_raw_datum_size(keys[i]);
+		Size type_raw = type_null[i] ? 0 : toast_raw_datum_size(types[i]);
+		Size payload_raw = payload_null[i] ? 0 : toast_raw_datum_size(payloads[i]);
+		bool key_type_too_big = key_raw > kMaxPayloadBytes + VARHDRSZ || type_raw > kMaxPayloadBytes + VARHDRSZ;
+		bool payload_too_big = payload_raw > kRenderPayloadBytes;
+		bool render_all = wal || (!key_type_too_big && !payload_too_big);
+		const char *key = nullptr, *type = nullptr, *payload = nullptr;
+		Jsonb *jb = nullptr;
+		if (!key_null[i] && (render_all || !key_type_too_big))
+			key = TextDatumGetCString(keys[i]);
+		if (!type_null[i] && (render_all || !key_type_too_big))
+			type = TextDatumGetCString(types[i]);
+		if (!payload_null[i] && (render_all || !payload_too_big)) {
+			jb = DatumGetJsonbP(payloads[i]);
 			resetStringInfo(payload_text);
 			payload = JsonbToCString(payload_text, &jb->root, VARSIZE(jb));
 		}
-		if (e->targets & kTargetWal)
+		if (wal)
 			emit_wal_message(e->name, DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,
 			                 payload, epoch);
-		if (e->targets & kTargetNotify)
+		if (e->targets & kTargetNotify) {
+			// render_all for the WAL: the NOTIFY still leaves out what cannot fit
+			bool kt_big = key_type_too_big || (key && strlen(key) > kMaxPayloadBytes) ||
+			              (type && strlen(type) > kMaxPayloadBytes);
 			Async_Notify(e->name, build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]),
-			                                     key, type, payload, id_only, epoch));
+			                                     kt_big ? nullptr : key, kt_big ? nullptr : type,
+			                                     payload_too_big ? nullptr : payload, payload_too_big, kt_big, id_only,
+			                                     epoch));
+		}
+		if (jb && (Pointer)jb != DatumGetPointer(payloads[i]))
+			pfree(jb);
+		if (key)
+			pfree((void *)key);
+		if (type)
+			pfree((void *)type);
+		if (payload_text->maxlen > (int)kKeepEnvelopeBufferBytes) {
+			pfree(payload_text->data);
+			initStringInfo(payload_text);
+		}
 	}
 
 	last_drained_pos = last_pos;

@@ -199,11 +199,12 @@ static void append_ymd(std::string &out, std::int64_t days) {
 }
 
 void append_date(std::string &out, std::int64_t days) {
-	if (days == std::numeric_limits<std::int32_t>::min()) {
+	// a date is an int32 (DateADT): its ends are -infinity and infinity (and nothing lies beyond)
+	if (days <= std::numeric_limits<std::int32_t>::min()) {
 		out += "-infinity";
 		return;
 	}
-	if (days == std::numeric_limits<std::int32_t>::max()) {
+	if (days >= std::numeric_limits<std::int32_t>::max()) {
 		out += "infinity";
 		return;
 	}
@@ -230,9 +231,12 @@ void append_timestamp(std::string &out, std::int64_t usecs, bool utc) {
 		return;
 	}
 	std::int64_t days = floor_div(usecs, kUsecsPerDay);
+	std::int64_t of_day = usecs % kUsecsPerDay; // not usecs - days * kUsecsPerDay: that overflows
+	if (of_day < 0)                             // near the ends of int64
+		of_day += kUsecsPerDay;
 	append_ymd(out, days);
 	out += 'T';
-	append_time(out, usecs - days * kUsecsPerDay);
+	append_time(out, of_day);
 	if (utc)
 		out += 'Z';
 }
@@ -294,7 +298,8 @@ void append_json(std::string &out, const Scalar &v) {
 		return;
 	case Kind::Float4:
 	case Kind::Float8:
-		if (std::isfinite(v.f)) {
+		// a float4 is checked as a float4: a double beyond its range would print "inf"
+		if (v.kind == Kind::Float4 ? std::isfinite(static_cast<float>(v.f)) : std::isfinite(v.f)) {
 			append_plain(out, v);
 		} else {
 			out += '"';
@@ -362,12 +367,53 @@ static void compose_into(std::string &out, const Parts &p, bool with_data) {
 
 PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes) {
 	compose_into(out, p, true);
-	if (out.size() < max_bytes)
+	if (out.size() <= max_bytes)
 		return PayloadFit::Full;
 	if (!p.has_data)
 		return PayloadFit::TooBig;
 	compose_into(out, p, false);
-	return out.size() < max_bytes ? PayloadFit::Truncated : PayloadFit::TooBig;
+	return out.size() <= max_bytes ? PayloadFit::Truncated : PayloadFit::TooBig;
+}
+
+bool replace_nul_escapes(std::string_view text, std::string &out) {
+	static constexpr std::string_view kNul = "\\u0000", kReplacement = "\\ufffd";
+	if (text.find(kNul) == std::string_view::npos)
+		return false; // the usual case: nothing to do
+	out.clear();
+	out.reserve(text.size());
+	bool in_string = false, replaced = false;
+	std::size_t k = 0;
+	while (k < text.size()) {
+		char c = text[k];
+		if (!in_string) {
+			in_string = c == '"';
+			out += c;
+			k++;
+			continue;
+		}
+		if (c == '"') {
+			in_string = false;
+			out += c;
+			k++;
+			continue;
+		}
+		if (c != '\\' || k + 1 >= text.size()) {
+			out += c;
+			k++;
+			continue;
+		}
+		// an escape: \u0000 is replaced, any other is copied whole (so \\u0000 stays text)
+		if (text.compare(k, kNul.size(), kNul) == 0) {
+			out += kReplacement;
+			k += kNul.size();
+			replaced = true;
+			continue;
+		}
+		out += c;
+		out += text[k + 1];
+		k += 2;
+	}
+	return replaced;
 }
 
 TemplateParse parse_template(std::string_view tpl, TemplatePart *parts, std::size_t max_parts) noexcept {

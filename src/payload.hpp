@@ -76,12 +76,20 @@ struct Parts {
 enum class PayloadFit {
 	Full,      // everything, "data" included, fits
 	Truncated, // "data" dropped, "truncated": true added
-	TooBig,    // even the payload without "data" is max_bytes or longer (out holds it anyway)
+	TooBig,    // even the payload without "data" is longer than max_bytes (out holds it anyway)
 };
 
 // Build {"op":..,"table":..,"id":..[,"old_id":..][,"data":{..} | ,"truncated":true]} into out.
-// A payload is never max_bytes long or longer unless the result is PayloadFit::TooBig.
+// A payload is never longer than max_bytes (kMaxPayloadBytes = 7999: what NOTIFY accepts)
+// unless the result is PayloadFit::TooBig.
 PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes = kMaxPayloadBytes);
+
+// A json value holding the escape \u0000 (which json accepts and jsonb cannot store): if text
+// has one inside a string, write text into out with each replaced by \ufffd (the Unicode
+// replacement character) and return true; else return false and leave out alone. So a json
+// column gives the same event in both trigger modes: notify mode renders json through jsonb too
+// (duplicate keys: the last one wins, as outbox mode's jsonb payload does).
+bool replace_nul_escapes(std::string_view text, std::string &out);
 
 // ---- channel templates ----
 // 'tenant_{tenant_id}': text outside braces is copied, {column} is replaced by the column's

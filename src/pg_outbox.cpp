@@ -409,6 +409,7 @@ extern "C" void _PG_init(void) {
 		                errhint("Add pg_outbox to shared_preload_libraries in postgresql.conf and restart the "
 		                        "server.")));
 
+	define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
 	define_gucs();
 	consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters
 
@@ -422,6 +423,7 @@ extern "C" void _PG_init(void) {
 	RegisterSubXactCallback(subxact_callback, nullptr);
 	install_schema_guard();
 	rights_init(); // channel rights: the fmgr hook that tells who called, the rules' invalidation
+	install_trigger_hooks(); // trigger.cpp: outbox-mode events are written at each statement's end
 
 	if (!IsBinaryUpgrade)
 		register_launcher();

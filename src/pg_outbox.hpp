@@ -110,13 +110,15 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids);
 // Lock the history segments the way purge() and retention do, before a drain locks anything else.
 void lock_history_segments(void);
 // Publish up to max_events pending events (or only the event only_id) in the current
-// transaction; returns how many. Errors propagate.
-int64 drain_batch(int max_events, int64 only_id = 0);
-// What the worker and outbox.drain() run: drain_batch() in a subtransaction; if it fails with
-// an error that belongs to one event (bad data, a constraint or trigger a DBA added), the batch
-// is retried event by event and each event that fails alone moves to outbox.dead_letter with
-// its error, so it never blocks the events behind it. Errors of the system (locks, resources,
-// shutdown, missing objects) propagate: the batch is retried later, nothing is dead-lettered.
+// transaction, leaving alone the nskip events of skip_ids (sorted); returns how many. Errors
+// propagate.
+int64 drain_batch(int max_events, int64 only_id = 0, const int64 *skip_ids = nullptr, int nskip = 0);
+// What the worker and outbox.drain() run: drain_batch() in subtransactions. A batch that fails
+// is narrowed down to the event that fails alone; that event is recorded in outbox.failures,
+// left out of the batches and retried (pg_outbox.retry_delay, doubling) up to
+// pg_outbox.max_attempts times, then moved to outbox.dead_letter with its error; the events
+// behind it are published meanwhile. Errors of the system (locks, serialization, shutdown, disk,
+// read-only) propagate uncounted (admin.cpp has the rules).
 int64 drain(int max_events);
 // The last position drain_batch() handed out in this process.
 extern int64 last_drained_pos;
@@ -126,6 +128,10 @@ double notify_queue_usage(void);
 // ---- admin.cpp ----
 // Rotate and empty history segments per pg_outbox.retention (drain worker, own transaction).
 void maintain_retention(void);
+// pg_outbox.max_attempts and pg_outbox.retry_delay (called from _PG_init).
+void define_retry_gucs(void);
+extern int guc_max_attempts;
+extern int guc_retry_delay_ms;
 
 // ---- consumers.cpp ----
 extern int guc_consumer_max_retention_s; // pg_outbox.consumer_max_retention
@@ -150,6 +156,8 @@ bool consumers_release_segment(int seg, TimestampTz newest, bool mark);
 
 // ---- worker.cpp ----
 void register_launcher(void);
+// trigger.cpp: the ExecutorFinish and ProcessUtility hooks that write the change trigger's events.
+void install_trigger_hooks(void);
 
 // ---- schema_guard.cpp: pg_outbox trusts its own schema only ----
 // CREATE EXTENSION pg_outbox: refuse an existing schema "outbox" that is not as good as new

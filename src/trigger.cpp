@@ -37,12 +37,15 @@ extern "C" {
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "parser/parse_func.h"
+#include "tcop/utility.h"
+#include "access/xact.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -509,7 +512,7 @@ static Config *lookup_config(Trigger *tg, Relation rel) {
 // ---------------------------------------------------------------------------------------
 
 // static buffers: reused row after row, never owned by a frame that can see an ereport
-static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key;
+static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key, buf_json;
 
 static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 	bool isnull;
@@ -563,6 +566,16 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			s.text = std::string_view(t, strlen(t));
 		} else if (c.typid == JSONBOID) {
 			Jsonb *jb = DatumGetJsonbP(d);
+			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
+			s.text = std::string_view(t, strlen(t));
+		} else if (c.typid == JSONOID) {
+			// through jsonb in both modes, as outbox mode stores the payload: duplicate keys
+			// resolve the same way (the last one wins), and \u0000, which jsonb cannot hold,
+			// becomes \ufffd in both (payload.hpp)
+			struct varlena *v = pg_detoast_datum_packed((struct varlena *)DatumGetPointer(d));
+			std::string_view raw(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+			const char *src = pl::replace_nul_escapes(raw, buf_json) ? buf_json.c_str() : pnstrdup(raw.data(), raw.size());
+			Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(src)));
 			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
 			s.text = std::string_view(t, strlen(t));
 		} else {
@@ -659,23 +672,38 @@ static const char *render_channel(const Config *cfg, TupleTableSlot *slot) {
 	return buf_channel.c_str();
 }
 
-// ---- outbox mode: events are buffered per statement and written with one INSERT ----
+// ---- outbox mode: events are buffered per statement and written 64 at a time ----
 //
-// A row only appends its event to a buffer (in TopTransactionContext). The statement trigger
-// outbox_flush (AFTER ... FOR EACH STATEMENT, created by attach in outbox mode) writes the
-// buffer into outbox.pending with one INSERT ... SELECT FROM unnest(...) — one executor start
-// per statement instead of one per row. Safety nets flush it too: a full buffer
-// (kFlushEvents), and the transaction's pre-commit/pre-prepare (writes that fire the row
-// trigger but no statement trigger of ours: a partition written directly, COPY into one).
-// The events keep the order in which the rows were changed.
+// A row only appends its event to a buffer (in TopTransactionContext); the events are written
+// into outbox.pending (insert_pending(), 64 rows per table_multi_insert) at the end of the
+// statement that fired the row trigger, in the order the rows were changed:
+//   - the statement trigger outbox_flush (AFTER ... FOR EACH STATEMENT, created by attach in
+//     outbox mode);
+//   - the end of every query (ExecutorFinish hook: its AFTER triggers have all fired by then)
+//     and of every utility statement (ProcessUtility hook: COPY, SET CONSTRAINTS, CALL): this
+//     covers what fires our row trigger but no statement trigger of ours — a partition written
+//     directly (its cloned row trigger; statement triggers are not cloned), COPY into one;
+//   - a full buffer (kFlushEvents), and the transaction's pre-commit/pre-prepare (deferred
+//     constraint triggers fire just before it).
 //
-// Subtransactions: every event records the nesting level it was buffered at; a rolled-back
-// savepoint drops the events buffered inside it, a released one hands them to its parent.
+// Subtransactions (savepoints, PL/pgSQL EXCEPTION blocks, psql ON_ERROR_ROLLBACK, JDBC
+// autosave): every event records the nesting level of the subtransaction it was made in. A row
+// written into outbox.pending belongs to the subtransaction current at that moment, so an event
+// is only ever written by a flush at its own level — never into a deeper subtransaction that
+// could roll back while its own commits. A rolled-back subtransaction drops its events (a
+// flush at that level already wrote some? then its rows are rolled back with it); a released
+// one hands them to its parent. The buffer is ordered by level (a new event is always at the
+// deepest open level), so a flush writes the whole buffer when every event is at the current
+// level, and otherwise waits: the events made inside a subtransaction that began while
+// older events were buffered (a DBA's AFTER trigger with an EXCEPTION block running between
+// our row trigger's calls) are written when that subtransaction is released, in order with the
+// others. Only a level that alone holds kFlushEvents events is written early, out of order
+// with the older events (they all commit together, still each exactly once).
 
 struct BufferedEvent {
 	int level;
-	char *channel;
-	char *key; // nullptr: NULL
+	char *channel; // one palloc with key: pfree'd when the event is written or dropped
+	char *key;     // nullptr: NULL
 	const char *type;
 	Datum payload; // jsonb
 };
@@ -685,12 +713,18 @@ static MemoryContext buffer_cxt = nullptr;
 static BufferedEvent *buffer = nullptr;
 static int buffer_len = 0, buffer_cap = 0;
 static bool callbacks_registered = false;
+static int flushing_level = 0; // > 0 while flush_events() runs (a DBA's trigger on pending can reenter)
 
-// Write the buffered events into outbox.pending, as the table's owner: the writer of the row
-// need not have any right on the outbox schema (as with foreign-key checks).
-static void flush_events(void) {
-	if (buffer_len == 0)
-		return;
+static void free_event(BufferedEvent *e) {
+	pfree(e->channel);
+	if (e->payload)
+		pfree(DatumGetPointer(e->payload));
+}
+
+// Write the buffered events from index first on (all of the current level) into
+// outbox.pending, as the table's owner: the writer of the row need not have any right on the
+// outbox schema (as with foreign-key checks).
+static void write_events(int first) {
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
@@ -700,10 +734,10 @@ static void flush_events(void) {
 	// trigger of the DBA's, a deferred foreign key say, must be able to fire at commit.)
 	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 	int guc_level = pin_search_path();
-	int n = buffer_len;
+	int n = buffer_len - first;
 	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));
 	for (int k = 0; k < n; k++) {
-		BufferedEvent *e = &buffer[k];
+		BufferedEvent *e = &buffer[first + k];
 		ev[k].channel = CStringGetTextDatum(e->channel);
 		ev[k].key_null = e->key == nullptr;
 		ev[k].key = e->key ? CStringGetTextDatum(e->key) : (Datum)0;
@@ -712,30 +746,67 @@ static void flush_events(void) {
 		ev[k].payload_null = false;
 		ev[k].payload = e->payload;
 	}
+	flushing_level = GetCurrentTransactionNestLevel();
 	insert_pending(ev, n, nullptr);
+	flushing_level = 0;
+	for (int k = 0; k < n; k++) {
+		pfree(DatumGetPointer(ev[k].channel));
+		if (!ev[k].key_null)
+			pfree(DatumGetPointer(ev[k].key));
+		pfree(DatumGetPointer(ev[k].type));
+	}
 	pfree(ev);
 	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
-	// only now: an error above leaves the buffer to the transaction's abort
-	buffer_len = 0;
-	MemoryContextReset(buffer_cxt);
-	buffer = nullptr;
-	buffer_cap = 0;
+	// only now: an error above leaves the buffer to the (sub)transaction's abort. Events a DBA's
+	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered.
+	for (int k = first; k < first + n; k++)
+		free_event(&buffer[k]);
+	int added = buffer_len - (first + n);
+	if (added > 0)
+		memmove(&buffer[first], &buffer[first + n], added * sizeof(BufferedEvent));
+	buffer_len = first + added;
+	if (buffer_len == 0) {
+		MemoryContextReset(buffer_cxt); // a large statement's buffer goes back
+		buffer = nullptr;
+		buffer_cap = 0;
+	}
+}
+
+// Write what may be written now (see above): every event, if all are of the current level;
+// else the current level's events only if they alone fill the buffer (bounded memory).
+static void flush_events(void) {
+	if (buffer_len == 0 || flushing_level > 0)
+		return;
+	int level = GetCurrentTransactionNestLevel();
+	if (buffer[0].level == level) {
+		write_events(0);
+		return;
+	}
+	int first = buffer_len;
+	while (first > 0 && buffer[first - 1].level == level)
+		first--;
+	if (buffer_len - first >= kFlushEvents)
+		write_events(first);
+}
+
+// flush_events() where no statement may be running (commit, the end of a utility statement):
+// give the INSERT a snapshot of its own if there is none.
+static void flush_events_with_snapshot(void) {
+	bool snap = !ActiveSnapshotSet();
+	if (snap)
+		PushActiveSnapshot(GetTransactionSnapshot());
+	flush_events();
+	if (snap)
+		PopActiveSnapshot();
 }
 
 static void buffer_xact_callback(XactEvent event, void *) {
 	switch (event) {
 	case XACT_EVENT_PRE_COMMIT:
 	case XACT_EVENT_PRE_PREPARE:
-		if (buffer_len > 0) {
-			// no statement is running at commit: give the INSERT a snapshot of its own
-			bool snap = !ActiveSnapshotSet();
-			if (snap)
-				PushActiveSnapshot(GetTransactionSnapshot());
-			flush_events();
-			if (snap)
-				PopActiveSnapshot();
-		}
+		if (buffer_len > 0)
+			flush_events_with_snapshot(); // at the top level: every event is of level 1 now
 		break;
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_ABORT:
@@ -746,6 +817,7 @@ static void buffer_xact_callback(XactEvent event, void *) {
 		buffer_cxt = nullptr;
 		buffer = nullptr;
 		buffer_len = buffer_cap = 0;
+		flushing_level = 0;
 		break;
 	default:
 		break;
@@ -756,7 +828,9 @@ static void buffer_subxact_callback(SubXactEvent event, SubTransactionId, SubTra
 	int level = GetCurrentTransactionNestLevel();
 	if (event == SUBXACT_EVENT_ABORT_SUB) {
 		while (buffer_len > 0 && buffer[buffer_len - 1].level >= level)
-			buffer_len--; // their memory is released with the transaction (or the next flush)
+			free_event(&buffer[--buffer_len]);
+		if (flushing_level >= level)
+			flushing_level = 0; // the flush that ran at this level was interrupted by the error
 	} else if (event == SUBXACT_EVENT_COMMIT_SUB) {
 		for (int k = buffer_len - 1; k >= 0 && buffer[k].level >= level; k--)
 			buffer[k].level = level - 1;
@@ -778,16 +852,64 @@ static void buffer_event(const char *channel, const char *key, const char *type,
 		                : (BufferedEvent *)palloc(cap * sizeof(BufferedEvent));
 		buffer_cap = cap;
 	}
+	size_t clen = strlen(channel), klen = key ? strlen(key) : 0;
+	char *strings = (char *)palloc(clen + 1 + (key ? klen + 1 : 0));
+	memcpy(strings, channel, clen + 1);
+	if (key)
+		memcpy(strings + clen + 1, key, klen + 1);
+	Datum jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
+	MemoryContextSwitchTo(old);
 	BufferedEvent *e = &buffer[buffer_len];
 	e->level = GetCurrentTransactionNestLevel();
-	e->channel = pstrdup(channel);
-	e->key = key ? pstrdup(key) : nullptr;
+	e->channel = strings;
+	e->key = key ? strings + clen + 1 : nullptr;
 	e->type = type; // a string constant
-	e->payload = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
-	MemoryContextSwitchTo(old);
+	e->payload = jb;
 	buffer_len++;
 	if (buffer_len >= kFlushEvents)
 		flush_events();
+}
+
+// The hooks that flush at the end of every query and utility statement.
+static ExecutorFinish_hook_type prev_executor_finish = nullptr;
+static ProcessUtility_hook_type prev_process_utility = nullptr;
+
+static void flush_executor_finish(QueryDesc *qd) {
+	if (prev_executor_finish)
+		prev_executor_finish(qd);
+	else
+		standard_ExecutorFinish(qd);
+	if (buffer_len > 0)
+		flush_events_with_snapshot();
+}
+
+static void flush_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+                                  ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
+                                  DestReceiver *dest, QueryCompletion *qc) {
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	// not after SAVEPOINT/RELEASE/ROLLBACK/COMMIT: the subtransaction callbacks and the commit
+	// handle the buffer there
+	if (buffer_len > 0 && !IsA(pstmt->utilityStmt, TransactionStmt) && IsTransactionState())
+		flush_events_with_snapshot();
+}
+
+void install_trigger_hooks(void) {
+	prev_executor_finish = ExecutorFinish_hook;
+	ExecutorFinish_hook = flush_executor_finish;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = flush_process_utility;
+}
+
+// A row with a large value leaves its size in the static buffers: give it back afterwards, so a
+// backend does not keep the largest row it ever wrote.
+static void shrink_buffers(void) {
+	constexpr size_t kKeep = 1024 * 1024;
+	for (std::string *b : {&buf_id, &buf_old_id, &buf_data, &buf_payload, &buf_channel, &buf_key, &buf_json})
+		if (b->capacity() > kKeep)
+			std::string().swap(*b);
 }
 
 static void emit(const Config *cfg, const char *op, const char *channel, bool has_key, TupleTableSlot *data_slot) {
@@ -814,6 +936,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 			                errhint("Use a smaller key (key_columns), or attach with mode => 'outbox', which stores "
 			                        "the event and sends its id.")));
 		Async_Notify(channel, buf_payload.c_str());
+		shrink_buffers();
 		return;
 	}
 	// outbox: stored whole; the drain worker's envelope drops the payload if it is too big
@@ -830,6 +953,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 		}
 	}
 	buffer_event(channel, key, op, buf_payload.c_str());
+	shrink_buffers();
 }
 
 static Datum change_trigger(FunctionCallInfo fcinfo) {

@@ -707,6 +707,13 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			pgstat_report_activity(STATE_IDLE, "pg_outbox: waiting, NOTIFY queue above max_queue_usage");
 			timeout = Min(timeout, 100);
 		} else {
+			if (my_slot->last_error[0]) {
+				// publishing works again: the error is history (the server log keeps it)
+				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				my_slot->last_error[0] = '\0';
+				my_slot->last_error_at = 0;
+				LWLockRelease(shared->lock);
+			}
 			if (in_backpressure)
 				ereport(LOG, (errmsg("pg_outbox: NOTIFY queue below pg_outbox.max_queue_usage again, publishing")));
 			in_backpressure = false;

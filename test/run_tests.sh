@@ -5,9 +5,10 @@
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
 #   5. the Python client (clients/python/tests, pytest)     on a cluster of its own,
-#   6. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target).
+#   6. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target),
+#   7. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka|fuzz ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 # PG_MAJOR=17 bash test/run_tests.sh runs them against PostgreSQL 17 (15, 16, 17, 18; default 15):
 # natively when that major is installed here (or is this Debian release's own), else inside a
@@ -25,7 +26,7 @@ fi
 echo "run_tests: PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //') ($PG_CONFIG)"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka fuzz)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -90,6 +91,25 @@ run_python() {
 run_kafka() { # jars from Maven Central (cached in ~/.m2); servers on loopback; see test/kafka/run.sh
 	KAFKA_WORK="$WORK/kafka" PG_BINDIR="$BINDIR" bash "$ROOT/test/kafka/run.sh"
 }
+# fuzz: each libFuzzer target (test/fuzz/, ASan + UBSan) for FUZZ_SECONDS (20) on a copy of its
+# seed corpus; a crash, a sanitizer report or a failed check fails the suite.
+run_fuzz() {
+    make -s fuzz-build FUZZ_DIR="$WORK/fuzz/bin" || return 1
+    local rc=0 t
+    for t in template payload envelope listen; do
+        mkdir -p "$WORK/fuzz/corpus_$t" "$WORK/fuzz/artifacts_$t"
+        cp test/fuzz/corpus/$t/* "$WORK/fuzz/corpus_$t/" 2>/dev/null
+        if "$WORK/fuzz/bin/fuzz_$t" -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 -timeout=10 \
+            -rss_limit_mb=2048 -artifact_prefix="$WORK/fuzz/artifacts_$t/" "$WORK/fuzz/corpus_$t" \
+            > "$WORK/fuzz/$t.log" 2>&1; then
+            echo "fuzz_$t: ok, $(grep -o 'number_of_executed_units: [0-9]*' "$WORK/fuzz/$t.log" | grep -o '[0-9]*') executions"
+        else
+            echo "fuzz_$t: FAILED"; grep -E 'ERROR|SUMMARY|fuzz check|runtime error|Test unit written' "$WORK/fuzz/$t.log" | head -20
+            rc=1
+        fi
+    done
+    return $rc
+}
 
 for s in "${SUITES[@]}"; do
     case $s in
@@ -99,7 +119,8 @@ for s in "${SUITES[@]}"; do
         tap)       suite "TAP tests" run_tap ;;
         python)    suite "Python client (pytest)" run_python ;;
         kafka)     suite "Kafka and Debezium (test/kafka)" run_kafka ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka)"; exit 2 ;;
+        fuzz)      suite "fuzz targets (libFuzzer)" run_fuzz ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka, fuzz)"; exit 2 ;;
     esac
 done
 

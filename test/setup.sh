@@ -19,6 +19,7 @@ TOOLS=(libpq-dev "$boost" libipc-run-perl libgtest-dev g++ make perl
        pgbouncer # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
        # the Python client (clients/python) and its tests (suite "python" of test/run_tests.sh)
        python3 python3-asyncpg python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pytest python3-pytest-asyncio
+       clang-14 libclang-rt-14-dev # the fuzz suite (test/fuzz, libFuzzer)
        openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
 if [ "$PG_WHERE" = chroot ]; then
     PACKAGES=(debootstrap)

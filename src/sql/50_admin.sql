@@ -27,24 +27,117 @@ COMMENT ON VIEW outbox.dead_letters IS 'events that could not be published; outb
 CREATE FUNCTION outbox._wake_at_commit() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_wake_at_commit';
 
+-- Events that failed alone and are being retried (pg_outbox.max_attempts, pg_outbox.retry_delay);
+-- the drain leaves them out of its batches until next_attempt_at. Rows go when the event is
+-- published, dead-lettered or discarded.
+CREATE TABLE outbox.failures (
+    id              bigint PRIMARY KEY,
+    attempts        integer NOT NULL,
+    first_failed_at timestamptz NOT NULL,
+    last_failed_at  timestamptz NOT NULL,
+    next_attempt_at timestamptz NOT NULL,
+    error           text NOT NULL,
+    sqlstate        text NOT NULL
+);
+COMMENT ON TABLE outbox.failures IS
+    'pending events that failed alone and are retried; after pg_outbox.max_attempts they become dead letters';
+
+-- Events an admin discarded with outbox.discard(): recorded, never silent (the payload is not
+-- kept, its size is).
+CREATE TABLE outbox.discarded (
+    id            bigint PRIMARY KEY,
+    channel       text NOT NULL,
+    key           text,
+    type          text,
+    payload_bytes integer,
+    created_at    timestamptz NOT NULL,
+    discarded_at  timestamptz NOT NULL,
+    discarded_by  name NOT NULL,
+    was           text NOT NULL,
+    reason        text,
+    error         text,
+    sqlstate      text
+);
+COMMENT ON TABLE outbox.discarded IS 'events removed by outbox.discard(), with who, when, why and their last error';
+SELECT pg_catalog.pg_extension_config_dump('outbox.discarded', '');
+
 CREATE FUNCTION outbox.retry(event_id bigint) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE moved bigint; stored bigint;
 BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    WITH d AS (DELETE FROM outbox.dead_letter WHERE id = event_id RETURNING *)
-    INSERT INTO outbox.pending (id, channel, key, type, payload, created_at)
-        SELECT id, channel, key, type, payload, created_at FROM d;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % is not a dead letter', event_id
+    -- a pending event being retried: try it at the next drain, with a fresh count
+    DELETE FROM outbox.failures f WHERE f.id = event_id
+       AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
+    IF FOUND THEN
+        PERFORM outbox._wake_at_commit();
+        RETURN event_id;
+    END IF;
+    WITH d AS (DELETE FROM outbox.dead_letter WHERE id = event_id RETURNING *),
+         i AS (INSERT INTO outbox.pending (id, channel, key, type, payload, created_at)
+               SELECT id, channel, key, type, payload, created_at FROM d RETURNING id)
+    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
+    IF moved = 0 THEN
+        RAISE EXCEPTION 'event % is neither a dead letter nor being retried', event_id
             USING ERRCODE = 'no_data_found',
-                  HINT = 'SELECT id, error FROM outbox.dead_letters lists the events that failed.';
+                  HINT = 'outbox.dead_letters lists the events that failed, outbox.failures those being retried.';
+    END IF;
+    IF stored <> moved THEN
+        RAISE EXCEPTION 'event % could not be put back into outbox.pending', event_id
+            USING ERRCODE = 'triggered_action_exception',
+                  DETAIL = 'A trigger, rule or policy on outbox.pending skipped the row.',
+                  HINT = 'Drop what was added to outbox.pending.';
     END IF;
     PERFORM outbox._wake_at_commit();
     RETURN event_id;
 END $$;
-COMMENT ON FUNCTION outbox.retry(bigint) IS 'put a dead letter back into the outbox, to be published again';
+COMMENT ON FUNCTION outbox.retry(bigint) IS
+    'put a dead letter back into the outbox, or try an event being retried at once with a fresh count';
+
+CREATE FUNCTION outbox.discard(event_id bigint, reason text DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE moved bigint; stored bigint; source text;
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    source := 'dead letter';
+    WITH d AS (DELETE FROM outbox.dead_letter WHERE id = event_id RETURNING *),
+         i AS (INSERT INTO outbox.discarded (id, channel, key, type, payload_bytes, created_at, discarded_at,
+                                             discarded_by, was, reason, error, sqlstate)
+               SELECT id, channel, key, type, pg_column_size(payload), created_at, clock_timestamp(),
+                      session_user, 'dead letter', reason, error, sqlstate FROM d RETURNING id)
+    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
+    IF moved = 0 THEN
+        source := 'pending';
+        WITH d AS (DELETE FROM outbox.pending WHERE id = event_id RETURNING *),
+             i AS (INSERT INTO outbox.discarded (id, channel, key, type, payload_bytes, created_at, discarded_at,
+                                                 discarded_by, was, reason, error, sqlstate)
+                   SELECT d.id, d.channel, d.key, d.type, pg_column_size(d.payload), d.created_at, clock_timestamp(),
+                          session_user, 'pending', reason, f.error, f.sqlstate
+                     FROM d LEFT JOIN outbox.failures f ON f.id = d.id RETURNING id)
+        SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
+    END IF;
+    IF moved = 0 THEN
+        RAISE EXCEPTION 'event % is neither pending nor a dead letter', event_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'outbox.event(id) tells whether it was published; outbox.discarded lists what was discarded.';
+    END IF;
+    IF stored <> moved THEN
+        RAISE EXCEPTION 'event % could not be recorded in outbox.discarded', event_id
+            USING ERRCODE = 'triggered_action_exception',
+                  DETAIL = 'A trigger, rule or policy on outbox.discarded skipped the row; nothing was discarded.',
+                  HINT = 'Drop what was added to outbox.discarded.';
+    END IF;
+    DELETE FROM outbox.failures WHERE id = event_id;
+    RAISE LOG 'pg_outbox: event % (%) discarded by %: %', event_id, source, session_user, coalesce(reason, 'no reason given');
+    RETURN format('discarded event %s (%s); recorded in outbox.discarded', event_id, source);
+END $$;
+COMMENT ON FUNCTION outbox.discard(bigint, text) IS
+    'remove a pending or dead-letter event without publishing it; recorded in outbox.discarded';
+
 
 CREATE FUNCTION outbox.purge(older_than interval) RETURNS bigint
     LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -104,8 +197,15 @@ CREATE VIEW outbox.status AS
            w.last_batch_at,
            -- [consumers] named consumers (outbox.consumers has the details)
            (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
-           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
-      FROM outbox.state s, outbox._worker_status() w;
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers,
+           -- [rob-events] events that fail alone and are retried (outbox.failures has them all)
+           (SELECT count(*) FROM outbox.failures) AS retrying,
+           f.id AS stuck_event,
+           f.sqlstate || ': ' || f.error || format(' (attempt %s of %s, next at %s)', f.attempts,
+               coalesce(current_setting('pg_outbox.max_attempts', true), '?'), f.next_attempt_at) AS stuck_error,
+           f.first_failed_at AS stuck_since
+      FROM outbox.state s CROSS JOIN outbox._worker_status() w
+      LEFT JOIN LATERAL (SELECT * FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
 
 -- The processes whose notifications are pg_outbox envelopes: NOTIFY needs no privilege, so a

@@ -73,6 +73,7 @@ my %functions = (
     'outbox.next(text,integer,interval)'          => ['ra',   q{SELECT * FROM outbox.next('m_no_such_consumer', 1, '0')}],
     'outbox.ack(text,bigint)'                     => ['ra',   q{SELECT outbox.ack('m_no_such_consumer', 0)}],
     'outbox.drop_consumer(text)'                  => ['ra',   q{SELECT outbox.drop_consumer('m_no_such_consumer')}],
+    'outbox.discard(bigint,text)'                 => ['a',    q{SELECT outbox.discard(-1)}],
     # identity and epochs (issue #13)
     'outbox.identity()'                           => ['ra',   q{SELECT outbox.identity()}],
     'outbox.epoch()'                              => ['ra',   q{SELECT outbox.epoch()}],
@@ -111,6 +112,8 @@ my %relations = (
     'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
     'outbox.consumer'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.consumers'       => { kind => 'view',     S => 'ra' },
+    'outbox.failures'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.discarded'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.epochs'          => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
     'outbox.channel_rights'  => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.channel_privileges' => { kind => 'view',  S => 'pra' },

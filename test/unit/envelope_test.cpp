@@ -162,3 +162,21 @@ TEST(Envelope, EpochZeroIsLeftOut) {
 	ASSERT_EQ(build_event_envelope(out, f), Fit::Full);
 	EXPECT_EQ(out.find("epoch"), std::string::npos);
 }
+
+TEST(Envelope, KnownTooBigIsNotRendered) {
+	EventFields e;
+	e.id = 7;
+	e.pos = 42;
+	e.seq = 3;
+	e.key = "k";
+	e.type = "t";
+	e.payload = "{\"small\":1}"; // would fit, but the caller said it is too big to render
+	e.has_payload = true;
+	e.payload_too_big = true;
+	std::string out;
+	EXPECT_EQ(build_event_envelope(out, e), Fit::Truncated);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3,\"key\":\"k\",\"type\":\"t\",\"truncated\":true}");
+	e.key_type_too_big = true;
+	EXPECT_EQ(build_event_envelope(out, e), Fit::Truncated);
+	EXPECT_EQ(out, "{\"id\":7,\"pos\":42,\"seq\":3,\"truncated\":true}");
+}

@@ -169,12 +169,14 @@ TEST(Payload, DataIsDroppedWhenTooBig) {
 	p.has_data = true;
 	std::string full = compose_str(p, PayloadFit::Full);
 	EXPECT_EQ(full, "{\"op\":\"INSERT\",\"table\":\"public.users\",\"id\":{\"org\":1,\"user\":7},\"data\":{\"name\":\"x\"}}");
-	// exactly at the limit: too big (a payload must be shorter than the limit)
-	EXPECT_EQ(compose_str(p, PayloadFit::Full, full.size() + 1), full);
-	std::string cut = compose_str(p, PayloadFit::Truncated, full.size());
+	// max_bytes is the longest payload allowed (kMaxPayloadBytes = 7999: NOTIFY accepts 7999
+	// bytes and refuses 8000): exactly at the limit fits, one byte over does not
+	EXPECT_EQ(compose_str(p, PayloadFit::Full, full.size()), full);
+	std::string cut = compose_str(p, PayloadFit::Truncated, full.size() - 1);
 	EXPECT_EQ(cut, "{\"op\":\"INSERT\",\"table\":\"public.users\",\"id\":{\"org\":1,\"user\":7},\"truncated\":true}");
 	EXPECT_TRUE(json::is_valid(cut));
-	compose_str(p, PayloadFit::TooBig, cut.size());
+	EXPECT_EQ(compose_str(p, PayloadFit::Truncated, cut.size()), cut);
+	compose_str(p, PayloadFit::TooBig, cut.size() - 1);
 	Parts q = p;
 	q.has_data = false;
 	compose_str(q, PayloadFit::TooBig, 10);
@@ -238,4 +240,57 @@ TEST(Template, Errors) {
 	TemplatePart one[1];
 	EXPECT_EQ(parse_template("a{b}", one, 1).status, TemplateStatus::TooManyParts);
 	EXPECT_STREQ(template_status_message(TemplateStatus::UnclosedBrace), "\"{\" is not closed by \"}\"");
+}
+
+TEST(Payload, ExactlyAtTheNotifyLimit) {
+	// a key that makes the payload exactly 7999 bytes fits; 8000 does not
+	Parts p;
+	p.op = "INSERT";
+	p.table = "\"t\"";
+	std::string head = "{\"op\":\"INSERT\",\"table\":\"t\",\"id\":\"\"}";
+	std::string key(kMaxPayloadBytes - head.size(), 'k');
+	std::string id = "\"" + key + "\"";
+	p.id = id;
+	std::string out;
+	EXPECT_EQ(compose(out, p), PayloadFit::Full);
+	EXPECT_EQ(out.size(), std::size_t(7999));
+	std::string id2 = "\"" + key + "k\"";
+	p.id = id2;
+	EXPECT_EQ(compose(out, p), PayloadFit::TooBig);
+	EXPECT_EQ(out.size(), std::size_t(8000));
+}
+
+TEST(Payload, NulEscapes) {
+	std::string out = "untouched";
+	EXPECT_FALSE(replace_nul_escapes("{\"a\":\"x\"}", out));
+	EXPECT_EQ(out, "untouched");
+	EXPECT_TRUE(replace_nul_escapes("{\"a\":\"x\\u0000y\",\"\\u0000\":1}", out));
+	EXPECT_EQ(out, "{\"a\":\"x\\ufffdy\",\"\\ufffd\":1}");
+	// an escaped backslash followed by u0000 is text, not an escape
+	EXPECT_FALSE(replace_nul_escapes("[\"\\\\u0000\"]", out));
+	EXPECT_TRUE(replace_nul_escapes("[\"\\\\\\u0000\"]", out));
+	EXPECT_EQ(out, "[\"\\\\\\ufffd\"]");
+	// outside strings nothing is replaced (not valid JSON anyway); a truncated escape is kept
+	EXPECT_FALSE(replace_nul_escapes("\\u0000", out));
+	EXPECT_FALSE(replace_nul_escapes("\"\\u000", out));
+}
+
+TEST(Payload, ExtremesFoundByFuzzing) {
+	// a timestamp near the ends of int64 (no signed overflow), a date beyond int32, a float4
+	// value given as a double beyond float range: still valid JSON
+	std::string out;
+	append_timestamp(out, std::numeric_limits<std::int64_t>::min() + 1, true);
+	EXPECT_FALSE(out.empty());
+	out.clear();
+	append_date(out, std::numeric_limits<std::int64_t>::max());
+	EXPECT_EQ(out, "infinity");
+	out.clear();
+	append_date(out, std::numeric_limits<std::int64_t>::min());
+	EXPECT_EQ(out, "-infinity");
+	Scalar f;
+	f.kind = Kind::Float4;
+	f.f = 1e300;
+	out.clear();
+	append_json(out, f);
+	EXPECT_TRUE(json::is_valid(out)) << out;
 }
