@@ -35,6 +35,7 @@ DECLARE
     args text;
     row_ops text[];
 BEGIN
+    PERFORM outbox._check_writable('outbox.attach()');
     IF relation IS NULL THEN
         RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -89,6 +90,7 @@ DECLARE
     parent regclass;
     n integer := 0;
 BEGIN
+    PERFORM outbox._check_writable('outbox.detach()');
     IF relation IS NULL THEN
         RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

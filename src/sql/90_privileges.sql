@@ -75,3 +75,6 @@ GRANT EXECUTE ON FUNCTION outbox.attach(regclass, text, text, text[], text[], te
                           outbox._split_tgargs(bytea), outbox._resolved_key(regclass, text[])
     TO outbox_publisher;
 GRANT SELECT ON outbox.attachments TO outbox_publisher, outbox_reader;
+
+-- the read-only check of the writing functions (00_schema.sql): attach() and detach() run as their caller
+GRANT EXECUTE ON FUNCTION outbox._check_writable(text) TO outbox_publisher, outbox_reader;
