@@ -6,6 +6,7 @@
 extern "C" {
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
@@ -511,6 +512,11 @@ PGO_FUNCTION(outbox_worker_status) {
 			values[7] = Int64GetDatum((int64)slot->published_total);
 			nulls[7] = false;
 		}
+		// a hot standby publishes nothing: its worker starts when it is promoted
+		if (!(slot && slot->pid != 0) && RecoveryInProgress()) {
+			values[1] = CStringGetTextDatum("standby");
+			nulls[1] = false;
+		} else
 		// no worker process was free for this database: it waits for its turn (worker.cpp)
 		if (!(slot && slot->pid != 0) && database_waiting(MyDatabaseId, nullptr)) {
 			values[1] = CStringGetTextDatum(state_name(WorkerState::Waiting));
