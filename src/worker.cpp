@@ -117,6 +117,8 @@ struct DbEntry {
 	char name[NAMEDATALEN];
 	Known known;
 	uint32 probed_generation; // with NoExt: the generation it was found without the extension
+	uint32 start_generation;  // the generation when its worker was last started: a probe that
+	                          // finds no extension proves nothing about later generations
 	TimestampTz wait_since;   // when it started waiting for a worker; 0: not waiting
 	TimestampTz last_start;   // when a worker was last started for it (restarts: once a second)
 	bool reported;            // its wait was logged (once per shortage, however often it waits)
@@ -243,7 +245,7 @@ void free_slot(int i) {
 enum class Start { Ok, Held, NoProcess };
 
 // Start a worker for db in slot i (its own, or a free one).
-Start start_worker(int i, DbEntry *db) {
+Start start_worker(int i, DbEntry *db, uint32 generation) {
 	BackgroundWorker bgw;
 	memset(&bgw, 0, sizeof bgw);
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -282,6 +284,7 @@ Start start_worker(int i, DbEntry *db) {
 		handles[i] = nullptr;
 	}
 	db->last_start = GetCurrentTimestamp();
+	db->start_generation = generation;
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	bool ok = RegisterDynamicBackgroundWorker(&bgw, &handles[i]);
 	MemoryContextSwitchTo(old);
@@ -363,7 +366,7 @@ void supervise(void) {
 		}
 		if (db && slot->exit_reason == ExitReason::NoExtension) {
 			db->known = Known::NoExt;
-			db->probed_generation = generation;
+			db->probed_generation = db->start_generation;
 		}
 		if (db && slot->exit_reason == ExitReason::Yielded && db->wait_since == 0)
 			db->wait_since = now; // the end of the queue
@@ -420,7 +423,7 @@ void supervise(void) {
 			queue[nwaiting++] = db;
 			continue;
 		}
-		Start st = start_worker(i, db);
+		Start st = start_worker(i, db, generation);
 		if (st == Start::Ok) {
 			db->wait_since = 0;
 			running++;

@@ -54,11 +54,13 @@ verdict($node, 'postgres', acked_ids($dir, $producers), $producers * 2500, 'afte
 # ---- DROP EXTENSION under load, committed ----
 $node->safe_psql('postgres', 'SELECT outbox.pause()'); # a backlog, so that something is discarded
 my @load;
+open my $fh, '>', "$dir/late.sql" or die;
+print $fh "SELECT count(outbox.publish('late', jsonb_build_object('n', g))) FROM generate_series(1, 20) g;\n" x 400;
+close $fh;
 for my $p (1 .. 2) {
-	my ($in, $out, $err) = ('', '', '');
-	my $script = "SELECT outbox.publish('late', jsonb_build_object('n', g)) FROM generate_series(1, 20) g;\n" x 400;
-	push @load, IPC::Run::start([ $node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres') ],
-		'<', \$script, '>', \$out, '2>', \$err, IPC::Run::timeout(120));
+	my ($out, $err) = ('', '');
+	push @load, IPC::Run::start([ $node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres'),
+			'-f', "$dir/late.sql" ], '>', \$out, '2>', \$err, IPC::Run::timeout(120));
 }
 ok(poll_until($node, 'postgres', 'SELECT count(*) > 100 FROM outbox.pending', 60), 'a backlog builds up');
 my ($rc, $out, $err) = $node->psql('postgres', 'DROP EXTENSION pg_outbox CASCADE', timeout => 60);
