@@ -2,6 +2,7 @@
 // TRUNCATE), the worker status, pause and resume.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/table.h"
@@ -181,11 +182,11 @@ static void check_installed_version(void) {
 }
 
 int64 drain(int max_events) {
-	if (!IsBackgroundWorker) // the worker checks once per pass, with its own saved plan
+	if (!compat::am_background_worker()) // the worker checks once per pass, with its own saved plan
 		check_installed_version();
 	// The notifications reach listeners at commit: that commit must be durable first, or a
 	// crash could hand the same positions out again (SET LOCAL: until the end of the transaction)
-	if (!IsBackgroundWorker)
+	if (!compat::am_background_worker())
 		(void)set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
 		                        false);
 	ErrorData *edata;

@@ -1,5 +1,6 @@
 // direct.cpp — see direct.hpp.
 #include "direct.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -185,7 +186,7 @@ bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {
 static void insert_index_entries(DirectInsert *d, TupleTableSlot *slot) {
 	if (d->rri->ri_NumIndices == 0)
 		return;
-	List *recheck = ExecInsertIndexTuples(d->rri, slot, d->estate, false, false, nullptr, NIL);
+	List *recheck = compat::insert_index_tuples(d->rri, slot, d->estate, false, false, nullptr, NIL);
 	if (recheck != NIL) // a deferrable unique or exclusion constraint a DBA added
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("table outbox.%s has a deferrable constraint, which pg_outbox does not check",

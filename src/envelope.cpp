@@ -22,7 +22,7 @@ void append_int(std::string &out, std::int64_t v) {
 
 bool is_valid(std::string_view text) noexcept {
 	try {
-		boost::json::error_code ec;
+		boost::system::error_code ec;
 		boost::json::parse(boost::json::string_view(text.data(), text.size()), ec);
 		return !ec;
 	} catch (...) {

@@ -19,6 +19,7 @@
 // The NOTIFYs, the WAL messages and the "published" state commit or roll back together.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 #include "direct.hpp"
 
 extern "C" {
@@ -179,7 +180,7 @@ static void emit_wal_message(const char *channel, int64 id, int64 pos, int64 seq
 	if (build_wal_envelope(wal_buffer, f) == Fit::OutOfMemory)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory building the WAL envelope of event %lld",
 		                                                      (long long)id)));
-	LogLogicalMessage(kWalMessagePrefix, wal_buffer.data(), wal_buffer.size(), true);
+	compat::log_logical_message(kWalMessagePrefix, wal_buffer.data(), wal_buffer.size(), true);
 	if (wal_buffer.capacity() > kKeepWalBufferBytes)
 		release_wal_buffer();
 }
@@ -305,7 +306,7 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	DirectInsert d;
 	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
 	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
-		pending_seq = getIdentitySequence(pending_layout.relid, pending_layout.attnum[0], true);
+		pending_seq = compat::identity_sequence(d.rel, pending_layout.attnum[0], true);
 		if (!OidIsValid(pending_seq))
 			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			                errmsg("column \"id\" of table outbox.pending is not an identity column"),
@@ -352,7 +353,7 @@ static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrN
 		table_close(rel, NoLock);
 		return take_batch_sql(max_events, out, desc, col);
 	}
-	Oid pk = RelationGetPrimaryKeyIndex(rel);
+	Oid pk = compat::primary_key_index(rel);
 	if (!OidIsValid(pk))
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 		                errmsg("table outbox.pending has no primary key"), errhint("Reinstall the extension.")));
@@ -365,7 +366,7 @@ static uint64 take_batch(int max_events, HeapTuple **out, TupleDesc *desc, AttrN
 	CommandId cid = GetCurrentCommandId(true);
 	TupleTableSlot *seen = table_slot_create(rel, nullptr);
 	TupleTableSlot *locked = table_slot_create(rel, nullptr);
-	IndexScanDesc scan = index_beginscan(rel, idx, snap, 0, 0);
+	IndexScanDesc scan = compat::index_beginscan(rel, idx, snap, 0, 0);
 	index_rescan(scan, nullptr, 0, nullptr, 0);
 	HeapTuple *rows = (HeapTuple *)palloc(Max(max_events, 1) * sizeof(HeapTuple));
 	uint64 n = 0;

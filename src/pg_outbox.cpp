@@ -2,6 +2,7 @@
 // hook that keeps the drain workers out of the way of DROP/CREATE/ALTER DATABASE.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -285,7 +286,7 @@ static void release_worker(Oid dbid, bool dropped = false) {
 static Oid stoppable(Oid dbid, bool as_template) {
 	if (!OidIsValid(dbid) || superuser())
 		return dbid;
-	if (pg_database_ownercheck(dbid, GetUserId()))
+	if (compat::database_ownercheck(dbid, GetUserId()))
 		return as_template ? (have_createdb_privilege() ? dbid : InvalidOid) : dbid;
 	if (!as_template || !have_createdb_privilege())
 		return InvalidOid;

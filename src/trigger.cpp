@@ -18,6 +18,7 @@
 #include "payload.hpp" // pure C++ first
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -289,7 +290,7 @@ static Config *build_config(Relation rel, Oid root_relid, const Request &req) {
 	int nkeys = req.nkeys;
 	const char *key_role = "key_columns";
 	if (nkeys == 0) {
-		Oid idx = RelationGetPrimaryKeyIndex(rel);
+		Oid idx = compat::primary_key_index(rel);
 		key_role = "the primary key";
 		if (!OidIsValid(idx)) {
 			idx = RelationGetReplicaIndex(rel);
@@ -961,7 +962,7 @@ PGO_FUNCTION(outbox_check_attachment) {
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
 	Oid relid = PG_GETARG_OID(0);
 	Relation rel = relation_open(relid, AccessShareLock);
-	if (!pg_class_ownercheck(relid, GetUserId()))
+	if (!compat::class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind), RelationGetRelationName(rel));
 	check_relation(rel);
 
@@ -1055,7 +1056,7 @@ PGO_FUNCTION(outbox_resolved_key) {
 	Relation rel = try_relation_open(PG_GETARG_OID(0), AccessShareLock);
 	if (!rel)
 		PG_RETURN_NULL();
-	Oid idx = RelationGetPrimaryKeyIndex(rel);
+	Oid idx = compat::primary_key_index(rel);
 	if (!OidIsValid(idx))
 		idx = RelationGetReplicaIndex(rel);
 	if (!OidIsValid(idx)) {

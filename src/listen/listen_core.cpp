@@ -244,7 +244,7 @@ std::optional<std::string_view> raw_member(std::string_view t, std::string_view 
 }
 
 bool decode_envelope(std::string_view channel, std::string_view text, Event &out, std::string &error) {
-	boost::json::error_code ec;
+	boost::system::error_code ec;
 	boost::json::value v = boost::json::parse(boost::json::string_view(text.data(), text.size()), ec);
 	if (ec) {
 		error = "not JSON: " + ec.message();
