@@ -427,7 +427,7 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		// another order, so that the two would deadlock. The hold lasts until the statement ends.
 		if (ext_dropped && OidIsValid(get_extension_oid("pg_outbox", true)) && may_drop_extension()) {
 			released_db = MyDatabaseId;
-			hold_ms = 600 * 1000;
+			hold_ms = 60 * 1000; // released when the statement ends; bounded if the backend dies first
 		}
 		break;
 	}

@@ -26,22 +26,22 @@ autovacuum = off
 $node->start;
 mkdir "$fs/ts" or die "$fs/ts: $!";
 $node->safe_psql('postgres', "CREATE TABLESPACE small LOCATION '$fs/ts'");
-$node->safe_psql('postgres', 'CREATE DATABASE full TABLESPACE small');
-$node->safe_psql('full', 'CREATE EXTENSION pg_outbox');
+$node->safe_psql('postgres', 'CREATE DATABASE diskfull TABLESPACE small');
+$node->safe_psql('diskfull', 'CREATE EXTENSION pg_outbox');
 ok(poll_until($node, 'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'full'", 60),
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'diskfull'", 60),
 	'drain worker running');
 
 my $dir = PostgreSQL::Test::Utils::tempdir;
 my $failures = 0;
 # 1. a backlog: the worker is paused while 2 x 1000 events are acknowledged
-$node->safe_psql('full', 'SELECT outbox.pause()');
-my $kids = start_producers(node => $node, db => 'full', dir => $dir, producers => 2, first => 1, last => 1000);
+$node->safe_psql('diskfull', 'SELECT outbox.pause()');
+my $kids = start_producers(node => $node, db => 'diskfull', dir => $dir, producers => 2, first => 1, last => 1000);
 wait_producers($kids, \$failures);
 is($failures, 0, 'the backlog was acknowledged');
 
 # 2. fill the disk (the file extensions stay even though the block rolls back)
-$node->safe_psql('full', q{
+$node->safe_psql('diskfull', q{
 	CREATE TABLE filler (b text);
 	ALTER TABLE filler ALTER b SET STORAGE EXTERNAL;
 	DO $$ BEGIN
@@ -51,13 +51,13 @@ $node->safe_psql('full', q{
 	EXCEPTION WHEN disk_full THEN NULL;
 	END $$;
 });
-my ($rc, $out, $err) = $node->psql('full',
+my ($rc, $out, $err) = $node->psql('diskfull',
 	q{SELECT count(outbox.publish('x', jsonb_build_object('pad', repeat('y', 2000)))) FROM generate_series(1, 500)});
 like($err, qr/No space left on device/, 'the disk is full: a producer\'s transaction fails (and is not acknowledged)');
 
 # 3. publishing while the disk is full: the drain fails with disk_full and is retried
 my $offset = -s $node->logfile;
-$node->safe_psql('full', 'SELECT outbox.resume()');
+$node->safe_psql('diskfull', 'SELECT outbox.resume()');
 my $deadline = time + 30;
 my $said = 0;
 while (!$said && time < $deadline) {
@@ -66,18 +66,18 @@ while (!$said && time < $deadline) {
 }
 ok($said, 'the drain fails with "No space left on device" (server log)');
 usleep(2_500_000); # a few retries
-is($node->safe_psql('full', 'SELECT count(*) FROM outbox.dead_letter'), '0', 'nothing is dead-lettered for a full disk');
-is($node->safe_psql('full', 'SELECT count(*) FROM outbox.pending') + $node->safe_psql('full', 'SELECT count(*) FROM outbox.history'),
+is($node->safe_psql('diskfull', 'SELECT count(*) FROM outbox.dead_letter'), '0', 'nothing is dead-lettered for a full disk');
+is($node->safe_psql('diskfull', 'SELECT count(*) FROM outbox.pending') + $node->safe_psql('diskfull', 'SELECT count(*) FROM outbox.history'),
 	2000, 'nothing is lost: every event is pending or published');
 ok(poll_until($node, 'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'full'", 10),
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'diskfull'", 10),
 	'the worker keeps running');
 
 # 4. space again: everything is published without a manual step
-$node->safe_psql('full', 'DROP TABLE filler');
-$kids = start_producers(node => $node, db => 'full', dir => $dir, producers => 2, first => 1001, last => 1200);
+$node->safe_psql('diskfull', 'DROP TABLE filler');
+$kids = start_producers(node => $node, db => 'diskfull', dir => $dir, producers => 2, first => 1001, last => 1200);
 wait_producers($kids, \$failures);
 is($failures, 0, 'producers commit again once there is space');
-verdict($node, 'full', acked_ids($dir, 2), 2400, 'after the disk was full');
+verdict($node, 'diskfull', acked_ids($dir, 2), 2400, 'after the disk was full');
 $node->stop;
 done_testing();
