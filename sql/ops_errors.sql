@@ -84,6 +84,8 @@ SELECT pg_temp.err($$SELECT outbox.set_target('c', 'notify')$$);
 SELECT pg_temp.err($$SELECT outbox.reset_target('c')$$);
 SELECT pg_temp.err($$SELECT outbox.retry(1)$$) LIKE '25006:%' AS retry_is_25006;
 SELECT pg_temp.err($$INSERT INTO wide VALUES (1)$$);
+-- NOTIFY is allowed in a read-only transaction (not on a standby: test/t/112_standby.pl)
+SELECT pg_temp.err($$SELECT outbox.notify('c', 'ro')$$) AS notify_in_read_only;
 -- readers work
 SELECT count(*) AS replay_works FROM outbox.replay(0);
 SELECT outbox.head() >= 0 AS head_works;

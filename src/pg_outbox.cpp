@@ -123,14 +123,14 @@ bool database_waiting(Oid dbid, TimestampTz *since) {
 	return false;
 }
 
-void check_writable(const char *what) {
+void check_writable(const char *what, bool read_only_ok) {
 	if (RecoveryInProgress())
 		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION), errmsg("cannot execute %s during recovery", what),
 		                errdetail("This server is a hot standby: it has the primary's events but writes none."),
 		                errhint("Run %s on the primary server. On a standby, outbox.replay(), outbox.event(), "
 		                        "outbox.head() and outbox.status can be read.",
 		                        what)));
-	if (XactReadOnly)
+	if (XactReadOnly && !read_only_ok)
 		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 		                errmsg("cannot execute %s in a read-only transaction", what),
 		                errhint("Run it in a read-write transaction (BEGIN READ WRITE; or SET "

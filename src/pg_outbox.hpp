@@ -62,6 +62,7 @@ struct WorkerSlot {
 	bool yield_requested;       // the worker must exit after its pass: another database's turn
 	bool dropped;               // DROP DATABASE succeeded: never start a worker for dbid again
 	bool has_extension;         // the worker found pg_outbox installed (a probe that did not exit)
+	bool quiet_start;           // a new turn after stepping aside: the worker does not log its start
 	TimestampTz hold_until;     // with stop_requested: restart allowed again after this time
 	TimestampTz started_at;
 	TimestampTz last_batch_at;
@@ -105,7 +106,8 @@ void signal_slot_locked(WorkerSlot *slot);
 bool database_waiting(Oid dbid, TimestampTz *since);
 // Fail with 25006 (read_only_sql_transaction) when what (e.g. "outbox.publish()") would write
 // but cannot: on a hot standby, or in a read-only transaction. The error says what to do.
-void check_writable(const char *what);
+// read_only_ok: only the standby is refused (NOTIFY is allowed in read-only transactions).
+void check_writable(const char *what, bool read_only_ok = false);
 // Wake the drain worker of this database when the current transaction commits.
 void wake_worker_at_commit(void);
 // Stop dbid's worker and keep it stopped for hold_ms (DROP DATABASE and friends). Waits for

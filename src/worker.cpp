@@ -122,6 +122,7 @@ struct DbEntry {
 	TimestampTz wait_since;   // when it started waiting for a worker; 0: not waiting
 	TimestampTz last_start;   // when a worker was last started for it (restarts: once a second)
 	bool reported;            // its wait was logged (once per shortage, however often it waits)
+	bool yielded;             // its last worker stepped aside: the next start is just its turn
 };
 
 constexpr int kMaxProbes = 2;                              // workers at a time in databases not known to have it
@@ -277,6 +278,7 @@ Start start_worker(int i, DbEntry *db, uint32 generation) {
 	slot->stop_requested = false;
 	slot->yield_requested = false;
 	slot->has_extension = false;
+	slot->quiet_start = db->yielded;
 	LWLockRelease(shared->lock);
 
 	if (handles[i]) {
@@ -368,8 +370,11 @@ void supervise(void) {
 			db->known = Known::NoExt;
 			db->probed_generation = db->start_generation;
 		}
-		if (db && slot->exit_reason == ExitReason::Yielded && db->wait_since == 0)
-			db->wait_since = now; // the end of the queue
+		if (db && slot->exit_reason == ExitReason::Yielded) {
+			if (db->wait_since == 0)
+				db->wait_since = now; // the end of the queue
+			db->yielded = true;
+		}
 		if (held && db)
 			continue; // keep the hold
 		// keep the slot of a worker that failed (its last_error stays visible; restarted below)
@@ -426,6 +431,7 @@ void supervise(void) {
 		Start st = start_worker(i, db, generation);
 		if (st == Start::Ok) {
 			db->wait_since = 0;
+			db->yielded = false;
 			running++;
 			if (probe)
 				probes++;
@@ -877,7 +883,8 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			pgstat_report_activity(STATE_IDLE, "pg_outbox: idle, waiting for commits");
 			if (!announced) {
 				announced = true;
-				ereport(LOG, (errmsg("pg_outbox drain worker started")));
+				// a new turn (too few worker processes, see the launcher) is not worth a LOG line each
+				ereport(my_slot->quiet_start ? DEBUG1 : LOG, (errmsg("pg_outbox drain worker started")));
 			}
 			if (published >= guc_batch_size)
 				continue; // more may be waiting: no sleep

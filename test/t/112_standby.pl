@@ -58,7 +58,7 @@ is($standby->safe_psql('postgres', 'SELECT pending, state FROM outbox.status'), 
 	'standby: outbox.status works');
 for my $call ("outbox.publish('x', '{}')", 'outbox.drain()', "outbox.purge('1 day')", 'outbox.pause()',
 	'outbox.resume()', "outbox.attach('items')", "outbox.detach('items')", "outbox.set_target('x', 'wal')",
-	"outbox.reset_target('x')", 'outbox.retry(1)')
+	"outbox.reset_target('x')", 'outbox.retry(1)', "outbox.notify('x', 'y')")
 {
 	my ($rc, $out, $err) = $standby->psql('postgres', "\\set VERBOSITY verbose\nSELECT $call");
 	(my $name = $call) =~ s/\(.*//;

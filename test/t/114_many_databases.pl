@@ -49,6 +49,7 @@ $node->safe_psql('postgres', join('', map { "DROP DATABASE plain$_;\n" } 1 .. 73
 # ---- part 2: 40 databases with the extension, 4 processes for drain workers ----
 $node->append_conf('postgresql.conf', "max_worker_processes = 6\n");
 $node->restart;
+my $offset = -s $node->logfile;
 my $ndb = 40;
 $node->safe_psql('postgres', join('', map { "CREATE DATABASE app$_;\n" } 1 .. $ndb));
 $node->safe_psql("app$_", 'CREATE EXTENSION pg_outbox') for 1 .. $ndb;
@@ -91,6 +92,11 @@ my %reported;
 $reported{$1}++ while $log =~ /no background worker process free for database "(app\d+)"/g;
 cmp_ok(scalar keys %reported, '>', 0, 'the databases left without a worker are named in the log (' . scalar(keys %reported) . ')');
 is(scalar(grep { $_ > 1 } values %reported), 0, 'each of them once, not every second');
+my $part2 = slurp_file($node->logfile, $offset);
+my $starts = () = $part2 =~ /LOG:  pg_outbox drain worker started/g;
+my $yields = () = $part2 =~ /\(PID \d+\) exited with exit code 0/g;
+cmp_ok($starts, '<=', $ndb + 5, "a worker's start is logged once per database, not at every turn ($starts lines)");
+note "$yields worker exits (turns) in part 2";
 unlike($log, qr/no free worker slot|terminated by signal/, 'no slot warnings, no crash');
 $node->stop;
 done_testing();
