@@ -490,7 +490,7 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 
 // pg_outbox.databases: '*', '' or a list of names SplitIdentifierString accepts (no empty name,
 // quotes closed). Refused when set; a bad value in postgresql.conf keeps the old one at reload.
-static bool check_databases(char **newval, void **, GucSource) {
+static bool check_databases(char **newval, void **, GucSource source) {
 	if (!*newval || strcmp(*newval, "*") == 0)
 		return true;
 	char *copy = pstrdup(*newval);
@@ -499,6 +499,13 @@ static bool check_databases(char **newval, void **, GucSource) {
 	if (!ok)
 		GUC_check_errdetail("A comma-separated list of database names is expected (no empty name, "
 		                    "double quotes closed), or '*' for every database with the extension, or '' for none.");
+	// A reload (postmaster, configuration file) reports a refused value at LOG only: say at WARNING,
+	// once (the postmaster, not every backend), which value stays in effect.
+	if (!ok && source == PGC_S_FILE && !IsUnderPostmaster && guc_databases)
+		ereport(WARNING, (errmsg("pg_outbox.databases = \"%s\" in the configuration file is invalid: the value "
+		                         "\"%s\" stays in effect",
+		                         *newval, guc_databases),
+		                  errhint("Write a comma-separated list of database names, '*' or ''; then reload.")));
 	list_free(names);
 	pfree(copy);
 	return ok;

@@ -74,6 +74,8 @@ for my $bad (q{'"unterminated'}, q{'a,,b'}) {
 		usleep(100_000) unless $said;
 	}
 	ok($said, "reload with pg_outbox.databases = $bad: the server says the value is invalid");
+	like(slurp_file($node->logfile, $offset), qr/WARNING:  pg_outbox.databases = ".*" in the configuration file is invalid: the value "casc" stays in effect/,
+		'with a WARNING naming the value that stays');
 	like(slurp_file($node->logfile, $offset), qr/configuration file .* contains errors; unaffected changes were applied/,
 		'and that the rest of the file was applied');
 	is($node->safe_psql('postgres', "SELECT current_setting('pg_outbox.databases')"), 'casc', 'the old value is kept');
