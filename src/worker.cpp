@@ -319,6 +319,8 @@ void supervise(void) {
 	// 1. The slots: notice workers that died while starting, learn what the workers found, stop
 	//    workers of databases that are gone or deselected, free the slots nobody needs.
 	int probes = 0, running = 0;
+	Oid exiting[kMaxWorkers]; // databases whose last worker has not been reaped yet
+	int nexiting = 0;
 	for (int i = 0; i < kMaxWorkers; i++) {
 		WorkerSlot *slot = &shared->slots[i];
 		if (slot->dbid == InvalidOid)
@@ -361,6 +363,7 @@ void supervise(void) {
 		// taken: count it as running, or a round of probes would briefly take more processes.
 		pid_t gone_pid;
 		if (handles[i] && GetBackgroundWorkerPid(handles[i], &gone_pid) != BGWH_STOPPED) {
+			exiting[nexiting++] = slot->dbid;
 			running++;
 			if (db && db->known == Known::Unknown && slot->exit_reason == ExitReason::NoExtension)
 				probes++;
@@ -395,6 +398,11 @@ void supervise(void) {
 		WorkerSlot *slot = find_slot(db->oid);
 		if (slot && (slot->pid != 0 || slot->state == WorkerState::Starting))
 			continue;
+		bool still_exiting = false;
+		for (int e = 0; e < nexiting; e++)
+			still_exiting |= exiting[e] == db->oid;
+		if (still_exiting)
+			continue; // what it found is known once the postmaster has reaped it
 		if (slot && (slot->dropped || (slot->stop_requested && slot->hold_until != 0 && now < slot->hold_until)))
 			continue;
 		if (!database_selected(db->name) || db->known == Known::NoExt) {
