@@ -183,8 +183,22 @@ static void wake_worker_now(Oid dbid) {
 		return;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	WorkerSlot *slot = find_slot(dbid);
-	if (slot && slot->pid != 0 && slot->latch)
+	bool running = slot && slot->pid != 0;
+	if (running && slot->latch)
 		SetLatch(slot->latch);
+	bool maybe_waiting = !running && shared->nwaiting > 0;
+	LWLockRelease(shared->lock);
+	if (!maybe_waiting)
+		return;
+	// no worker process was free for this database: tell the launcher it has work now
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	int n = Min(shared->nwaiting, kMaxWaiting);
+	for (int i = 0; i < n; i++)
+		if (shared->waiting[i].dbid == dbid) {
+			shared->waiting[i].work = true;
+			if (shared->launcher_latch)
+				SetLatch(shared->launcher_latch);
+		}
 	LWLockRelease(shared->lock);
 }
 

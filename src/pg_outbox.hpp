@@ -81,6 +81,7 @@ constexpr int kMaxWaiting = 4096;
 struct WaitingDb {
 	Oid dbid;
 	TimestampTz since;
+	bool work; // a commit wrote events meanwhile: the launcher serves it sooner
 };
 
 struct SharedState {

@@ -123,6 +123,7 @@ struct DbEntry {
 	TimestampTz last_start;   // when a worker was last started for it (restarts: once a second)
 	bool reported;            // its wait was logged (once per shortage, however often it waits)
 	bool yielded;             // its last worker stepped aside: the next start is just its turn
+	bool has_work;            // while waiting, a commit wrote events (shared->waiting[].work)
 };
 
 constexpr int kMaxProbes = 2;                              // workers at a time in databases not known to have it
@@ -300,11 +301,29 @@ Start start_worker(int i, DbEntry *db, uint32 generation) {
 	return Start::NoProcess;
 }
 
+// The queue's order: the longest waiting first, where a database that has events to publish
+// counts as waiting kWorkBoost longer (served sooner, but one without does not starve).
+constexpr int64 kWorkBoost = 20 * USECS_PER_SEC;
+TimestampTz queue_key(const DbEntry *db) {
+	return db->has_work ? db->wait_since - kWorkBoost : db->wait_since;
+}
 int cmp_waiting(const void *a, const void *b) {
 	const DbEntry *x = *static_cast<DbEntry *const *>(a), *y = *static_cast<DbEntry *const *>(b);
-	if (x->wait_since != y->wait_since)
-		return x->wait_since < y->wait_since ? -1 : 1;
+	TimestampTz kx = queue_key(x), ky = queue_key(y);
+	if (kx != ky)
+		return kx < ky ? -1 : 1;
 	return x->oid < y->oid ? -1 : x->oid > y->oid ? 1 : 0;
+}
+
+// Carry the work flags committers set in shared->waiting over to dbs. Caller holds shared->lock.
+void collect_work_flags(void) {
+	int n = Min(shared->nwaiting, kMaxWaiting);
+	for (int i = 0; i < n; i++)
+		if (shared->waiting[i].work) {
+			DbEntry *db = find_db(shared->waiting[i].dbid);
+			if (db)
+				db->has_work = true;
+		}
 }
 
 // One supervision pass over the databases.
@@ -314,6 +333,7 @@ void supervise(void) {
 	uint32 generation;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	generation = shared->rescan_generation;
+	collect_work_flags();
 	LWLockRelease(shared->lock);
 
 	// 1. The slots: notice workers that died while starting, learn what the workers found, stop
@@ -356,7 +376,7 @@ void supervise(void) {
 			if (db && db->known == Known::Unknown)
 				probes++;
 			if (db)
-				db->wait_since = 0;
+				db->wait_since = 0, db->has_work = false;
 			continue;
 		}
 		// exited. Until the postmaster has reaped the process, its background worker slot is still
@@ -440,6 +460,7 @@ void supervise(void) {
 		if (st == Start::Ok) {
 			db->wait_since = 0;
 			db->yielded = false;
+			db->has_work = false;
 			running++;
 			if (probe)
 				probes++;
@@ -488,11 +509,13 @@ void supervise(void) {
 		ereport(LOG, (errmsg("pg_outbox: every database with the extension has a drain worker again")));
 	}
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	collect_work_flags(); // set since the pass began: keep them
 	int published = 0;
 	for (int q = 0; q < nwaiting && published < kMaxWaiting; q++)
 		if (shortage) {
 			shared->waiting[published].dbid = queue[q]->oid;
 			shared->waiting[published].since = queue[q]->wait_since;
+			shared->waiting[published].work = queue[q]->has_work;
 			published++;
 		}
 	shared->nwaiting = published;

@@ -98,5 +98,26 @@ my $yields = () = $part2 =~ /\(PID \d+\) exited with exit code 0/g;
 cmp_ok($starts, '<=', $ndb + 5, "a worker's start is logged once per database, not at every turn ($starts lines)");
 note "$yields worker exits (turns) in part 2";
 unlike($log, qr/no free worker slot|terminated by signal/, 'no slot warnings, no crash');
+
+# A commit in a waiting database moves it up the queue: its event is published within a turn,
+# not after a whole round of the 36 others.
+my @lat;
+for my $try (1 .. 3) {
+	my $waiting;
+	my $until = time + 60;
+	while (!$waiting && time < $until) {
+		for my $d (1 .. $ndb) {
+			my ($rc, $out) = $node->psql("app$d", 'SELECT state FROM outbox.status');
+			if ($rc == 0 && $out eq 'waiting') { $waiting = $d; last; }
+		}
+	}
+	next unless $waiting;
+	my $t1 = time;
+	$node->safe_psql("app$waiting", "SELECT outbox.publish('late', '{}')");
+	push @lat, time - $t1 if poll_until($node, "app$waiting", 'SELECT count(*) = 0 FROM outbox.pending', 60);
+}
+is(scalar @lat, 3, 'three events published in databases that were waiting for a worker');
+note sprintf('latency of an event in a waiting database: %s s', join(', ', map { sprintf '%.1f', $_ } @lat));
+cmp_ok((sort { $b <=> $a } @lat)[0] // 99, '<', 15, 'each within a turn or two (a commit moves its database up the queue)');
 $node->stop;
 done_testing();
