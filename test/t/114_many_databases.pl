@@ -26,14 +26,14 @@ $node->start;
 
 # ---- part 1: 74 databases, one with the extension ----
 $node->safe_psql('postgres', join('', map { "CREATE DATABASE plain$_;\n" } 1 .. 73));
-$node->safe_psql('plain50', 'CREATE EXTENSION pg_outbox');
+$node->safe_psql('plain73', 'CREATE EXTENSION pg_outbox');
 my $t0 = time;
 ok(poll_until($node, 'postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'plain50'", 60),
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = 'plain73'", 60),
 	'the one database with the extension among 74 gets its worker');
-note sprintf('worker for plain50 after %.1f s', time - $t0);
-$node->safe_psql('plain50', "SELECT outbox.publish('c', '{}')");
-ok(poll_until($node, 'plain50', 'SELECT count(*) = 1 FROM outbox.history', 30), 'and it publishes');
+note sprintf('worker for plain73 after %.1f s', time - $t0);
+$node->safe_psql('plain73', "SELECT outbox.publish('c', '{}')");
+ok(poll_until($node, 'plain73', 'SELECT count(*) = 1 FROM outbox.history', 30), 'and it publishes');
 # the probes are over: only that worker (and the launcher) remain
 ok(poll_until($node, 'postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain'", 30),
 	'no probe keeps running in a database without the extension');
