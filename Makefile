@@ -4,7 +4,8 @@ MODULE_big = pg_outbox
 EXTVERSION = 1.2
 
 CXX_SRCS = src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
-           src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp
+           src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
+           src/consumers.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts

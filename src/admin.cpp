@@ -349,19 +349,28 @@ static int64 purge_segments(TimestampTz threshold, bool force_rotate, bool wait)
 		if (!o.empty) {
 			if (o.newest >= threshold)
 				break; // even the oldest segment holds younger events: nothing to remove, no rotation
+			// [consumers] kept for a named consumer that has not acknowledged its events (asked
+			// again once the segment is locked: a consumer created meanwhile is seen then)
+			if (!consumers_release_segment(oldest, o.newest, false))
+				break;
 			if (!lock_segment(oldest, wait))
 				return -1;
+			if (!consumers_release_segment(oldest, o.newest, true))
+				break;
 			truncate_segment(oldest, o);
 			removed += o.max_pos - o.min_pos + 1;
 		}
 		Segment m = segment_info(middle);
 		bool middle_kept = false;
 		if (!m.empty) {
-			if (m.newest < threshold) {
+			if (m.newest < threshold && consumers_release_segment(middle, m.newest, false)) { // [consumers]
 				if (!lock_segment(middle, wait))
 					return -1;
-				truncate_segment(middle, m);
-				removed += m.max_pos - m.min_pos + 1;
+				if (consumers_release_segment(middle, m.newest, true)) {
+					truncate_segment(middle, m);
+					removed += m.max_pos - m.min_pos + 1;
+				} else
+					middle_kept = true;
 			} else
 				middle_kept = true;
 		}

@@ -633,6 +633,13 @@ int64 drain_batch(int max_events, int64 only_id) {
 	}
 
 	last_drained_pos = last_pos;
+	wake_waiters_at_commit(); // consumers.cpp: outbox.wait() and outbox.next() return at commit
+	{
+		HASH_SEQ_STATUS st;
+		hash_seq_init(&st, channels);
+		for (ChannelEntry *e; (e = (ChannelEntry *)hash_seq_search(&st)) != nullptr;)
+			wake_channel_waiters_at_commit(e->name); // and the waiters of these channels alone
+	}
 	SPI_finish();
 	return (int64)n;
 }

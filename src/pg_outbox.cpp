@@ -83,6 +83,7 @@ static void shmem_request(void) {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+	RequestAddinShmemSpace(waiters_shmem_size()); // consumers.cpp
 	RequestNamedLWLockTranche("pg_outbox", 1);
 }
 
@@ -96,6 +97,7 @@ static void shmem_startup(void) {
 		memset(shared, 0, sizeof(SharedState));
 		shared->lock = &(GetNamedLWLockTranche("pg_outbox"))->lock;
 	}
+	waiters_shmem_init(); // consumers.cpp
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -501,6 +503,8 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		rescan_at_commit = true;
 	if (ext_created || ext_dropped || commit_prepared)
 		wake_level = 1; // the worker re-checks the extension (or drains) when it wakes
+	if (commit_prepared)
+		wake_waiters_at_commit(); // consumers.cpp: a drain that was prepared publishes now
 	if (db_created)
 		request_rescan(); // CREATE DATABASE is not transactional: tell the launcher now
 }
@@ -564,6 +568,7 @@ extern "C" void _PG_init(void) {
 		                        "server.")));
 
 	define_gucs();
+	consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = shmem_request;

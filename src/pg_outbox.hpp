@@ -156,6 +156,24 @@ double notify_queue_usage(void);
 // Rotate and empty history segments per pg_outbox.retention (drain worker, own transaction).
 void maintain_retention(void);
 
+// ---- consumers.cpp ----
+extern int guc_consumer_max_retention_s; // pg_outbox.consumer_max_retention
+// Shared memory of the waiters (outbox.wait(), outbox.next()); init runs under AddinShmemInitLock.
+Size waiters_shmem_size(void);
+void waiters_shmem_init(void);
+// GUC and transaction callbacks of the consumers, from _PG_init.
+void consumers_init(void);
+// Wake the backends waiting in this database when the current transaction commits (a drain
+// that published events calls it).
+void wake_waiters_at_commit(void);
+// ... and those that wait for this channel alone (the drain calls it for each channel it published on).
+void wake_channel_waiters_at_commit(const char *channel);
+// May retention TRUNCATE history segment seg, whose newest event was published at newest? false
+// while an active named consumer has not acknowledged one of its events and the segment is
+// younger than pg_outbox.consumer_max_retention; past that, with mark, those consumers are marked
+// lost. SPI connected by the caller.
+bool consumers_release_segment(int seg, TimestampTz newest, bool mark);
+
 // ---- worker.cpp ----
 void register_launcher(void);
 

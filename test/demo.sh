@@ -84,10 +84,19 @@ echo "== published history (outbox.history), and the drain worker"
 "${PSQL[@]}" -d demo -c "SELECT pos, seq, id, channel, key, type, left(payload::text, 50) AS payload FROM outbox.history ORDER BY pos" \
     -c "SELECT backend_type, query FROM pg_stat_activity WHERE backend_type LIKE 'pg_outbox%' ORDER BY 1"
 
+echo "== only pos is gap-free: ids have holes where a transaction rolled back (its events used up ids); pos has none"
+"${PSQL[@]}" -d demo -c "SELECT string_agg(pos::text, ', ' ORDER BY pos) AS pos, string_agg(id::text, ', ' ORDER BY pos) AS id FROM outbox.history"
+echo "== without LISTEN (works through PgBouncer): outbox.wait() returns at once what is there, or waits for it"
+"${PSQL[@]}" -d demo -c "SELECT pos, channel, left(envelope::text, 80) AS envelope FROM outbox.wait(0, ARRAY['orders'], '5s', 2)"
+
 cat <<EOF2
 
 The demo cluster is running (data in $DEMO/data, log in $DEMO/server.log).
   connect:  ${RUN[*]} $BINDIR/psql -h $DEMO -p $PORT -U postgres demo
   stop:     ${RUN[*]} $BINDIR/pg_ctl -D $DEMO/data stop
+  listener: ${RUN[*]} $BINDIR/pg_outbox_listen "host=$DEMO port=$PORT user=postgres dbname=demo" --channel orders --channel public.orders --from-pos 0
+            (the reference consumer, installed by make install next to psql: $BINDIR; it prints
+            every event as a JSON line, then follows new ones; Ctrl-C stops it)
 Try: LISTEN orders;  then in another psql:  SELECT outbox.publish('orders', '{"hello": "world"}');
+Every example in README.md's "Getting started" and "Consumers" runs as written in this database.
 EOF2

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
-          g++ make perl)
+          g++ make perl
+          pgbouncer) # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || { echo "setup: run as root (or install sudo): apt-get and make install need it" >&2; exit 1; }

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <string>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -380,11 +381,18 @@ void Listener::process_notifications() {
 			deliver(e);
 			break;
 		case Tracker::Verdict::Gap:
-			if (opt_.verbose)
-				say("gap before position %lld (channel \"%s\" seq %lld, last seen seq %s%s): replaying",
-				    (long long)e.pos, e.channel.c_str(), (long long)e.seq,
-				    tracker_.seq(e.channel) ? std::to_string(*tracker_.seq(e.channel)).c_str() : "unknown",
-				    e.truncated ? ", payload truncated" : "");
+			if (opt_.verbose) {
+				auto known = tracker_.seq(e.channel);
+				if (e.truncated && known && e.seq == *known + 1)
+					// the next event of its channel: no gap, only its payload did not fit in a NOTIFY
+					say("position %lld (channel \"%s\" seq %lld) arrived truncated (its payload does not fit in a "
+					    "notification): reading it by replay",
+					    (long long)e.pos, e.channel.c_str(), (long long)e.seq);
+				else
+					say("gap before position %lld (channel \"%s\" seq %lld, last seen seq %s%s): replaying",
+					    (long long)e.pos, e.channel.c_str(), (long long)e.seq,
+					    known ? std::to_string(*known).c_str() : "unknown", e.truncated ? ", payload truncated" : "");
+			}
 			flush_and_save();
 			catch_up(e.pos);
 			break;
@@ -428,6 +436,17 @@ void Listener::sleep_for(double seconds) {
 int Listener::run() {
 	channels_literal_ = text_array_literal(opt_.channels);
 	if (!opt_.state_file.empty()) {
+		// a missing directory: say so (rather than fail to create the lock file in it)
+		auto slash = opt_.state_file.rfind('/');
+		std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : opt_.state_file.substr(0, slash));
+		struct stat st;
+		int rc = stat(dir.c_str(), &st);
+		if (rc != 0 || !S_ISDIR(st.st_mode)) {
+			const char *why = rc == 0 ? "is not a directory" : errno == ENOENT ? "does not exist" : strerror(errno);
+			say("the directory \"%s\" of state file \"%s\" %s%s", dir.c_str(), opt_.state_file.c_str(), why,
+			    rc != 0 && errno == ENOENT ? ": create it first" : "");
+			return kExitStateFile;
+		}
 		std::string lock_path = opt_.state_file + ".lock";
 		lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {

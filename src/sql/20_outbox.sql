@@ -116,6 +116,8 @@ CREATE FUNCTION outbox.event(event_id bigint)
     RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
                    pos bigint, seq bigint, published_at timestamptz)
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    last_id bigint;
 BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
@@ -128,9 +130,22 @@ BEGIN
                NULL::timestamptz
           FROM outbox.pending p WHERE p.id = event_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % does not exist', event_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'Published events are kept for pg_outbox.retention; older ones have been removed.';
+        -- [consumers] the hint says which it is: a dead letter, an id never handed out, or removed
+        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
+        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
+                                    event_id);
+        ELSIF event_id < 1 OR event_id > last_id THEN
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
+        ELSE
+            RAISE EXCEPTION 'event % does not exist', event_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
+        END IF;
     END IF;
 END $$;
 COMMENT ON FUNCTION outbox.event(bigint) IS

@@ -62,6 +62,27 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION outbox._check_max_events(integer) IS 'internal: raise invalid_parameter_value for a bad batch size';
 
+-- [consumers] The NOTIFY envelope of an event as jsonb, complete (never truncated): the same
+-- object build_event_envelope() (src/envelope.cpp) sends, key and type left out when NULL,
+-- payload always there (JSON null when NULL). Replay, wait() and next() return it as their last
+-- column, so a consumer handles one shape whether an event came by NOTIFY or by a query.
+-- (A SQL-standard body: names are resolved when it is created, no search_path at run time.)
+CREATE FUNCTION outbox._envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb)
+    RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN pg_catalog.jsonb_build_object('id', id, 'pos', pos, 'seq', seq, 'payload', payload)
+           OPERATOR(pg_catalog.||) CASE WHEN key IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('key', key) END
+           OPERATOR(pg_catalog.||) CASE WHEN type IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('type', type) END;
+COMMENT ON FUNCTION outbox._envelope(bigint, bigint, bigint, text, text, jsonb) IS
+    'internal: the NOTIFY envelope of an event, complete, as jsonb';
+
+-- [consumers] outbox.state.purged_pos as the latest committed state shows it, whatever the
+-- transaction's snapshot: a REPEATABLE READ snapshot taken before a retention TRUNCATE sees the
+-- emptied segment (TRUNCATE is not MVCC-safe) but the old purged_pos; read after LOCK TABLE
+-- outbox.history, this value covers every TRUNCATE that can have hidden rows from the snapshot.
+CREATE FUNCTION outbox._purged_pos() RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_purged_pos';
+COMMENT ON FUNCTION outbox._purged_pos() IS 'internal: the retention horizon, read with the latest snapshot';
+
 -- The latest published position (0 before the first event).
 CREATE FUNCTION outbox.head() RETURNS bigint
     LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -83,7 +104,7 @@ COMMENT ON FUNCTION outbox.head(text) IS
 
 CREATE FUNCTION outbox.replay(after_pos bigint, channels text[] DEFAULT NULL, max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz)
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     head_pos bigint;
@@ -112,7 +133,9 @@ BEGIN
 
     -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
     LOCK TABLE outbox.history IN ACCESS SHARE MODE;
-    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)), s.purged_pos
+    -- [consumers] purged_pos from the latest snapshot: OB001 in every isolation level
+    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),
+           greatest(s.purged_pos, outbox._purged_pos())
       INTO head_pos, purged FROM outbox.state s;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the row of outbox.state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -134,7 +157,8 @@ BEGIN
 
     expect := after_pos + 1;
     FOR r IN
-        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
           FROM outbox.history h
          WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
          ORDER BY h.pos
@@ -149,6 +173,7 @@ BEGIN
         expect := r.pos + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
         RETURN NEXT;
     END LOOP;
     -- an unfiltered replay that stops short of the head must have stopped at max_events
@@ -165,7 +190,7 @@ COMMENT ON FUNCTION outbox.replay(bigint, text[], integer) IS
 -- (PL/pgSQL cannot name an argument like an output column, hence the SQL wrapper below)
 CREATE FUNCTION outbox._replay_channel(ch text, after_seq bigint, max_events integer)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz)
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     last bigint;
@@ -204,7 +229,8 @@ BEGIN
 
     expect := after_seq + 1;
     FOR r IN
-        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at
+        SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
+               outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload) AS envelope
           FROM outbox.history h
          WHERE h.channel = ch AND h.seq > after_seq
          ORDER BY h.seq
@@ -219,6 +245,7 @@ BEGIN
         expect := r.seq + 1;
         pos := r.pos; seq := r.seq; id := r.id; channel := r.channel; key := r.key; type := r.type;
         payload := r.payload; created_at := r.created_at; published_at := r.published_at;
+        envelope := r.envelope; -- [consumers]
         RETURN NEXT;
     END LOOP;
     IF expect <= last AND expect - after_seq - 1 < max_events THEN
@@ -232,7 +259,7 @@ COMMENT ON FUNCTION outbox._replay_channel(text, bigint, integer) IS 'internal: 
 
 CREATE FUNCTION outbox.replay_channel(channel text, after_seq bigint, max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
-                   created_at timestamptz, published_at timestamptz)
+                   created_at timestamptz, published_at timestamptz, envelope jsonb)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
     AS $$ SELECT * FROM outbox._replay_channel($1, $2, $3) $$;
 COMMENT ON FUNCTION outbox.replay_channel(text, bigint, integer) IS

@@ -67,15 +67,16 @@ COMMENT ON FUNCTION outbox.pause() IS 'stop publishing in this database (persist
 
 CREATE FUNCTION outbox.resume() RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE was boolean;
+DECLARE was boolean; n bigint;
 BEGIN
     PERFORM outbox._check_writable('outbox.resume()');
     SELECT paused INTO was FROM outbox.state FOR UPDATE;
     UPDATE outbox.state SET paused = false;
     PERFORM outbox._wake_at_commit();
-    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END
-        || format(': database %I publishes again; %s events pending', current_database(),
-                  (SELECT count(*) FROM outbox.pending));
+    n := (SELECT count(*) FROM outbox.pending);
+    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
+        || format(': database %I publishes again; %s pending', current_database(),
+                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
 END $$;
 COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
 
@@ -102,6 +103,9 @@ CREATE VIEW outbox.status AS
            s.paused,
            s.purged_pos,
            w.started_at,
-           w.last_batch_at
+           w.last_batch_at,
+           -- [consumers] named consumers (outbox.consumers has the details)
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
+           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers
       FROM outbox.state s, outbox._worker_status() w;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';

@@ -76,5 +76,14 @@ GRANT EXECUTE ON FUNCTION outbox.attach(regclass, text, text, text[], text[], te
     TO outbox_publisher;
 GRANT SELECT ON outbox.attachments TO outbox_publisher, outbox_reader;
 
+-- [consumers] waiting and named consumers (45_consumers.sql): readers wait, and create, use and
+-- drop consumers of their own (the C functions check that the caller is the consumer's owner, a
+-- member of it, or outbox_admin, and write outbox.consumer as its owner). wait() and next()
+-- call outbox.replay() as the caller: replay's privileges apply to them.
+GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
+                          outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
+    TO outbox_reader;
+GRANT SELECT ON outbox.consumers TO outbox_reader;
+
 -- the read-only check of the writing functions (00_schema.sql): attach() and detach() run as their caller
 GRANT EXECUTE ON FUNCTION outbox._check_writable(text) TO outbox_publisher, outbox_reader;
