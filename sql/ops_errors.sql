@@ -1,7 +1,7 @@
 -- Clear errors instead of surprises (issue 12): settings checked when set, limits of every
 -- argument, read-only transactions, user-sized input that is cancellable, DROP EXTENSION with
 -- events pending.
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
