@@ -3,9 +3,10 @@
 #   1. unit tests of the pure C++ code (GoogleTest),
 #   2. pg_regress       (sql/, expected/)                  on a temporary instance,
 #   3. isolation tests  (test/isolation/specs, expected)    on a temporary instance,
-#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster).
+#   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
+#   5. the Python client (clients/python/tests, pytest)     on a cluster of its own.
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ bash test/setup.sh || exit 1
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
@@ -80,13 +81,22 @@ run_tap() {
     [ -z "$small_fs" ] || umount "$small_fs"
 }
 
+# The Python client's tests (clients/python/tests, pytest), against a cluster of their own made
+# from this private installation; as the test user, with Debian's python3 (not one first on PATH).
+run_python() {
+    cp -r clients "$WORK"/ && { [ -z "${RUN[*]}" ] || chown -R postgres: "$WORK/clients"; }
+    (cd "$WORK/clients/python" && "${RUN[@]}" env PG_OUTBOX_BINDIR="$BINDIR" HOME="$WORK" PYTHONDONTWRITEBYTECODE=1 \
+        /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" tests)
+}
+
 for s in "${SUITES[@]}"; do
     case $s in
         unit)      suite "unit tests (GoogleTest)" make -s unit ;;
         regress)   suite "pg_regress" run_regress ;;
         isolation) suite "isolation tests" run_isolation ;;
         tap)       suite "TAP tests" run_tap ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap)"; exit 2 ;;
+        python)    suite "Python client (pytest)" run_python ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python)"; exit 2 ;;
     esac
 done
 

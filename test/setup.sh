@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libpq-dev libboost-json1.81-dev libipc-run-perl libgtest-dev
           g++ make perl
-          pgbouncer) # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
+          pgbouncer # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
+          # the Python client (clients/python) and its tests (suite "python" of test/run_tests.sh)
+          python3 python3-asyncpg python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pytest python3-pytest-asyncio)
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null || { echo "setup: run as root (or install sudo): apt-get and make install need it" >&2; exit 1; }
