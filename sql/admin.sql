@@ -1,6 +1,6 @@
 -- Administration from psql: status, pause/resume, purge by whole segments, dead letters.
 -- (No drain worker runs in this instance: the worker-side behaviour is in test/t/040_admin.pl.)
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

@@ -2,7 +2,7 @@
 -- error, a Postgres error raised under live C++ objects runs their destructors, and the
 -- session goes on working.
 -- every test file starts from a fresh extension: its output does not depend on the others
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

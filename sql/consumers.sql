@@ -1,7 +1,7 @@
 -- Named consumers: create_consumer, next, ack, drop_consumer, the view outbox.consumers, the
 -- consumer counts of outbox.status, privileges, and retention that keeps what a consumer has not
 -- acknowledged. (A consumer marked lost past pg_outbox.consumer_max_retention: test/t/120.)
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 DROP ROLE IF EXISTS regress_cons_bob, regress_cons_dave, regress_cons_carol, regress_cons_team,

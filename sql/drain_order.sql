@@ -3,7 +3,7 @@
 -- written into space VACUUM freed at the front of outbox.pending, so physical order and id order
 -- differ, and the drain has to sort.
 -- every test file starts from a fresh extension: its output does not depend on the others
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

@@ -1,7 +1,7 @@
 -- outbox.notify(): size-checked NOTIFY. Every bad input gets invalid_parameter_value with a
 -- message naming the limit and the actual size, before NOTIFY is called.
 -- every test file starts from a fresh extension: its output does not depend on the others
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

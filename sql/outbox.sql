@@ -1,7 +1,7 @@
 -- The durable outbox: publish in the producer's transaction, drain by hand (the worker's code),
 -- gap-free positions, per-channel sequences, and every bad input.
 -- every test file starts from a fresh extension: its output does not depend on the others
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

@@ -1,5 +1,5 @@
 -- Privileges: nothing for PUBLIC; each role can do what it is documented to do, and no more.
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 DROP ROLE IF EXISTS regress_alice, regress_bob, regress_carol, regress_mallory;

@@ -1,7 +1,7 @@
 -- outbox.wait(): what replay() returns, at once when there is something, else after waiting up
 -- to timeout; the envelope column of replay(), replay_channel() and wait(). (Waking by a drain's
 -- commit is in test/isolation/specs/wait_wakeup.spec; many waiters, terminate: test/t/120.)
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 DROP ROLE IF EXISTS regress_wait_reader, regress_wait_nobody;

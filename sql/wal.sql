@@ -2,7 +2,7 @@
 -- prefix 'pg_outbox', with the full envelope) or 'both'; read back with real logical decoding
 -- (a test_decoding slot and a pgoutput slot with messages 'true'). The drain is driven by hand.
 -- Positions are printed relative to the position before the test; no LSN or xid is printed.
-SET client_min_messages = warning;
+SET client_min_messages = error;
 DROP EXTENSION IF EXISTS pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;

@@ -7,6 +7,7 @@
 extern "C" {
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/namespace.h"
@@ -696,6 +697,14 @@ PGO_FUNCTION(outbox_purge) {
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("older_than cannot be NULL"),
 		                errhint("Pass an interval such as '1 hour'.")));
 	Interval *iv = PG_GETARG_INTERVAL_P(0);
+	// an explicit range, checked before any timestamp arithmetic (which would fail with 22008)
+	constexpr int64 kMaxYears = 1000;
+	int64 approx_days = (int64)iv->month * DAYS_PER_MONTH + iv->day + iv->time / USECS_PER_DAY;
+	if (approx_days > kMaxYears * 366 || approx_days < -kMaxYears * 366)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("older_than is out of range"),
+		                errdetail("older_than can be at most %lld years.", (long long)kMaxYears),
+		                errhint("Pass an interval such as '1 hour'; '0' removes every published event.")));
+	check_writable("outbox.purge()");
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz threshold =
 	    DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(now), IntervalPGetDatum(iv)));
@@ -752,6 +761,16 @@ PGO_FUNCTION(outbox_worker_status) {
 			values[7] = Int64GetDatum((int64)slot->published_total);
 			nulls[7] = false;
 		}
+		// a hot standby publishes nothing: its worker starts when it is promoted
+		if (!(slot && slot->pid != 0) && RecoveryInProgress()) {
+			values[1] = CStringGetTextDatum("standby");
+			nulls[1] = false;
+		} else
+		// no worker process was free for this database: it waits for its turn (worker.cpp)
+		if (!(slot && slot->pid != 0) && database_waiting(MyDatabaseId, nullptr)) {
+			values[1] = CStringGetTextDatum(state_name(WorkerState::Waiting));
+			nulls[1] = false;
+		}
 		LWLockRelease(shared->lock);
 	}
 	if (nulls[1]) {
@@ -783,4 +802,10 @@ PGO_FUNCTION(outbox_worker_pids) {
 		LWLockRelease(shared->lock);
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+}
+
+// outbox._check_writable(what text) — check_writable() for the PL/pgSQL functions that write.
+PGO_FUNCTION(outbox_check_writable) {
+	check_writable(PG_ARGISNULL(0) ? "this function" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
 }

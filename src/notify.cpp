@@ -58,6 +58,8 @@ PGO_FUNCTION(outbox_notify) {
 		                          (int)kMaxPayloadBytes + 1),
 		                errhint("Send an identifier and let the consumer fetch the row, or use outbox.publish(), "
 		                        "whose envelopes never exceed the limit.")));
+	// NOTIFY needs a lock a hot standby cannot take: say so now, not with a lock-mode error at commit
+	check_writable("outbox.notify()", true);
 	Async_Notify(channel, text_to_cstring(pl));
 	PG_RETURN_VOID();
 }

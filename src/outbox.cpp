@@ -856,6 +856,12 @@ PGO_FUNCTION(outbox_drain) {
 	if (max_events < 1)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 		                errmsg("max_events must be at least 1, not %d", max_events)));
+	if (max_events > kMaxDrainEvents)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("max_events must be at most %d, not %d", kMaxDrainEvents, max_events),
+		                errhint("One call publishes at most %d events in one transaction: call it again for more.",
+		                        kMaxDrainEvents)));
+	check_writable("outbox.drain()");
 	PG_RETURN_INT64(drain(max_events));
 }
 
@@ -867,6 +873,7 @@ PGO_FUNCTION(outbox_publish) {
 	text *ch = PG_GETARG_TEXT_PP(0);
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
+	check_writable("outbox.publish()");
 	require_publish(channel, fcinfo->flinfo->fn_oid); // channel rights: a flag test when none exist
 
 	PendingEvent e;

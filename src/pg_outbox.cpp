@@ -6,7 +6,21 @@
 #include "rights.hpp"
 
 extern "C" {
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "executor/tuptable.h"
+#include "storage/lmgr.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "access/htup_details.h"
@@ -60,6 +74,8 @@ const char *state_name(WorkerState s) noexcept {
 		return "stopped";
 	case WorkerState::NeedsUpdate:
 		return "needs_update";
+	case WorkerState::Waiting:
+		return "waiting";
 	}
 	return "unknown";
 }
@@ -91,6 +107,37 @@ WorkerSlot *find_slot(Oid dbid) {
 		if (shared->slots[i].dbid == dbid)
 			return &shared->slots[i];
 	return nullptr;
+}
+
+void signal_slot_locked(WorkerSlot *slot) {
+	pid_t pid = slot->pid;
+	if (pid > 0 && pid != MyProcPid)
+		(void)kill(pid, SIGTERM);
+}
+
+bool database_waiting(Oid dbid, TimestampTz *since) {
+	int n = Min(shared->nwaiting, kMaxWaiting);
+	for (int i = 0; i < n; i++)
+		if (shared->waiting[i].dbid == dbid) {
+			if (since)
+				*since = shared->waiting[i].since;
+			return true;
+		}
+	return false;
+}
+
+void check_writable(const char *what, bool read_only_ok) {
+	if (RecoveryInProgress())
+		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION), errmsg("cannot execute %s during recovery", what),
+		                errdetail("This server is a hot standby: it has the primary's events but writes none."),
+		                errhint("Run %s on the primary server. On a standby, outbox.replay(), outbox.event(), "
+		                        "outbox.head() and outbox.status can be read.",
+		                        what)));
+	if (XactReadOnly && !read_only_ok)
+		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+		                errmsg("cannot execute %s in a read-only transaction", what),
+		                errhint("Run it in a read-write transaction (BEGIN READ WRITE; or SET "
+		                        "default_transaction_read_only = off).")));
 }
 
 void request_rescan(void) {
@@ -139,8 +186,22 @@ static void wake_worker_now(Oid dbid) {
 		return;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	WorkerSlot *slot = find_slot(dbid);
-	if (slot && slot->pid != 0 && slot->latch)
+	bool running = slot && slot->pid != 0;
+	if (running && slot->latch)
 		SetLatch(slot->latch);
+	bool maybe_waiting = !running && shared->nwaiting > 0;
+	LWLockRelease(shared->lock);
+	if (!maybe_waiting)
+		return;
+	// no worker process was free for this database: tell the launcher it has work now
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	int n = Min(shared->nwaiting, kMaxWaiting);
+	for (int i = 0; i < n; i++)
+		if (shared->waiting[i].dbid == dbid) {
+			shared->waiting[i].work = true;
+			if (shared->launcher_latch)
+				SetLatch(shared->launcher_latch);
+		}
 	LWLockRelease(shared->lock);
 }
 
@@ -200,13 +261,14 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms) {
 	}
 	if (slot) {
 		slot->stop_requested = true;
+		slot->yield_requested = false;
 		slot->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hold_ms);
 		pid = slot->pid;
+		signal_slot_locked(slot); // under the lock: the pid is the live worker's, never a stale one
 	}
 	LWLockRelease(shared->lock);
 	if (pid == 0)
 		return;
-	kill(pid, SIGTERM);
 	for (int waited = 0; waited < wait_ms; waited += 10) {
 		LWLockAcquire(shared->lock, LW_SHARED);
 		bool gone = slot->dbid != dbid || slot->pid == 0;
@@ -220,9 +282,12 @@ void stop_worker(Oid dbid, int hold_ms, int wait_ms) {
 }
 
 // End the hold of stop_worker() early: the statement that needed the database alone is done.
-static void release_worker(Oid dbid) {
+// dropped: the statement was a DROP DATABASE that succeeded; no worker is ever started for it.
+static void release_worker(Oid dbid, bool dropped = false) {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	WorkerSlot *slot = find_slot(dbid);
+	if (slot && dropped)
+		slot->dropped = true;
 	if (slot && slot->stop_requested)
 		slot->hold_until = GetCurrentTimestamp();
 	Latch *latch = shared->launcher_latch;
@@ -302,22 +367,91 @@ static void run_utility(Oid released_db, PlannedStmt *pstmt, const char *querySt
 	PG_END_TRY();
 }
 
+// May the current user drop extension pg_outbox (its owner, or a member of the owner's role)?
+// Only then is the worker stopped for the DROP: nobody else can pause publishing by trying.
+static bool may_drop_extension(void) {
+	if (superuser())
+		return true;
+	Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ, CStringGetDatum("pg_outbox"));
+	SysScanDesc scan = systable_beginscan(rel, ExtensionNameIndexId, true, nullptr, 1, &key);
+	HeapTuple tup = systable_getnext(scan);
+	Oid owner = HeapTupleIsValid(tup) ? ((Form_pg_extension)GETSTRUCT(tup))->extowner : InvalidOid;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return OidIsValid(owner) && has_privs_of_role(GetUserId(), owner);
+}
+
+// Before DROP EXTENSION pg_outbox: lock outbox.pending as the DROP would (ACCESS EXCLUSIVE), so no
+// event can be added or published any more, and count what the DROP discards (a plain scan: no
+// SQL, so no privilege, policy or rule of the table can make the DROP fail). -1: no such table.
+// Locking pending first also puts the DROP's locks in a producer's order (pending, then its id
+// sequence): left to itself the DROP locked the sequence first and deadlocked with publish()
+// (test/t/113_drop_extension_load.pl: 2 of 6 DROPs under load on 1.1).
+static int64 count_discarded_events(void) {
+	Oid nsp = get_namespace_oid("outbox", true);
+	Oid relid = OidIsValid(nsp) ? get_relname_relid("pending", nsp) : InvalidOid;
+	if (!OidIsValid(relid))
+		return -1;
+	LockRelationOid(relid, AccessExclusiveLock);
+	Relation rel = table_open(relid, NoLock);
+	Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
+	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	TupleTableSlot *slot = table_slot_create(rel, nullptr);
+	int64 n = 0;
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		if (++n % 4096 == 0)
+			CHECK_FOR_INTERRUPTS();
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return n;
+}
+
+// count_discarded_events(); if it fails, the worker stopped for the DROP may start again at once.
+static int64 count_discarded_events_or_release(void) {
+	int64 n = -1;
+	PG_TRY();
+	{ n = count_discarded_events(); }
+	PG_CATCH();
+	{
+		release_worker(MyDatabaseId);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return n;
+}
+
 static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
-	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false;
+	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false, db_dropped = false;
+	bool had_extension = false;
 	Oid released_db = InvalidOid; // a database whose worker was stopped for this statement
-	constexpr int hold_ms = 5000, wait_ms = 10000;
+	int64 discarded = -1;         // DROP EXTENSION pg_outbox: the pending events it discards
+	constexpr int wait_ms = 10000;
+	int hold_ms = 5000;
 
 	switch (nodeTag(stmt)) {
 	case T_CreateExtensionStmt:
 		ext_created = strcmp(castNode(CreateExtensionStmt, stmt)->extname, "pg_outbox") == 0;
 		if (ext_created)
 			check_new_extension_schema(); // before PostgreSQL installs into an existing schema
+		// pg_outbox itself, or an extension that requires it (CREATE EXTENSION x CASCADE): whether
+		// pg_outbox is new in this database is seen after the statement
+		had_extension = OidIsValid(get_extension_oid("pg_outbox", true));
 		break;
 	case T_DropStmt: {
 		DropStmt *d = castNode(DropStmt, stmt);
 		ext_dropped = d->removeType == OBJECT_EXTENSION && is_our_extension_list(d->objects);
+		// The worker is stopped (and held) for the DROP: it takes the tables the DROP locks in
+		// another order, so that the two would deadlock. The hold lasts until the statement ends.
+		if (ext_dropped && OidIsValid(get_extension_oid("pg_outbox", true)) && may_drop_extension()) {
+			released_db = MyDatabaseId;
+			hold_ms = 60 * 1000; // released when the statement ends; bounded if the backend dies first
+		}
 		break;
 	}
 	case T_TransactionStmt:
@@ -327,6 +461,7 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 		break;
 	case T_DropdbStmt:
 		released_db = stoppable(get_database_oid(castNode(DropdbStmt, stmt)->dbname, true), false);
+		db_dropped = OidIsValid(released_db);
 		break;
 	case T_CreatedbStmt: {
 		const char *tmpl = option_string(castNode(CreatedbStmt, stmt)->options, "template");
@@ -355,10 +490,21 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 
 	if (OidIsValid(released_db))
 		stop_worker(released_db, hold_ms, wait_ms);
+	if (ext_dropped && released_db == MyDatabaseId)
+		discarded = count_discarded_events_or_release();
 	run_utility(released_db, pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 
 	if (released_db != InvalidOid)
-		release_worker(released_db); // the statement is done: no need to wait for the hold
+		release_worker(released_db, db_dropped); // the statement is done: no need to wait for the hold
+	if (IsA(stmt, CreateExtensionStmt))
+		ext_created = !had_extension && OidIsValid(get_extension_oid("pg_outbox", true));
+	if (ext_dropped && discarded > 0 && !OidIsValid(get_extension_oid("pg_outbox", true)))
+		ereport(WARNING, (errmsg("dropping extension pg_outbox discarded %lld pending events that were never published",
+		                         (long long)discarded),
+		                  errdetail("Their rows in outbox.pending are gone with the extension (and its dead letters "
+		                            "and history); ROLLBACK keeps them."),
+		                  errhint("Before dropping, let the worker publish the backlog (outbox.status shows "
+		                          "pending = 0), or copy outbox.pending elsewhere.")));
 	if (ext_created || db_created)
 		rescan_at_commit = true;
 	if (nodeTag(stmt) == T_AlterExtensionContentsStmt &&
@@ -372,6 +518,29 @@ static void utility_hook(PlannedStmt *pstmt, const char *queryString, bool readO
 	}
 	if (db_created)
 		request_rescan(); // CREATE DATABASE is not transactional: tell the launcher now
+}
+
+// pg_outbox.databases: '*', '' or a list of names SplitIdentifierString accepts (no empty name,
+// quotes closed). Refused when set; a bad value in postgresql.conf keeps the old one at reload.
+static bool check_databases(char **newval, void **, GucSource source) {
+	if (!*newval || strcmp(*newval, "*") == 0)
+		return true;
+	char *copy = pstrdup(*newval);
+	List *names = NIL;
+	bool ok = SplitIdentifierString(copy, ',', &names);
+	if (!ok)
+		GUC_check_errdetail("A comma-separated list of database names is expected (no empty name, "
+		                    "double quotes closed), or '*' for every database with the extension, or '' for none.");
+	// A reload (postmaster, configuration file) reports a refused value at LOG only: say at WARNING,
+	// once (the postmaster, not every backend), which value stays in effect.
+	if (!ok && source == PGC_S_FILE && !IsUnderPostmaster && guc_databases)
+		ereport(WARNING, (errmsg("pg_outbox.databases = \"%s\" in the configuration file is invalid: the value "
+		                         "\"%s\" stays in effect",
+		                         *newval, guc_databases),
+		                  errhint("Write a comma-separated list of database names, '*' or ''; then reload.")));
+	list_free(names);
+	pfree(copy);
+	return ok;
 }
 
 static void define_gucs(void) {
@@ -392,7 +561,7 @@ static void define_gucs(void) {
 	DefineCustomStringVariable("pg_outbox.databases",
 	                           "Databases that get a drain worker: '*' (every database with the extension), "
 	                           "a comma-separated list of names, or '' (none).",
-	                           nullptr, &guc_databases, "*", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	                           nullptr, &guc_databases, "*", PGC_SIGHUP, 0, check_databases, nullptr, nullptr);
 	DefineCustomIntVariable("pg_outbox.retention", "How long published events are kept for replay.", nullptr,
 	                        &guc_retention_s, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
 	MarkGUCPrefixReserved("pg_outbox");

@@ -24,6 +24,9 @@ extern double guc_max_queue_usage; // NOTIFY queue fill above which the worker w
 extern char *guc_databases;       // comma-separated list; empty = every database with the extension
 extern int guc_retention_s;       // how long published history is kept
 
+// The most events one outbox.drain() call publishes (its memory grows with the batch).
+constexpr int kMaxDrainEvents = 1000000;
+
 // ---- shared memory ----
 constexpr int kMaxWorkers = 64;
 
@@ -36,6 +39,7 @@ enum class WorkerState : int {
 	Backpressure,  // NOTIFY queue above pg_outbox.max_queue_usage
 	Stopped,       // exited; see exit_reason
 	NeedsUpdate,   // the SQL objects are older than the library: ALTER EXTENSION pg_outbox UPDATE
+	Waiting,       // (status only, never in a slot) no worker process free: waits for its turn
 };
 const char *state_name(WorkerState s) noexcept;
 
@@ -45,6 +49,7 @@ enum class ExitReason : int {
 	Requested,   // stopped on purpose (DROP/RENAME DATABASE, CREATE DATABASE TEMPLATE, GUC)
 	Error,       // exited after an error; the launcher restarts it
 	Signal,      // SIGTERM
+	Yielded,     // stepped aside for a database waiting for a worker process (round-robin)
 };
 
 struct WorkerSlot {
@@ -54,6 +59,10 @@ struct WorkerSlot {
 	WorkerState state;
 	ExitReason exit_reason;
 	bool stop_requested;        // the worker must exit; the launcher must not restart it
+	bool yield_requested;       // the worker must exit after its pass: another database's turn
+	bool dropped;               // DROP DATABASE succeeded: never start a worker for dbid again
+	bool has_extension;         // the worker found pg_outbox installed (a probe that did not exit)
+	bool quiet_start;           // a new turn after stepping aside: the worker does not log its start
 	TimestampTz hold_until;     // with stop_requested: restart allowed again after this time
 	TimestampTz started_at;
 	TimestampTz last_batch_at;
@@ -66,12 +75,23 @@ struct WorkerSlot {
 	char last_error[256];
 };
 
+// Databases that should have a worker but got none (no background worker process free, or every
+// slot in use): the launcher serves them in turn and publishes the list for outbox.status.
+constexpr int kMaxWaiting = 4096;
+struct WaitingDb {
+	Oid dbid;
+	TimestampTz since;
+	bool work; // a commit wrote events meanwhile: the launcher serves it sooner
+};
+
 struct SharedState {
 	LWLock *lock;               // protects everything here
 	pid_t launcher_pid;
 	Latch *launcher_latch;
 	uint32 rescan_generation;   // bumped to make the launcher re-probe databases
 	WorkerSlot slots[kMaxWorkers];
+	int nwaiting;               // entries in waiting[], written by the launcher only
+	WaitingDb waiting[kMaxWaiting];
 };
 
 extern SharedState *shared;
@@ -80,6 +100,15 @@ extern SharedState *shared;
 WorkerSlot *find_slot(Oid dbid);
 // Ask the launcher to look at the databases again (new extension, new database).
 void request_rescan(void);
+// SIGTERM the slot's worker, if it runs. Caller holds shared->lock (so the pid cannot be stale:
+// a worker clears it under that lock before it exits) — never kill() a pid read before.
+void signal_slot_locked(WorkerSlot *slot);
+// Is dbid waiting for a worker process (shared->waiting)? Caller holds shared->lock.
+bool database_waiting(Oid dbid, TimestampTz *since);
+// Fail with 25006 (read_only_sql_transaction) when what (e.g. "outbox.publish()") would write
+// but cannot: on a hot standby, or in a read-only transaction. The error says what to do.
+// read_only_ok: only the standby is refused (NOTIFY is allowed in read-only transactions).
+void check_writable(const char *what, bool read_only_ok = false);
 // Wake the drain worker of this database when the current transaction commits.
 void wake_worker_at_commit(void);
 // Stop dbid's worker and keep it stopped for hold_ms (DROP DATABASE and friends). Waits for

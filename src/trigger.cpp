@@ -385,15 +385,31 @@ static int text_array_names(ArrayType *arr, char ***out, const char *what, bool 
 	if (n == 0 && !allow_empty)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s cannot be empty", what),
 		                errhint("Pass NULL to use the default.")));
+	// a table has at most MaxHeapAttributeNumber columns: a longer list names one twice or one that
+	// does not exist, whatever it holds
+	if (n > MaxHeapAttributeNumber)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("%s has too many elements: %d, at most %d", what, n, MaxHeapAttributeNumber),
+		                errdetail("A table has at most %d columns.", MaxHeapAttributeNumber)));
 	*out = (char **)palloc(Max(n, 1) * sizeof(char *));
 	for (int k = 0; k < n; k++) {
+		CHECK_FOR_INTERRUPTS();
 		if (nulls[k])
 			ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("%s cannot contain NULL", what)));
 		(*out)[k] = TextDatumGetCString(elems[k]);
-		for (int j = 0; j < k; j++)
-			if (strcmp((*out)[j], (*out)[k]) == 0)
+	}
+	// duplicates: sorted copy, n log n
+	if (n > 1) {
+		char **sorted = (char **)palloc(n * sizeof(char *));
+		memcpy(sorted, *out, n * sizeof(char *));
+		qsort(sorted, n, sizeof(char *), [](const void *a, const void *b) {
+			return strcmp(*static_cast<char *const *>(a), *static_cast<char *const *>(b));
+		});
+		for (int k = 1; k < n; k++)
+			if (strcmp(sorted[k - 1], sorted[k]) == 0)
 				ereport(ERROR, (errcode(ERRCODE_DUPLICATE_COLUMN),
-				                errmsg("column \"%s\" appears more than once in %s", (*out)[k], what)));
+				                errmsg("column \"%s\" appears more than once in %s", sorted[k], what)));
+		pfree(sorted);
 	}
 	return n;
 }
@@ -1156,6 +1172,7 @@ static void check_attachment(Oid relid, text *mode_t, text *channel_t, ArrayType
 // caller: CREATE TRIGGER checks the caller's rights), called through fmgr: the caller needs no
 // EXECUTE right on that internal function, and cannot call it without these checks.
 PGO_FUNCTION(outbox_attach) {
+	check_writable("outbox.attach()");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("relation cannot be NULL")));
 	Datum chk[4];

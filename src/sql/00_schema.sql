@@ -76,3 +76,11 @@ SELECT pg_temp.pg_outbox_check_new_schema();
 DROP FUNCTION pg_temp.pg_outbox_check_new_schema();
 
 REVOKE ALL ON SCHEMA outbox FROM PUBLIC;
+
+-- Every function that writes calls this first: on a hot standby or in a read-only transaction
+-- it fails with 25006 (read_only_sql_transaction) and says what to do, before any lock or
+-- transaction ID is asked for.
+CREATE FUNCTION outbox._check_writable(what text) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_check_writable';
+COMMENT ON FUNCTION outbox._check_writable(text) IS
+    'internal: raise read_only_sql_transaction on a hot standby or in a read-only transaction';

@@ -81,6 +81,7 @@ DECLARE
     parent regclass;
     n integer := 0;
 BEGIN
+    PERFORM outbox._check_writable('outbox.detach()');
     IF relation IS NULL THEN
         RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

@@ -149,6 +149,7 @@ CREATE FUNCTION outbox.pause() RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE was boolean;
 BEGIN
+    PERFORM outbox._check_writable('outbox.pause()');
     SELECT paused INTO was FROM outbox.state FOR UPDATE;
     UPDATE outbox.state SET paused = true;
     PERFORM outbox._wake_at_commit();
@@ -161,6 +162,7 @@ CREATE FUNCTION outbox.resume() RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE was boolean; n bigint;
 BEGIN
+    PERFORM outbox._check_writable('outbox.resume()');
     SELECT paused INTO was FROM outbox.state FOR UPDATE;
     UPDATE outbox.state SET paused = false;
     PERFORM outbox._wake_at_commit();

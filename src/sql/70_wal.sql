@@ -22,6 +22,7 @@ CREATE FUNCTION outbox.set_target(channel text, target text) RETURNS void
 DECLARE
     t text := lower(btrim(set_target.target));
 BEGIN
+    PERFORM outbox._check_writable('outbox.set_target()');
     IF set_target.channel IS NULL THEN
         RAISE EXCEPTION 'channel name cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',
@@ -65,6 +66,7 @@ CREATE FUNCTION outbox.reset_target(channel text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM outbox._check_writable('outbox.reset_target()');
     IF reset_target.channel IS NULL THEN
         RAISE EXCEPTION 'channel name cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',

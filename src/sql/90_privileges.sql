@@ -92,3 +92,6 @@ ALTER FUNCTION outbox.identity() SECURITY DEFINER;
 ALTER FUNCTION outbox.epoch() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION outbox.identity(), outbox.epoch() TO outbox_reader;
 GRANT SELECT ON outbox.epochs TO outbox_reader;
+
+-- the read-only check of the writing functions (00_schema.sql): attach() and detach() run as their caller
+GRANT EXECUTE ON FUNCTION outbox._check_writable(text) TO outbox_publisher, outbox_reader;

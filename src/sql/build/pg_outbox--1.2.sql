@@ -77,6 +77,14 @@ DROP FUNCTION pg_temp.pg_outbox_check_new_schema();
 
 REVOKE ALL ON SCHEMA outbox FROM PUBLIC;
 
+-- Every function that writes calls this first: on a hot standby or in a read-only transaction
+-- it fails with 25006 (read_only_sql_transaction) and says what to do, before any lock or
+-- transaction ID is asked for.
+CREATE FUNCTION outbox._check_writable(what text) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_check_writable';
+COMMENT ON FUNCTION outbox._check_writable(text) IS
+    'internal: raise read_only_sql_transaction on a hot standby or in a read-only transaction';
+
 -- ---------------------------------------------------------------------------------------
 -- Size-checked NOTIFY (direct mode, best effort)
 -- ---------------------------------------------------------------------------------------
@@ -490,6 +498,7 @@ DECLARE
     parent regclass;
     n integer := 0;
 BEGIN
+    PERFORM outbox._check_writable('outbox.detach()');
     IF relation IS NULL THEN
         RAISE EXCEPTION 'relation cannot be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -1076,6 +1085,7 @@ CREATE FUNCTION outbox.pause() RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE was boolean;
 BEGIN
+    PERFORM outbox._check_writable('outbox.pause()');
     SELECT paused INTO was FROM outbox.state FOR UPDATE;
     UPDATE outbox.state SET paused = true;
     PERFORM outbox._wake_at_commit();
@@ -1088,6 +1098,7 @@ CREATE FUNCTION outbox.resume() RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE was boolean; n bigint;
 BEGIN
+    PERFORM outbox._check_writable('outbox.resume()');
     SELECT paused INTO was FROM outbox.state FOR UPDATE;
     UPDATE outbox.state SET paused = false;
     PERFORM outbox._wake_at_commit();
@@ -1165,6 +1176,7 @@ CREATE FUNCTION outbox.set_target(channel text, target text) RETURNS void
 DECLARE
     t text := lower(btrim(set_target.target));
 BEGIN
+    PERFORM outbox._check_writable('outbox.set_target()');
     IF set_target.channel IS NULL THEN
         RAISE EXCEPTION 'channel name cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1208,6 +1220,7 @@ CREATE FUNCTION outbox.reset_target(channel text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM outbox._check_writable('outbox.reset_target()');
     IF reset_target.channel IS NULL THEN
         RAISE EXCEPTION 'channel name cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1343,6 +1356,9 @@ ALTER FUNCTION outbox.identity() SECURITY DEFINER;
 ALTER FUNCTION outbox.epoch() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION outbox.identity(), outbox.epoch() TO outbox_reader;
 GRANT SELECT ON outbox.epochs TO outbox_reader;
+
+-- the read-only check of the writing functions (00_schema.sql): attach() and detach() run as their caller
+GRANT EXECUTE ON FUNCTION outbox._check_writable(text) TO outbox_publisher, outbox_reader;
 
 -- ---------------------------------------------------------------------------------------
 -- Who sent a notification (issue #11 part 2)
