@@ -16,11 +16,16 @@ codename=$(. /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-}")
 boost=libboost-json-dev
 [ "$codename" = bookworm ] && boost=libboost-json1.81-dev # bookworm's default Boost (1.74) has no JSON
 TOOLS=(libpq-dev "$boost" libipc-run-perl libgtest-dev g++ make perl
-       pgbouncer # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
-       # the Python client (clients/python) and its tests (suite "python" of test/run_tests.sh)
-       python3 python3-asyncpg python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pytest python3-pytest-asyncio
-       clang-14 libclang-rt-14-dev # the fuzz suite (test/fuzz, libFuzzer)
-       openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
+       pgbouncer) # pgbouncer: test/t/121_pgbouncer.pl and test/bench/wait_bench.sh (consumers behind a pooler)
+# The client-side suites (python, kafka) and the fuzz suite run on the Debian 12 host only (CI runs
+# them on 15; inside the chroots of 17 and 18 only the server suites run): their packages are
+# Debian 12's names.
+if [ "$codename" = bookworm ]; then
+    # the Python client (clients/python) and its tests (suite "python" of test/run_tests.sh)
+    TOOLS+=(python3 python3-asyncpg python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pytest python3-pytest-asyncio)
+    TOOLS+=(clang-14 libclang-rt-14-dev) # the fuzz suite (test/fuzz, libFuzzer)
+    TOOLS+=(openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
+fi
 if [ "$PG_WHERE" = chroot ]; then
     PACKAGES=(debootstrap)
 elif [ "$PG_CONFIG" = "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ]; then

@@ -73,6 +73,7 @@ my %functions = (
     'outbox.next(text,integer,interval)'          => ['ra',   q{SELECT * FROM outbox.next('m_no_such_consumer', 1, '0')}],
     'outbox.ack(text,bigint)'                     => ['ra',   q{SELECT outbox.ack('m_no_such_consumer', 0)}],
     'outbox.drop_consumer(text)'                  => ['ra',   q{SELECT outbox.drop_consumer('m_no_such_consumer')}],
+    'outbox._check_writable(text)'                => ['pra',  q{SELECT outbox._check_writable('x')}],
     'outbox.discard(bigint,text)'                 => ['a',    q{SELECT outbox.discard(-1)}],
     # identity and epochs (issue #13)
     'outbox.identity()'                           => ['ra',   q{SELECT outbox.identity()}],
