@@ -32,6 +32,7 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
+#include "utils/array.h" // before pg_namespace.h: on 17 it pulls in acl.h, which needs the array macros
 #include "catalog/pg_namespace.h"
 #include "commands/extension.h"
 #include "fmgr.h"

@@ -147,7 +147,7 @@ is(slurp_file($state), "pg_outbox_listen state 1\npos $last\n", 'the state file 
 $node->safe_psql('postgres', q{
 CREATE ROLE replay_only LOGIN;
 GRANT USAGE ON SCHEMA outbox TO replay_only;
-GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer), outbox.head(), outbox.head(text) TO replay_only;
+GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox.head(), outbox.head(text) TO replay_only;
 });
 {
 	my ($o, $e) = ('', '');

@@ -234,7 +234,7 @@ def make_db(cluster, trust):
         with cluster.connect(name) as c:
             c.execute(WORKER_PIDS_STANDIN)
     elif trust == "doorbells" and have:
-        db.sql("REVOKE EXECUTE ON FUNCTION outbox.worker_pids() FROM PUBLIC, outbox_reader")
+        db.sql("REVOKE EXECUTE ON FUNCTION outbox.worker_pids() FROM PUBLIC, outbox_reader, outbox_consumer")
     return db
 
 
