@@ -154,18 +154,28 @@ class Producers:
         rnd = random.Random(i)
         conn = None
         end = time.monotonic() + 120
+        n_tx = 0
         while time.monotonic() < end:
+            n_tx += 1
             k = self._take(rnd.randint(1, 5))
             if k == 0:
                 break
+            # Exactly once: a COMMIT can succeed while the connection dies (a SIGKILLed worker
+            # makes the postmaster restart every backend), so before a retry look for the
+            # transaction's token among the events.
+            token = "%d-%d" % (i, n_tx)
             for _ in range(400):
                 try:
                     if conn is None or conn.closed:
                         conn = self.db.cluster.connect(self.db.name)
+                        if conn.execute("SELECT EXISTS (SELECT FROM outbox.history WHERE payload->>'tx' = %s)"
+                                        " OR EXISTS (SELECT FROM outbox.pending WHERE payload->>'tx' = %s)",
+                                        (token, token)).fetchone()[0]:
+                            break
                     with conn.transaction():
                         for _ in range(k):
-                            conn.execute("SELECT outbox.publish(%s, jsonb_build_object('t', %s::int), key => 'p')",
-                                         (rnd.choice(channels), i))
+                            conn.execute("SELECT outbox.publish(%s, jsonb_build_object('t', %s::int, 'tx', %s::text),"
+                                         " key => 'p')", (rnd.choice(channels), i, token))
                     break
                 except psycopg.Error:
                     conn = None
