@@ -1,7 +1,7 @@
 # pg_outbox — PGXS build.  `make && make install`, then see README.md.
 EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
-EXTVERSION = 1.2
+EXTVERSION = 1.3
 
 CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
            src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
@@ -9,11 +9,11 @@ CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/p
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts
-# of released versions are frozen in src/sql/releases/ (install scripts of 0.9, 1.0 and 1.1, and
-# the upgrades between them); the upgrade from the previous release is
-# src/sql/upgrade/PREV--$(EXTVERSION).sql. Built scripts go to src/sql/build/ (not committed).
+# of released versions are frozen in src/sql/releases/ (install scripts of 0.9 .. 1.2, and the
+# upgrades between them); the upgrade from the previous release is assembled the same way from
+# src/sql/upgrade/NN_*.sql. Built scripts go to src/sql/build/ (not committed).
 SQL_PARTS  = $(sort $(wildcard src/sql/[0-9]*.sql))
-PREVVERSION = 1.1
+PREVVERSION = 1.2
 DATA_built = src/sql/build/$(EXTENSION)--$(EXTVERSION).sql src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
 DATA       = $(wildcard src/sql/releases/$(EXTENSION)--*.sql)
 
@@ -39,13 +39,17 @@ EXTRA_CLEAN = $(DATA_built) test/unit/unit_tests results tmp_check regression.di
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# The version is compiled in (PG_OUTBOX_VERSION): objects are rebuilt when this file changes.
+$(OBJS): Makefile
+
 src/sql/build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	@mkdir -p src/sql/build
 	cat $^ > $@
 
-src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: src/sql/upgrade/$(PREVVERSION)--$(EXTVERSION).sql
+UPGRADE_PARTS = $(sort $(wildcard src/sql/upgrade/[0-9]*.sql))
+src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: $(UPGRADE_PARTS)
 	@mkdir -p src/sql/build
-	cp $< $@
+	cat $^ > $@
 
 # The reference consumer pg_outbox_listen: a C++17 program on libpq (not part of the module),
 # installed into the server's bindir next to psql. Its objects are built with their own flags.

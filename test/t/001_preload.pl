@@ -45,7 +45,7 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_outbox'");
 $node->restart;
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"),
-	'1.2', 'CREATE EXTENSION works with the library preloaded');
+	'1.3', 'CREATE EXTENSION works with the library preloaded');
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_outbox launcher'"),
 	'the launcher runs');

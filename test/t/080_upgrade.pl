@@ -1,4 +1,4 @@
-# Upgrades: install each earlier version (0.9, 1.0), publish with it, ALTER EXTENSION pg_outbox
+# Upgrades: install each earlier version (0.9 .. 1.2), publish with it, ALTER EXTENSION pg_outbox
 # UPDATE, and check that the result equals a fresh install of the new version, object by
 # object (definitions, columns, constraints, indexes, triggers, privileges, dump settings), and
 # that the data published before the upgrade is still there and positions go on.
@@ -19,16 +19,19 @@ $node->start;
 
 is($node->safe_psql('postgres',
     "SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'pg_outbox'"),
-   '0.9,1.0,1.1,1.2', 'versions 0.9, 1.0, 1.1 and 1.2 are installable');
+   '0.9,1.0,1.1,1.2,1.3', 'versions 0.9 .. 1.3 are installable');
 is($node->safe_psql('postgres',
     "SELECT string_agg(source || '->' || target || ' via ' || path, ',' ORDER BY source, target)"
     . " FROM pg_extension_update_paths('pg_outbox') WHERE path IS NOT NULL"),
-   '0.9->1.0 via 0.9--1.0,0.9->1.1 via 0.9--1.0--1.1,0.9->1.2 via 0.9--1.0--1.1--1.2,1.0->1.1 via 1.0--1.1,1.0->1.2 via 1.0--1.1--1.2,1.1->1.2 via 1.1--1.2',
-   'update paths: 0.9 -> 1.0 -> 1.1 -> 1.2');
+   '0.9->1.0 via 0.9--1.0,0.9->1.1 via 0.9--1.0--1.1,0.9->1.2 via 0.9--1.0--1.1--1.2,0.9->1.3 via 0.9--1.0--1.1--1.2--1.3,'
+   . '1.0->1.1 via 1.0--1.1,1.0->1.2 via 1.0--1.1--1.2,1.0->1.3 via 1.0--1.1--1.2--1.3,'
+   . '1.1->1.2 via 1.1--1.2,1.1->1.3 via 1.1--1.2--1.3,1.2->1.3 via 1.2--1.3',
+   'update paths: 0.9 -> 1.0 -> 1.1 -> 1.2 -> 1.3');
 
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_outbox');
-my @from = ('0.9', '1.0', '1.1');
+my $cur = '1.3';
+my @from = ('0.9', '1.0', '1.1', '1.2');
 for my $v (@from) {
     (my $db = "from_$v") =~ s/\./_/;
     $node->safe_psql('postgres', "CREATE DATABASE $db");
@@ -38,10 +41,10 @@ for my $v (@from) {
     });
     # the new library does not publish with the old SQL objects: it says what to do
     my ($rc, $out, $err) = $node->psql($db, 'SELECT outbox.drain()');
-    like($err, qr/pg_outbox 1\.2 cannot publish with version \Q$v\E of its SQL objects.*\n.*HINT:  Run ALTER EXTENSION pg_outbox UPDATE/s,
+    like($err, qr/pg_outbox \Q$cur\E cannot publish with version \Q$v\E of its SQL objects.*\n.*HINT:  Run ALTER EXTENSION pg_outbox UPDATE/s,
          "drain with $v SQL objects: clear error and hint");
     $node->safe_psql($db, 'ALTER EXTENSION pg_outbox UPDATE');
-    is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.2', "$v updated to 1.2");
+    is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), $cur, "$v updated to $cur");
 }
 
 # Everything about the extension's objects that matters, one line each, no OIDs.
@@ -95,14 +98,14 @@ for my $v (@from) {
     (my $db = "from_$v") =~ s/\./_/;
     my $upgraded = $node->safe_psql($db, $fingerprint);
     if ($fresh eq $upgraded) {
-        pass("an upgraded $v equals a fresh 1.2");
+        pass("an upgraded $v equals a fresh $cur");
     } else {
         my $kinds = qr/(?:member|function|relation|column|constraint|index|view|trigger|inherits|dumped|schema) /;
         my %f = map { $_ => 1 } split /\n(?=$kinds)/, $fresh;
         my %u = map { $_ => 1 } split /\n(?=$kinds)/, $upgraded;
         diag("only in fresh:    $_") for grep { !$u{$_} } sort keys %f;
         diag("only in upgraded from $v: $_") for grep { !$f{$_} } sort keys %u;
-        fail("an upgraded $v equals a fresh 1.2");
+        fail("an upgraded $v equals a fresh $cur");
     }
 
     # the data written before the upgrade is published after it

@@ -194,7 +194,7 @@ like($err, qr/cannot update pg_outbox: schema "outbox" holds function outbox\.ev
      'an object a non-superuser owns in the schema: refused, naming it');
 $node->safe_psql('old', 'DROP FUNCTION outbox.evil()');
 $node->safe_psql('old', 'ALTER EXTENSION pg_outbox UPDATE');
-is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.2', 'repaired: updated');
+is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'pg_outbox'"), '1.3', 'repaired: updated');
 ok($node->poll_query_until('old', "SELECT count(*) = 1 FROM outbox.history"), 'and the event written under 1.1 is published');
 
 is(mallory_is_superuser(), 'f', 'mallory is still no superuser');
