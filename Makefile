@@ -3,8 +3,9 @@ EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
 EXTVERSION = 1.3
 
-CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
-           src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
+CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/shmem.cpp src/wakeup.cpp \
+           src/utility_hook.cpp src/notify.cpp src/payload.cpp \
+           src/trigger_config.cpp src/trigger_row.cpp src/trigger_buffer.cpp src/trigger_attach.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
            src/schema_guard.cpp src/consumers.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
@@ -83,6 +84,8 @@ test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
 
 unit: test/unit/unit_tests
 	bash test/check_compat.sh
+	bash test/check_wrappers.sh
+	bash test/check_wrappers_test.sh
 	./test/unit/unit_tests
 
 format:

@@ -154,40 +154,44 @@ static void clear_channel_mask(void) {
 }
 
 static void waiters_xact_callback(XactEvent event, void *) {
-	switch (event) {
-	case XACT_EVENT_COMMIT:
-	case XACT_EVENT_PARALLEL_COMMIT:
-		if (publish_level != 0)
-			broadcast_waiters(MyDatabaseId);
-		publish_level = 0;
-		clear_channel_mask();
-		break;
-	case XACT_EVENT_ABORT:
-	case XACT_EVENT_PARALLEL_ABORT:
-		publish_level = 0;
-		clear_channel_mask();
-		break;
-	case XACT_EVENT_PREPARE:
-		// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
-		// and, since the channels of the prepared drain are not known in the session that
-		// commits it, every channel bucket (a spurious wake-up for the waiters of other channels)
-		publish_level = 0;
-		clear_channel_mask();
-		break;
-	default:
-		break;
-	}
+	boundary([&] {
+		switch (event) {
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (publish_level != 0)
+				broadcast_waiters(MyDatabaseId);
+			publish_level = 0;
+			clear_channel_mask();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			publish_level = 0;
+			clear_channel_mask();
+			break;
+		case XACT_EVENT_PREPARE:
+			// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
+			// and, since the channels of the prepared drain are not known in the session that
+			// commits it, every channel bucket (a spurious wake-up for the waiters of other channels)
+			publish_level = 0;
+			clear_channel_mask();
+			break;
+		default:
+			break;
+		}
+	});
 }
 
 static void waiters_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
-	int level = GetCurrentTransactionNestLevel();
-	if (event == SUBXACT_EVENT_COMMIT_SUB) {
-		if (publish_level == level)
-			publish_level = level - 1;
-	} else if (event == SUBXACT_EVENT_ABORT_SUB) {
-		if (publish_level >= level)
-			publish_level = 0;
-	}
+	boundary([&] {
+		int level = GetCurrentTransactionNestLevel();
+		if (event == SUBXACT_EVENT_COMMIT_SUB) {
+			if (publish_level == level)
+				publish_level = level - 1;
+		} else if (event == SUBXACT_EVENT_ABORT_SUB) {
+			if (publish_level >= level)
+				publish_level = 0;
+		}
+	});
 }
 
 void consumers_init(void) {

@@ -1,4 +1,4 @@
-// payload.hpp — what the change trigger (trigger.cpp) sends: JSON rendering of column values,
+// payload.hpp — what the change trigger (trigger_row.cpp) sends: JSON rendering of column values,
 // the ID payload {"op":..,"table":..,"id":..}, and channel templates ('tenant_{tenant_id}').
 // Pure C++: no Postgres header, no allocation besides the std::string buffers passed in, so
 // it is unit-tested on its own (test/unit/payload_test.cpp).

@@ -80,28 +80,32 @@ static int depth = 0; // may exceed kMaxFrames: those frames are not recorded
 static fmgr_hook_type prev_fmgr_hook = nullptr;
 
 static void fmgr_hook_fn(FmgrHookEventType event, FmgrInfo *flinfo, Datum *arg) {
-	if (prev_fmgr_hook)
-		prev_fmgr_hook(event, flinfo, arg);
-	switch (event) {
-	case FHET_START:
-		if (depth < kMaxFrames)
-			frames[depth] = Frame{flinfo->fn_oid, GetUserId(), -1};
-		depth++;
-		break;
-	case FHET_END:
-	case FHET_ABORT:
-		if (depth > 0)
-			depth--;
-		break;
-	}
+	boundary([&] {
+		if (prev_fmgr_hook)
+			prev_fmgr_hook(event, flinfo, arg);
+		switch (event) {
+		case FHET_START:
+			if (depth < kMaxFrames)
+				frames[depth] = Frame{flinfo->fn_oid, GetUserId(), -1};
+			depth++;
+			break;
+		case FHET_END:
+		case FHET_ABORT:
+			if (depth > 0)
+				depth--;
+			break;
+		}
+	});
 }
 
 static void frames_xact_callback(XactEvent event, void *) {
-	// no SECURITY DEFINER or SET-clause function is running at the end of a transaction
-	// (they cannot commit): a stack left over by anything unforeseen starts empty again
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
-	    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
-		depth = 0;
+	boundary([&] {
+		// no SECURITY DEFINER or SET-clause function is running at the end of a transaction
+		// (they cannot commit): a stack left over by anything unforeseen starts empty again
+		if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+			depth = 0;
+	});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -149,14 +153,18 @@ static void invalidate(void) {
 }
 
 static void relcache_cb(Datum, Oid relid) {
-	if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
-		invalidate();
+	boundary([&] {
+		if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
+			invalidate();
+	});
 }
 
 // A role dropped or re-created changes the OIDs of outbox_admin and outbox_reader; a membership
 // granted or revoked changes the answers the memo holds.
 static void syscache_cb(Datum, int, uint32) {
-	invalidate();
+	boundary([&] {
+		invalidate();
+	});
 }
 
 static int privilege_bit(const char *p) {
@@ -287,7 +295,9 @@ static void last_fn_valid_reset(void) {
 }
 
 static void proc_cb(Datum, int, uint32) {
-	last_fn = InvalidOid;
+	boundary([&] {
+		last_fn = InvalidOid;
+	});
 }
 
 static bool frame_is_ours(Frame *f) {

@@ -61,13 +61,17 @@ static bool callbacks_registered = false;
 static bool ext_nsp_known = false;
 
 static void forget_trust(Datum, int, uint32) {
-	trusted = false;
-	ext_nsp_known = false;
+	boundary([&] {
+		trusted = false;
+		ext_nsp_known = false;
+	});
 }
 
 static void forget_trust_rel(Datum, Oid) {
-	trusted = false;
-	ext_nsp_known = false;
+	boundary([&] {
+		trusted = false;
+		ext_nsp_known = false;
+	});
 }
 
 static void register_callbacks(void) {
@@ -318,18 +322,20 @@ Oid check_trusted_schema(void) {
 static fmgr_hook_type prev_fmgr_hook = nullptr;
 
 static void guard_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *arg) {
-	if (prev_fmgr_hook)
-		prev_fmgr_hook(event, flinfo, arg);
-	if (event != FHET_START || creating_extension || !IsTransactionState())
-		return;
-	Oid fnsp = get_func_namespace(flinfo->fn_oid);
-	if (!OidIsValid(fnsp))
-		return;
-	if (trusted && fnsp != trusted_nsp)
-		return; // not ours (the usual case for other extensions' functions: no catalog access)
-	if (!trusted && fnsp != extension_namespace())
-		return; // not ours, or no pg_outbox in this database
-	(void)check_trusted_schema();
+	boundary([&] {
+		if (prev_fmgr_hook)
+			prev_fmgr_hook(event, flinfo, arg);
+		if (event != FHET_START || creating_extension || !IsTransactionState())
+			return;
+		Oid fnsp = get_func_namespace(flinfo->fn_oid);
+		if (!OidIsValid(fnsp))
+			return;
+		if (trusted && fnsp != trusted_nsp)
+			return; // not ours (the usual case for other extensions' functions: no catalog access)
+		if (!trusted && fnsp != extension_namespace())
+			return; // not ours, or no pg_outbox in this database
+		(void)check_trusted_schema();
+	});
 }
 
 void install_schema_guard(void) {
