@@ -10,31 +10,6 @@ extern "C" {
 
 #include <stdexcept>
 
-namespace pg_outbox {
-
-// Check a channel name against NOTIFY's rules; raise invalid_parameter_value if it breaks one.
-void check_channel_or_error(const char *channel, size_t len, const char *what) {
-	switch (check_channel(std::string_view(channel, len))) {
-	case ChannelCheck::Ok:
-		return;
-	case ChannelCheck::Empty:
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s cannot be empty", what),
-		                errhint("A channel name is 1 to %d bytes long.", (int)kMaxChannelBytes)));
-		break;
-	case ChannelCheck::TooLong:
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-		                errmsg("%s is too long: %zu bytes, the limit is %d bytes", what, len, (int)kMaxChannelBytes),
-		                errdetail("Channel \"%.*s...\" is %zu bytes long.", pg_mbcliplen(channel, (int)len, 40), channel,
-		                          len),
-		                errhint("Use a shorter channel name; NOTIFY channel names are at most %d bytes (NAMEDATALEN - "
-		                        "1), counted in bytes, not characters.",
-		                        (int)kMaxChannelBytes)));
-		break;
-	}
-}
-
-} // namespace pg_outbox
-
 using namespace pg_outbox;
 
 // outbox.notify(channel text, payload text) RETURNS void
@@ -51,25 +26,14 @@ PGO_FUNCTION(outbox_notify) {
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, chlen, "channel name");
 	if (pllen > kMaxPayloadBytes)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-		                errmsg("payload is too long: %zu bytes, the limit is %d bytes", pllen, (int)kMaxPayloadBytes),
-		                errdetail("A NOTIFY payload must be shorter than %d bytes; sizes are counted in bytes of the "
-		                          "server encoding.",
-		                          (int)kMaxPayloadBytes + 1),
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg(msg::kPayloadTooLong, pllen),
+		                errdetail(msg::kPayloadTooLongDetail, (int)kMaxPayloadBytes + 1),
 		                errhint("Send an identifier and let the consumer fetch the row, or use outbox.publish(), "
 		                        "whose envelopes never exceed the limit.")));
 	// NOTIFY needs a lock a hot standby cannot take: say so now, not with a lock-mode error at commit
 	check_writable("outbox.notify()", true);
 	Async_Notify(channel, text_to_cstring(pl));
 	PG_RETURN_VOID();
-}
-
-PGO_FUNCTION(outbox_max_payload_bytes) {
-	PG_RETURN_INT32(static_cast<int32>(kMaxPayloadBytes));
-}
-
-PGO_FUNCTION(outbox_max_channel_bytes) {
-	PG_RETURN_INT32(static_cast<int32>(kMaxChannelBytes));
 }
 
 // ---- self-test of the C++/Postgres error boundary (used by the regression tests) ----

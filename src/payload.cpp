@@ -145,46 +145,6 @@ void append_plain(std::string &out, const Scalar &v) {
 
 } // namespace
 
-void append_json_string(std::string &out, std::string_view s) {
-	out += '"';
-	std::size_t start = 0;
-	for (std::size_t k = 0; k < s.size(); k++) {
-		unsigned char c = static_cast<unsigned char>(s[k]);
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		out.append(s.data() + start, k - start);
-		start = k + 1;
-		switch (c) {
-		case '"':
-			out += "\\\"";
-			break;
-		case '\\':
-			out += "\\\\";
-			break;
-		case '\n':
-			out += "\\n";
-			break;
-		case '\r':
-			out += "\\r";
-			break;
-		case '\t':
-			out += "\\t";
-			break;
-		case '\b':
-			out += "\\b";
-			break;
-		case '\f':
-			out += "\\f";
-			break;
-		default:
-			out += "\\u00";
-			out += kHex[c >> 4];
-			out += kHex[c & 15];
-		}
-	}
-	out.append(s.data() + start, s.size() - start);
-	out += '"';
-}
 
 // YYYY-MM-DD of a day counted from 2000-01-01 (PostgreSQL's epoch).
 static void append_ymd(std::string &out, std::int64_t days) {
@@ -311,10 +271,10 @@ void append_json(std::string &out, const Scalar &v) {
 		if (is_finite_number_text(v.text))
 			out.append(v.text.data(), v.text.size());
 		else
-			append_json_string(out, v.text);
+			json::append_string(out, v.text);
 		return;
 	case Kind::String:
-		append_json_string(out, v.text);
+		json::append_string(out, v.text);
 		return;
 	case Kind::Bytea:
 		out += "\"\\\\x"; // the backslash of \x, escaped

@@ -3,16 +3,20 @@
 // Pure C++: no Postgres header, no allocation besides the std::string buffers passed in, so
 // it is unit-tested on its own (test/unit/payload_test.cpp).
 //
-// Values are rendered from their binary form, never from session-dependent output
-// functions: DateStyle, TimeZone, IntervalStyle, extra_float_digits and bytea_output do not
-// change a payload.
+// The types Kind lists (integers, floats, numeric, bool, the string types, json/jsonb, the
+// date/time types, interval, bytea; domains over them) are rendered from their binary form, so
+// DateStyle, TimeZone, IntervalStyle, extra_float_digits and bytea_output do not change them.
+// Any other type (money, uuid, inet, arrays, enums, composite, ...) is rendered by its output
+// function as a JSON string: what that function prints may depend on the session (money on
+// lc_monetary, for one). JSON strings are written by the JSON writer (json_writer.hpp).
 #pragma once
 
 #ifdef POSTGRES_H
 #error "payload.hpp is pure C++: include it before (or without) any Postgres header"
 #endif
 
-#include "envelope.hpp"
+#include "json_writer.hpp"
+#include "limits.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -53,8 +57,6 @@ void append_json(std::string &out, const Scalar &v);
 // Append v as plain text (no quotes): the key column of outbox.pending and the values filled
 // into channel templates. NULL appends nothing.
 void append_text(std::string &out, const Scalar &v);
-// Append s as a JSON string literal (fast path for the common case of nothing to escape).
-void append_json_string(std::string &out, std::string_view s);
 
 // Calendar helpers (exposed for the tests). Days and microseconds count from 2000-01-01, as
 // Postgres stores them; years are astronomical (0 is 1 BC), 4 digits, signed beyond 0..9999.

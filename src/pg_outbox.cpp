@@ -6,6 +6,8 @@
 #include "rights.hpp"
 #include "trigger_buffer.hpp"
 #include "utility_hook.hpp"
+#include "invalidation.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -108,7 +110,8 @@ extern "C" void _PG_init(void) {
 
 		shmem_install();        // shmem.cpp
 		install_utility_hook(); // utility_hook.cpp
-		wakeups_init();         // wakeup.cpp: the commit-time wake-ups
+		xact_events_init();     // xact_events.cpp: the one transaction/subtransaction callback pair
+		invalidation_init();    // invalidation.cpp: the one relcache/syscache callback pair
 		install_schema_guard();
 		rights_init(); // channel rights: the fmgr hook that tells who called, the rules' invalidation
 		install_trigger_hooks(); // trigger_buffer.cpp: outbox-mode events are written at each statement's end

@@ -32,6 +32,11 @@ extern int guc_retention_s;       // how long published history is kept
 // The most events one outbox.drain() call publishes (its memory grows with the batch).
 constexpr int kMaxDrainEvents = 1000000;
 
+// ---- limits.cpp (the rules themselves: limits.hpp) ----
+// The channel rule: raise 22023 with the one message of limits.hpp if channel (len bytes) breaks
+// it; what names the value in the message ("channel name").
+void check_channel_or_error(const char *channel, size_t len, const char *what);
+
 // ---- pg_outbox.cpp ----
 // Fail with 25006 (read_only_sql_transaction) when what (e.g. "outbox.publish()") would write
 // but cannot: on a hot standby, or in a read-only transaction. The error says what to do.

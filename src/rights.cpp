@@ -35,6 +35,8 @@
 #include "pg_outbox.hpp"
 #include "rights.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/heapam.h"
@@ -98,14 +100,13 @@ static void fmgr_hook_fn(FmgrHookEventType event, FmgrInfo *flinfo, Datum *arg) 
 	});
 }
 
-static void frames_xact_callback(XactEvent event, void *) {
-	boundary([&] {
-		// no SECURITY DEFINER or SET-clause function is running at the end of a transaction
-		// (they cannot commit): a stack left over by anything unforeseen starts empty again
-		if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
-			depth = 0;
-	});
+// the end of a transaction (xact_events.cpp)
+void rights_xact_event(XactEvent event) {
+	// no SECURITY DEFINER or SET-clause function is running at the end of a transaction
+	// (they cannot commit): a stack left over by anything unforeseen starts empty again
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+	    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+		depth = 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -152,19 +153,16 @@ static void invalidate(void) {
 	last_fn_valid_reset();
 }
 
-static void relcache_cb(Datum, Oid relid) {
-	boundary([&] {
-		if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
-			invalidate();
-	});
+// the invalidations (invalidation.cpp)
+void rights_forget_relation(Oid relid) {
+	if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
+		invalidate();
 }
 
 // A role dropped or re-created changes the OIDs of outbox_admin and outbox_reader; a membership
 // granted or revoked changes the answers the memo holds.
-static void syscache_cb(Datum, int, uint32) {
-	boundary([&] {
-		invalidate();
-	});
+void rights_forget_roles(void) {
+	invalidate();
 }
 
 static int privilege_bit(const char *p) {
@@ -294,10 +292,8 @@ static void last_fn_valid_reset(void) {
 	last_fn = InvalidOid;
 }
 
-static void proc_cb(Datum, int, uint32) {
-	boundary([&] {
-		last_fn = InvalidOid;
-	});
+void rights_forget_function(void) {
+	last_fn = InvalidOid;
 }
 
 static bool frame_is_ours(Frame *f) {
@@ -413,11 +409,6 @@ void require_publish_as_owner(const char *channel, Relation rel, Oid self_fn) {
 void rights_init(void) {
 	prev_fmgr_hook = fmgr_hook;
 	fmgr_hook = fmgr_hook_fn;
-	RegisterXactCallback(frames_xact_callback, nullptr);
-	CacheRegisterRelcacheCallback(relcache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHOID, syscache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, syscache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(PROCOID, proc_cb, (Datum)0); // a function created, altered, dropped
 }
 
 } // namespace pg_outbox

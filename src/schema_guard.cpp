@@ -22,6 +22,7 @@
 // so a drain pays one flag test.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -56,34 +57,13 @@ static const char *const kNamedRelations[] = {"pending",  "history",         "hi
 
 static bool trusted = false;        // check_trusted_schema() passed, nothing changed since
 static Oid trusted_nsp = InvalidOid; // the extension's schema when trusted
-static bool callbacks_registered = false;
 
 static bool ext_nsp_known = false;
 
-static void forget_trust(Datum, int, uint32) {
-	boundary([&] {
-		trusted = false;
-		ext_nsp_known = false;
-	});
-}
-
-static void forget_trust_rel(Datum, Oid) {
-	boundary([&] {
-		trusted = false;
-		ext_nsp_known = false;
-	});
-}
-
-static void register_callbacks(void) {
-	if (callbacks_registered)
-		return;
-	// membership changes (ALTER EXTENSION ADD/DROP) touch pg_depend only: the utility hook sends
-	// a relcache invalidation for them (forget_extension_trust)
-	CacheRegisterRelcacheCallback(forget_trust_rel, (Datum)0);
-	CacheRegisterSyscacheCallback(NAMESPACEOID, forget_trust, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHOID, forget_trust, (Datum)0);
-	CacheRegisterSyscacheCallback(RELNAMENSP, forget_trust, (Datum)0);
-	callbacks_registered = true;
+// A relation, schema or role changed (invalidation.cpp): check again when next asked.
+void schema_trust_forget(void) {
+	trusted = false;
+	ext_nsp_known = false;
 }
 
 // The pg_extension row of pg_outbox: its OID and schema (InvalidOid when not installed).
@@ -110,7 +90,6 @@ static Oid extension_schema(Oid *ext) {
 static Oid ext_nsp = InvalidOid;
 
 Oid extension_namespace(void) {
-	register_callbacks();
 	if (!ext_nsp_known) {
 		Oid ext;
 		ext_nsp = extension_schema(&ext);
@@ -253,7 +232,6 @@ void check_schema_rename(const char *schema) {
 }
 
 Oid check_trusted_schema(void) {
-	register_callbacks();
 	if (trusted)
 		return trusted_nsp;
 	Oid ext;

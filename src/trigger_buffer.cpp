@@ -3,6 +3,7 @@
 #include "pg_outbox.hpp" // pure C++ (envelope.hpp) first
 #include "trigger_buffer.hpp"
 #include "guard.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -89,7 +90,6 @@ constexpr int kFlushEvents = 10000;
 static MemoryContext buffer_cxt = nullptr;
 static BufferedEvent *buffer = nullptr;
 static int buffer_len = 0, buffer_cap = 0;
-static bool callbacks_registered = false;
 static int flushing_level = 0; // > 0 while flush_events() runs (a DBA's trigger on pending can reenter)
 
 static void free_event(BufferedEvent *e) {
@@ -178,52 +178,43 @@ static void flush_events_with_snapshot(void) {
 		PopActiveSnapshot();
 }
 
-static void buffer_xact_callback(XactEvent event, void *) {
-	boundary([&] {
-		switch (event) {
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			if (buffer_len > 0)
-				flush_events_with_snapshot(); // at the top level: every event is of level 1 now
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PREPARE:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			// buffer_cxt lives in TopTransactionContext, which goes away now
-			buffer_cxt = nullptr;
-			buffer = nullptr;
-			buffer_len = buffer_cap = 0;
-			flushing_level = 0;
-			break;
-		default:
-			break;
-		}
-	});
+// the end of a transaction (xact_events.cpp)
+void trigger_buffer_xact_event(XactEvent event) {
+	switch (event) {
+	case XACT_EVENT_PRE_COMMIT:
+	case XACT_EVENT_PRE_PREPARE:
+		if (buffer_len > 0)
+			flush_events_with_snapshot(); // at the top level: every event is of level 1 now
+		break;
+	case XACT_EVENT_COMMIT:
+	case XACT_EVENT_ABORT:
+	case XACT_EVENT_PREPARE:
+	case XACT_EVENT_PARALLEL_COMMIT:
+	case XACT_EVENT_PARALLEL_ABORT:
+		// buffer_cxt lives in TopTransactionContext, which goes away now
+		buffer_cxt = nullptr;
+		buffer = nullptr;
+		buffer_len = buffer_cap = 0;
+		flushing_level = 0;
+		break;
+	default:
+		break;
+	}
 }
 
-static void buffer_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
-	boundary([&] {
-		int level = GetCurrentTransactionNestLevel();
-		if (event == SUBXACT_EVENT_ABORT_SUB) {
-			while (buffer_len > 0 && buffer[buffer_len - 1].level >= level)
-				free_event(&buffer[--buffer_len]);
-			if (flushing_level >= level)
-				flushing_level = 0; // the flush that ran at this level was interrupted by the error
-		} else if (event == SUBXACT_EVENT_COMMIT_SUB) {
-			for (int k = buffer_len - 1; k >= 0 && buffer[k].level >= level; k--)
-				buffer[k].level = level - 1;
-		}
-	});
+void trigger_buffer_subxact_event(SubXactEvent event, int level) {
+	if (event == SUBXACT_EVENT_ABORT_SUB) {
+		while (buffer_len > 0 && buffer[buffer_len - 1].level >= level)
+			free_event(&buffer[--buffer_len]);
+		if (flushing_level >= level)
+			flushing_level = 0; // the flush that ran at this level was interrupted by the error
+	} else if (event == SUBXACT_EVENT_COMMIT_SUB) {
+		for (int k = buffer_len - 1; k >= 0 && buffer[k].level >= level; k--)
+			buffer[k].level = level - 1;
+	}
 }
 
 void buffer_event(const char *channel, const char *key, const char *type, const char *payload) {
-	if (!callbacks_registered) {
-		RegisterXactCallback(buffer_xact_callback, nullptr);
-		RegisterSubXactCallback(buffer_subxact_callback, nullptr);
-		callbacks_registered = true;
-	}
 	if (!buffer_cxt)
 		buffer_cxt = AllocSetContextCreate(TopTransactionContext, "pg_outbox event buffer", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(buffer_cxt);

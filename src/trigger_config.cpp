@@ -6,6 +6,7 @@
 // schema renamed changes the quoted names). So a row costs no catalog lookup.
 #include "trigger_config.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 #include "pg_compat.hpp"
 
 extern "C" {
@@ -65,7 +66,7 @@ static std::string scratch; // static: never owned by a frame that can see an er
 
 static const char *pstrdup_json_string(const char *s, int *len) {
 	scratch.clear();
-	pl::append_json_string(scratch, s);
+	json::append_string(scratch, s);
 	if (len)
 		*len = static_cast<int>(scratch.size());
 	return pnstrdup(scratch.data(), scratch.size());
@@ -73,7 +74,7 @@ static const char *pstrdup_json_string(const char *s, int *len) {
 
 static const char *json_member_prefix(const char *name, int *len) {
 	scratch.clear();
-	pl::append_json_string(scratch, name);
+	json::append_string(scratch, name);
 	scratch += ':';
 	*len = static_cast<int>(scratch.size());
 	return pnstrdup(scratch.data(), scratch.size());
@@ -398,22 +399,15 @@ struct CacheEntry {
 static HTAB *config_cache = nullptr;
 static Config *last_cfg = nullptr; // one-entry memo in front of the hash table
 
-static void invalidate_relation(Datum, Oid relid) {
-	boundary([&] {
-		if (!config_cache)
-			return;
-		HASH_SEQ_STATUS st;
-		hash_seq_init(&st, config_cache);
-		for (CacheEntry *e; (e = (CacheEntry *)hash_seq_search(&st)) != nullptr;)
-			if (e->cfg && (relid == InvalidOid || e->cfg->relid == relid || e->cfg->root_relid == relid))
-				e->cfg->valid = false;
-	});
-}
-
-static void invalidate_all(Datum, int, uint32) {
-	boundary([&] {
-		invalidate_relation((Datum)0, InvalidOid);
-	});
+// the invalidations (invalidation.cpp): a table's DDL, or a schema renamed (InvalidOid)
+void trigger_configs_forget(Oid relid) {
+	if (!config_cache)
+		return;
+	HASH_SEQ_STATUS st;
+	hash_seq_init(&st, config_cache);
+	for (CacheEntry *e; (e = (CacheEntry *)hash_seq_search(&st)) != nullptr;)
+		if (e->cfg && (relid == InvalidOid || e->cfg->relid == relid || e->cfg->root_relid == relid))
+			e->cfg->valid = false;
 }
 
 static void init_cache(void) {
@@ -425,9 +419,6 @@ static void init_cache(void) {
 	ctl.entrysize = sizeof(CacheEntry);
 	ctl.hcxt = CacheMemoryContext;
 	config_cache = hash_create("pg_outbox trigger configs", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	CacheRegisterRelcacheCallback(invalidate_relation, (Datum)0);
-	// schema renames change the table's name without a relcache invalidation of the table
-	CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, (Datum)0);
 }
 
 Config *lookup_config(Trigger *tg, Relation rel) {

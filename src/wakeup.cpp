@@ -6,6 +6,7 @@
 // in PostgreSQL's launcher.c.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -14,13 +15,11 @@ extern "C" {
 
 namespace pg_outbox {
 
-static int wake_level = 0;       // lowest live subtransaction level that wrote events; 0: none
+static LevelMark wrote_events; // the live subtransaction levels that wrote events
 static bool rescan_pending = false; // CREATE EXTENSION or CREATE DATABASE: the launcher re-probes at commit
 
 void wake_worker_at_commit(void) {
-	int level = GetCurrentTransactionNestLevel();
-	if (wake_level == 0 || level < wake_level)
-		wake_level = level;
+	wrote_events.mark();
 }
 
 static void wake_worker_now(Oid dbid) {
@@ -47,54 +46,38 @@ static void wake_worker_now(Oid dbid) {
 	LWLockRelease(shared->lock);
 }
 
-static void xact_callback(XactEvent event, void *) {
-	boundary([&] {
-		switch (event) {
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_level != 0)
-				wake_worker_now(MyDatabaseId);
-			if (rescan_pending)
-				request_rescan();
-			wake_level = 0;
-			rescan_pending = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE: // its events become visible at COMMIT PREPARED, which wakes then
-			wake_level = 0;
-			rescan_pending = false;
-			break;
-		default:
-			break;
-		}
-	});
+void wakeup_xact_event(XactEvent event) {
+	switch (event) {
+	case XACT_EVENT_COMMIT:
+	case XACT_EVENT_PARALLEL_COMMIT:
+		if (wrote_events.live())
+			wake_worker_now(MyDatabaseId);
+		if (rescan_pending)
+			request_rescan();
+		wrote_events.clear();
+		rescan_pending = false;
+		break;
+	case XACT_EVENT_ABORT:
+	case XACT_EVENT_PARALLEL_ABORT:
+	case XACT_EVENT_PREPARE: // its events become visible at COMMIT PREPARED, which wakes then
+		wrote_events.clear();
+		rescan_pending = false;
+		break;
+	default:
+		break;
+	}
 }
 
-static void subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
-	boundary([&] {
-		int level = GetCurrentTransactionNestLevel();
-		if (event == SUBXACT_EVENT_COMMIT_SUB) {
-			if (wake_level == level)
-				wake_level = level - 1; // the writes now belong to the parent
-		} else if (event == SUBXACT_EVENT_ABORT_SUB) {
-			if (wake_level >= level)
-				wake_level = 0; // everything written at this level or below is gone
-		}
-	});
+void wakeup_subxact_event(SubXactEvent event, int level) {
+	wrote_events.subxact(event, level);
 }
 
 void wake_worker_at_top_commit(void) {
-	wake_level = 1; // the top level: no subtransaction abort forgets it
+	wrote_events.mark_top();
 }
 
 void rescan_at_commit(void) {
 	rescan_pending = true;
-}
-
-void wakeups_init(void) {
-	RegisterXactCallback(xact_callback, nullptr);
-	RegisterSubXactCallback(subxact_callback, nullptr);
 }
 
 } // namespace pg_outbox

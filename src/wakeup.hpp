@@ -1,4 +1,5 @@
-// wakeup.hpp — commit-time wake-ups (wakeup.cpp). A producer never NOTIFYs: writing an event
+// wakeup.hpp — commit-time wake-ups (wakeup.cpp; it sees the end of transactions through
+// xact_events.cpp). A producer never NOTIFYs: writing an event
 // marks "work pending" at the current subtransaction level; when the top transaction commits,
 // the XACT_EVENT_COMMIT callback sets the drain worker's latch (or tells the launcher, when the
 // database waits for a worker process). A rollback, or the rollback of the only savepoint that
@@ -16,7 +17,5 @@ void wake_worker_at_top_commit(void);
 // Ask the launcher to look at the databases again when the current transaction commits
 // (CREATE EXTENSION, CREATE DATABASE).
 void rescan_at_commit(void);
-// Register the transaction and subtransaction callbacks (_PG_init).
-void wakeups_init(void);
 
 } // namespace pg_outbox

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -16,6 +17,13 @@
 #include <unistd.h>
 
 namespace pg_outbox::listen {
+
+// One of the messages of limits.hpp, filled in (printf formats: the module raises the same text).
+template <typename... Args> static std::string format(const char *fmt, Args... args) {
+	char buf[512];
+	int n = std::snprintf(buf, sizeof buf, fmt, args...);
+	return std::string(buf, n < 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+}
 
 const char *usage_text() noexcept {
 	return "Usage: pg_outbox_listen CONNINFO --channel NAME [--channel NAME ...] [OPTIONS]\n"
@@ -102,10 +110,9 @@ ParseResult parse_args(const std::vector<std::string> &args) {
 				return fail("option " + name + " needs a channel name");
 			switch (check_channel(value)) {
 			case ChannelCheck::Empty:
-				return fail("channel name cannot be empty");
+				return fail(format(msg::kChannelEmpty, "channel name"));
 			case ChannelCheck::TooLong:
-				return fail("channel name \"" + value + "\" is too long: " + std::to_string(value.size()) +
-				            " bytes, the limit is " + std::to_string(kMaxChannelBytes));
+				return fail(format(msg::kChannelTooLong, "channel name", value.size()));
 			case ChannelCheck::Ok:
 				break;
 			}

@@ -184,7 +184,7 @@ TEST(Payload, DataIsDroppedWhenTooBig) {
 
 TEST(Payload, RealLimit) {
 	std::string big(9000, 'x'), data;
-	append_json_string(data, big);
+	json::append_string(data, big);
 	data = "{\"blob\":" + data + "}";
 	Parts p;
 	p.op = "INSERT";
