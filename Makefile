@@ -6,7 +6,7 @@ EXTVERSION = 1.3
 CXX_SRCS = src/rights.cpp src/guard.cpp src/limits.cpp src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/shmem.cpp src/wakeup.cpp \
            src/utility_hook.cpp src/notify.cpp src/payload.cpp \
            src/trigger_config.cpp src/trigger_row.cpp src/trigger_buffer.cpp src/trigger_attach.cpp \
-           src/xact_events.cpp src/invalidation.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
+           src/xact_events.cpp src/invalidation.cpp src/jsonb_text.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
            src/schema_guard.cpp src/consumers.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 

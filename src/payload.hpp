@@ -52,7 +52,7 @@ struct Scalar {
 	std::string_view text;
 };
 
-// Append v as a JSON value.
+// Append v as a JSON value (canonical: a float in plain decimal notation, as jsonb prints it).
 void append_json(std::string &out, const Scalar &v);
 // Append v as plain text (no quotes): the key column of outbox.pending and the values filled
 // into channel templates. NULL appends nothing.
@@ -81,7 +81,9 @@ enum class PayloadFit {
 	TooBig,    // even the payload without "data" is longer than max_bytes (out holds it anyway)
 };
 
-// Build {"op":..,"table":..,"id":..[,"old_id":..][,"data":{..} | ,"truncated":true]} into out.
+// Build {"id":..,"op":..[,"data":{..}],"table":..[,"old_id":..][,"truncated":true]} into out:
+// compact, members in jsonb's key order (the canonical form, jsonb_text.hpp; "data" and a
+// composite "id" must come in that order too: the caller renders them so).
 // A payload is never longer than max_bytes (kMaxPayloadBytes = 7999: what NOTIFY accepts)
 // unless the result is PayloadFit::TooBig.
 PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes = kMaxPayloadBytes);

@@ -7,6 +7,7 @@
 #include "envelope.hpp" // pure C++, must come before the Postgres headers
 #include "shmem.hpp"
 #include "wakeup.hpp"
+#include "jsonb_text.hpp"
 
 extern "C" {
 #include "postgres.h"

@@ -214,7 +214,7 @@ void trigger_buffer_subxact_event(SubXactEvent event, int level) {
 	}
 }
 
-void buffer_event(const char *channel, const char *key, const char *type, const char *payload) {
+void buffer_event(const char *channel, const char *key, const char *type, const Jsonb *payload) {
 	if (!buffer_cxt)
 		buffer_cxt = AllocSetContextCreate(TopTransactionContext, "pg_outbox event buffer", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(buffer_cxt);
@@ -229,7 +229,9 @@ void buffer_event(const char *channel, const char *key, const char *type, const 
 	memcpy(strings, channel, clen + 1);
 	if (key)
 		memcpy(strings + clen + 1, key, klen + 1);
-	Datum jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
+	Jsonb *copy = (Jsonb *)palloc(VARSIZE(payload));
+	memcpy(copy, payload, VARSIZE(payload));
+	Datum jb = PointerGetDatum(copy);
 	MemoryContextSwitchTo(old);
 	BufferedEvent *e = &buffer[buffer_len];
 	e->level = GetCurrentTransactionNestLevel();

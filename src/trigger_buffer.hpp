@@ -5,13 +5,14 @@
 
 extern "C" {
 #include "postgres.h"
+#include "utils/jsonb.h"
 }
 
 namespace pg_outbox {
 
-// Buffer one event (channel, key or nullptr for NULL, type a string constant, payload JSON
-// text); written by the next flush at this subtransaction level.
-void buffer_event(const char *channel, const char *key, const char *type, const char *payload);
+// Buffer one event (channel, key or nullptr for NULL, type a string constant, payload a jsonb
+// value, copied); written by the next flush at this subtransaction level.
+void buffer_event(const char *channel, const char *key, const char *type, const Jsonb *payload);
 // Write the buffered events of the current subtransaction level now (the statement trigger
 // outbox_flush, the hooks, pre-commit).
 void flush_events(void);

@@ -53,6 +53,7 @@ extern "C" {
 }
 
 #include <string>
+#include <utility>
 
 namespace pg_outbox {
 
@@ -162,6 +163,24 @@ static void init_column(Column *c, Relation rel, const char *name, const char *r
 }
 
 // Key columns from an index (primary key or replica identity), in index order.
+// The indexes of cols[0..n) in jsonb's key order: shorter names first, then bytewise
+// (lengthCompareJsonbString), so that a payload written as text has the members in the order its
+// jsonb has. Allocated in cxt.
+static int *jsonb_member_order(const Column *cols, int n, MemoryContext cxt) {
+	int *order = (int *)MemoryContextAlloc(cxt, Max(n, 1) * sizeof(int));
+	for (int k = 0; k < n; k++)
+		order[k] = k;
+	for (int k = 1; k < n; k++) // insertion sort: a handful of columns
+		for (int j = k; j > 0; j--) {
+			const char *a = cols[order[j - 1]].name, *b = cols[order[j]].name;
+			size_t la = strlen(a), lb = strlen(b);
+			if (la < lb || (la == lb && memcmp(a, b, la) <= 0))
+				break;
+			std::swap(order[j - 1], order[j]);
+		}
+	return order;
+}
+
 static int index_key_names(Oid indexoid, char ***names) {
 	HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
 	if (!HeapTupleIsValid(tup))
@@ -255,6 +274,8 @@ Config *build_config(Relation rel, Oid root_relid, const Request &req) {
 	cfg->include = (Column *)palloc0(Max(req.ninclude, 1) * sizeof(Column));
 	for (int k = 0; k < req.ninclude; k++)
 		init_column(&cfg->include[k], rel, req.include[k], "include_columns", hint, cxt);
+	cfg->key_order = jsonb_member_order(cfg->keys, cfg->nkeys, cxt);
+	cfg->include_order = jsonb_member_order(cfg->include, cfg->ninclude, cxt);
 
 	// channel
 	const char *tpl = req.channel;

@@ -61,6 +61,10 @@ struct Config {
 	Column *keys;
 	int ninclude;
 	Column *include;
+	// The order in which a composite key's and the included columns' members are written: jsonb's
+	// key order (shorter names first, then bytewise), the canonical form of payloads.
+	int *key_order;
+	int *include_order;
 	int nparts;
 	Part *parts;
 	const char *static_channel; // the channel when the template names no column

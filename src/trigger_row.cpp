@@ -8,6 +8,7 @@
 // (payload.cpp) writes into static std::string buffers.
 #include "trigger_config.hpp" // pure C++ (payload.hpp) first
 #include "trigger_buffer.hpp"
+#include "jsonb_text.hpp"
 #include "guard.hpp"
 #include "rights.hpp"
 
@@ -45,6 +46,7 @@ extern "C" {
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -65,7 +67,10 @@ namespace pl = payload;
 // ---------------------------------------------------------------------------------------
 
 // static buffers: reused row after row, never owned by a frame that can see an ereport
-static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key, buf_json;
+static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_key, buf_json, buf_jsontext, buf_value;
+// fetch() of a json/jsonb column for the outbox-mode builder: the value as jsonb, no text
+static bool fetch_as_jsonb = false;
+static Jsonb *fetched_jsonb = nullptr;
 
 static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 	bool isnull;
@@ -119,8 +124,13 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			s.text = std::string_view(t, strlen(t));
 		} else if (c.typid == JSONBOID) {
 			Jsonb *jb = DatumGetJsonbP(d);
-			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
-			s.text = std::string_view(t, strlen(t));
+			if (fetch_as_jsonb) {
+				fetched_jsonb = jb;
+				break;
+			}
+			buf_jsontext.clear();
+			append_jsonb_compact(buf_jsontext, &jb->root); // the canonical text (jsonb_text.hpp)
+			s.text = buf_jsontext;
 		} else if (c.typid == JSONOID) {
 			// through jsonb in both modes, as outbox mode stores the payload: duplicate keys
 			// resolve the same way (the last one wins), and \u0000, which jsonb cannot hold,
@@ -129,8 +139,13 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			std::string_view raw(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 			const char *src = pl::replace_nul_escapes(raw, buf_json) ? buf_json.c_str() : pnstrdup(raw.data(), raw.size());
 			Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(src)));
-			char *t = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
-			s.text = std::string_view(t, strlen(t));
+			if (fetch_as_jsonb) {
+				fetched_jsonb = jb;
+				break;
+			}
+			buf_jsontext.clear();
+			append_jsonb_compact(buf_jsontext, &jb->root);
+			s.text = buf_jsontext;
 		} else {
 			struct varlena *v = pg_detoast_datum_packed((struct varlena *)DatumGetPointer(d));
 			s.text = std::string_view(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
@@ -169,10 +184,11 @@ static void render_key(const Config *cfg, TupleTableSlot *slot, std::string &out
 	}
 	out += '{';
 	for (int k = 0; k < cfg->nkeys; k++) {
+		const Column &c = cfg->keys[cfg->key_order[k]];
 		if (k)
 			out += ',';
-		out.append(cfg->keys[k].member, cfg->keys[k].member_len);
-		fetch(cfg->keys[k], slot, s);
+		out.append(c.member, c.member_len);
+		fetch(c, slot, s);
 		pl::append_json(out, s);
 	}
 	out += '}';
@@ -183,10 +199,11 @@ static void render_data(const Config *cfg, TupleTableSlot *slot, std::string &ou
 	out += '{';
 	pl::Scalar s;
 	for (int k = 0; k < cfg->ninclude; k++) {
+		const Column &c = cfg->include[cfg->include_order[k]];
 		if (k)
 			out += ',';
-		out.append(cfg->include[k].member, cfg->include[k].member_len);
-		fetch(cfg->include[k], slot, s);
+		out.append(c.member, c.member_len);
+		fetch(c, slot, s);
 		pl::append_json(out, s);
 	}
 	out += '}';
@@ -234,7 +251,147 @@ static void shrink_buffers(void) {
 			std::string().swap(*b);
 }
 
-static void emit(const Config *cfg, const char *op, const char *channel, bool has_key, TupleTableSlot *data_slot) {
+// ---- outbox mode: the stored payload built as jsonb directly (no text, no jsonb_in) ----
+// The same members and values as the text of notify mode; pushJsonbValue puts them in jsonb's
+// key order, which is the order the text has, and jsonb_text.cpp renders it back into exactly
+// that text. Built in row_cxt, reset for every row; the result is copied into the event buffer.
+static MemoryContext row_cxt = nullptr;
+
+static void push_name(JsonbParseState **st, const char *name, size_t len) {
+	JsonbValue k;
+	k.type = jbvString;
+	k.val.string.val = const_cast<char *>(name);
+	k.val.string.len = (int)len;
+	pushJsonbValue(st, WJB_KEY, &k);
+}
+
+static void push_string(JsonbParseState **st, const char *s, size_t len) {
+	JsonbValue v;
+	v.type = jbvString;
+	v.val.string.val = pnstrdup(s, len);
+	v.val.string.len = (int)len;
+	pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+// A json/jsonb column's value, token by token (a scalar root is its one element).
+static void push_jsonb(JsonbParseState **st, Jsonb *jb) {
+	JsonbValue v;
+	if (JB_ROOT_IS_SCALAR(jb)) {
+		JsonbExtractScalar(&jb->root, &v);
+		pushJsonbValue(st, WJB_VALUE, &v);
+		return;
+	}
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbIteratorToken tok;
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		pushJsonbValue(st, tok, tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM ? &v : nullptr);
+}
+
+static void push_column(JsonbParseState **st, const Column &c, TupleTableSlot *slot) {
+	pl::Scalar s;
+	fetched_jsonb = nullptr;
+	fetch(c, slot, s);
+	JsonbValue v;
+	switch (s.kind) {
+	case pl::Kind::Null:
+		v.type = jbvNull;
+		break;
+	case pl::Kind::Bool:
+		v.type = jbvBool;
+		v.val.boolean = s.i != 0;
+		break;
+	case pl::Kind::Int:
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(s.i);
+		break;
+	case pl::Kind::Float4:
+	case pl::Kind::Float8:
+	case pl::Kind::Numeric:
+		buf_value.clear();
+		pl::append_json(buf_value, s); // the number as notify mode writes it; NaN, Infinity: strings
+		if (buf_value[0] == '"') {
+			buf_value.clear();
+			pl::append_text(buf_value, s);
+			push_string(st, buf_value.data(), buf_value.size());
+			return;
+		}
+		v.type = jbvNumeric;
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(buf_value.c_str()),
+		                                                    ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		break;
+	case pl::Kind::Json:
+		if (fetched_jsonb) {
+			push_jsonb(st, fetched_jsonb);
+			return;
+		}
+		// a type rendered by its output function: a string
+		push_string(st, s.text.data(), s.text.size());
+		return;
+	default: // strings, bytea, date and time: JSON strings of their text
+		buf_value.clear();
+		pl::append_text(buf_value, s);
+		push_string(st, buf_value.data(), buf_value.size());
+		return;
+	}
+	pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+static void push_key(JsonbParseState **st, const Config *cfg, TupleTableSlot *slot) {
+	if (cfg->nkeys == 1) {
+		push_column(st, cfg->keys[0], slot);
+		return;
+	}
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, nullptr);
+	for (int k = 0; k < cfg->nkeys; k++) {
+		const Column &c = cfg->keys[k];
+		push_name(st, c.name, strlen(c.name));
+		push_column(st, c, slot);
+	}
+	pushJsonbValue(st, WJB_END_OBJECT, nullptr);
+}
+
+// The payload of a row's event: row (nullptr: TRUNCATE) gives "id", old_row (nullptr: the key did
+// not change) "old_id", data_slot the included columns.
+static Jsonb *build_payload(const Config *cfg, const char *op, TupleTableSlot *row, TupleTableSlot *old_row,
+                            TupleTableSlot *data_slot) {
+	if (!row_cxt)
+		row_cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox row payload", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(row_cxt);
+	MemoryContext old = MemoryContextSwitchTo(row_cxt);
+	fetch_as_jsonb = true;
+	JsonbParseState *st = nullptr;
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, nullptr);
+	push_name(&st, "op", 2);
+	push_string(&st, op, strlen(op));
+	push_name(&st, "table", 5);
+	push_string(&st, cfg->table_name, strlen(cfg->table_name));
+	if (row) {
+		push_name(&st, "id", 2);
+		push_key(&st, cfg, row);
+	}
+	if (old_row) {
+		push_name(&st, "old_id", 6);
+		push_key(&st, cfg, old_row);
+	}
+	if (data_slot && cfg->ninclude > 0) {
+		push_name(&st, "data", 4);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, nullptr);
+		for (int k = 0; k < cfg->ninclude; k++) {
+			push_name(&st, cfg->include[k].name, strlen(cfg->include[k].name));
+			push_column(&st, cfg->include[k], data_slot);
+		}
+		pushJsonbValue(&st, WJB_END_OBJECT, nullptr);
+	}
+	JsonbValue *res = pushJsonbValue(&st, WJB_END_OBJECT, nullptr);
+	fetch_as_jsonb = false;
+	Jsonb *jb = JsonbValueToJsonb(res);
+	MemoryContextSwitchTo(old);
+	return jb;
+}
+
+static void emit(const Config *cfg, const char *op, const char *channel, TupleTableSlot *row, TupleTableSlot *old_row,
+                 TupleTableSlot *data_slot) {
+	bool has_key = row != nullptr;
 	pl::Parts parts;
 	parts.op = op;
 	parts.table = std::string_view(cfg->table_json, cfg->table_json_len);
@@ -262,7 +419,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 		return;
 	}
 	// outbox: stored whole; the drain worker's envelope drops the payload if it is too big
-	pl::compose(buf_payload, parts, SIZE_MAX);
+	Jsonb *payload = build_payload(cfg, op, row, buf_old_id.empty() ? nullptr : old_row, data_slot);
 	const char *key = nullptr;
 	if (has_key) {
 		if (cfg->nkeys == 1) {
@@ -274,7 +431,7 @@ static void emit(const Config *cfg, const char *op, const char *channel, bool ha
 			key = buf_id.c_str();
 		}
 	}
-	buffer_event(channel, key, op, buf_payload.c_str());
+	buffer_event(channel, key, op, payload);
 	shrink_buffers();
 }
 
@@ -294,6 +451,7 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 		return PointerGetDatum(nullptr);
 	}
 	Config *cfg = lookup_config(td->tg_trigger, td->tg_relation);
+	fetch_as_jsonb = false; // left set by an error inside build_payload()
 	buf_id.clear();
 	buf_old_id.clear();
 	buf_key.clear();
@@ -305,7 +463,7 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 			                errhint("Run outbox.attach() again.")));
 		if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
 			require_publish_as_owner(cfg->static_channel, td->tg_relation, fcinfo->flinfo->fn_oid);
-		emit(cfg, "TRUNCATE", cfg->static_channel, false, nullptr);
+		emit(cfg, "TRUNCATE", cfg->static_channel, nullptr, nullptr, nullptr);
 		if (cfg->mode == Mode::Outbox)
 			flush_events();
 		return PointerGetDatum(nullptr);
@@ -336,7 +494,7 @@ static Datum change_trigger(FunctionCallInfo fcinfo) {
 	const char *channel = render_channel(cfg, row);
 	if (cfg->mode == Mode::Outbox) // channel rights: as the table's owner
 		require_publish_as_owner(channel, td->tg_relation, fcinfo->flinfo->fn_oid);
-	emit(cfg, op, channel, true, row);
+	emit(cfg, op, channel, row, TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_trigslot : nullptr, row);
 	return PointerGetDatum(nullptr);
 }
 

@@ -44,3 +44,12 @@ BEGIN
         ON CONFLICT ON CONSTRAINT channel_targets_pkey DO UPDATE SET target = excluded.target;
 END $$;
 ALTER FUNCTION outbox.set_target(text, text) SECURITY DEFINER;
+
+-- One canonical payload text in both trigger modes (compact, jsonb's key order): the text the
+-- drain sends for a stored payload, callable for tests and checks.
+CREATE FUNCTION outbox._payload_text(payload jsonb) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_payload_text';
+COMMENT ON FUNCTION outbox._payload_text(jsonb) IS
+    'internal: the text pg_outbox sends for a stored payload (compact, in jsonb''s key order): what notify mode sends for the same row';
+REVOKE ALL ON FUNCTION outbox._payload_text(jsonb) FROM PUBLIC;
