@@ -89,6 +89,17 @@ uninstall: uninstall-listen
 uninstall-listen:
 	rm -f '$(DESTDIR)$(bindir)/pg_outbox_listen'
 
+# The boundary self-test (test/selftest): a module of its own for the tests, never installed by
+# `make install`; test/pgenv.sh installs it into the tests' private installation.
+SELFTEST_SO = test/selftest/pg_outbox_selftest$(DLSUFFIX)
+$(SELFTEST_SO): test/selftest/boundary_selftest.cpp src/guard.cpp src/guard.hpp
+	$(CXX) $(CXXFLAGS) $(CFLAGS_SL) $(PG_CXXFLAGS) $(CPPFLAGS) -shared -o $@ test/selftest/boundary_selftest.cpp src/guard.cpp
+install-selftest: $(SELFTEST_SO)
+	$(MKDIR_P) '$(DESTDIR)$(pkglibdir)'
+	$(INSTALL_SHLIB) $(SELFTEST_SO) '$(DESTDIR)$(pkglibdir)/'
+EXTRA_CLEAN += $(SELFTEST_SO)
+.PHONY: install-selftest
+
 # Pure C++ unit tests (no Postgres headers involved).
 UNIT_SRCS = $(wildcard test/unit/*.cpp) src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
 test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)

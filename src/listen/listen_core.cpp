@@ -299,6 +299,28 @@ bool decode_envelope(std::string_view channel, std::string_view text, Event &out
 	return true;
 }
 
+std::string compact_jsonb_text(std::string_view text) {
+	std::string out;
+	out.reserve(text.size());
+	bool in_string = false;
+	for (std::size_t k = 0; k < text.size(); k++) {
+		char c = text[k];
+		if (in_string) {
+			out += c;
+			if (c == '\\' && k + 1 < text.size())
+				out += text[++k];
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+			out += c;
+		} else if (c != ' ') {
+			out += c;
+		}
+	}
+	return out;
+}
+
 std::string format_event(const Event &e) {
 	std::string out;
 	out.reserve(96 + e.channel.size() + (e.payload ? e.payload->size() : 0));

@@ -400,7 +400,7 @@ void Listener::catch_up(std::int64_t target) {
 			if (!PQgetisnull(res, i, 5))
 				e.type = std::string(PQgetvalue(res, i, 5));
 			if (!PQgetisnull(res, i, 6))
-				e.payload = std::string(PQgetvalue(res, i, 6));
+				e.payload = compact_jsonb_text(PQgetvalue(res, i, 6)); // as the envelopes carry it
 			if (e.pos <= tracker_.last_pos()) {
 				PQclear(res);
 				say("outbox.replay() returned position %lld after %lld", (long long)e.pos,

@@ -23,9 +23,3 @@ CREATE FUNCTION outbox._require_channel(channel text, what text) RETURNS void
     AS 'MODULE_PATHNAME', 'outbox_require_channel';
 COMMENT ON FUNCTION outbox._require_channel(text, text) IS
     'internal: raise invalid_parameter_value when channel is not 1 to @MAX_CHANNEL_BYTES@ bytes long (what names it in the message)';
-
-CREATE FUNCTION outbox._boundary_selftest(what text) RETURNS text
-    LANGUAGE c VOLATILE STRICT
-    AS 'MODULE_PATHNAME', 'outbox_boundary_selftest';
-COMMENT ON FUNCTION outbox._boundary_selftest(text) IS 'internal: exercises the C++/Postgres error boundary';
-REVOKE ALL ON FUNCTION outbox._boundary_selftest(text) FROM PUBLIC;

@@ -163,7 +163,7 @@ GRANT EXECUTE ON FUNCTION outbox.replay(bigint, text[], integer, bigint), outbox
 	$h2->finish;
 	is($h2->result(0), 0, 'listener without EXECUTE on worker_pids(): exit 0');
 	like($e, qr/may not execute outbox.worker_pids\(\).*doorbell/, '... it says every notification is a doorbell');
-	like($o, qr/^\{"pos":\d+,"channel":"orders","seq":\d+,"id":\d+,"key":null,"type":null,"payload":\{"after": "replay_only"\}\}\n\z/,
+	like($o, qr/^\{"pos":\d+,"channel":"orders","seq":\d+,"id":\d+,"key":null,"type":null,"payload":\{"after":"replay_only"\}\}\n\z/,
 		'... and printed the real event only');
 }
 

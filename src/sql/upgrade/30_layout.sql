@@ -53,3 +53,6 @@ CREATE FUNCTION outbox._payload_text(payload jsonb) RETURNS text
 COMMENT ON FUNCTION outbox._payload_text(jsonb) IS
     'internal: the text pg_outbox sends for a stored payload (compact, in jsonb''s key order): what notify mode sends for the same row';
 REVOKE ALL ON FUNCTION outbox._payload_text(jsonb) FROM PUBLIC;
+
+-- The boundary self-test moved out of the module into a test module (test/selftest).
+DROP FUNCTION outbox._boundary_selftest(text);
