@@ -431,7 +431,8 @@ static void emit(const Config *cfg, const char *op, const char *channel, TupleTa
 			key = buf_id.c_str();
 		}
 	}
-	buffer_event(channel, key, op, payload);
+	buffer_event(channel, key, op, payload); // copies it
+	MemoryContextReset(row_cxt);
 	shrink_buffers();
 }
 
