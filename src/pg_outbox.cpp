@@ -120,3 +120,14 @@ extern "C" void _PG_init(void) {
 			register_launcher();
 	});
 }
+
+// Kept for the frozen install scripts of 0.9 .. 1.2 (src/sql/releases), which create
+// outbox._boundary_selftest() with this symbol: CREATE EXTENSION pg_outbox VERSION '1.2' needs
+// it to exist. The self-test itself is a test module now (test/selftest); the 1.2 -> 1.3 update
+// drops the function.
+PGO_FUNCTION(outbox_boundary_selftest) {
+	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+	                errmsg("outbox._boundary_selftest() is not part of pg_outbox %s", PG_OUTBOX_VERSION),
+	                errhint("Run ALTER EXTENSION pg_outbox UPDATE; the self-test is a test module (test/selftest).")));
+	PG_RETURN_NULL();
+}
