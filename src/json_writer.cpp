@@ -15,7 +15,6 @@ static bool needs_escape(std::string_view s) noexcept {
 
 void append_string(std::string &out, std::string_view s) {
 	if (!needs_escape(s)) { // the usual case: the literal is the text in quotes
-		out.reserve(out.size() + s.size() + 2);
 		out += '"';
 		out.append(s.data(), s.size());
 		out += '"';

@@ -356,8 +356,9 @@ static void compose_into(std::string &out, const Parts &p, bool with_data) {
 		out.append(p.id.data(), p.id.size());
 		out += ',';
 	}
-	out += "\"op\":";
-	json::append_string(out, p.op);
+	out += "\"op\":\""; // INSERT, UPDATE, DELETE, TRUNCATE: nothing to escape
+	out.append(p.op.data(), p.op.size());
+	out += '"';
 	if (p.has_data && with_data) {
 		out += ",\"data\":";
 		out.append(p.data.data(), p.data.size());

@@ -72,6 +72,18 @@ static std::string buf_id, buf_old_id, buf_data, buf_payload, buf_channel, buf_k
 static bool fetch_as_jsonb = false;
 static Jsonb *fetched_jsonb = nullptr;
 
+// A json/jsonb column's value: kept as jsonb for the outbox-mode builder, else its canonical
+// text (jsonb_text.hpp).
+static void json_value(Jsonb *jb, pl::Scalar &s) {
+	if (fetch_as_jsonb) {
+		fetched_jsonb = jb;
+		return;
+	}
+	buf_jsontext.clear();
+	append_jsonb_compact(buf_jsontext, &jb->root);
+	s.text = buf_jsontext;
+}
+
 static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 	bool isnull;
 	Datum d = slot_getattr(slot, c.attnum, &isnull);
@@ -123,14 +135,7 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			const char *t = NameStr(*DatumGetName(d));
 			s.text = std::string_view(t, strlen(t));
 		} else if (c.typid == JSONBOID) {
-			Jsonb *jb = DatumGetJsonbP(d);
-			if (fetch_as_jsonb) {
-				fetched_jsonb = jb;
-				break;
-			}
-			buf_jsontext.clear();
-			append_jsonb_compact(buf_jsontext, &jb->root); // the canonical text (jsonb_text.hpp)
-			s.text = buf_jsontext;
+			json_value(DatumGetJsonbP(d), s);
 		} else if (c.typid == JSONOID) {
 			// through jsonb in both modes, as outbox mode stores the payload: duplicate keys
 			// resolve the same way (the last one wins), and \u0000, which jsonb cannot hold,
@@ -138,14 +143,7 @@ static void fetch(const Column &c, TupleTableSlot *slot, pl::Scalar &s) {
 			struct varlena *v = pg_detoast_datum_packed((struct varlena *)DatumGetPointer(d));
 			std::string_view raw(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 			const char *src = pl::replace_nul_escapes(raw, buf_json) ? buf_json.c_str() : pnstrdup(raw.data(), raw.size());
-			Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(src)));
-			if (fetch_as_jsonb) {
-				fetched_jsonb = jb;
-				break;
-			}
-			buf_jsontext.clear();
-			append_jsonb_compact(buf_jsontext, &jb->root);
-			s.text = buf_jsontext;
+			json_value(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(src))), s);
 		} else {
 			struct varlena *v = pg_detoast_datum_packed((struct varlena *)DatumGetPointer(d));
 			s.text = std::string_view(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
