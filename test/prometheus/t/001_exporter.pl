@@ -157,6 +157,12 @@ $node->safe_psql('app', q{CREATE TABLE filler AS SELECT g, repeat('x', 500) AS p
 ok((poll_metric('slot', 'pg_outbox_slot_retained_bytes', { %db, slot => 'obs_slot' }, sub { $_[0] > 1000000 }))[0],
 	'pg_outbox_slot_retained_bytes{slot="obs_slot"} grows past 1 MB');
 is(metric(scrape(), 'pg_outbox_slot_active', %db, slot => 'obs_slot'), '0', 'the slot is not active');
+# every metric the alert rules use is exported (a consumer and a slot exist now)
+my %exported = map { /^(\w+)[{ ]/ ? ($1 => 1) : () } grep { !/^#/ } split /\n/, scrape();
+my $rules = slurp_file("$ENV{TESTDIR}/../contrib/prometheus/pg_outbox_alerts.yml");
+my %used = map { $_ => 1 } join(' ', $rules =~ /^\s*expr:\s*(.*)$/mg) =~ /\b(pg_\w+)/g;
+ok(scalar(keys %used) >= 8, 'the alert rules use ' . scalar(keys %used) . ' metrics');
+ok($exported{$_}, "alert rules: $_ is exported") for sort keys %used;
 $node->safe_psql('app', q{SELECT pg_drop_replication_slot('obs_slot')});
 ok((poll_metric('slot gone', 'pg_outbox_health_value', { %db, check => 'wal_retained' }, sub { $_[0] == 0 }))[0],
 	'slot dropped: health wal_retained value 0');
