@@ -36,17 +36,14 @@ CREATE VIEW outbox.channel_stats WITH (security_barrier) AS
            coalesce(c.last_seq, 0) AS last_seq,
            c.last_published_at,
            coalesce(d.dead_letters, 0) AS dead_letters,
-           coalesce(t.target, dt.target, 'notify') AS target
-      FROM (SELECT ch.channel FROM outbox.channels ch
-            UNION SELECT pe.channel FROM outbox.pending pe
-            UNION SELECT dl.channel FROM outbox.dead_letter dl) k
-      LEFT JOIN outbox.channels c ON c.channel = k.channel
-      LEFT JOIN (SELECT pe.channel, count(*) AS pending, min(pe.created_at) AS oldest
-                   FROM outbox.pending pe GROUP BY pe.channel) p ON p.channel = k.channel
-      LEFT JOIN (SELECT dl.channel, count(*) AS dead_letters
-                   FROM outbox.dead_letter dl GROUP BY dl.channel) d ON d.channel = k.channel
-      LEFT JOIN outbox.channel_targets t ON t.channel = k.channel
-      LEFT JOIN outbox.channel_targets dt ON dt.channel = '*'
+           coalesce((SELECT t.target FROM outbox.channel_targets t WHERE t.channel = k.channel),
+                    (SELECT t.target FROM outbox.channel_targets t WHERE t.channel = '*'), 'notify') AS target
+      -- each table read once, aggregated before the joins; the rights test runs on the result rows
+      FROM outbox.channels c
+      FULL JOIN (SELECT pe.channel, count(*) AS pending, min(pe.created_at) AS oldest
+                   FROM outbox.pending pe GROUP BY pe.channel) p USING (channel)
+      FULL JOIN (SELECT dl.channel, count(*) AS dead_letters
+                   FROM outbox.dead_letter dl GROUP BY dl.channel) d USING (channel) AS k
      WHERE outbox._may_read(k.channel);
 COMMENT ON VIEW outbox.channel_stats IS
     'per channel: events published (total, last minute), pending, oldest pending age, last seq, dead letters, target';
