@@ -7,13 +7,13 @@
 # (the last batch's published_at - the resume's clock_timestamp()); it also prints how long a
 # scrape takes while the backlog is pending (the queries count outbox.pending).
 #
-#   bash test/bench/scrape_bench.sh                 # RUNS=5 EVENTS=200000
+#   bash test/bench/scrape_bench.sh                 # RUNS=6 EVENTS=200000
 #   RUNS=3 EVENTS=100000 INTERVAL=0.1 bash test/bench/scrape_bench.sh
 # Needs root (runs the cluster as the postgres OS user); installs prometheus-postgres-exporter
 # through test/setup.sh (no service started).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-6}
 EVENTS=${EVENTS:-200000}
 INTERVAL=${INTERVAL:-0.1}
 [ "$(id -u)" = 0 ] || { echo "scrape_bench: run as root" >&2; exit 1; }
@@ -73,11 +73,23 @@ scraper() {
 	done
 }
 
+# CPU time (clock ticks) used so far by the exporter's server backends (role monitor)
+TICKS=$(getconf CLK_TCK)
+backend_cpu() {
+	local total=0 pid
+	for pid in $(q -c "SELECT pid FROM pg_stat_activity WHERE usename = 'monitor'"); do
+		[ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+	done
+	echo "$total"
+}
+
 one_round() { # mode run
 	q -c "UPDATE outbox.state SET paused = true"
 	q -c "SELECT count(outbox.publish('bench', jsonb_build_object('i', g, 'status', 'paid'), 'k' || g, 'order.paid')) FROM generate_series(1, $EVENTS) g" >/dev/null
 	q -c "VACUUM ANALYZE outbox.pending" -c "CHECKPOINT"
 	: >"$W/scrapes_$1_$2"
+	local cpu0
+	cpu0=$(backend_cpu)
 	if [ "$1" = scraped ]; then scraper "$1_$2" & SCRAPER_PID=$!; sleep 0.5; fi
 	local from
 	from=$(q -c "SELECT max(pos) FROM outbox.history" | sed 's/^$/0/')
@@ -87,6 +99,8 @@ one_round() { # mode run
 		-c "SELECT extract(epoch FROM clock_timestamp())" -c "COMMIT" | tail -1)
 	for _ in $(seq 1200); do [ "$(q -c "SELECT count(*) = 0 FROM outbox.pending")" = t ] && break; sleep 0.05; done
 	if [ -n "$SCRAPER_PID" ]; then kill "$SCRAPER_PID" 2>/dev/null; wait "$SCRAPER_PID" 2>/dev/null || true; SCRAPER_PID=""; fi
+	local cpu1
+	cpu1=$(backend_cpu)
 	local t1
 	t1=$(q -c "SELECT extract(epoch FROM max(published_at)) FROM outbox.history WHERE pos > $from AND channel = 'bench'")
 	local rate
@@ -97,12 +111,19 @@ one_round() { # mode run
 		scrapes=$(python3 -c "
 import statistics
 v = [float(x) for x in open('$W/scrapes_$1_$2') if x.strip()]
-print(f'{len(v)} scrapes, median {statistics.median(v)*1000:.0f} ms, max {max(v)*1000:.0f} ms' if v else 'no scrape')")
+cpu = ($cpu1 - $cpu0) * 1000.0 / $TICKS
+print(f'{len(v)} scrapes, median {statistics.median(v)*1000:.0f} ms, max {max(v)*1000:.0f} ms, server CPU {cpu / max(len(v), 1):.0f} ms per scrape' if v else 'no scrape')")
+		echo "cpu $2 $(python3 -c "print(($cpu1 - $cpu0) * 1000.0 / $TICKS / max(1, $(grep -c . "$W/scrapes_$1_$2")))")" >>"$W/results"
 	fi
 	echo "   $1 round $2: $rate events/s ${scrapes}" >&2
 }
 
 : >"$W/results"
+# the cost of a scrape with nothing pending: 20 scrapes
+c0=$(backend_cpu)
+for _ in $(seq 20); do curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$HTTP_PORT/metrics"; done
+c1=$(backend_cpu)
+idle_cpu=$(python3 -c "print(round(($c1 - $c0) * 1000.0 / $TICKS / 20, 1))")
 for run in $(seq "$RUNS"); do
 	one_round quiet "$run"
 	one_round scraped "$run"
@@ -110,17 +131,26 @@ done
 # a scrape while the whole backlog is pending (the drain paused)
 q -c "UPDATE outbox.state SET paused = true"
 q -c "SELECT count(outbox.publish('bench', '{}')) FROM generate_series(1, $EVENTS) g" >/dev/null
+c0=$(backend_cpu)
 paused_scrape=$(curl -s -o /dev/null --max-time 10 -w '%{time_total}' "http://127.0.0.1:$HTTP_PORT/metrics")
-python3 - "$W/results" "$EVENTS" "$paused_scrape" <<'EOF'
+c1=$(backend_cpu)
+paused_cpu=$(python3 -c "print(round(($c1 - $c0) * 1000.0 / $TICKS, 1))")
+python3 - "$W/results" "$EVENTS" "$paused_scrape" "$idle_cpu" "$paused_cpu" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 q = [int(r[2]) for r in rows if r[0] == 'quiet']
 s = [int(r[2]) for r in rows if r[0] == 'scraped']
+cpu = [float(r[2]) for r in rows if r[0] == 'cpu']
 mq, ms = statistics.median(q), statistics.median(s)
 print(f"drain of {int(sys.argv[2]):,} events, {len(q)} rounds each (events/s)")
 print(f"  quiet:   median {mq:,.0f}  (rounds {', '.join(f'{x:,}' for x in q)})")
 print(f"  scraped: median {ms:,.0f}  (rounds {', '.join(f'{x:,}' for x in s)})")
-print(f"  scraped / quiet = {ms / mq:.3f}; spread of the quiet rounds {min(q) / mq:.2f}..{max(q) / mq:.2f}")
-print(f"  one scrape with {int(sys.argv[2]):,} events pending: {float(sys.argv[3]) * 1000:.0f} ms")
+pairs = [b / a for a, b in zip(q, s)]
+print(f"  scraped / quiet = {ms / mq:.3f} (medians); round by round {', '.join(f'{x:.2f}' for x in pairs)}, median {statistics.median(pairs):.3f}")
+print(f"  spread of the quiet rounds {min(q) / mq:.2f}..{max(q) / mq:.2f}")
+if cpu:
+    print(f"  server CPU per scrape while draining: median {statistics.median(cpu):.1f} ms")
+print(f"  one scrape with {int(sys.argv[2]):,} events pending: {float(sys.argv[3]) * 1000:.0f} ms, server CPU {sys.argv[5]} ms")
+print(f"  one scrape with nothing pending: server CPU {sys.argv[4]} ms (mean of 20)")
 EOF
 echo "exporter errors: $(grep -c 'level=error' "$W/exporter.log" || true)"
