@@ -15,6 +15,11 @@ ALTER TABLE outbox.channels
 COMMENT ON COLUMN outbox.channels.published IS 'events published on the channel';
 COMMENT ON COLUMN outbox.channels.minute_start IS 'start of the minute minute_count counts (UTC minutes)';
 
+-- The rights test of the rows below loads the rules on first use, which PostgreSQL forbids while a
+-- parallel query runs ("cannot update SecondarySnapshot during a parallel operation", also in the
+-- leader): PARALLEL UNSAFE keeps every query that calls it (this view, replay()) serial.
+ALTER FUNCTION outbox._may_read(text) PARALLEL UNSAFE;
+
 -- Per channel, cheap to read: the channels' own rows, plus what is pending (outbox.pending is
 -- the backlog, kept small by the drain) and the dead letters. A role sees the channels it may
 -- read (channel rights, 95_channels.sql): every channel while no read right exists, and always
