@@ -91,6 +91,7 @@ SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
 // published, when last, and a one-minute rate as two buckets (the current minute and the one
 // before). The new values come in excluded.* (excluded.last_seq is the batch's count on the
 // channel); SET sees the old row in c.*, so the order of the assignments does not matter.
+#define CHANNEL_FIGURES_MINUTE "date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz)" // UTC minutes
 #define CHANNEL_FIGURES_COLUMNS ", published, last_published_at, minute_start, minute_count, prev_minute_count"
 #define CHANNEL_FIGURES_SET                                                                                           \
 	", published = c.published + excluded.last_seq, last_published_at = excluded.last_published_at,"                \
@@ -126,7 +127,7 @@ static void prepare_drain_plans(void) {
 	Oid chan1_types[] = {TEXTOID, INT8OID};
 	// [observe] the same statement keeps the channel's figures (96_observe.sql, CHANNEL_FIGURES)
 	plan_chan1 = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq" CHANNEL_FIGURES_COLUMNS ")"
-	                       " VALUES ($1, $2, $2, now(), date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz), $2, 0)"
+	                       " VALUES ($1, $2, $2, now(), " CHANNEL_FIGURES_MINUTE ", $2, 0)"
 	                       " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
 	                       CHANNEL_FIGURES_SET
 	                       " RETURNING c.last_seq, CASE coalesce("
@@ -136,7 +137,7 @@ static void prepare_drain_plans(void) {
 	                       2, chan1_types);
 	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};
 	plan_chan = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq" CHANNEL_FIGURES_COLUMNS ")"
-	                    " SELECT u.channel, u.n, u.n, now(), date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz), u.n, 0"
+	                    " SELECT u.channel, u.n, u.n, now(), " CHANNEL_FIGURES_MINUTE ", u.n, 0"
 	                    " FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
 	                    " ORDER BY u.channel"
 	                    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
