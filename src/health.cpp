@@ -11,6 +11,7 @@
 // at or above the second.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "pg_compat.hpp"
 
 extern "C" {
 #include "catalog/pg_type.h"
@@ -123,7 +124,7 @@ template <int I> bool check_threshold(char **newval, void **extra, GucSource) {
 	Pair p;
 	if (!parse_pair(thresholds[I], *newval, &p))
 		return false;
-	Pair *e = (Pair *)malloc(sizeof(Pair)); // GUC extra: malloc'd, freed by guc.c
+	Pair *e = (Pair *)compat::guc_extra_alloc(sizeof(Pair)); // GUC extra: freed by guc.c
 	if (!e) {
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
 		return false;
