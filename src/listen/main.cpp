@@ -354,14 +354,17 @@ void Listener::setup_session() {
 	// [epochs] 'm': no epochs (older than 1.2), 'd': no EXECUTE on outbox.identity(), 't': usable
 	res = exec("SELECT CASE WHEN to_regprocedure('outbox.identity()') IS NULL"
 	           " OR to_regprocedure('outbox.replay(bigint,text[],integer,bigint)') IS NULL THEN 'm'"
-	           " WHEN has_function_privilege(to_regprocedure('outbox.identity()'), 'EXECUTE') THEN 't' ELSE 'd' END,"
-	           " CASE WHEN to_regprocedure('outbox.identity()') IS NOT NULL"
-	           " AND has_function_privilege(to_regprocedure('outbox.identity()'), 'EXECUTE') THEN outbox.identity() END",
+	           " WHEN has_function_privilege(to_regprocedure('outbox.identity()'), 'EXECUTE') THEN 't' ELSE 'd' END",
 	           0, nullptr);
 	char epochs_fn = PQgetvalue(res, 0, 0)[0];
-	std::string server_identity = PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1);
 	PQclear(res);
 	have_epochs_ = epochs_fn == 't';
+	std::string server_identity;
+	if (have_epochs_) { // a query of its own: outbox.identity() cannot be named where it may not exist
+		res = exec("SELECT outbox.identity()", 0, nullptr);
+		server_identity = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+		PQclear(res);
+	}
 	if (epochs_fn == 'd')
 		say("warning: this role may not execute outbox.identity(): a re-created outbox cannot be told apart (grant it "
 		    "outbox_reader or outbox_consumer)");
