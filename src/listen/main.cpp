@@ -238,8 +238,20 @@ void Listener::fail_result(PGresult *res, const char *what) {
 		PQclear(res);
 	if (PQstatus(conn_) != CONNECTION_OK || sqlstate.empty())
 		throw Lost{msg.empty() ? "connection lost" : msg};
-	if (sqlstate == "OB001" || sqlstate == "OB002")
+	if (sqlstate == "OB001" || sqlstate == "OB002") {
+		// [epochs] a re-created outbox is behind (or ahead of) the position too: say the real reason
+		if (have_epochs_ && !identity_.empty()) {
+			PGresult *r = PQexec(conn_, "SELECT outbox.identity()");
+			std::string id = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+			                     ? PQgetvalue(r, 0, 0)
+			                     : "";
+			if (r)
+				PQclear(r);
+			if (!id.empty())
+				check_identity(id.c_str());
+		}
 		throw Diverged{kExitResync, "cannot continue after position " + std::to_string(tracker_.last_pos()), msg};
+	}
 	if (sqlstate == "OB003") { // [epochs] the positions it printed were handed out again
 		diverged_epoch(msg, detail_s);
 	}
@@ -682,11 +694,11 @@ int Listener::run() {
 			tracker_ = Tracker(saved->pos, saved->epoch);
 			identity_ = saved->identity;
 			start_known_ = true;
-			std::string ep = saved->epoch ? " of epoch " + std::to_string(*saved->epoch) : std::string();
-			say("resuming after position %lld%s from state file \"%s\"%s%s", (long long)saved->pos, ep.c_str(),
-			    opt_.state_file.c_str(),
+			std::string ep = saved->epoch ? " (epoch " + std::to_string(*saved->epoch) + ")" : std::string();
+			say("resuming after position %lld from state file \"%s\"%s%s%s", (long long)saved->pos,
+			    opt_.state_file.c_str(), ep.c_str(),
 			    saved->version == 1 ? " (version 1: no epoch, the first replay cannot check that the position was kept)"
-			                     : "",
+			                        : "",
 			    opt_.start != Start::Default ? " (--from-pos/--from-now apply only without a state file)" : "");
 		}
 	}

@@ -262,6 +262,7 @@ class Subscription:
             kind = _core.classify_sqlstate(st)
             msg = str(e)
             if kind == "resync":
+                await self._identity_first()  # a re-created outbox: say so rather than OB001/OB002
                 raise ResyncRequired("cannot continue after position %d: %s" % (self._tracker.last_pos, msg), st,
                                      self._tracker.last_pos, epoch=self._tracker.epoch) from None
             if kind == "diverged":
@@ -290,6 +291,15 @@ class Subscription:
         text, first = _core.diverged_message(t.last_pos, t.epoch, first_row, msg)
         log.error("%s", text)
         return ResyncRequired(text, sqlstate, t.last_pos, first_reissued=first, epoch=t.epoch, diverged=True)
+
+    async def _identity_first(self):
+        conn = self._conn
+        if self._caps.identity and self._identity and conn is not None and not conn.is_closed():
+            try:
+                server = await conn.fetchval("SELECT outbox.identity()", timeout=self._o.query_timeout)
+            except Exception:
+                return
+            self._check_identity(server)
 
     def _check_identity(self, server: Optional[str]):
         """The outbox the positions belong to: adopted when not known, else it must not change."""
@@ -389,8 +399,6 @@ class Subscription:
             self._save_file()
         elif o.mode == "wait":
             await self._check_epoch()
-        if self._state_dirty:
-            self._save_file()
 
     async def _refresh_worker_pids(self):
         if not self._caps.worker_pids:

@@ -241,6 +241,7 @@ class SyncSubscription:
             kind = _core.classify_sqlstate(st)
             msg = str(e).strip()
             if kind == "resync":
+                self._identity_first()  # a re-created outbox: say so rather than OB001/OB002
                 raise ResyncRequired("cannot continue after position %d: %s" % (self._tracker.last_pos, msg), st,
                                      self._tracker.last_pos, epoch=self._tracker.epoch) from None
             if kind == "diverged":
@@ -268,6 +269,15 @@ class SyncSubscription:
         text, first = _core.diverged_message(t.last_pos, t.epoch, first_row, msg)
         log.error("%s", text)
         return ResyncRequired(text, sqlstate, t.last_pos, first_reissued=first, epoch=t.epoch, diverged=True)
+
+    def _identity_first(self):
+        conn = self._conn
+        if self._caps.identity and self._identity and conn is not None and not conn.closed and not conn.broken:
+            try:
+                server = conn.execute("SELECT outbox.identity()").fetchone()[0]
+            except Exception:
+                return
+            self._check_identity(server)
 
     def _check_identity(self, server):
         """The outbox the positions belong to: adopted when not known, else it must not change."""
@@ -364,8 +374,6 @@ class SyncSubscription:
             self._save_file()
         elif o.mode == "wait":
             self._check_epoch()
-        if self._state_dirty:
-            self._save_file()
 
     def _ensure_consumer(self):
         o = self._o
