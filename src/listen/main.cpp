@@ -602,7 +602,13 @@ void Listener::process_notifications() {
 			const Event &e = a.event;
 			if (opt_.verbose) {
 				auto known = tracker_.seq(e.channel);
-				if (e.truncated && known && e.seq == *known + 1)
+				if (e.epoch && tracker_.epoch() && *e.epoch > *tracker_.epoch())
+					// [epochs] not a gap: replay passes after_epoch, the server says if the position was kept
+					say("position %lld (channel \"%s\" seq %lld) is of epoch %lld, newer than epoch %lld of position "
+					    "%lld: replaying with after_epoch",
+					    (long long)e.pos, e.channel.c_str(), (long long)e.seq, (long long)*e.epoch,
+					    (long long)*tracker_.epoch(), (long long)tracker_.last_pos());
+				else if (e.truncated && known && e.seq == *known + 1)
 					// the next event of its channel: no gap, only its payload did not fit in a NOTIFY
 					say("position %lld (channel \"%s\" seq %lld) arrived truncated (its payload does not fit in a "
 					    "notification): reading it by replay",

@@ -322,6 +322,16 @@ for my $case ('sync', 'switch') {
 		range_ok($out, $h1 + 1, $h3, 'restored copy: Python');
 	}
 
+	# a server without epochs (as 1.1: no outbox.identity()): positions only, as before 1.3
+	$n->safe_psql('copy', 'ALTER EXTENSION pg_outbox DROP FUNCTION outbox.identity(); DROP FUNCTION outbox.identity()');
+	my $h4 = publish($n, 2, 'no-epochs', 'copy');
+	($rc, $out, $err) = listener($n, 'copy', "$dir/d_at.state", $h4 - $h3);
+	is($rc, 0, 'a server without outbox.identity(): the listener continues') or diag($err);
+	range_ok($out, $h3 + 1, $h4, 'without epochs: listener');
+	unlike($err, qr/not preserved|identity changed|warning/, '... without a divergence or a warning');
+	my ($spos, $sepoch) = state_of("$dir/d_at.state");
+	is("$spos " . ($sepoch // 'none'), "$h4 none", '... and saves positions only (no epoch)');
+
 	# (e) DROP + CREATE EXTENSION, with more events than the consumers saw (so OB002 cannot tell)
 	copy_state("$dir/d_beyond.state", "$dir/e.state");
 	$n->safe_psql('src', 'DROP EXTENSION pg_outbox');
