@@ -32,7 +32,7 @@ SUITES=("$@")
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
-cp -r sql expected test contrib "$WORK"/
+cp -r sql expected test contrib clients "$WORK"/   # clients: t/131_epochs_clients.pl runs the Python client
 cp README.md "$WORK"/   # t/091_security_matrix.pl checks its access-control table
 
 # Test against a private copy of the PostgreSQL installation with this tree's build installed
