@@ -7,7 +7,7 @@ CXX_SRCS = src/rights.cpp src/guard.cpp src/limits.cpp src/json_writer.cpp src/e
            src/utility_hook.cpp src/notify.cpp src/payload.cpp \
            src/trigger_config.cpp src/trigger_row.cpp src/trigger_buffer.cpp src/trigger_attach.cpp \
            src/xact_events.cpp src/invalidation.cpp src/jsonb_text.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
-           src/schema_guard.cpp src/consumers.cpp
+           src/schema_guard.cpp src/consumers.cpp src/health.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts

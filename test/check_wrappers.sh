@@ -86,6 +86,7 @@ perl -e '
             my @args = split /,/, $1;
             for my $a (@args[-3 .. -1]) {
                 $a =~ s/^\s+|\s+$//g;
+                $a =~ s/\s*<[^<>]*>$//; # a template instance, check_threshold<I>: its template is checked
                 $reg{$a} = "GUC hook" if $a =~ /^\w+$/ && $a !~ /^(nullptr|NULL)$/;
             }
         }

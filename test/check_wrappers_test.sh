@@ -50,6 +50,15 @@ static void define_planted(void) {
 	DefineCustomIntVariable("pg_outbox.planted", "x", nullptr, &planted_guc, 1, 0, 10, PGC_SIGHUP, 0,
 	                        planted_check, nullptr, nullptr);
 }'
+expect "unwrapped GUC hook of a template" fail "GUC hook planted_tcheck does not run" pg_outbox.cpp '
+template <int I> bool planted_tcheck(char **newval, void **, GucSource) {
+	return *newval != nullptr;
+}
+static char *planted_tguc;
+static void define_tplanted(void) {
+	DefineCustomStringVariable("pg_outbox.tplanted", "x", nullptr, &planted_tguc, "", PGC_SIGHUP, 0,
+	                           planted_tcheck<0>, nullptr, nullptr);
+}'
 expect "unwrapped exit callback" fail "exit callback planted_exit does not run" shmem.cpp '
 static void planted_exit(int, Datum) {
 	shared = nullptr;
