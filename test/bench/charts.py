@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401
 
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
@@ -64,6 +65,14 @@ def fmt(v):
     return f"{v:.2f}"
 
 
+def axis_fmt(v, _pos=None):
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:g}M"
+    if abs(v) >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
 def bars(out, group, series, title, unit, ax=None):
     """One horizontal bar chart; into ax when given (a subplot), else its own PNG."""
     labels = list(series)
@@ -80,8 +89,10 @@ def bars(out, group, series, title, unit, ax=None):
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     for i, m in enumerate(meds):
-        ax.text(m, i, "  " + fmt(m), va="center", fontsize=9)
-    ax.set_xlim(0, max(m + h for m, h in zip(meds, hi)) * 1.25 or 1)
+        ax.text(m + hi[i], i, "  " + fmt(m), va="center", fontsize=9)
+    ax.set_xlim(0, max(m + h for m, h in zip(meds, hi)) * 1.3 or 1)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(axis_fmt))
     ax.set_xlabel(unit)
     runs = max(len(v) for v in series.values())
     ax.grid(axis="x", alpha=0.3)

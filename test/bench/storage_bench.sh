@@ -184,7 +184,7 @@ producer_round() {
     done
 }
 
-fig_title producer "Producer TPS, pgbench single-row INSERTs (median of $RUNS rounds)"
+fig_title producer "Producer TPS, pgbench single-row INSERTs, medians"
 fig_title producer/fsync_off_c2 "2 clients, fsync off"
 fig_title producer/fsync_off_c1 "1 client (pinned), fsync off"
 fig_title producer/fsync_on_c2 "2 clients, fsync on"
