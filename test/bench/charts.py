@@ -154,7 +154,7 @@ def latency_charts(out):
         ax.axhline(0.5, color="grey", linewidth=0.5)
         ax.axhline(0.99, color="grey", linewidth=0.5)
         ax.set_title(f"End-to-end latency at {rate} events/s (one event per transaction)", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
         path = os.path.join(out, f"latency_{rate}.png")
