@@ -22,6 +22,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 
 import matplotlib
 
@@ -33,7 +34,11 @@ COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA
 
 
 def highlight(label):
-    return "pg_outbox" in label or label in ("outbox", "drain", "publish + drain")
+    return "pg_outbox" in label or label in ("outbox", "notify", "outbox_delay", "drain", "publish + drain")
+
+
+def wrap(title):
+    return "\n".join(textwrap.wrap(title, 90))
 
 
 def read(path):
@@ -99,7 +104,7 @@ def bars(out, group, series, title, unit, ax=None):
     if not own:
         ax.set_title(title, fontsize=9)
         return None
-    ax.set_title(title + (f"\nmedian of {runs} rounds, whiskers min..max" if runs > 1 else ""), fontsize=10)
+    ax.set_title(wrap(title) + (f"\nmedian of {runs} rounds, whiskers min..max" if runs > 1 else ""), fontsize=10)
     fig.tight_layout()
     path = os.path.join(out, re.sub(r"[^A-Za-z0-9_.-]", "_", group) + ".png")
     fig.savefig(path, dpi=100)
@@ -181,7 +186,7 @@ def main():
         for ax, g in zip(axes[:, 0], groups):
             bars(out, g, figs[g], titles.get(g, g.split("/", 1)[1]), units.get(g, ""), ax)
         runs = max(len(v) for g in groups for v in figs[g].values())
-        fig.suptitle(titles.get(name, name) + (f"; whiskers min..max of {runs} rounds" if runs > 1 else ""), fontsize=10)
+        fig.suptitle(wrap(titles.get(name, name) + (f"; whiskers min..max of {runs} rounds" if runs > 1 else "")), fontsize=10)
         fig.tight_layout()
         path = os.path.join(out, name + ".png")
         fig.savefig(path, dpi=100)
