@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# storage_proto.sh — the storage of doc/storage.md, prototyped in plain SQL
+# (test/bench/storage_proto.sql, schema proto), next to today's outbox (this tree's pg_outbox)
+# and PgQ, on one throwaway cluster, in one run. A benchmark, not a test: it prints figures.
+#
+#   bash test/bench/storage_proto.sh                 # EVENTS=300000, CHANNELS=100000, DURATION=10
+#   EVENTS=100000 DURATION=5 bash test/bench/storage_proto.sh
+#   PHASES="backlog channels snapshot producers" ...  # a subset
+#
+# Measured (fsync off, like the issue's figures):
+#   backlog    EVENTS events on one channel, published in transactions of 1000 while nothing
+#              drains; WAL bytes written by the publishing and by the draining; then the drain
+#              from one session: outbox.drain(1000) in a loop (today, C), proto.drain(1000) in
+#              a loop (the prototype, PL/pgSQL), PgQ's consumer (test/bench/pgq_consumer.py:
+#              next_batch / get_batch_events / finish_batch) on the same number of events;
+#   channels   CHANNELS events on CHANNELS distinct channels, today and prototype (with its
+#              channel cache written behind, as designed, and without: proto_nowb);
+#   snapshot   the backlog twice again while a REPEATABLE READ transaction, opened before, stays
+#              open (it has read the history, as a consumer's replay() would);
+#   producers  pgbench, 2 clients, DURATION seconds each, one single-row INSERT per transaction: a plain
+#              table, a PL/pgSQL pg_notify trigger, outbox.publish() with the drain worker
+#              running, INSERT INTO outbox.pending with the worker running, INSERT INTO
+#              proto.log_0 with a prototype drain loop (one session, polling) running.
+# Needs root (runs the cluster as the postgres OS user); postgresql-NN-pgq3, python3-asyncpg.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+EVENTS=${EVENTS:-300000}
+CHANNELS=${CHANNELS:-100000}
+DURATION=${DURATION:-10}
+PHASES=${PHASES:-backlog channels snapshot producers}
+want() { [[ " $PHASES " == *" $1 "* ]]; }
+PY=/usr/bin/python3
+
+[ "$(id -u)" = 0 ] || { echo "storage_proto: run as root" >&2; exit 1; }
+. test/pgenv.sh
+pg_resolve
+PACKAGES=("postgresql-$PG_MAJOR-pgq3" python3-asyncpg)
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || true
+fi
+bash test/setup.sh >/dev/null
+
+W=$(mktemp -d /var/tmp/pg_outbox_proto.XXXXXX)
+chmod 755 "$W"
+pg_private_install "$W/install"
+BIN=$BINDIR
+PORT=5432
+export PGHOST=$W PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
+BG=()
+cleanup() {
+	set +e
+	for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+	[ -f "$W/data/postmaster.pid" ] && runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m immediate stop >/dev/null 2>&1
+	if [ -n "${KEEP:-}" ]; then echo "storage_proto: kept $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+chown postgres: "$W"
+runuser -u postgres -- "$BIN/initdb" -D "$W/data" -U postgres --auth=trust -E UTF8 >/dev/null
+cat >>"$W/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$W'
+port = $PORT
+shared_preload_libraries = 'pg_outbox'
+pg_outbox.databases = '*'
+shared_buffers = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+fsync = off
+logging_collector = off
+EOF
+runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w start >/dev/null
+psql -q -d postgres -c "CREATE DATABASE bench"
+q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+rate() { $PY -c "print(round($1 / ($2)))"; }
+ratio() { $PY -c "print('%.2f' % (($1) / ($2)))"; }
+lsn() { q -c "SELECT pg_current_wal_insert_lsn()"; }
+walbytes() { q -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
+
+q >/dev/null <<'SQL'
+CREATE EXTENSION pg_outbox;
+CREATE EXTENSION pgq;
+SELECT pgq.create_queue('bench');
+SELECT pgq.set_queue_config('bench', 'ticker_max_count', '1000');
+SELECT pgq.register_consumer('bench', 'bench');
+SQL
+q -f test/bench/storage_proto.sql >/dev/null
+q >/dev/null <<'SQL'
+CREATE PROCEDURE bench_publish(variant text, events integer, nchannels integer) LANGUAGE plpgsql AS $$
+DECLARE k integer := 0;
+BEGIN
+    WHILE k < events LOOP
+        IF variant = 'today' THEN
+            PERFORM outbox.publish(CASE WHEN nchannels = 1 THEN 'bench' ELSE 'c' || g END,
+                                   jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34))
+               FROM generate_series(k + 1, least(k + 1000, events)) g;
+        ELSIF variant = 'proto' THEN
+            INSERT INTO proto.log_0 (channel, payload)
+            SELECT CASE WHEN nchannels = 1 THEN 'bench' ELSE 'c' || g END,
+                   jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34)
+              FROM generate_series(k + 1, least(k + 1000, events)) g;
+        ELSE
+            PERFORM pgq.insert_event('bench', 'order.paid',
+                                     jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34)::text)
+               FROM generate_series(k + 1, least(k + 1000, events)) g;
+            COMMIT;
+            PERFORM pgq.ticker();
+        END IF;
+        COMMIT;
+        k := k + 1000;
+    END LOOP;
+END $$;
+CREATE PROCEDURE bench_drain_today() LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    LOOP
+        n := outbox.drain(1000);
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+END $$;
+SQL
+
+echo "storage_proto: PostgreSQL $("$BIN/postgres" --version | sed 's/^postgres (PostgreSQL) //'), $(nproc) CPUs, fsync off; EVENTS=$EVENTS CHANNELS=$CHANNELS"
+
+# backlog VARIANT EVENTS NCHANNELS -> prints "publish_wal_per_event drain_wal_per_event events_per_s"
+backlog() {
+	local v=$1 n=$2 nch=$3 l0 l1 l2 t0 t1
+	q -c "UPDATE outbox.state SET paused = true" >/dev/null
+	q -c "CHECKPOINT"
+	l0=$(lsn)
+	q -c "CALL bench_publish('${v%_*}', $n, $nch)"
+	l1=$(lsn)
+	# statistics for the planner, as a drain that has run for a while has them
+	case $v in today) q -c "VACUUM ANALYZE outbox.pending" ;; proto*) q -c "ANALYZE proto.log_0" ;; esac
+	t0=$(now)
+	case $v in
+	today) q -c "CALL bench_drain_today()" ;;
+	proto) q -c "SET proto.write_behind = on" -c "CALL proto.drain_all(1000)" ;;
+	proto_nowb) q -c "CALL proto.drain_all(1000)" ;;
+	pgq) $PY test/bench/pgq_consumer.py "postgres@/bench?host=$W&port=$PORT" "$n" >/dev/null ;;
+	esac
+	t1=$(now)
+	l2=$(lsn)
+	# every event published exactly once (what the prototype's batches count, today's pending left)
+	case $v in
+	today) [ "$(q -c "SELECT count(*) FROM outbox.pending")" = 0 ] || echo "storage_proto: today left events pending" >&2 ;;
+	proto*) [ "$(q -c "SELECT (SELECT count(*) FROM proto.log) - (SELECT sum(n) FROM proto.batches)")" = 0 ] || echo "storage_proto: prototype batches do not cover the log" >&2 ;;
+	esac
+	echo "$(( $(walbytes "$l0" "$l1") / n )) $(( $(walbytes "$l1" "$l2") / n )) $(rate "$n" "$t1 - $t0")"
+}
+sizes() { q -c "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = '$1' AND c.relkind = 'r'"; }
+
+declare -A R
+if want backlog; then
+	for v in today proto pgq; do
+		read -r pw dw r < <(backlog $v "$EVENTS" 1)
+		R[$v]=$r
+		echo "backlog $v: $r events/s; WAL per event: publish $pw B, drain $dw B (publish + drain = $(ratio "$pw + $dw" "$pw")x publish)"
+	done
+	echo "backlog: prototype / today = $(ratio "${R[proto]}" "${R[today]}")x, prototype / PgQ = $(ratio "${R[proto]}" "${R[pgq]}")x, today / PgQ = $(ratio "${R[today]}" "${R[pgq]}")x"
+	echo "sizes after the backlog: outbox $(sizes outbox), proto $(sizes proto)"
+fi
+
+if want channels; then
+	for v in today proto proto_nowb; do
+		read -r pw dw r < <(backlog $v "$CHANNELS" "$CHANNELS")
+		echo "channels $v: $CHANNELS events on $CHANNELS channels: $r events/s$([ -n "${R[$v]:-}" ] && echo " ($(ratio "$r" "${R[$v]}")x its one-channel rate)"); WAL per event: publish $pw B, drain $dw B"
+	done
+fi
+
+if want snapshot; then
+	# a reader that stays in one REPEATABLE READ snapshot (it has read the history and the log)
+	mkfifo "$W/rr"
+	chmod 666 "$W/rr"
+	(psql -XAtq -d bench <"$W/rr" >/dev/null 2>&1) &
+	BG+=($!)
+	exec 7>"$W/rr"
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.history; SELECT count(*) FROM proto.log; SELECT count(*) FROM outbox.replay(0, NULL, 10);" >&7
+	sleep 1
+	for v in today proto; do
+		for k in 1 2; do
+			read -r pw dw r < <(backlog $v "$EVENTS" 1)
+			echo "snapshot $v, backlog $k under a REPEATABLE READ snapshot: $r events/s$([ -n "${R[$v]:-}" ] && echo " ($(ratio "$r" "${R[$v]}")x without)")"
+		done
+	done
+	echo "sizes with the snapshot still open: outbox $(sizes outbox), proto $(sizes proto)"
+	echo "COMMIT;" >&7
+	exec 7>&-
+fi
+
+if want producers; then
+	q -c "UPDATE outbox.state SET paused = false" >/dev/null
+	q -c "VACUUM" -c "CHECKPOINT" >/dev/null
+	q >/dev/null <<'SQL'
+CREATE TABLE plain (id bigserial PRIMARY KEY, channel text, payload jsonb, created_at timestamptz DEFAULT now());
+CREATE TABLE notified (id bigserial PRIMARY KEY, channel text, payload jsonb, created_at timestamptz DEFAULT now());
+CREATE FUNCTION notify_row() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN PERFORM pg_notify('bench', json_build_object('id', NEW.id, 'table', TG_TABLE_NAME)::text); RETURN NULL; END $$;
+CREATE TRIGGER n AFTER INSERT ON notified FOR EACH ROW EXECUTE FUNCTION notify_row();
+CREATE PROCEDURE proto_drain_loop(seconds float8) LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    WHILE clock_timestamp() < t0 + make_interval(secs => seconds) LOOP
+        n := proto.drain(1000);
+        COMMIT;
+        IF n = 0 THEN PERFORM pg_sleep(0.0005); END IF;
+    END LOOP;
+END $$;
+SQL
+	echo "INSERT INTO plain (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/plain.sql"
+	echo "INSERT INTO notified (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/notified.sql"
+	echo "SELECT outbox.publish('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/today.sql"
+	echo "INSERT INTO outbox.pending (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/today_insert.sql"
+	echo "INSERT INTO proto.log_0 (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/proto.sql"
+	chmod 644 "$W"/*.sql
+	declare -A T
+	for v in plain notified today today_insert proto; do
+		if [ $v = proto ]; then (q -c "SET proto.write_behind = on" -c "CALL proto_drain_loop($DURATION + 2)" >/dev/null 2>&1) & BG+=($!); fi
+		T[$v]=$("$BIN/pgbench" -n -c 2 -j 2 -T "$DURATION" -f "$W/$v.sql" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+		[ $v = proto ] && wait "${BG[-1]}" 2>/dev/null || true
+		echo "producers $v: ${T[$v]} TPS ($(ratio "${T[$v]}" "${T[plain]}")x no trigger, $([ -n "${T[notified]:-}" ] && ratio "${T[$v]}" "${T[notified]}")x the pg_notify trigger)"
+	done
+	echo "producers: after the run, events not in a batch: proto $(q -c "SELECT (SELECT count(*) FROM proto.log) - (SELECT sum(n) FROM proto.batches)"), today $(q -c "SELECT count(*) FROM outbox.pending")"
+fi
