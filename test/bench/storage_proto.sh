@@ -18,9 +18,10 @@
 #   snapshot   the backlog twice again while a REPEATABLE READ transaction, opened before, stays
 #              open (it has read the history, as a consumer's replay() would);
 #   producers  pgbench, 2 clients, DURATION seconds each, one single-row INSERT per transaction: a plain
-#              table, a PL/pgSQL pg_notify trigger, outbox.publish() with the drain worker
-#              running, INSERT INTO outbox.pending with the worker running, INSERT INTO
-#              proto.log_0 with a prototype drain loop (one session, polling) running.
+#              table, a PL/pgSQL pg_notify trigger, outbox.publish() with the drain worker paused
+#              and running, INSERT INTO outbox.pending with the worker running, INSERT INTO
+#              proto.log_0 with nothing draining and with a prototype drain loop (one session,
+#              polling every 0.5 ms when idle: no wake-up at commit) running.
 # Needs root (runs the cluster as the postgres OS user); postgresql-NN-pgq3, python3-asyncpg.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -176,7 +177,14 @@ if want channels; then
 fi
 
 if want snapshot; then
-	# a reader that stays in one REPEATABLE READ snapshot (it has read the history and the log)
+	# the same backlog once without, then twice under a reader that stays in one REPEATABLE READ
+	# snapshot (it has read the history, the log and replay()): same table state either way
+	declare -A S
+	for v in today proto; do
+		read -r pw dw r < <(backlog $v "$EVENTS" 1)
+		S[$v]=$r
+		echo "snapshot $v, backlog without a long snapshot: $r events/s"
+	done
 	mkfifo "$W/rr"
 	chmod 666 "$W/rr"
 	(psql -XAtq -d bench <"$W/rr" >/dev/null 2>&1) &
@@ -184,10 +192,10 @@ if want snapshot; then
 	exec 7>"$W/rr"
 	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.history; SELECT count(*) FROM proto.log; SELECT count(*) FROM outbox.replay(0, NULL, 10);" >&7
 	sleep 1
-	for v in today proto; do
-		for k in 1 2; do
+	for k in 1 2; do
+		for v in today proto; do
 			read -r pw dw r < <(backlog $v "$EVENTS" 1)
-			echo "snapshot $v, backlog $k under a REPEATABLE READ snapshot: $r events/s$([ -n "${R[$v]:-}" ] && echo " ($(ratio "$r" "${R[$v]}")x without)")"
+			echo "snapshot $v, backlog $k under a REPEATABLE READ snapshot: $r events/s ($(ratio "$r" "${S[$v]}")x without)"
 		done
 	done
 	echo "sizes with the snapshot still open: outbox $(sizes outbox), proto $(sizes proto)"
@@ -221,10 +229,17 @@ SQL
 	echo "INSERT INTO proto.log_0 (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}');" >"$W/proto.sql"
 	chmod 644 "$W"/*.sql
 	declare -A T
-	for v in plain notified today today_insert proto; do
-		if [ $v = proto ]; then (q -c "SET proto.write_behind = on" -c "CALL proto_drain_loop($DURATION + 2)" >/dev/null 2>&1) & BG+=($!); fi
-		T[$v]=$("$BIN/pgbench" -n -c 2 -j 2 -T "$DURATION" -f "$W/$v.sql" bench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+	for v in plain notified today_paused today today_insert proto_nodrain proto; do
+		f=$v
+		case $v in
+		today_paused) f=today; q -c "UPDATE outbox.state SET paused = true" >/dev/null ;;
+		today) q -c "UPDATE outbox.state SET paused = false" -c "SELECT outbox.publish('wake')" >/dev/null ;;
+		proto_nodrain) f=proto ;;
+		proto) (q -c "SET proto.write_behind = on" -c "CALL proto_drain_loop($DURATION + 2)" >/dev/null 2>&1) & BG+=($!) ;;
+		esac
+		T[$v]=$("$BIN/pgbench" -n -c 2 -j 2 -T "$DURATION" -f "$W/$f.sql" bench 2>/dev/null | sed -n 's/^tps = \([0-9]*\).*/\1/p')
 		[ $v = proto ] && wait "${BG[-1]}" 2>/dev/null || true
+		[ $v = proto_nodrain ] && q -c "SET proto.write_behind = on" -c "CALL proto.drain_all(1000)" >/dev/null
 		echo "producers $v: ${T[$v]} TPS ($(ratio "${T[$v]}" "${T[plain]}")x no trigger, $([ -n "${T[notified]:-}" ] && ratio "${T[$v]}" "${T[notified]}")x the pg_notify trigger)"
 	done
 	echo "producers: after the run, events not in a batch: proto $(q -c "SELECT (SELECT count(*) FROM proto.log) - (SELECT sum(n) FROM proto.batches)"), today $(q -c "SELECT count(*) FROM outbox.pending")"
