@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# storage_proto.sh — the storage of doc/storage.md, prototyped in plain SQL
-# (test/bench/storage_proto.sql, schema proto), next to today's outbox (this tree's pg_outbox)
-# and PgQ, on one throwaway cluster, in one run. A benchmark, not a test: it prints figures.
+# storage_proto.sh — the storage of doc/storage.md, prototyped: its tables in plain SQL
+# (test/bench/storage_proto.sql, schema proto) and its drain pass both in PL/pgSQL (proto.drain)
+# and in C (test/bench/proto_drain/proto_drain.c, built here: proto.drain_c), next to today's
+# outbox (this tree's pg_outbox) and PgQ, on one throwaway cluster, in one run. A benchmark, not
+# a test: it prints figures.
 #
 #   bash test/bench/storage_proto.sh                 # EVENTS=300000, CHANNELS=100000, DURATION=10
 #   EVENTS=100000 DURATION=5 bash test/bench/storage_proto.sh
@@ -10,11 +12,15 @@
 # Measured (fsync off, like the issue's figures):
 #   backlog    EVENTS events on one channel, published in transactions of 1000 while nothing
 #              drains; WAL bytes written by the publishing and by the draining; then the drain
-#              from one session: outbox.drain(1000) in a loop (today, C), proto.drain(1000) in
-#              a loop (the prototype, PL/pgSQL), PgQ's consumer (test/bench/pgq_consumer.py:
+#              from one session: outbox.drain(1000) in a loop (today), proto.drain_c(1000) in a
+#              loop (the prototype's C pass; proto_plpgsql: its PL/pgSQL pass), PgQ's consumer
+#              (test/bench/pgq_consumer.py:
 #              next_batch / get_batch_events / finish_batch) on the same number of events;
-#   channels   CHANNELS events on CHANNELS distinct channels, today and prototype (with its
-#              channel cache written behind, as designed, and without: proto_nowb);
+#   channels   CHANNELS events on CHANNELS distinct channels: today; the prototype's C pass in
+#              a new session (cold channel cache: one lookup per pass for the channels it has
+#              not seen, the touched channels written behind every second); and in a session
+#              that drained the same channels before (warm cache), the write-behind left to the
+#              idle pass after the timed drain;
 #   snapshot   the backlog twice again while a REPEATABLE READ transaction, opened before, stays
 #              open (it has read the history, as a consumer's replay() would);
 #   producers  pgbench, 2 clients, DURATION seconds each, one single-row INSERT per transaction: a plain
@@ -92,6 +98,23 @@ SELECT pgq.set_queue_config('bench', 'ticker_max_count', '1000');
 SELECT pgq.register_consumer('bench', 'bench');
 SQL
 q -f test/bench/storage_proto.sql >/dev/null
+# the C pass, built in the scratch directory (nothing is built in the tree)
+cp -r test/bench/proto_drain "$W/proto_drain"
+make -s -C "$W/proto_drain" PG_CONFIG="$PG_CONFIG" >/dev/null
+chmod 755 "$W/proto_drain" "$W/proto_drain/proto_drain.so"
+q >/dev/null <<SQL
+CREATE FUNCTION proto.drain_c(max_events integer, flush_ms integer) RETURNS bigint
+    LANGUAGE c AS '$W/proto_drain/proto_drain', 'proto_drain_c';
+CREATE PROCEDURE proto.drain_all_c(max_events integer, flush_ms integer) LANGUAGE plpgsql AS \$\$
+DECLARE n bigint;
+BEGIN
+    LOOP
+        n := proto.drain_c(max_events, flush_ms);
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+END \$\$;
+SQL
 q >/dev/null <<'SQL'
 CREATE PROCEDURE bench_publish(variant text, events integer, nchannels integer) LANGUAGE plpgsql AS $$
 DECLARE k integer := 0;
@@ -143,8 +166,8 @@ backlog() {
 	t0=$(now)
 	case $v in
 	today) q -c "CALL bench_drain_today()" ;;
-	proto) q -c "SET proto.write_behind = on" -c "CALL proto.drain_all(1000)" ;;
-	proto_nowb) q -c "CALL proto.drain_all(1000)" ;;
+	proto) q -c "CALL proto.drain_all_c(1000, 1000)" ;;
+	proto_plpgsql) q -c "SET proto.write_behind = on" -c "CALL proto.drain_all(1000)" ;;
 	pgq) $PY test/bench/pgq_consumer.py "postgres@/bench?host=$W&port=$PORT" "$n" >/dev/null ;;
 	esac
 	t1=$(now)
@@ -160,7 +183,7 @@ sizes() { q -c "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM p
 
 declare -A R
 if want backlog; then
-	for v in today proto pgq; do
+	for v in today proto proto_plpgsql pgq; do
 		read -r pw dw r < <(backlog $v "$EVENTS" 1)
 		R[$v]=$r
 		echo "backlog $v: $r events/s; WAL per event: publish $pw B, drain $dw B (publish + drain = $(ratio "$pw + $dw" "$pw")x publish)"
@@ -170,10 +193,25 @@ if want backlog; then
 fi
 
 if want channels; then
-	for v in today proto proto_nowb; do
+	for v in today proto; do
 		read -r pw dw r < <(backlog $v "$CHANNELS" "$CHANNELS")
 		echo "channels $v: $CHANNELS events on $CHANNELS channels: $r events/s$([ -n "${R[$v]:-}" ] && echo " ($(ratio "$r" "${R[$v]}")x its one-channel rate)"); WAL per event: publish $pw B, drain $dw B"
 	done
+	# warm cache: one session drains the channels once, then the same channels again (timed)
+	q -c "UPDATE outbox.state SET paused = true" >/dev/null
+	r=$(q <<SQL
+CALL bench_publish('proto', $CHANNELS, $CHANNELS);
+CALL proto.drain_all_c(1000, 1000);
+CALL bench_publish('proto', $CHANNELS, $CHANNELS);
+ANALYZE proto.log_0;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset
+CALL proto.drain_all_c(1000, -2);
+SELECT round($CHANNELS / (extract(epoch FROM clock_timestamp()) - :t0));
+SELECT proto.drain_c(1000, 1000);
+SQL
+)
+	r=$(sed -n 1p <<<"$r")
+	echo "channels proto_warm: $CHANNELS events on $CHANNELS channels, cache warm, written behind when idle: $r events/s$([ -n "${R[proto]:-}" ] && echo " ($(ratio "$r" "${R[proto]}")x its one-channel rate)")"
 fi
 
 if want snapshot; then
@@ -216,7 +254,7 @@ CREATE PROCEDURE proto_drain_loop(seconds float8) LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz := clock_timestamp(); n bigint;
 BEGIN
     WHILE clock_timestamp() < t0 + make_interval(secs => seconds) LOOP
-        n := proto.drain(1000);
+        n := proto.drain_c(1000, 1000);
         COMMIT;
         IF n = 0 THEN PERFORM pg_sleep(0.0005); END IF;
     END LOOP;
@@ -235,11 +273,11 @@ SQL
 		today_paused) f=today; q -c "UPDATE outbox.state SET paused = true" >/dev/null ;;
 		today) q -c "UPDATE outbox.state SET paused = false" -c "SELECT outbox.publish('wake')" >/dev/null ;;
 		proto_nodrain) f=proto ;;
-		proto) (q -c "SET proto.write_behind = on" -c "CALL proto_drain_loop($DURATION + 2)" >/dev/null 2>&1) & BG+=($!) ;;
+		proto) (q -c "CALL proto_drain_loop($DURATION + 2)" >/dev/null 2>&1) & BG+=($!) ;;
 		esac
 		T[$v]=$("$BIN/pgbench" -n -c 2 -j 2 -T "$DURATION" -f "$W/$f.sql" bench 2>/dev/null | sed -n 's/^tps = \([0-9]*\).*/\1/p')
 		[ $v = proto ] && wait "${BG[-1]}" 2>/dev/null || true
-		[ $v = proto_nodrain ] && q -c "SET proto.write_behind = on" -c "CALL proto.drain_all(1000)" >/dev/null
+		[ $v = proto_nodrain ] && q -c "CALL proto.drain_all_c(1000, 1000)" >/dev/null
 		echo "producers $v: ${T[$v]} TPS ($(ratio "${T[$v]}" "${T[plain]}")x no trigger, $([ -n "${T[notified]:-}" ] && ratio "${T[$v]}" "${T[notified]}")x the pg_notify trigger)"
 	done
 	echo "producers: after the run, events not in a batch: proto $(q -c "SELECT (SELECT count(*) FROM proto.log) - (SELECT sum(n) FROM proto.batches)"), today $(q -c "SELECT count(*) FROM outbox.pending")"

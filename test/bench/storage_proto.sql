@@ -61,9 +61,12 @@ CREATE FUNCTION proto.window(lo pg_snapshot, hi pg_snapshot, a_xid xid8, a_id bi
             AND (e.xid, e.id) > (a_xid, a_id)
           ORDER BY e.xid, e.id LIMIT lim)
         UNION ALL
+        -- one row comparison as the scan's start key: next to a separate "xid >= lo.xmax", btree
+        -- (15) starts at the row comparison's bound and walks every older entry of the log
         (SELECT e.* FROM proto.log e
-          WHERE e.xid >= greatest(pg_snapshot_xmax(lo), a_xid) AND e.xid < pg_snapshot_xmax(hi)
-            AND (e.xid, e.id) > (a_xid, a_id) AND pg_visible_in_snapshot(e.xid, hi)
+          WHERE (e.xid, e.id) > (greatest(pg_snapshot_xmax(lo), a_xid),
+                                 CASE WHEN a_xid >= pg_snapshot_xmax(lo) THEN a_id ELSE -9223372036854775808 END)
+            AND e.xid < pg_snapshot_xmax(hi) AND pg_visible_in_snapshot(e.xid, hi)
           ORDER BY e.xid, e.id LIMIT lim)
     ) w ORDER BY xid, id LIMIT lim
 $$;
