@@ -20,7 +20,8 @@
 #              a new session (cold channel cache: one lookup per pass for the channels it has
 #              not seen, the touched channels written behind every second); and in a session
 #              that drained the same channels before (warm cache), the write-behind left to the
-#              idle pass after the timed drain;
+#              idle pass after the timed drain; and in a new session that loads every channel
+#              row first (a complete cache: no lookups), its write-behind timed apart;
 #   snapshot   the backlog twice again while a REPEATABLE READ transaction, opened before, stays
 #              open (it has read the history, as a consumer's replay() would);
 #   producers  pgbench, 2 clients, DURATION seconds each, one single-row INSERT per transaction: a plain
@@ -103,30 +104,32 @@ cp -r test/bench/proto_drain "$W/proto_drain"
 make -s -C "$W/proto_drain" PG_CONFIG="$PG_CONFIG" >/dev/null
 chmod 755 "$W/proto_drain" "$W/proto_drain/proto_drain.so"
 q >/dev/null <<SQL
-CREATE FUNCTION proto.drain_c(max_events integer, flush_ms integer) RETURNS bigint
+CREATE FUNCTION proto.drain_c(max_events integer, flush_ms integer, load_all boolean DEFAULT false) RETURNS bigint
     LANGUAGE c AS '$W/proto_drain/proto_drain', 'proto_drain_c';
-CREATE PROCEDURE proto.drain_all_c(max_events integer, flush_ms integer) LANGUAGE plpgsql AS \$\$
+CREATE PROCEDURE proto.drain_all_c(max_events integer, flush_ms integer, load_all boolean DEFAULT false)
+    LANGUAGE plpgsql AS \$\$
 DECLARE n bigint;
 BEGIN
     LOOP
-        n := proto.drain_c(max_events, flush_ms);
+        n := proto.drain_c(max_events, flush_ms, load_all);
         COMMIT;
         EXIT WHEN n = 0;
     END LOOP;
 END \$\$;
 SQL
 q >/dev/null <<'SQL'
-CREATE PROCEDURE bench_publish(variant text, events integer, nchannels integer) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE bench_publish(variant text, events integer, nchannels integer, prefix text DEFAULT 'c')
+    LANGUAGE plpgsql AS $$
 DECLARE k integer := 0;
 BEGIN
     WHILE k < events LOOP
         IF variant = 'today' THEN
-            PERFORM outbox.publish(CASE WHEN nchannels = 1 THEN 'bench' ELSE 'c' || g END,
+            PERFORM outbox.publish(CASE WHEN nchannels = 1 THEN 'bench' ELSE prefix || g END,
                                    jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34))
                FROM generate_series(k + 1, least(k + 1000, events)) g;
         ELSIF variant = 'proto' THEN
             INSERT INTO proto.log_0 (channel, payload)
-            SELECT CASE WHEN nchannels = 1 THEN 'bench' ELSE 'c' || g END,
+            SELECT CASE WHEN nchannels = 1 THEN 'bench' ELSE prefix || g END,
                    jsonb_build_object('i', g, 'order_id', 100000 + g, 'status', 'paid', 'amount', 12.34)
               FROM generate_series(k + 1, least(k + 1000, events)) g;
         ELSE
@@ -212,6 +215,21 @@ SQL
 )
 	r=$(sed -n 1p <<<"$r")
 	echo "channels proto_warm: $CHANNELS events on $CHANNELS channels, cache warm, written behind when idle: $r events/s$([ -n "${R[proto]:-}" ] && echo " ($(ratio "$r" "${R[proto]}")x its one-channel rate)")"
+	# complete cache: a new session loads every channel row first (timed), then never looks one
+	# up; the channel rows are written behind after the drain (timed apart)
+	r=$(q <<SQL
+CALL bench_publish('proto', $CHANNELS, $CHANNELS, 'new');
+ANALYZE proto.log_0;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset
+CALL proto.drain_all_c(1000, -2, true);
+SELECT round($CHANNELS / (extract(epoch FROM clock_timestamp()) - :t0));
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \\gset
+SELECT proto.drain_c(1000, 1000);
+SELECT round((extract(epoch FROM clock_timestamp()) - :t1)::numeric, 3);
+SELECT count(*) FROM proto.channels;
+SQL
+)
+	echo "channels proto_complete: $CHANNELS events on $CHANNELS channels, new channels, every channel row loaded at start (now $(sed -n 4p <<<"$r") rows), none looked up: $(sed -n 1p <<<"$r") events/s$([ -n "${R[proto]:-}" ] && echo " ($(ratio "$(sed -n 1p <<<"$r")" "${R[proto]}")x its one-channel rate)"); then $(sed -n 3p <<<"$r") s to write the channel rows behind"
 fi
 
 if want snapshot; then

@@ -6,9 +6,11 @@
  * part of pg_outbox: it uses SPI for the few per-pass statements (the batch lock, the latest
  * batch, the window query, the batch row) and does not roll its cache back with a failed pass.
  *
- *   proto.drain_c(max_events integer, flush_ms integer) RETURNS bigint
+ *   proto.drain_c(max_events integer, flush_ms integer, load_all boolean) RETURNS bigint
  *   (flush_ms: how often the channels touched by many-channel passes are written behind; < 0:
- *   only when a pass finds nothing to do; -2: never, to measure what the writes cost)
+ *   only when a pass finds nothing to do; -2: never, to measure what the writes cost; load_all:
+ *   a new cache is filled with every row of proto.channels, and is then complete — a channel it
+ *   does not hold is new and is not looked up)
  */
 #include "postgres.h"
 
@@ -39,6 +41,7 @@ typedef struct ChanEntry
 } ChanEntry;
 
 static HTAB *cache = NULL;
+static bool complete = false;	/* the cache holds every channel that has a seq */
 static ChanEntry **dirty_list = NULL;	/* entries with dirty set, in TopMemoryContext */
 static int	ndirty = 0,
 			dirty_cap = 0;
@@ -143,6 +146,8 @@ proto_drain_c(PG_FUNCTION_ARGS)
 {
 	int32		max = PG_GETARG_INT32(0);
 	int32		flush_ms = PG_GETARG_INT32(1);
+	bool		load_all = PG_GETARG_BOOL(2);
+	bool		fresh = (cache == NULL);
 	bool		isnull;
 	HeapTuple	t;
 	TupleDesc	d;
@@ -180,6 +185,23 @@ proto_drain_c(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "proto_drain: SPI_connect failed");
 	prepare();
+	if (fresh && load_all)
+	{
+		if (SPI_execute("SELECT channel, last_seq, published FROM proto.channels", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "proto_drain: loading the channels failed");
+		for (uint64 k = 0; k < SPI_processed; k++)
+		{
+			HeapTuple	r = SPI_tuptable->vals[k];
+			char	   *ch = TextDatumGetCString(SPI_getbinval(r, SPI_tuptable->tupdesc, 1, &isnull));
+			ChanEntry  *e = hash_search(cache, ch, HASH_ENTER, NULL);
+
+			e->last_seq = DatumGetInt64(SPI_getbinval(r, SPI_tuptable->tupdesc, 2, &isnull));
+			e->published = DatumGetInt64(SPI_getbinval(r, SPI_tuptable->tupdesc, 3, &isnull));
+			e->dirty = false;
+			e->pass = 0;
+		}
+		complete = true;
+	}
 	if (SPI_execute("LOCK TABLE proto.batches IN SHARE ROW EXCLUSIVE MODE", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "proto_drain: lock failed");
 	if (SPI_execute_plan(p_last, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -238,7 +260,8 @@ proto_drain_c(PG_FUNCTION_ARGS)
 			e->published = 0;
 			e->dirty = false;
 			e->pass = 0;
-			missing[nmissing++] = CStringGetTextDatum(ch);
+			if (!complete)
+				missing[nmissing++] = CStringGetTextDatum(ch);
 		}
 	}
 	if (nmissing > 0)
