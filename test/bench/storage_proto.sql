@@ -36,7 +36,11 @@ CREATE TABLE proto.batches (
     channels     text[] NOT NULL,
     first_seqs   bigint[] NOT NULL,
     counts       integer[] NOT NULL,
-    published_at timestamptz NOT NULL DEFAULT now()
+    published_at timestamptz NOT NULL DEFAULT now(),
+    -- the batch stopped at max_events: its window may have rows after upto, and the next pass
+    -- continues it (whatever its own max_events: inferring this from n loses the rest of the
+    -- window when a later pass asks for more than this one did)
+    cut          boolean NOT NULL DEFAULT false
 );
 CREATE INDEX ON proto.batches USING gin (channels);
 CREATE TABLE proto.channels (
@@ -87,7 +91,7 @@ BEGIN
     -- continue the last window if it was cut, else open the next one
     nf := greatest(b.first_pos + b.n, 1);
     hi := pg_current_snapshot();
-    IF b.n >= max_events THEN
+    IF b.cut THEN
         lo := b.lo_snap; ax := b.upto_xid; ai := b.upto_id;
         -- is the cut window exhausted? then the next one
         IF NOT EXISTS (SELECT FROM proto.window(b.lo_snap, b.hi_snap, ax, ai, 1)) THEN
@@ -151,7 +155,7 @@ BEGIN
             UPDATE flushed SET at = clock_timestamp();
         END IF;
     END IF;
-    INSERT INTO proto.batches VALUES (nf, cnt, lo, hi, ax, ai, ux, ui, chs, firsts, cnts);
+    INSERT INTO proto.batches VALUES (nf, cnt, lo, hi, ax, ai, ux, ui, chs, firsts, cnts, now(), cnt >= max_events);
     RETURN cnt;
 END $$;
 

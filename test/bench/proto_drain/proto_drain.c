@@ -65,17 +65,18 @@ prepare(void)
 {
 	Oid			wtypes[] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID, XID8OID, INT8OID, INT4OID};
 	Oid			itypes[] = {INT8OID, INT4OID, PG_SNAPSHOTOID, PG_SNAPSHOTOID, XID8OID, INT8OID, XID8OID, INT8OID,
-	TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID};
+	TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, BOOLOID};
 	Oid			ltypes[] = {TEXTARRAYOID};
 	Oid			ftypes[] = {TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 
 	if (p_last)
 		return;
-	p_last = keep("SELECT first_pos, n, lo_snap, hi_snap, upto_xid, upto_id FROM proto.batches "
+	p_last = keep("SELECT first_pos, n, lo_snap, hi_snap, upto_xid, upto_id, cut FROM proto.batches "
 				  "ORDER BY first_pos DESC LIMIT 1", 0, NULL);
 	p_cur = keep("SELECT pg_current_snapshot()", 0, NULL);
 	p_window = keep("SELECT id, xid, channel, payload::text FROM proto.window($1, $2, $3, $4, $5)", 5, wtypes);
-	p_insert = keep("INSERT INTO proto.batches VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, itypes);
+	p_insert = keep("INSERT INTO proto.batches VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12)",
+					12, itypes);
 	p_lookup = keep("SELECT channel, last_seq, published FROM proto.channels WHERE channel = ANY ($1)", 1, ltypes);
 	p_flush = keep("INSERT INTO proto.channels AS c (channel, last_seq, published, last_published_at) "
 				   "SELECT u.ch, u.s, u.p, now() FROM unnest($1, $2, $3) u(ch, s, p) "
@@ -151,6 +152,7 @@ proto_drain_c(PG_FUNCTION_ARGS)
 	bool		isnull;
 	HeapTuple	t;
 	TupleDesc	d;
+	bool		bcut;
 	int64		bfirst,
 				bn,
 				nf,
@@ -214,10 +216,11 @@ proto_drain_c(PG_FUNCTION_ARGS)
 	bhi = SPI_getbinval(t, d, 4, &isnull);
 	bux = SPI_getbinval(t, d, 5, &isnull);
 	bui = SPI_getbinval(t, d, 6, &isnull);
+	bcut = DatumGetBool(SPI_getbinval(t, d, 7, &isnull));
 	nf = Max(bfirst + bn, 1);
 
 	/* the rest of a window the last batch cut, else the next window */
-	if (bn >= max)
+	if (bcut)
 	{
 		w = run_window(blo, bhi, bux, bui, max, &n);
 		lo = blo;
@@ -326,7 +329,7 @@ proto_drain_c(PG_FUNCTION_ARGS)
 		Datum	   *chs = palloc(sizeof(Datum) * ntouched),
 				   *firsts = palloc(sizeof(Datum) * ntouched),
 				   *counts = palloc(sizeof(Datum) * ntouched);
-		Datum		args[11];
+		Datum		args[12];
 
 		for (int k = 0; k < ntouched; k++)
 		{
@@ -345,6 +348,7 @@ proto_drain_c(PG_FUNCTION_ARGS)
 		args[8] = PointerGetDatum(construct_array(chs, ntouched, TEXTOID, -1, false, TYPALIGN_INT));
 		args[9] = PointerGetDatum(construct_array(firsts, ntouched, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		args[10] = PointerGetDatum(construct_array(counts, ntouched, INT4OID, 4, true, TYPALIGN_INT));
+		args[11] = BoolGetDatum(n >= (uint64) max);
 		if (SPI_execute_plan(p_insert, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "proto_drain: batch insert failed");
 	}
