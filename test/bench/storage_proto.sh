@@ -29,21 +29,27 @@
 #              and running, INSERT INTO outbox.pending with the worker running, INSERT INTO
 #              proto.log_0 with nothing draining and with a prototype drain loop (one session,
 #              polling every 0.5 ms when idle: no wake-up at commit) running.
-# Needs root (runs the cluster as the postgres OS user); postgresql-NN-pgq3, python3-asyncpg.
+#   callgrind  machine instructions inside the drain function (valgrind --toggle-collect, a
+#              single-user backend: free of the machine's noise): per event over CG_EVENTS
+#              events in passes of 10,000, and per pass for 100 passes of one event each, for
+#              outbox.drain() (1.2) and proto.drain_c() (the commit after each is not counted);
+# Needs root (runs the cluster as the postgres OS user); postgresql-NN-pgq3, python3-asyncpg,
+# valgrind (callgrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 EVENTS=${EVENTS:-300000}
 CHANNELS=${CHANNELS:-100000}
 DURATION=${DURATION:-10}
-PHASES=${PHASES:-backlog channels snapshot producers}
+PHASES=${PHASES:-backlog channels snapshot producers callgrind}
+CG_EVENTS=${CG_EVENTS:-30000}
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3
 
 [ "$(id -u)" = 0 ] || { echo "storage_proto: run as root" >&2; exit 1; }
 . test/pgenv.sh
 pg_resolve
-PACKAGES=("postgresql-$PG_MAJOR-pgq3" python3-asyncpg)
+PACKAGES=("postgresql-$PG_MAJOR-pgq3" python3-asyncpg valgrind)
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -299,4 +305,37 @@ SQL
 		echo "producers $v: ${T[$v]} TPS ($(ratio "${T[$v]}" "${T[plain]}")x no trigger, $([ -n "${T[notified]:-}" ] && ratio "${T[$v]}" "${T[notified]}")x the pg_notify trigger)"
 	done
 	echo "producers: after the run, events not in a batch: proto $(q -c "SELECT (SELECT count(*) FROM proto.log) - (SELECT sum(n) FROM proto.batches)"), today $(q -c "SELECT count(*) FROM outbox.pending")"
+fi
+
+if want callgrind; then
+	stop() { runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m fast stop >/dev/null; }
+	start() { runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w start >/dev/null; }
+	# single_user FUNCTION SCRIPT -> instructions inside FUNCTION
+	single_user() {
+		chmod 644 "$2"
+		runuser -u postgres -- valgrind --tool=callgrind --toggle-collect="$1" --callgrind-out-file="$W/cg.out" \
+			"$BIN/postgres" --single -D "$W/data" bench <"$2" >"$W/single.log" 2>&1
+		callgrind_annotate "$W/cg.out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
+	}
+	q -c "UPDATE outbox.state SET paused = true" >/dev/null
+	for v in today proto; do
+		[ $v = today ] && fn=outbox_drain || fn=proto_drain_c
+		q -c "CALL bench_publish('$v', $CG_EVENTS, 1)"
+		case $v in today) q -c "VACUUM ANALYZE outbox.pending" ;; proto) q -c "ANALYZE proto.log_0" ;; esac
+		stop
+		for ((i = 0; i < CG_EVENTS / 10000; i++)); do
+			[ $v = today ] && echo "SELECT outbox.drain(10000)" || echo "SELECT proto.drain_c(10000, 1000)"
+		done >"$W/cg.sql"
+		per_event=$(( $(single_user $fn "$W/cg.sql") / CG_EVENTS ))
+		for ((i = 0; i < 100; i++)); do
+			if [ $v = today ]; then
+				echo "SELECT outbox.publish('bench', '{\"i\": $i}')"; echo "SELECT outbox.drain(1000)"
+			else
+				echo "SELECT proto.publish('bench', '{\"i\": $i}')"; echo "SELECT proto.drain_c(1000, 1000)"
+			fi
+		done >"$W/cg.sql"
+		per_pass=$(( $(single_user $fn "$W/cg.sql") / 100 ))
+		start
+		echo "callgrind $v: $per_event instructions per event (passes of 10,000), $per_pass per one-event pass"
+	done
 fi
