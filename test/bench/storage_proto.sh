@@ -22,8 +22,9 @@
 #              that drained the same channels before (warm cache), the write-behind left to the
 #              idle pass after the timed drain; and in a new session that loads every channel
 #              row first (a complete cache: no lookups), its write-behind timed apart;
-#   snapshot   the backlog twice again while a REPEATABLE READ transaction, opened before, stays
-#              open (it has read the history, as a consumer's replay() would);
+#   snapshot   the backlog once, then twice again while a REPEATABLE READ transaction, opened
+#              in between, stays open (it has read the history and the log, and called both
+#              replays, as a consumer would);
 #   producers  pgbench, 2 clients, DURATION seconds each, one single-row INSERT per transaction: a plain
 #              table, a PL/pgSQL pg_notify trigger, outbox.publish() with the drain worker paused
 #              and running, INSERT INTO outbox.pending with the worker running, INSERT INTO
@@ -252,7 +253,7 @@ if want snapshot; then
 	(psql -XAtq -d bench <"$W/rr" >/dev/null 2>&1) &
 	BG+=($!)
 	exec 7>"$W/rr"
-	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.history; SELECT count(*) FROM proto.log; SELECT count(*) FROM outbox.replay(0, NULL, 10);" >&7
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.history; SELECT count(*) FROM proto.log; SELECT count(*) FROM outbox.replay(0, NULL, 10); SELECT count(*) FROM proto.replay(0, 10);" >&7
 	sleep 1
 	for k in 1 2; do
 		for v in today proto; do
