@@ -247,6 +247,9 @@ if want snapshot; then
 		read -r pw dw r < <(backlog $v "$EVENTS" 1)
 		S[$v]=$r
 		echo "snapshot $v, backlog without a long snapshot: $r events/s"
+		# a control: the next backlog, still without a snapshot (what a larger log alone does)
+		read -r pw dw r < <(backlog $v "$EVENTS" 1)
+		echo "snapshot $v, the next backlog without a long snapshot: $r events/s ($(ratio "$r" "${S[$v]}")x the first)"
 	done
 	mkfifo "$W/rr"
 	chmod 666 "$W/rr"
