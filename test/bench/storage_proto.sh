@@ -34,6 +34,11 @@
 #              single-user backend: free of the machine's noise): per event over CG_EVENTS
 #              events in passes of 10,000, and per pass for 100 passes of one event each, for
 #              outbox.drain() (1.2) and proto.drain_c() (the commit after each is not counted);
+#   producer_cost  what one single-row transaction of a producer costs, free of the machine's
+#              noise: WAL bytes (2000 transactions on the running server, nothing draining) and
+#              machine instructions (callgrind, a single-user backend, 2000 transactions less an
+#              empty run), for the plain table, the PL/pgSQL pg_notify trigger, outbox.publish(),
+#              INSERT INTO outbox.pending and INSERT INTO proto.log_0;
 # Needs root (runs the cluster as the postgres OS user); postgresql-NN-pgq3, python3-asyncpg,
 # valgrind (callgrind).
 set -euo pipefail
@@ -42,7 +47,7 @@ ROOT=$PWD
 EVENTS=${EVENTS:-300000}
 CHANNELS=${CHANNELS:-100000}
 DURATION=${DURATION:-10}
-PHASES=${PHASES:-backlog channels snapshot producers callgrind}
+PHASES=${PHASES:-backlog channels snapshot producers callgrind producer_cost}
 CG_EVENTS=${CG_EVENTS:-30000}
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3
@@ -342,4 +347,46 @@ if want callgrind; then
 		start
 		echo "callgrind $v: $per_event instructions per event (passes of 10,000), $per_pass per one-event pass"
 	done
+fi
+
+if want producer_cost; then
+	stop() { runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -m fast stop >/dev/null; }
+	start() { runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w start >/dev/null; }
+	q >/dev/null <<'SQL'
+CREATE TABLE IF NOT EXISTS plain (id bigserial PRIMARY KEY, channel text, payload jsonb, created_at timestamptz DEFAULT now());
+CREATE TABLE IF NOT EXISTS notified (id bigserial PRIMARY KEY, channel text, payload jsonb, created_at timestamptz DEFAULT now());
+CREATE OR REPLACE FUNCTION notify_row() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN PERFORM pg_notify('bench', json_build_object('id', NEW.id, 'table', TG_TABLE_NAME)::text); RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS n ON notified;
+CREATE TRIGGER n AFTER INSERT ON notified FOR EACH ROW EXECUTE FUNCTION notify_row();
+SQL
+	q -c "UPDATE outbox.state SET paused = true" >/dev/null
+	declare -A STMT=(
+		[plain]="INSERT INTO plain (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}')"
+		[notified]="INSERT INTO notified (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}')"
+		[today_publish]="SELECT outbox.publish('bench', '{\"order_id\": 1, \"status\": \"paid\"}')"
+		[today_insert]="INSERT INTO outbox.pending (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}')"
+		[proto]="INSERT INTO proto.log_0 (channel, payload) VALUES ('bench', '{\"order_id\": 1, \"status\": \"paid\"}')")
+	declare -A WALB INSTR
+	for v in plain notified today_publish today_insert proto; do
+		for ((i = 0; i < 2000; i++)); do echo "${STMT[$v]};"; done >"$W/pc.sql"
+		q -c "CHECKPOINT"
+		l0=$(lsn)
+		q -f "$W/pc.sql" >/dev/null
+		l1=$(lsn)
+		WALB[$v]=$(( $(walbytes "$l0" "$l1") / 2000 ))
+	done
+	stop
+	for v in plain notified today_publish today_insert proto; do
+		for n in 0 2000; do
+			for ((i = 0; i < n; i++)); do echo "${STMT[$v]}"; done >"$W/pc.sql"
+			chmod 644 "$W/pc.sql"
+			runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$W/pc.out" \
+				"$BIN/postgres" --single -D "$W/data" bench <"$W/pc.sql" >/dev/null 2>&1
+			t=$(callgrind_annotate "$W/pc.out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+			[ $n = 0 ] && base=$t || INSTR[$v]=$(( (t - base) / 2000 ))
+		done
+		echo "producer_cost $v: ${WALB[$v]} WAL bytes and ${INSTR[$v]} instructions per single-row transaction ($(ratio "${INSTR[$v]}" "${INSTR[plain]}")x the plain table's instructions)"
+	done
+	start
 fi
