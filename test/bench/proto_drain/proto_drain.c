@@ -3,8 +3,10 @@
  * (test/bench/storage_proto.sql, schema proto), for test/bench/storage_proto.sh: what the pass
  * costs when the per-event work (stamping pos and seq, the envelope, NOTIFY) is C and the
  * channels' last_seq live in a process-local hash table written behind. Lab equipment, not
- * part of pg_outbox: it uses SPI for the few per-pass statements (the batch lock, the latest
- * batch, the window query, the batch row) and does not roll its cache back with a failed pass.
+ * part of pg_outbox (plain C, built and loaded only by the benchmark scripts): it uses SPI for
+ * the per-pass statements (the batch lock, the latest batch, the snapshot, the window query, the
+ * channel lookup and write-behind, the batch row), trusts that no other session drains while its
+ * cache lives, and does not roll its cache back with a failed pass.
  *
  *   proto.drain_c(max_events integer, flush_ms integer, load_all boolean) RETURNS bigint
  *   (flush_ms: how often the channels touched by many-channel passes are written behind; < 0:
