@@ -5,7 +5,7 @@ EXTVERSION = 1.3
 
 CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
            src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
-           src/schema_guard.cpp src/consumers.cpp
+           src/schema_guard.cpp src/consumers.cpp src/health.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts

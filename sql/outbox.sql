@@ -53,7 +53,7 @@ SELECT pos, seq, id - :first_id AS rel_id, channel, key, type, payload, publishe
   FROM outbox.history ORDER BY pos;
 SELECT count(*) AS still_pending FROM outbox.pending;
 SELECT last_pos FROM outbox.state;
-SELECT * FROM outbox.channels ORDER BY channel;
+SELECT channel, last_seq FROM outbox.channels ORDER BY channel;
 
 -- a drained batch that rolls back publishes nothing and hands out no position
 BEGIN;

@@ -87,6 +87,20 @@ SPIPlanPtr keep_plan(const char *sql, int nargs, Oid *types) {
 	return p;
 }
 
+// [observe] per-channel figures (issue #19), kept in the row the counter bump updates anyway: events
+// published, when last, and a one-minute rate as two buckets (the current minute and the one
+// before). The new values come in excluded.* (excluded.last_seq is the batch's count on the
+// channel); SET sees the old row in c.*, so the order of the assignments does not matter.
+#define CHANNEL_FIGURES_MINUTE "date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz)" // UTC minutes
+#define CHANNEL_FIGURES_COLUMNS ", published, last_published_at, minute_start, minute_count, prev_minute_count"
+#define CHANNEL_FIGURES_SET                                                                                           \
+	", published = c.published + excluded.last_seq, last_published_at = excluded.last_published_at,"                \
+	" prev_minute_count = CASE WHEN c.minute_start = excluded.minute_start THEN c.prev_minute_count"              \
+	"   WHEN c.minute_start = excluded.minute_start - interval '1 minute' THEN c.minute_count ELSE 0 END,"         \
+	" minute_count = CASE WHEN c.minute_start = excluded.minute_start THEN c.minute_count + excluded.last_seq"     \
+	"   ELSE excluded.last_seq END,"                                                                                \
+	" minute_start = excluded.minute_start"
+
 static void prepare_drain_plans(void) {
 	if (plan_take_one)
 		return;
@@ -111,18 +125,23 @@ static void prepare_drain_plans(void) {
 	plan_set_pos = keep_plan("UPDATE outbox.state SET last_pos = $1 RETURNING last_pos, cur_seg", 1, bump_types);
 	// The usual batch has one channel: its counter and its target in one statement.
 	Oid chan1_types[] = {TEXTOID, INT8OID};
-	plan_chan1 = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq) VALUES ($1, $2)"
+	// [observe] the same statement keeps the channel's figures (96_observe.sql, CHANNEL_FIGURES)
+	plan_chan1 = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq" CHANNEL_FIGURES_COLUMNS ")"
+	                       " VALUES ($1, $2, $2, now(), " CHANNEL_FIGURES_MINUTE ", $2, 0)"
 	                       " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
+	                       CHANNEL_FIGURES_SET
 	                       " RETURNING c.last_seq, CASE coalesce("
 	                       "   (SELECT t.target FROM outbox.channel_targets t WHERE t.channel = $1),"
 	                       "   (SELECT d.target FROM outbox.channel_targets d WHERE d.channel = '*'), 'notify')"
 	                       " WHEN 'wal' THEN 2 WHEN 'both' THEN 3 ELSE 1 END",
 	                       2, chan1_types);
 	Oid chan_types[] = {TEXTARRAYOID, INT8ARRAYOID};
-	plan_chan = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq)"
-	                    " SELECT u.channel, u.n FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
+	plan_chan = keep_plan("INSERT INTO outbox.channels AS c (channel, last_seq" CHANNEL_FIGURES_COLUMNS ")"
+	                    " SELECT u.channel, u.n, u.n, now(), " CHANNEL_FIGURES_MINUTE ", u.n, 0"
+	                    " FROM unnest($1::text[], $2::bigint[]) AS u(channel, n)"
 	                    " ORDER BY u.channel"
 	                    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq"
+	                    CHANNEL_FIGURES_SET
 	                    " RETURNING c.channel, c.last_seq",
 	                    2, chan_types);
 }

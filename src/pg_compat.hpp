@@ -18,6 +18,8 @@
 // | 18    | RelationGetPrimaryKeyIndex gained bool deferrable_ok          | primary_key_index           |
 // | 18    | index_beginscan gained IndexScanInstrumentation * (4th)       | index_beginscan             |
 // | 15    | [epochs] GetWALInsertionTimeLine() (ThisTimeLineID is gone)   | wal_insertion_timeline      |
+// | 16    | [observe] GUC "extra" is freed with guc_free (pfree of a      | guc_extra_alloc             |
+// |       | GUC memory context), no longer free(): allocate with guc_malloc |                           |
 //
 // Not a PostgreSQL difference, and not here because the files concerned include no Postgres
 // header (they are pure C++, unit-tested alone): Boost 1.92 (Debian forky, with PostgreSQL 18)
@@ -36,6 +38,7 @@ extern "C" {
 #include "replication/message.h"
 #include "access/xlog.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 }
@@ -131,6 +134,17 @@ inline IndexScanDesc index_beginscan(Relation heap, Relation index, Snapshot sna
 // function; it is the same on 15 to 18). Only meaningful outside recovery: the drain runs there.
 inline TimeLineID wal_insertion_timeline() {
 	return GetWALInsertionTimeLine();
+}
+
+// [observe] Memory for a GUC check hook's *extra (guc.c frees it when the value is replaced):
+// malloc on 15, guc_malloc (the GUC memory context) on 16 and later. nullptr when out of memory
+// (guc_malloc(LOG) logs it); the hook then refuses the value.
+inline void *guc_extra_alloc(size_t size) {
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
 }
 
 } // namespace pg_outbox::compat

@@ -579,6 +579,7 @@ extern "C" void _PG_init(void) {
 		                        "server.")));
 
 	define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
+	define_health_gucs(); // health.cpp: pg_outbox.health_* (before the prefix is reserved)
 	define_gucs();
 	consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters
 

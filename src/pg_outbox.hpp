@@ -162,6 +162,10 @@ void define_retry_gucs(void);
 extern int guc_max_attempts;
 extern int guc_retry_delay_ms;
 
+// ---- health.cpp ----
+// The thresholds of outbox.health(), pg_outbox.health_* (called from _PG_init).
+void define_health_gucs(void);
+
 // ---- consumers.cpp ----
 extern int guc_consumer_max_retention_s; // pg_outbox.consumer_max_retention
 // Shared memory of the waiters (outbox.wait(), outbox.next()); init runs under AddinShmemInitLock.

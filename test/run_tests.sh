@@ -6,9 +6,11 @@
 #   4. TAP tests        (test/t/*.pl, PostgreSQL::Test::Cluster),
 #   5. the Python client (clients/python/tests, pytest)     on a cluster of its own,
 #   6. kafka            (test/kafka/run.sh: Kafka broker, Kafka Connect + Debezium, the WAL target),
-#   7. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each).
+#   7. fuzz targets     (test/fuzz/*.cpp, libFuzzer + ASan/UBSan, FUZZ_SECONDS=20 each),
+#   8. prometheus       (test/prometheus/t: Debian's prometheus-postgres-exporter with
+#                        contrib/prometheus/pg_outbox_queries.yaml, scraped on 127.0.0.1).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
-# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka|fuzz ...]
+# any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka|fuzz|prometheus ...]
 # (TAP_FILES=t/040_admin.pl runs only some TAP files)
 # PG_MAJOR=17 bash test/run_tests.sh runs them against PostgreSQL 17 (15, 16, 17, 18; default 15):
 # natively when that major is installed here (or is this Debian release's own), else inside a
@@ -26,11 +28,11 @@ fi
 echo "run_tests: PostgreSQL $("$PG_CONFIG" --version | sed 's/^PostgreSQL //') ($PG_CONFIG)"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka fuzz)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(unit regress isolation tap python kafka fuzz prometheus)
 
 # Work in a scratch folder the test user owns (a fresh clone may be unreadable to it).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg_outbox_test.XXXXXX")
-cp -r sql expected test "$WORK"/
+cp -r sql expected test contrib clients "$WORK"/   # clients: t/131_epochs_clients.pl runs the Python client
 cp README.md "$WORK"/   # t/091_security_matrix.pl checks its access-control table
 
 # Test against a private copy of the PostgreSQL installation with this tree's build installed
@@ -88,6 +90,15 @@ run_tap() {
     [ -z "$small_fs" ] || umount "$small_fs"
 }
 
+# The Prometheus exporter with the queries file (test/prometheus/t, TAP like test/t): the exporter
+# listens on 127.0.0.1 only, against a cluster of the test's own; no service of the host is used.
+run_prometheus() {
+    (cd "$WORK/test" && "${RUN[@]}" env PATH="$BINDIR:$PATH" TESTDIR="$WORK/test" \
+        PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
+        prove -I "$PGXS_DIR/test/perl" -I "$WORK/test" --timer prometheus/t/*.pl) \
+        || { for f in "$WORK"/test/tmp_check/log/regress_log_0*_exporter; do [ -f "$f" ] && { echo "--- $f (last 60 lines)"; tail -60 "$f"; }; done; return 1; }
+}
+
 # The Python client's tests (clients/python/tests, pytest), against a cluster of their own made
 # from this private installation; as the test user, with Debian's python3 (not one first on PATH).
 run_python() {
@@ -128,7 +139,8 @@ for s in "${SUITES[@]}"; do
         python)    suite "Python client (pytest)" run_python ;;
         kafka)     suite "Kafka and Debezium (test/kafka)" run_kafka ;;
         fuzz)      suite "fuzz targets (libFuzzer)" run_fuzz ;;
-        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka, fuzz)"; exit 2 ;;
+        prometheus) suite "Prometheus exporter (test/prometheus)" run_prometheus ;;
+        *) echo "unknown suite $s (unit, regress, isolation, tap, python, kafka, fuzz, prometheus)"; exit 2 ;;
     esac
 done
 

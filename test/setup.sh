@@ -25,6 +25,7 @@ if [ "$codename" = bookworm ]; then
     TOOLS+=(python3 python3-asyncpg python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pytest python3-pytest-asyncio)
     TOOLS+=(clang-14 libclang-rt-14-dev) # the fuzz suite (test/fuzz, libFuzzer)
     TOOLS+=(openjdk-17-jdk-headless maven curl) # test/kafka: Kafka, Connect and Debezium from Maven Central
+    TOOLS+=(prometheus-postgres-exporter) # suite "prometheus": contrib/prometheus/pg_outbox_queries.yaml
 fi
 if [ "$PG_WHERE" = chroot ]; then
     PACKAGES=(debootstrap)
@@ -46,7 +47,17 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Debian starts the services it installs (prometheus-postgres-exporter would listen on :9187
+    # and connect to the host's PostgreSQL): forbid that for this install unless a policy exists
+    policy=/usr/sbin/policy-rc.d; own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# test/setup.sh: no service starts while it installs packages\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 755 "$policy"; own_policy=1
+    fi
+    rc=0
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [ -z "$own_policy" ] || "${SUDO[@]}" rm -f "$policy"
+    [ "$rc" = 0 ] || exit "$rc"
 fi
 
 if [ "$PG_WHERE" = chroot ]; then

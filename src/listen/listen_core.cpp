@@ -29,11 +29,15 @@ const char *usage_text() noexcept {
 	       "      --from-pos N       start after position N (when there is no state file yet)\n"
 	       "      --from-now         start after the latest published position (the default\n"
 	       "                         when there is no state file yet)\n"
-	       "  -s, --state FILE       keep the last printed position in FILE and resume from it\n"
+	       "  -s, --state FILE       keep the last printed position (with its epoch and the\n"
+	       "                         outbox identity) in FILE and resume from it\n"
 	       "      --batch N          events per replay query (default 1000)\n"
 	       "      --max-backoff SEC  longest wait between reconnect attempts (default 10)\n"
 	       "      --strict-channels  exit if a channel never had an event (default: warn)\n"
 	       "      --no-fsync         do not fsync the state file (faster, less durable)\n"
+	       "      --resync           when the history it printed is gone (exit codes 6 and 8),\n"
+	       "                         continue after the current head instead of exiting, say so\n"
+	       "                         on stderr (state=resync) and rewrite the state file\n"
 	       "  -v, --verbose          report every replay on stderr\n"
 	       "  -h, --help             show this help\n"
 	       "\n"
@@ -41,7 +45,10 @@ const char *usage_text() noexcept {
 	       "3 bad connection string or first connection failed; 4 pg_outbox missing or not\n"
 	       "usable in the database; 5 unknown channel (--strict-channels); 6 replay point outside\n"
 	       "the history (older than retention, or ahead of the outbox): resynchronise; 7 state file\n"
-	       "unreadable, corrupt, unwritable or in use.\n";
+	       "unreadable, corrupt, unwritable or in use; 8 the history diverged: positions it printed\n"
+	       "were handed out again to other events (failover to an asynchronous standby, recovery,\n"
+	       "restore: OB003) or the outbox is another one (identity changed: re-created, or another\n"
+	       "database): resynchronise, then run with --resync.\n";
 }
 
 std::optional<std::int64_t> parse_int64(std::string_view s) noexcept {
@@ -145,11 +152,14 @@ ParseResult parse_args(const std::vector<std::string> &args) {
 			if (!v || *v < 0.1 || *v > 3600)
 				return fail("--max-backoff must be 0.1 to 3600 seconds, not \"" + value + "\"");
 			o.max_backoff = *v;
-		} else if (name == "--strict-channels" || name == "--no-fsync" || name == "-v" || name == "--verbose") {
+		} else if (name == "--strict-channels" || name == "--no-fsync" || name == "-v" || name == "--verbose" ||
+		           name == "--resync") {
 			if (inline_value)
 				return fail("option " + name + " takes no value");
 			if (name == "--strict-channels")
 				o.strict_channels = true;
+			else if (name == "--resync")
+				o.resync = true;
 			else if (name == "--no-fsync")
 				o.fsync = false;
 			else
@@ -280,6 +290,14 @@ bool decode_envelope(std::string_view channel, std::string_view text, Event &out
 	}
 	if (const boost::json::value *t = obj->if_contains("truncated"))
 		e.truncated = t->is_bool() && t->get_bool();
+	if (obj->contains("epoch")) { // [epochs] 1.2 and later
+		std::int64_t ep = 0;
+		if (!get_int("epoch", ep)) {
+			error = "\"epoch\" is not a number, 0 or more";
+			return false;
+		}
+		e.epoch = ep;
+	}
 	if (obj->contains("payload")) {
 		auto raw = raw_member(text, "payload");
 		if (!raw) {
@@ -347,6 +365,11 @@ std::optional<std::int64_t> Tracker::seq(const std::string &channel) const {
 
 Tracker::Verdict Tracker::classify(const Event &e) const {
 	auto known = seq(e.channel);
+	// [epochs] An event of a newer epoch than the last one delivered: the history may have forked
+	// at or before the last position (an event at or below it in a newer epoch proves it). Replay
+	// decides: it is passed after_epoch, and raises OB003 if the position was not preserved.
+	if (e.epoch && epoch_ && *e.epoch > *epoch_)
+		return Verdict::Gap;
 	if (e.pos <= last_pos_) {
 		// An event at or below the last position must be one we delivered (or skipped on
 		// purpose, from another channel): its seq cannot be newer than what we saw.
@@ -364,6 +387,8 @@ Tracker::Verdict Tracker::classify(const Event &e) const {
 void Tracker::delivered(const Event &e) {
 	last_pos_ = e.pos;
 	seqs_[e.channel] = e.seq;
+	if (e.epoch)
+		epoch_ = e.epoch;
 }
 
 // ---- who sent a notification ----
@@ -438,26 +463,91 @@ Action on_notification(const Tracker &tracker, bool from_worker, std::string_vie
 
 // ---- state file ----
 
-static const char kStateHeader[] = "pg_outbox_listen state 1\n";
+static constexpr std::string_view kStateHeader1 = "pg_outbox_listen state 1\n";
+static constexpr std::string_view kStateHeader2 = "pg_outbox_listen state 2\n";
+static constexpr std::size_t kMaxStateBytes = 4096;
 
-std::string format_state(std::int64_t pos) {
-	return std::string(kStateHeader) + "pos " + std::to_string(pos) + "\n";
+bool valid_identity(std::string_view id) noexcept {
+	if (id.empty() || id.size() > kMaxIdentityBytes)
+		return false;
+	for (char c : id)
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == ':' || c == '-'))
+			return false;
+	return true;
 }
 
-std::optional<std::int64_t> parse_state(std::string_view content) {
-	std::string_view header(kStateHeader);
-	if (content.substr(0, header.size()) != header)
-		return std::nullopt;
-	content.remove_prefix(header.size());
-	if (content.substr(0, 4) != "pos " || content.empty() || content.back() != '\n')
-		return std::nullopt;
-	auto v = parse_int64(content.substr(4, content.size() - 5));
-	if (!v || *v < 0)
-		return std::nullopt;
-	return v;
+std::string format_state(const State &st) {
+	std::string out(kStateHeader2);
+	out += "pos " + std::to_string(st.pos) + "\n";
+	if (st.epoch)
+		out += "epoch " + std::to_string(*st.epoch) + "\n";
+	if (!st.identity.empty())
+		out += "identity " + st.identity + "\n";
+	return out;
 }
 
-std::optional<std::int64_t> read_state_file(const std::string &path, std::string &error) {
+std::optional<State> parse_state(std::string_view content, std::string *why) {
+	auto fail = [&](const char *w) -> std::optional<State> {
+		if (why)
+			*why = w;
+		return std::nullopt;
+	};
+	if (content.size() > kMaxStateBytes)
+		return fail("too long");
+	State st;
+	if (content.substr(0, kStateHeader2.size()) == kStateHeader2)
+		st.version = 2;
+	else if (content.substr(0, kStateHeader1.size()) == kStateHeader1)
+		st.version = 1;
+	else
+		return fail("no \"pg_outbox_listen state 1\" or \"pg_outbox_listen state 2\" header");
+	content.remove_prefix(kStateHeader2.size()); // both headers have the same length
+	if (content.empty() || content.back() != '\n')
+		return fail("the last line is incomplete (torn write?)");
+	// the lines, in this order: pos (required), epoch, identity (version 2 only)
+	static constexpr std::string_view names[] = {"pos", "epoch", "identity"};
+	std::size_t next = 0; // index into names of the next line allowed
+	bool have_pos = false;
+	while (!content.empty()) {
+		std::size_t nl = content.find('\n');
+		std::string_view line = content.substr(0, nl);
+		content.remove_prefix(nl + 1);
+		std::size_t sp = line.find(' ');
+		if (sp == std::string_view::npos)
+			return fail("a line is not \"NAME VALUE\"");
+		std::string_view name = line.substr(0, sp), value = line.substr(sp + 1);
+		std::size_t i = next;
+		while (i < std::size(names) && names[i] != name)
+			i++;
+		if (i == std::size(names))
+			return fail("an unknown, repeated or misplaced line");
+		if (i > 0 && !have_pos)
+			return fail("no pos line");
+		if (st.version == 1 && i > 0)
+			return fail("a version 1 state file holds only pos");
+		next = i + 1;
+		if (i == 2) {
+			if (!valid_identity(value))
+				return fail("identity is not 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+			st.identity = std::string(value);
+			continue;
+		}
+		auto v = parse_int64(value);
+		if (!v || *v < 0)
+			return fail(i == 0 ? "pos is not a position, 0 or more" : "epoch is not a number, 0 or more");
+		if (i == 0) {
+			st.pos = *v;
+			have_pos = true;
+		} else
+			st.epoch = *v;
+	}
+	if (!have_pos)
+		return fail("no pos line");
+	return st;
+}
+
+std::optional<State> read_state_file(const std::string &path, std::string &error) {
 	error.clear();
 	int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -479,14 +569,15 @@ std::optional<std::int64_t> read_state_file(const std::string &path, std::string
 		if (n == 0)
 			break;
 		content.append(buf, (size_t)n);
-		if (content.size() > 4096)
+		if (content.size() > kMaxStateBytes)
 			break;
 	}
 	close(fd);
-	auto pos = parse_state(content);
-	if (!pos)
-		error = "state file \"" + path + "\" is not a pg_outbox_listen state file (or is corrupt)";
-	return pos;
+	std::string why;
+	auto st = parse_state(content, &why);
+	if (!st)
+		error = "state file \"" + path + "\" is not a pg_outbox_listen state file (or is corrupt): " + why;
+	return st;
 }
 
 static bool write_all(int fd, const std::string &s) {
@@ -502,14 +593,14 @@ static bool write_all(int fd, const std::string &s) {
 	return true;
 }
 
-bool write_state_file(const std::string &path, std::int64_t pos, bool do_fsync, std::string &error) {
+bool write_state_file(const std::string &path, const State &st, bool do_fsync, std::string &error) {
 	std::string tmp = path + ".tmp";
 	int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		error = "cannot create \"" + tmp + "\": " + std::strerror(errno);
 		return false;
 	}
-	if (!write_all(fd, format_state(pos)) || (do_fsync && fsync(fd) != 0)) {
+	if (!write_all(fd, format_state(st)) || (do_fsync && fsync(fd) != 0)) {
 		error = "cannot write \"" + tmp + "\": " + std::strerror(errno);
 		close(fd);
 		unlink(tmp.c_str());

@@ -26,6 +26,7 @@ enum ExitCode : int {
 	kExitUnknownChannel = 5, // --strict-channels and a channel never had an event
 	kExitResync = 6,         // replay point outside the history (OB001/OB002): resynchronise
 	kExitStateFile = 7,      // state file unreadable, corrupt, unwritable or in use
+	kExitDiverged = 8,       // [epochs] the history it printed was not preserved (OB003, identity changed)
 };
 
 enum class Start { Default, Pos, Now };
@@ -41,6 +42,7 @@ struct Options {
 	bool strict_channels = false;
 	bool fsync = true;
 	bool verbose = false;
+	bool resync = false; // [epochs] on divergence (exit 6 or 8): continue from the current head instead
 };
 
 struct ParseResult {
@@ -58,6 +60,7 @@ struct Event {
 	std::optional<std::string> key, type;
 	std::optional<std::string> payload; // raw JSON text, as jsonb prints it
 	bool truncated = false;             // the notification left the payload (and maybe key/type) out
+	std::optional<std::int64_t> epoch;  // [epochs] the epoch it was published in (1.2 and later)
 };
 
 // Decode the envelope of a notification on channel. Returns false (and why) if it is not an
@@ -85,10 +88,11 @@ public:
 	enum class Verdict {
 		Duplicate,    // pos already delivered: drop
 		Deliver,      // the next event of its channel: print it
-		Gap,          // seq jumped, seq not known yet, or truncated: replay up to it
+		Gap,          // seq jumped, seq not known yet, truncated, or a newer epoch: replay up to it
 		Inconsistent, // positions or seqs went backwards: the outbox was reset
 	};
-	explicit Tracker(std::int64_t last_pos = 0) : last_pos_(last_pos) {
+	explicit Tracker(std::int64_t last_pos = 0, std::optional<std::int64_t> epoch = std::nullopt)
+	    : last_pos_(last_pos), epoch_(epoch) {
 	}
 	Verdict classify(const Event &e) const;
 	void delivered(const Event &e);
@@ -99,9 +103,18 @@ public:
 	std::int64_t last_pos() const noexcept {
 		return last_pos_;
 	}
+	// [epochs] the epoch of the event at last_pos (or the one the consumer started in); nullopt:
+	// not known (an old state file, or a server without epochs). delivered() adopts the event's.
+	std::optional<std::int64_t> epoch() const noexcept {
+		return epoch_;
+	}
+	void set_epoch(std::optional<std::int64_t> e) noexcept {
+		epoch_ = e;
+	}
 
 private:
 	std::int64_t last_pos_;
+	std::optional<std::int64_t> epoch_;
 	std::map<std::string, std::int64_t> seqs_;
 };
 
@@ -163,14 +176,34 @@ struct Action {
 // notification is decoded: it cannot move the position, print a line or name a replay target.
 Action on_notification(const Tracker &tracker, bool from_worker, std::string_view channel, std::string_view payload);
 
-// The state file: "pg_outbox_listen state 1\npos N\n".
-std::string format_state(std::int64_t pos);
-std::optional<std::int64_t> parse_state(std::string_view content);
+// The state file (the format is specified in the README, "The state file"; the Python client
+// reads and writes the same, test/unit/data/state/ holds the samples both are tested against):
+//   pg_outbox_listen state 2\n
+//   pos N\n                 the last position the consumer processed (required)
+//   epoch E\n               the epoch of that position (optional: unknown)
+//   identity ID\n           outbox.identity() of the outbox it belongs to (optional: unknown)
+// in this order, nothing else. Version 1 ("pg_outbox_listen state 1\npos N\n", written before
+// 1.3) is read as a position without epoch and identity.
+struct State {
+	std::int64_t pos = 0;
+	std::optional<std::int64_t> epoch;
+	std::string identity; // empty: not known
+	int version = 2;      // of the file it was read from (written: always 2)
+	bool operator==(const State &o) const {
+		return pos == o.pos && epoch == o.epoch && identity == o.identity;
+	}
+};
+constexpr std::size_t kMaxIdentityBytes = 128;
+// An identity a state file can hold: 1 to 128 bytes of [A-Za-z0-9._:-] (a UUID is 36).
+bool valid_identity(std::string_view id) noexcept;
+std::string format_state(const State &st); // st.identity must be valid or empty
+// nullopt (and why, when why is given) unless content is a whole version 1 or 2 state file.
+std::optional<State> parse_state(std::string_view content, std::string *why = nullptr);
 // Read it: nullopt+empty error if the file does not exist; nullopt+error if it is unreadable
 // or corrupt.
-std::optional<std::int64_t> read_state_file(const std::string &path, std::string &error);
+std::optional<State> read_state_file(const std::string &path, std::string &error);
 // Replace it atomically (write path.tmp, fsync, rename, fsync the directory). False + error.
-bool write_state_file(const std::string &path, std::int64_t pos, bool do_fsync, std::string &error);
+bool write_state_file(const std::string &path, const State &st, bool do_fsync, std::string &error);
 
 // Seconds to wait before reconnect attempt number `attempt` (0 = the first after a loss):
 // 0, then 0.1 s doubling up to max_backoff; jitter in [0,1) spreads it by up to +-20%.

@@ -13,6 +13,12 @@
 // outbox.drain() by hand) is a doorbell: it makes the listener replay after its last position
 // and is otherwise ignored. So a forged notification never prints anything, never moves the
 // position (it cannot hide the real event with that position), and never makes it reconnect.
+//
+// [epochs] Positions survive failover only as far as the WAL did: the state file keeps, with the
+// position, its epoch and the outbox's identity. At every (re)connect the listener compares the
+// identity with outbox.identity() and passes the epoch to outbox.replay(after_epoch => E), so
+// the server says (OB003) when the positions it printed were handed out again to other events;
+// it then exits with code 8 (kExitDiverged), or with --resync continues after the current head.
 // Everything the database says goes through libpq here; the logic is in listen_core.cpp.
 #include "listen/listen_core.hpp"
 
@@ -61,6 +67,14 @@ struct Exit {
 	int code;
 };
 
+// The history it printed is gone (OB001/OB002/OB003, identity changed, a contradicting
+// notification): exit with code, or with --resync start again from the head.
+struct Diverged {
+	int code;               // kExitResync or kExitDiverged
+	std::string why;        // one line: what happened, naming the first reissued position
+	std::string server;     // the server's message and detail, if any
+};
+
 // The connection went away (or a transient error): reconnect.
 struct Lost {
 	std::string why;
@@ -101,6 +115,9 @@ private:
 	Tracker tracker_;
 	Publishers publishers_;
 	bool have_worker_pids_ = false; // the extension has outbox.worker_pids() (1.2 and later)
+	bool have_epochs_ = false;      // [epochs] outbox.identity() and replay(..., after_epoch) (1.2 and later)
+	std::string identity_;          // [epochs] the outbox the positions belong to (empty: not known yet)
+	long long resyncs_ = 0;
 	long long doorbells_ = 0; // notifications not from a drain worker
 	bool ever_connected_ = false;
 	bool start_known_ = false; // the start position is settled (state file, --from-pos, or head)
@@ -131,6 +148,9 @@ private:
 	void check_channels();
 	void fetch_worker_pids();
 	bool trusted(int be_pid);
+	void check_identity(const char *server_identity);
+	[[noreturn]] void diverged_epoch(const std::string &msg, const std::string &detail);
+	void resync(const Diverged &d);
 };
 
 void Listener::build_params() {
@@ -212,14 +232,28 @@ void Listener::fail_result(PGresult *res, const char *what) {
 	std::string sqlstate = state ? state : "";
 	const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : nullptr;
 	std::string hint_s = hint ? hint : "";
+	const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : nullptr;
+	std::string detail_s = detail ? trim(detail) : "";
 	if (res)
 		PQclear(res);
 	if (PQstatus(conn_) != CONNECTION_OK || sqlstate.empty())
 		throw Lost{msg.empty() ? "connection lost" : msg};
 	if (sqlstate == "OB001" || sqlstate == "OB002") {
-		say("cannot continue after position %lld: %s", (long long)tracker_.last_pos(), msg.c_str());
-		say("the consumer must resynchronise, then restart with --from-now (and remove the state file)");
-		throw Exit{kExitResync};
+		// [epochs] a re-created outbox is behind (or ahead of) the position too: say the real reason
+		if (have_epochs_ && !identity_.empty()) {
+			PGresult *r = PQexec(conn_, "SELECT outbox.identity()");
+			std::string id = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+			                     ? PQgetvalue(r, 0, 0)
+			                     : "";
+			if (r)
+				PQclear(r);
+			if (!id.empty())
+				check_identity(id.c_str());
+		}
+		throw Diverged{kExitResync, "cannot continue after position " + std::to_string(tracker_.last_pos()), msg};
+	}
+	if (sqlstate == "OB003") { // [epochs] the positions it printed were handed out again
+		diverged_epoch(msg, detail_s);
 	}
 	if (sqlstate == "42883" || sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42501") {
 		say("pg_outbox is not usable in database \"%s\": %s", PQdb(conn_), msg.c_str());
@@ -229,6 +263,68 @@ void Listener::fail_result(PGresult *res, const char *what) {
 	}
 	(void)what;
 	throw Lost{"query failed (SQLSTATE " + sqlstate + "): " + msg};
+}
+
+// [epochs] OB003: name the first reissued position (outbox.epochs, readable by outbox_reader;
+// without it the server's message, which names it too, has to do).
+void Listener::diverged_epoch(const std::string &msg, const std::string &detail) {
+	std::string why = "position " + std::to_string(tracker_.last_pos());
+	if (tracker_.epoch())
+		why += " of epoch " + std::to_string(*tracker_.epoch());
+	why += " was not preserved";
+	std::string ep = tracker_.epoch() ? std::to_string(*tracker_.epoch()) : "0";
+	const char *params[] = {ep.c_str()};
+	PGresult *res = PQexecParams(conn_,
+	                             "SELECT e.first_pos, e.epoch, e.reason FROM outbox.epochs e WHERE e.epoch > $1::bigint"
+	                             " ORDER BY e.epoch LIMIT 1",
+	                             1, nullptr, params, nullptr, nullptr, 0);
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+		auto first = parse_int64(PQgetvalue(res, 0, 0));
+		if (first && *first <= tracker_.last_pos())
+			why += ": positions from " + std::to_string(*first) + " on were handed out again in epoch " +
+			       PQgetvalue(res, 0, 1) + " (" + PQgetvalue(res, 0, 2) + "); the events printed at positions " +
+			       std::to_string(*first) + " to " + std::to_string(tracker_.last_pos()) +
+			       " were lost and these positions now hold other events";
+		else
+			why += ": the epoch is not in this outbox's history";
+	}
+	if (res)
+		PQclear(res);
+	throw Diverged{kExitDiverged, why, detail.empty() ? msg : msg + " (" + detail + ")"};
+}
+
+// [epochs] The outbox the positions belong to: adopted when not known yet, else it must match.
+void Listener::check_identity(const char *server_identity) {
+	std::string id = server_identity ? server_identity : "";
+	if (!valid_identity(id)) {
+		say("outbox.identity() returned something that is not an identity");
+		throw Exit{kExitInternal};
+	}
+	if (identity_.empty()) {
+		identity_ = id;
+		dirty_ = true; // saved with the next position (or now, in setup_session)
+		return;
+	}
+	if (id != identity_)
+		throw Diverged{kExitDiverged,
+		               "the outbox identity changed from " + identity_ + " to " + id + " (after position " +
+		                   std::to_string(tracker_.last_pos()) +
+		                   "): the extension was re-created, or this is another database; every position from 1 on "
+		                   "may belong to other events",
+		               ""};
+}
+
+void Listener::resync(const Diverged &d) {
+	std::int64_t from = tracker_.last_pos();
+	resyncs_++;
+	say("state=resync from_pos=%lld: %s; --resync: continuing after the current head (events between are not "
+	    "printed)",
+	    (long long)from, d.why.c_str());
+	if (!d.server.empty())
+		say("server: %s", d.server.c_str());
+	start_known_ = false; // setup_session starts from the head and saves the state file
+	identity_.clear();
+	tracker_ = Tracker(0);
 }
 
 void Listener::check_channels() {
@@ -267,6 +363,27 @@ void Listener::setup_session() {
 	char pids_fn = PQgetvalue(res, 0, 0)[0];
 	PQclear(res);
 	have_worker_pids_ = pids_fn == 't';
+	// [epochs] 'm': no epochs (older than 1.2), 'd': no EXECUTE on outbox.identity(), 't': usable
+	res = exec("SELECT CASE WHEN to_regprocedure('outbox.identity()') IS NULL"
+	           " OR to_regprocedure('outbox.replay(bigint,text[],integer,bigint)') IS NULL THEN 'm'"
+	           " WHEN has_function_privilege(to_regprocedure('outbox.identity()'), 'EXECUTE') THEN 't' ELSE 'd' END",
+	           0, nullptr);
+	char epochs_fn = PQgetvalue(res, 0, 0)[0];
+	PQclear(res);
+	have_epochs_ = epochs_fn == 't';
+	std::string server_identity;
+	if (have_epochs_) { // a query of its own: outbox.identity() cannot be named where it may not exist
+		res = exec("SELECT outbox.identity()", 0, nullptr);
+		server_identity = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+		PQclear(res);
+	}
+	if (epochs_fn == 'd')
+		say("warning: this role may not execute outbox.identity(): a re-created outbox cannot be told apart (grant it "
+		    "outbox_reader or outbox_consumer)");
+	if (have_epochs_)
+		check_identity(server_identity.c_str());
+	else if (epochs_fn == 'm')
+		tracker_.set_epoch(std::nullopt); // a server without epochs: positions only, as before 1.3
 	publishers_.forget();
 	if (have_worker_pids_)
 		fetch_worker_pids();
@@ -292,15 +409,20 @@ void Listener::setup_session() {
 		PQclear(exec(sql.c_str(), 0, nullptr));
 	}
 	if (!start_known_) { // --from-now (or no start given) on the first run: the head, with seqs
-		res = exec("SELECT outbox.head(), array_to_string(array(SELECT outbox.head(u.c)::text"
-		           " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY u.n), ',')",
+		res = exec(have_epochs_ ? "SELECT outbox.head(), array_to_string(array(SELECT outbox.head(u.c)::text"
+		                          " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY u.n), ','), outbox.epoch()"
+		                        : "SELECT outbox.head(), array_to_string(array(SELECT outbox.head(u.c)::text"
+		                          " FROM unnest($1::text[]) WITH ORDINALITY AS u(c, n) ORDER BY u.n), ','), NULL",
 		           1, params);
 		auto head = parse_int64(PQgetvalue(res, 0, 0));
 		std::string seqs = PQgetvalue(res, 0, 1);
+		std::optional<std::int64_t> epoch;
+		if (!PQgetisnull(res, 0, 2))
+			epoch = parse_int64(PQgetvalue(res, 0, 2));
 		PQclear(res);
 		if (!head)
 			throw Exit{kExitInternal};
-		tracker_ = Tracker(*head);
+		tracker_ = Tracker(*head, epoch);
 		size_t start = 0;
 		for (const std::string &ch : opt_.channels) {
 			size_t comma = seqs.find(',', start);
@@ -321,9 +443,14 @@ static double now_seconds() {
 }
 
 void Listener::fetch_worker_pids() {
-	PGresult *res = exec("SELECT outbox.worker_pids()", 0, nullptr);
+	// [epochs] and the identity: a new drain worker's PID is what a re-created extension shows first
+	PGresult *res = exec(have_epochs_ ? "SELECT outbox.worker_pids(), outbox.identity()" : "SELECT outbox.worker_pids(), NULL",
+	                     0, nullptr);
 	auto pids = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ? parse_int_array(PQgetvalue(res, 0, 0)) : std::nullopt;
+	std::string id = PQntuples(res) == 1 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1) : "";
 	PQclear(res);
+	if (have_epochs_)
+		check_identity(id.c_str());
 	if (!pids) {
 		say("outbox.worker_pids() returned something that is not a list of PIDs");
 		throw Exit{kExitInternal};
@@ -369,7 +496,11 @@ void Listener::flush_and_save() {
 	}
 	if (!opt_.state_file.empty()) {
 		std::string err;
-		if (!write_state_file(opt_.state_file, tracker_.last_pos(), opt_.fsync, err)) {
+		State st;
+		st.pos = tracker_.last_pos();
+		st.epoch = tracker_.epoch();
+		st.identity = identity_;
+		if (!write_state_file(opt_.state_file, st, opt_.fsync, err)) {
 			say("%s", err.c_str());
 			throw Exit{kExitStateFile};
 		}
@@ -384,11 +515,28 @@ void Listener::catch_up(std::int64_t target) {
 	long long replayed = 0;
 	for (;;) {
 		std::string after = std::to_string(tracker_.last_pos());
-		const char *params[] = {after.c_str(), channels_literal_.c_str(), batch.c_str()};
-		PGresult *res = exec("SELECT pos, seq, id, channel, key, type, payload::text"
-		                     " FROM outbox.replay($1::bigint, $2::text[], $3::integer)",
-		                     3, params);
+		std::string epoch = tracker_.epoch() ? std::to_string(*tracker_.epoch()) : "";
+		// [epochs] after_epoch: the server raises OB003 if the position was not preserved; the
+		// identity (an InitPlan: once per query) tells a re-created outbox while connected
+		const char *params[] = {after.c_str(), channels_literal_.c_str(), batch.c_str(),
+		                        tracker_.epoch() ? epoch.c_str() : nullptr};
+		PGresult *res = have_epochs_ ? exec("SELECT r.pos, r.seq, r.id, r.channel, r.key, r.type, r.payload::text, r.epoch,"
+		                                    " (SELECT outbox.identity())"
+		                                    " FROM outbox.replay($1::bigint, $2::text[], $3::integer, $4::bigint) r",
+		                                    4, params)
+		                             : exec("SELECT pos, seq, id, channel, key, type, payload::text, NULL, NULL"
+		                                    " FROM outbox.replay($1::bigint, $2::text[], $3::integer)",
+		                                    3, params);
 		int n = PQntuples(res);
+		if (n > 0 && have_epochs_) {
+			std::string id = PQgetisnull(res, 0, 8) ? "" : PQgetvalue(res, 0, 8);
+			try {
+				check_identity(id.c_str());
+			} catch (...) {
+				PQclear(res);
+				throw;
+			}
+		}
 		for (int i = 0; i < n; i++) {
 			Event e;
 			e.pos = parse_int64(PQgetvalue(res, i, 0)).value_or(0);
@@ -401,6 +549,8 @@ void Listener::catch_up(std::int64_t target) {
 				e.type = std::string(PQgetvalue(res, i, 5));
 			if (!PQgetisnull(res, i, 6))
 				e.payload = std::string(PQgetvalue(res, i, 6));
+			if (!PQgetisnull(res, i, 7))
+				e.epoch = parse_int64(PQgetvalue(res, i, 7));
 			if (e.pos <= tracker_.last_pos()) {
 				PQclear(res);
 				say("outbox.replay() returned position %lld after %lld", (long long)e.pos,
@@ -452,7 +602,13 @@ void Listener::process_notifications() {
 			const Event &e = a.event;
 			if (opt_.verbose) {
 				auto known = tracker_.seq(e.channel);
-				if (e.truncated && known && e.seq == *known + 1)
+				if (e.epoch && tracker_.epoch() && *e.epoch > *tracker_.epoch())
+					// [epochs] not a gap: replay passes after_epoch, the server says if the position was kept
+					say("position %lld (channel \"%s\" seq %lld) is of epoch %lld, newer than epoch %lld of position "
+					    "%lld: replaying with after_epoch",
+					    (long long)e.pos, e.channel.c_str(), (long long)e.seq, (long long)*e.epoch,
+					    (long long)*tracker_.epoch(), (long long)tracker_.last_pos());
+				else if (e.truncated && known && e.seq == *known + 1)
 					// the next event of its channel: no gap, only its payload did not fit in a NOTIFY
 					say("position %lld (channel \"%s\" seq %lld) arrived truncated (its payload does not fit in a "
 					    "notification): reading it by replay",
@@ -469,12 +625,13 @@ void Listener::process_notifications() {
 		case Action::Resync: {
 			const Event &e = a.event;
 			flush_and_save();
-			say("notification of position %lld, channel \"%s\" seq %lld contradicts what was printed (last position "
-			    "%lld, channel seq %lld): the outbox was reset or restored",
-			    (long long)e.pos, e.channel.c_str(), (long long)e.seq, (long long)tracker_.last_pos(),
-			    (long long)tracker_.seq(e.channel).value_or(-1));
-			say("the consumer must resynchronise, then restart with --from-now (and remove the state file)");
-			throw Exit{kExitResync};
+			throw Diverged{kExitResync,
+			               "notification of position " + std::to_string(e.pos) + ", channel \"" + e.channel + "\" seq " +
+			                   std::to_string(e.seq) + " contradicts what was printed (last position " +
+			                   std::to_string(tracker_.last_pos()) + ", channel seq " +
+			                   std::to_string(tracker_.seq(e.channel).value_or(-1)) +
+			                   "): the outbox was reset or restored",
+			               ""};
 		}
 		}
 	}
@@ -484,7 +641,12 @@ void Listener::process_notifications() {
 }
 
 void Listener::live() {
-	say("state=live pos=%lld", (long long)tracker_.last_pos());
+	if (tracker_.epoch())
+		say("state=live pos=%lld epoch=%lld%s", (long long)tracker_.last_pos(), (long long)*tracker_.epoch(),
+		    resyncs_ ? (" resyncs=" + std::to_string(resyncs_)).c_str() : "");
+	else
+		say("state=live pos=%lld%s", (long long)tracker_.last_pos(),
+		    resyncs_ ? (" resyncs=" + std::to_string(resyncs_)).c_str() : "");
 	process_notifications(); // those that arrived during the replay
 	while (!stop_requested) {
 		struct pollfd pfd = {PQsocket(conn_), POLLIN, 0};
@@ -529,15 +691,20 @@ int Listener::run() {
 			return kExitStateFile;
 		}
 		std::string err;
-		auto pos = read_state_file(opt_.state_file, err);
+		auto saved = read_state_file(opt_.state_file, err);
 		if (!err.empty()) {
 			say("%s", err.c_str());
 			return kExitStateFile;
 		}
-		if (pos) {
-			tracker_ = Tracker(*pos);
+		if (saved) {
+			tracker_ = Tracker(saved->pos, saved->epoch);
+			identity_ = saved->identity;
 			start_known_ = true;
-			say("resuming after position %lld from state file \"%s\"%s", (long long)*pos, opt_.state_file.c_str(),
+			std::string ep = saved->epoch ? " (epoch " + std::to_string(*saved->epoch) + ")" : std::string();
+			say("resuming after position %lld from state file \"%s\"%s%s%s", (long long)saved->pos,
+			    opt_.state_file.c_str(), ep.c_str(),
+			    saved->version == 1 ? " (version 1: no epoch, the first replay cannot check that the position was kept)"
+			                        : "",
 			    opt_.start != Start::Default ? " (--from-pos/--from-now apply only without a state file)" : "");
 		}
 	}
@@ -558,7 +725,7 @@ int Listener::run() {
 	}
 	flush_and_save();
 	disconnect();
-	say("state=stopped pos=%lld doorbells=%lld", (long long)tracker_.last_pos(), doorbells_);
+	say("state=stopped pos=%lld doorbells=%lld resyncs=%lld", (long long)tracker_.last_pos(), doorbells_, resyncs_);
 	return kExitOk;
 }
 
@@ -572,6 +739,20 @@ void Listener::reconnect_loop() {
 			catch_up(INT64_MIN);
 			attempt = 0;
 			live();
+		} catch (const Diverged &dv) {
+			if (!opt_.resync) {
+				say("%s", dv.why.c_str());
+				if (!dv.server.empty())
+					say("server: %s", dv.server.c_str());
+				say("the consumer must resynchronise from the source of truth, then run again with --resync (or remove "
+				    "the state file and start with --from-now)%s",
+				    dv.code == kExitDiverged ? "; exit code 8: the history diverged" : "");
+				throw Exit{dv.code};
+			}
+			flush_and_save(); // what was printed before
+			resync(dv);
+			disconnect();
+			attempt = 0;
 		} catch (const Lost &l) {
 			double d = backoff_delay(attempt++, opt_.max_backoff, jitter(rng_));
 			say("state=disconnected pos=%lld: %s; reconnecting in %.1f s", (long long)tracker_.last_pos(),

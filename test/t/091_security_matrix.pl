@@ -87,9 +87,14 @@ my %functions = (
     'outbox.revoke_channel(text,regrole,text[])'  => ['a',    q{SELECT outbox.revoke_channel(NULL, NULL)}],
     'outbox._rights_changed()'                    => ['',     'trigger'],
     'outbox._check_read(text[])'                  => ['',     q{SELECT outbox._check_read(NULL)}],
-    'outbox._may_read(text)'                      => ['',     q{SELECT outbox._may_read('m_chan')}],
+    'outbox._may_read(text)'                      => ['ra',   q{SELECT outbox._may_read('m_chan')}],
     'outbox._check_channel_pattern(text)'         => ['',     q{SELECT outbox._check_channel_pattern('m_chan')}],
     'outbox._channel_privileges(text[])'          => ['',     q{SELECT outbox._channel_privileges(ARRAY['read'])}],
+    # observability (issue #19): health() for monitoring roles; _may_read filters outbox.channel_stats
+    'outbox.health()'                             => ['ra',   q{SELECT * FROM outbox.health()}],
+    'outbox._health_threshold(text)'              => ['',     q{SELECT * FROM outbox._health_threshold('pending')}],
+    'outbox._health_level(double precision,text)' => ['',     q{SELECT * FROM outbox._health_level(1, 'pending')}],
+    'outbox._waiting_databases()'                 => ['',     q{SELECT * FROM outbox._waiting_databases()}],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 
@@ -118,6 +123,7 @@ my %relations = (
     'outbox.epochs'          => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
     'outbox.channel_rights'  => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.channel_privileges' => { kind => 'view',  S => 'pra' },
+    'outbox.channel_stats'   => { kind => 'view',     S => 'ra' },
 );
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');

@@ -140,7 +140,8 @@ my @want = split /\n/, $node->safe_psql('postgres',
 	  . " FROM outbox.history ORDER BY pos");
 is(scalar(@want), $real, "$real real events in the history");
 is($out, join('', map { "$_\n" } @want), 'the output is outbox.history, exactly: every real event once, in order, nothing else');
-is(slurp_file($state), "pg_outbox_listen state 1\npos $last\n", 'the state file holds the last real position');
+like(slurp_file($state), qr/\Apg_outbox_listen state 2\npos $last\nepoch \d+\nidentity [0-9a-f-]{36}\n\z/,
+     'the state file holds the last real position');
 
 # a role that may replay but not call worker_pids(): every notification is a doorbell, and it
 # still prints every event (from replay), forged ones never

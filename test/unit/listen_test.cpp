@@ -221,41 +221,7 @@ TEST(ListenTracker, Inconsistent) {
 	EXPECT_EQ(t.classify(e), Tracker::Verdict::Duplicate);
 }
 
-TEST(ListenState, FormatParse) {
-	EXPECT_EQ(format_state(42), "pg_outbox_listen state 1\npos 42\n");
-	EXPECT_EQ(parse_state(format_state(0)).value(), 0);
-	EXPECT_EQ(parse_state(format_state(9223372036854775807LL)).value(), 9223372036854775807LL);
-	EXPECT_FALSE(parse_state(""));
-	EXPECT_FALSE(parse_state("pg_outbox_listen state 1\npos 42")); // torn write
-	EXPECT_FALSE(parse_state("pg_outbox_listen state 1\npos -1\n"));
-	EXPECT_FALSE(parse_state("pg_outbox_listen state 1\npos x\n"));
-	EXPECT_FALSE(parse_state("pg_outbox_listen state 2\npos 1\n"));
-	EXPECT_FALSE(parse_state("42\n"));
-}
-
-TEST(ListenState, WriteReadFile) {
-	char dir[] = "/tmp/listen_test.XXXXXX";
-	ASSERT_NE(mkdtemp(dir), nullptr);
-	std::string path = std::string(dir) + "/state";
-	std::string err;
-	EXPECT_FALSE(read_state_file(path, err));
-	EXPECT_TRUE(err.empty()) << err; // missing: no error
-	ASSERT_TRUE(write_state_file(path, 7, true, err)) << err;
-	EXPECT_EQ(read_state_file(path, err).value(), 7);
-	ASSERT_TRUE(write_state_file(path, 8, false, err)) << err;
-	EXPECT_EQ(read_state_file(path, err).value(), 8);
-	EXPECT_NE(access((path + ".tmp").c_str(), F_OK), 0); // no temp file left behind
-	{
-		std::ofstream f(path);
-		f << "garbage";
-	}
-	EXPECT_FALSE(read_state_file(path, err));
-	EXPECT_NE(err.find("corrupt"), std::string::npos);
-	EXPECT_FALSE(write_state_file(std::string(dir) + "/no/such/dir/state", 1, false, err));
-	EXPECT_NE(err.find("cannot create"), std::string::npos);
-	unlink(path.c_str());
-	rmdir(dir);
-}
+// the state file: test/unit/state_file_test.cpp
 
 TEST(ListenBackoff, Doubles) {
 	EXPECT_EQ(backoff_delay(0, 10, 0.5), 0);

@@ -6,13 +6,20 @@ SQLAlchemy sessions.
 
 See the "Consumers and replay" chapter of the project's README.md.
 """
-from ._core import (Event, OutboxError, OutboxUnavailable, ResyncRequired, StateFileError, read_state_file,
-                    write_state_file)
+from ._core import Event, OutboxError, OutboxUnavailable, ResyncRequired, State, StateFileError, write_state_file
+from ._core import read_state_file as read_state
 
 __version__ = "1.2.0"
 
-__all__ = ["Event", "OutboxError", "OutboxUnavailable", "ResyncRequired", "StateFileError", "subscribe",
-           "subscribe_sync", "Subscription", "SyncSubscription", "read_state_file", "write_state_file"]
+__all__ = ["Event", "OutboxError", "OutboxUnavailable", "ResyncRequired", "State", "StateFileError", "subscribe",
+           "subscribe_sync", "Subscription", "SyncSubscription", "read_state", "read_state_file", "write_state_file"]
+
+
+def read_state_file(path):
+    """The position in a state file (None if there is none); read_state() gives its epoch and
+    identity too (a State). StateFileError if it is unreadable or corrupt."""
+    st = read_state(path)
+    return None if st is None else st.pos
 
 
 def __getattr__(name):

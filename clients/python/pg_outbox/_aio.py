@@ -12,6 +12,13 @@ processed the previous one: a crash re-delivers at most the last event and loses
 Pooled modes, for connections through a transaction pooler (PgBouncer), never LISTEN: ``pooled=True``
 long-polls with outbox.wait() from a position kept in the state file; ``consumer=NAME`` uses a
 named consumer (outbox.next()/outbox.ack()), whose position the server keeps.
+
+Epochs (pg_outbox 1.2 and later): the state file keeps the epoch of the position and the
+outbox's identity. At every connect the identity is compared with outbox.identity(), and every
+replay passes after_epoch, so that the server decides whether the position was preserved (OB003
+-> ResyncRequired naming the first reissued position). An epoch change with the position
+preserved is no error: the tracker adopts the new epoch. wait() and next() take no after_epoch:
+the pooled modes ask replay() (one row) at connect and whenever a row of a newer epoch arrives.
 """
 from __future__ import annotations
 
@@ -61,6 +68,9 @@ class Subscription:
         self._tracker = Tracker(0)
         self._start_known = False
         self._processed: Optional[int] = None  # last position the caller has processed
+        self._processed_epoch: Optional[int] = None  # its epoch
+        self._identity: Optional[str] = None  # outbox.identity() the positions belong to
+        self._state_dirty = False  # the identity was adopted: save the state file even at the same position
         self._saved: Optional[int] = None  # last position saved (state file) or acked (consumer)
         self._last_yielded: Optional[Event] = None
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -157,6 +167,8 @@ class Subscription:
             return
         if self._processed is None or ev.pos > self._processed:
             self._processed = ev.pos
+            if ev.epoch is not None:
+                self._processed_epoch = ev.epoch
         if self._saved is not None and self._processed <= self._saved:
             return
         if self._o.mode == "consumer":
@@ -193,15 +205,18 @@ class Subscription:
             self._lock = _core.StateLock(o.state_file)
             self._lock.acquire()
             try:
-                pos = _core.read_state_file(o.state_file)
+                st = _core.read_state_file(o.state_file)
             except StateFileError:
                 self._lock.release()
                 raise
-            if pos is not None:
-                self._tracker = Tracker(pos)
-                self._processed = self._saved = pos
+            if st is not None:
+                self._tracker = Tracker(st.pos, st.epoch)
+                self._processed = self._saved = st.pos
+                self._processed_epoch = st.epoch
+                self._identity = st.identity
                 self._start_known = True
-                log.info("resuming after position %d from state file %s", pos, o.state_file)
+                log.info("resuming after position %d%s from state file %s", st.pos,
+                         " of epoch %d" % st.epoch if st.epoch is not None else "", o.state_file)
         if not self._start_known and _core._is_int(o.after):
             self._tracker = Tracker(o.after)
             self._processed = self._saved = o.after
@@ -247,8 +262,11 @@ class Subscription:
             kind = _core.classify_sqlstate(st)
             msg = str(e)
             if kind == "resync":
+                await self._identity_first()  # a re-created outbox: say so rather than OB001/OB002
                 raise ResyncRequired("cannot continue after position %d: %s" % (self._tracker.last_pos, msg), st,
-                                     self._tracker.last_pos) from None
+                                     self._tracker.last_pos, epoch=self._tracker.epoch) from None
+            if kind == "diverged":
+                raise await self._diverged(msg, st) from None
             if kind == "unavailable":
                 hint = getattr(e, "hint", None)
                 raise OutboxUnavailable("pg_outbox is not usable here: %s%s" % (msg, " (hint: %s)" % hint if hint else ""),
@@ -258,6 +276,48 @@ class Subscription:
             raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg), st) from None
         except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
             raise _Lost("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__) from None
+
+    async def _diverged(self, msg, sqlstate) -> ResyncRequired:
+        """OB003: the ResyncRequired naming the first reissued position (from outbox.epochs)."""
+        t = self._tracker
+        first_row = None
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            try:
+                first_row = await conn.fetchrow(_core.FIRST_REISSUED_SQL.replace("%s", "$1"),
+                                                t.epoch if _core._is_int(t.epoch) else 0, timeout=self._o.query_timeout)
+            except Exception:
+                pass  # the server's message names it too
+        text, first = _core.diverged_message(t.last_pos, t.epoch, first_row, msg)
+        log.error("%s", text)
+        return ResyncRequired(text, sqlstate, t.last_pos, first_reissued=first, epoch=t.epoch, diverged=True)
+
+    async def _identity_first(self):
+        conn = self._conn
+        if self._caps.identity and self._identity and conn is not None and not conn.is_closed():
+            try:
+                server = await conn.fetchval("SELECT outbox.identity()", timeout=self._o.query_timeout)
+            except Exception:
+                return
+            self._check_identity(server)
+
+    def _check_identity(self, server: Optional[str]):
+        """The outbox the positions belong to: adopted when not known, else it must not change."""
+        if not server:
+            return
+        if _core.identity_changed(self._identity, server):
+            raise ResyncRequired(_core.identity_message(self._identity, server, self._tracker.last_pos), None,
+                                 self._tracker.last_pos, epoch=self._tracker.epoch, diverged=True)
+        if self._identity != server:
+            self._identity = server
+            self._state_dirty = True
+
+    async def _check_epoch(self):
+        """The pooled modes: OB003 if (last position, epoch) was not preserved."""
+        t = self._tracker
+        if self._caps.after_epoch and _core._is_int(t.epoch):
+            sql = _core.EPOCH_CHECK_SQL.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1)
+            await self._q("fetchval", sql, t.last_pos, self._o.channels, t.epoch)
 
     async def _connect(self):
         self._drop_connection()
@@ -291,6 +351,10 @@ class Subscription:
         if not caps.replay:
             raise OutboxUnavailable("the database has no pg_outbox with outbox.replay(): run CREATE EXTENSION pg_outbox"
                                     " (or update it)")
+        if caps.identity:  # [epochs] another outbox than the one the positions belong to?
+            self._check_identity(await self._q("fetchval", "SELECT outbox.identity()"))
+        elif caps.identity_exists:
+            log.warning("this role may not execute outbox.identity(): a re-created outbox cannot be told apart")
         if o.mode == "wait" and not caps.wait:
             raise OutboxUnavailable("the server has no outbox.wait() (pg_outbox 1.2 or later): use LISTEN mode")
         if o.mode == "consumer" and not (caps.next and caps.ack and caps.create_consumer):
@@ -311,18 +375,21 @@ class Subscription:
                 self._consumer_ready = True
             if self._processed is not None and (self._saved is None or self._processed > self._saved):
                 await self._save_consumer()
+            await self._check_epoch()
             return
         if not self._start_known:
+            ep = ", outbox.epoch()" if caps.identity else ", NULL::bigint"
             if o.channels is None:
-                head = await self._q("fetchval", "SELECT outbox.head()")
-                seqs = []
+                row = await self._q("fetchrow", "SELECT outbox.head(), NULL" + ep)
+                head, seqs, epoch = row[0], [], row[2]
             else:
-                row = await self._q("fetchrow", _core.HEAD_SQL_PG.replace("%s", "$1"), o.channels)
-                head, seqs = row[0], list(row[1])
+                row = await self._q("fetchrow", _core.HEAD_SQL_PG.replace("%s", "$1") + ep, o.channels)
+                head, seqs, epoch = row[0], list(row[1]), row[2]
                 for ch, s in zip(o.channels, seqs):
                     if s == 0:
                         log.warning('channel "%s" has had no event yet (listening anyway)', ch)
-            self._tracker = Tracker(head)
+            self._tracker = Tracker(head, epoch)
+            self._processed_epoch = epoch
             if o.mode == "listen":
                 for ch, s in zip(o.channels, seqs):
                     self._tracker.seqs[ch] = s
@@ -330,12 +397,19 @@ class Subscription:
             self._processed = head
             log.info("starting from now: after position %d", head)
             self._save_file()
+        elif o.mode == "wait":
+            await self._check_epoch()
 
     async def _refresh_worker_pids(self):
         if not self._caps.worker_pids:
             self._publishers.forget()
             return
-        pids = await self._q("fetchval", "SELECT outbox.worker_pids()")
+        if self._caps.identity:  # and the identity: a re-created extension shows a new worker PID first
+            row = await self._q("fetchrow", "SELECT outbox.worker_pids(), outbox.identity()")
+            pids = row[0]
+            self._check_identity(row[1])
+        else:
+            pids = await self._q("fetchval", "SELECT outbox.worker_pids()")
         self._publishers.set(pids, time.monotonic())
 
     async def _trusted(self, pid) -> bool:
@@ -364,24 +438,30 @@ class Subscription:
 
     # ---- positions ----
 
+    def _state(self) -> _core.State:
+        return _core.State(self._processed, self._processed_epoch, self._identity)
+
     def _save_file(self):
         if self._o.state_file is None or self._processed is None:
             return
-        if self._saved is not None and self._processed == self._saved:
+        if self._saved is not None and self._processed == self._saved and not self._state_dirty:
             return
-        _core.write_state_file(self._o.state_file, self._processed, self._o.fsync)
+        _core.write_state_file(self._o.state_file, self._state(), self._o.fsync)
         self._saved = self._processed
+        self._state_dirty = False
 
     async def _save_file_async(self):
         """_save_file(); with fsync in a thread, so that the event loop (notifications, a
         cancellation) runs meanwhile."""
-        if self._o.state_file is None or self._processed is None or self._processed == self._saved:
+        if self._o.state_file is None or self._processed is None or (self._processed == self._saved
+                                                                     and not self._state_dirty):
             return
         if not self._o.fsync:
             return self._save_file()
-        pos = self._processed
-        await asyncio.get_running_loop().run_in_executor(None, _core.write_state_file, self._o.state_file, pos, True)
-        self._saved = pos
+        st = self._state()
+        await asyncio.get_running_loop().run_in_executor(None, _core.write_state_file, self._o.state_file, st, True)
+        self._saved = st.pos
+        self._state_dirty = False
 
     async def _save_consumer(self):
         pos = self._processed
@@ -391,17 +471,16 @@ class Subscription:
     async def _done(self, ev: Event):
         """The caller asked for the next event: it has processed ev."""
         self._processed = ev.pos
+        if ev.epoch is not None:
+            self._processed_epoch = ev.epoch
         if self._o.mode == "consumer":
             await self._save_consumer()
         else:
             await self._save_file_async()
 
     def _deliver(self, ev: Event):
-        if ev.epoch is not None:
-            if self._tracker.epoch is not None and ev.epoch != self._tracker.epoch:
-                raise ResyncRequired("the epoch changed from %r to %r at position %d: the history may have forked"
-                                     % (self._tracker.epoch, ev.epoch, ev.pos), None, self._tracker.last_pos)
-            self._tracker.epoch = ev.epoch
+        # [epochs] a newer epoch is no error by itself: the server said (after_epoch) that the
+        # position was preserved, or the tracker sent a newer epoch's envelope through replay
         self._tracker.delivered(ev)
 
     # ---- the loop ----
@@ -444,12 +523,21 @@ class Subscription:
     async def _catch_up(self, target: Optional[int]) -> AsyncIterator[Event]:
         """Replay from the last delivered position until caught up, and at least up to target."""
         o = self._o
-        sql = ("SELECT %s FROM outbox.replay($1::bigint, $2::text[], $3::integer) r"
-               % _core.event_columns(self._caps))
+        after_epoch = self._caps.after_epoch
+        if after_epoch:  # [epochs] the server raises OB003 if the position was not preserved
+            sql = ("SELECT %s FROM outbox.replay($1::bigint, $2::text[], $3::integer, $4::bigint) r"
+                   % _core.event_columns(self._caps))
+        else:
+            sql = ("SELECT %s FROM outbox.replay($1::bigint, $2::text[], $3::integer) r"
+                   % _core.event_columns(self._caps))
         first = self._tracker.last_pos
         n_replayed = 0
         while True:
-            rows = await self._q("fetch", sql, self._tracker.last_pos, o.channels, o.batch)
+            args = [self._tracker.last_pos, o.channels, o.batch]
+            if after_epoch:
+                args.append(self._tracker.epoch if _core._is_int(self._tracker.epoch) else None)
+            rows = await self._q("fetch", sql, *args)
+            self._check_identity(_core.rows_identity(rows))
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
@@ -568,6 +656,10 @@ class Subscription:
                     raise ResyncRequired('consumer "%s" does not exist any more (dropped?)' % o.consumer,
                                          e.sqlstate) from None
                 raise
+            self._check_identity(_core.rows_identity(rows))
+            t = self._tracker
+            if _core._is_int(t.epoch) and any(_core._is_int(e) and e > t.epoch for e in (_core.parse_epoch(r[7]) for r in rows)):
+                await self._check_epoch()  # a newer epoch: was the position preserved? (OB003 if not)
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:

@@ -25,14 +25,25 @@ class OutboxError(Exception):
 
 class ResyncRequired(OutboxError):
     """The consumer's position is outside the history (OB001: older than retention; OB002: ahead
-    of the outbox, which was reset or restored), or a notification contradicts what was already
-    delivered, or the epoch changed. The consumer must resynchronise from the source of truth and
-    start again from now (and remove its state file)."""
+    of the outbox, which was reset or restored), the history it saw diverged (OB003: after a
+    failover to an asynchronous standby, a recovery or a restore, the positions from
+    ``first_reissued`` on were handed out again to other events), the outbox is another one (its
+    identity changed: re-created, or another database), or a notification contradicts what was
+    already delivered. The consumer must resynchronise from the source of truth and start again
+    from now (and remove its state file).
 
-    def __init__(self, message: str, sqlstate: Optional[str] = None, position: Optional[int] = None):
+    ``position``: the consumer's last position; ``epoch``: its epoch; ``first_reissued``: the first
+    position that now holds other events (OB003), else None; ``diverged``: True for OB003 and an
+    identity change (the events it processed from ``first_reissued`` on were lost)."""
+
+    def __init__(self, message: str, sqlstate: Optional[str] = None, position: Optional[int] = None,
+                 first_reissued: Optional[int] = None, epoch: Optional[int] = None, diverged: bool = False):
         super().__init__(message)
         self.sqlstate = sqlstate
         self.position = position
+        self.first_reissued = first_reissued
+        self.epoch = epoch
+        self.diverged = diverged
 
 
 class OutboxUnavailable(OutboxError):
@@ -144,13 +155,17 @@ class Verdict(enum.Enum):
 class Tracker:
     """The last delivered position and the last seq seen per channel (listen_core.cpp's Tracker)."""
 
-    def __init__(self, last_pos: int = 0):
+    def __init__(self, last_pos: int = 0, epoch: Optional[int] = None):
         self.last_pos = last_pos
         self.seqs: dict = {}
-        self.epoch = None
+        self.epoch = epoch  # of the event at last_pos (or the epoch started in); None: not known
 
     def classify(self, e: Event) -> Verdict:
         known = self.seqs.get(e.channel)
+        # an event of a newer epoch: the history may have forked at or before last_pos (an event at
+        # or below it in a newer epoch proves it); replay with after_epoch lets the server decide
+        if _is_int(e.epoch) and _is_int(self.epoch) and e.epoch > self.epoch:
+            return Verdict.GAP
         if e.pos <= self.last_pos:
             # at or below the last position: one we delivered (or skipped on purpose, from
             # another channel); its seq cannot be newer than what we saw
@@ -166,6 +181,8 @@ class Tracker:
     def delivered(self, e: Event) -> None:
         self.last_pos = e.pos
         self.seqs[e.channel] = e.seq
+        if _is_int(e.epoch):
+            self.epoch = e.epoch  # an epoch change with the position preserved is no error: adopt it
 
 
 class Options:
@@ -243,62 +260,131 @@ class Publishers:
         self.pids = frozenset()
 
 
-# ---- the state file: "pg_outbox_listen state 1\npos N\n" (the format of pg_outbox_listen) ----
+# ---- the state file (the same format as pg_outbox_listen's; README, "The state file") ----
+#
+#   pg_outbox_listen state 2\n
+#   pos N\n          the last position processed (required)
+#   epoch E\n        its epoch (optional)
+#   identity ID\n    outbox.identity() of the outbox (optional)
+#
+# in this order, nothing else; version 1 ("pg_outbox_listen state 1\npos N\n") is read as a
+# position without epoch and identity. test/unit/data/state/ holds the samples both
+# implementations are tested against.
 
-STATE_HEADER = "pg_outbox_listen state 1\n"
+STATE_HEADER_1 = "pg_outbox_listen state 1\n"
+STATE_HEADER = "pg_outbox_listen state 2\n"
+MAX_STATE_BYTES = 4096
+MAX_IDENTITY_BYTES = 128
+_IDENTITY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_NUMBER_RE = re.compile(r"[0-9]+")
 
 
-def format_state(pos: int) -> str:
-    return "%spos %d\n" % (STATE_HEADER, pos)
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What a state file holds: ``pos``, its ``epoch`` (None: not known) and the outbox's
+    ``identity`` (None: not known); ``version`` of the file read (always 2 when written)."""
+
+    pos: int
+    epoch: Optional[int] = None
+    identity: Optional[str] = None
+    version: int = dataclasses.field(default=2, compare=False)
 
 
-def parse_state(content: str) -> Optional[int]:
-    if not content.startswith(STATE_HEADER):
+def valid_identity(identity) -> bool:
+    return isinstance(identity, str) and _IDENTITY_RE.fullmatch(identity) is not None
+
+
+def format_state(state) -> str:
+    """The content of a state file (version 2). ``state``: a State, or a position."""
+    if _is_int(state):
+        state = State(state)
+    out = "%spos %d\n" % (STATE_HEADER, state.pos)
+    if state.epoch is not None:
+        out += "epoch %d\n" % state.epoch
+    if state.identity:
+        if not valid_identity(state.identity):
+            raise ValueError("not an identity: %r" % (state.identity,))
+        out += "identity %s\n" % state.identity
+    return out
+
+
+def parse_state(content: str) -> Optional[State]:
+    """The State of a whole version 1 or 2 state file; None if it is not one (torn, garbage)."""
+    if not isinstance(content, str) or len(content) > MAX_STATE_BYTES:
+        return None
+    if content.startswith(STATE_HEADER):
+        version = 2
+    elif content.startswith(STATE_HEADER_1):
+        version = 1
+    else:
         return None
     rest = content[len(STATE_HEADER):]
-    m = re.fullmatch(r"pos ([0-9]+)\n", rest)
-    if not m:
+    if not rest.endswith("\n"):
+        return None  # the last line is incomplete (torn write)
+    names = ("pos", "epoch", "identity")
+    nxt = 0
+    vals: dict = {}
+    for line in rest[:-1].split("\n"):
+        name, sep, value = line.partition(" ")
+        if not sep or name not in names[nxt:]:
+            return None  # not "NAME VALUE", or an unknown, repeated or misplaced line
+        i = names.index(name)
+        if (i > 0 and "pos" not in vals) or (version == 1 and i > 0):
+            return None
+        nxt = i + 1
+        if name == "identity":
+            if not valid_identity(value):
+                return None
+            vals[name] = value
+            continue
+        if not _NUMBER_RE.fullmatch(value):
+            return None
+        v = int(value)
+        if v >= 2**63:
+            return None
+        vals[name] = v
+    if "pos" not in vals:
         return None
-    v = int(m.group(1))
-    return v if v < 2**63 else None
+    return State(vals["pos"], vals.get("epoch"), vals.get("identity"), version)
 
 
 def state_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def read_state_file(path: str) -> Optional[int]:
-    """The position in the state file, None if it does not exist; StateFileError if the file is
+def read_state_file(path: str) -> Optional[State]:
+    """The State in the state file, None if it does not exist; StateFileError if the file is
     unreadable or corrupt, or its directory is missing."""
     d = state_dir(path)
     if not os.path.isdir(d):
         raise StateFileError('the directory "%s" of state file "%s" does not exist (create it first)' % (d, path))
     try:
         with open(path, "rb") as f:
-            raw = f.read(4097)
+            raw = f.read(MAX_STATE_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise StateFileError('cannot read state file "%s": %s' % (path, e.strerror)) from None
     try:
-        pos = parse_state(raw.decode("ascii"))
+        st = parse_state(raw.decode("ascii"))
     except UnicodeDecodeError:
-        pos = None
-    if pos is None:
+        st = None
+    if st is None:
         raise StateFileError('state file "%s" is not a pg_outbox state file (or is corrupt)' % path)
-    return pos
+    return st
 
 
-def write_state_file(path: str, pos: int, do_fsync: bool = True) -> None:
+def write_state_file(path: str, state, do_fsync: bool = True) -> None:
     """Replace the state file atomically: write PATH.tmp, fsync it, rename it over PATH, fsync the
-    directory. StateFileError on failure (the old file is then still intact)."""
+    directory. ``state``: a State (or a position). StateFileError on failure (the old file is
+    then still intact)."""
     tmp = path + ".tmp"
+    data = format_state(state).encode("ascii")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise StateFileError('cannot create "%s": %s' % (tmp, e.strerror)) from None
     try:
-        data = format_state(pos).encode("ascii")
         try:
             while data:
                 n = os.write(fd, data)
@@ -383,7 +469,10 @@ SELECT coalesce(to_regprocedure('outbox.replay(bigint,text[],integer,bigint)'), 
        to_regprocedure('outbox.wait(bigint,text[],interval,integer)') IS NOT NULL AS wait,
        to_regprocedure('outbox.next(text,integer,interval)') IS NOT NULL AS next,
        to_regprocedure('outbox.ack(text,bigint)') IS NOT NULL AS ack,
-       to_regprocedure('outbox.create_consumer(text,text[],text)') IS NOT NULL AS create_consumer
+       to_regprocedure('outbox.create_consumer(text,text[],text)') IS NOT NULL AS create_consumer,
+       to_regprocedure('outbox.replay(bigint,text[],integer,bigint)') IS NOT NULL AS after_epoch,
+       to_regprocedure('outbox.identity()') IS NOT NULL AS identity_exists,
+       coalesce(has_function_privilege(to_regprocedure('outbox.identity()'), 'EXECUTE'), false) AS identity
 """
 
 
@@ -398,6 +487,9 @@ class Capabilities:
     next: bool = False
     ack: bool = False
     create_consumer: bool = False
+    after_epoch: bool = False  # replay(..., after_epoch) (1.2 and later)
+    identity_exists: bool = False
+    identity: bool = False  # outbox.identity() may be called
 
     @classmethod
     def from_row(cls, row) -> "Capabilities":
@@ -405,7 +497,8 @@ class Capabilities:
 
 
 def event_columns(caps: Capabilities) -> str:
-    """The select list for rows of replay()/wait()/next() (all return replay's columns)."""
+    """The select list for rows of replay()/wait()/next() (all return replay's columns); the
+    9th column is outbox.identity() (an InitPlan: once per query), or NULL."""
     cols = "r.pos, r.seq, r.id, r.channel, r.key, r.type, r.payload::text"
     if caps.epoch_column:
         cols += ", r.epoch::text"
@@ -413,7 +506,41 @@ def event_columns(caps: Capabilities) -> str:
         cols += ", r.envelope->>'epoch'"
     else:
         cols += ", NULL::text"
+    cols += ", (SELECT outbox.identity())" if caps.identity else ", NULL::text"
     return cols
+
+
+def rows_identity(rows) -> Optional[str]:
+    """The identity column of a batch of event_columns() rows (None: no rows, or not known)."""
+    return rows[0][8] if rows else None
+
+
+def identity_changed(saved: Optional[str], server: Optional[str]) -> bool:
+    return bool(saved) and bool(server) and saved != server
+
+
+def identity_message(saved: str, server: str, pos: int) -> str:
+    return ("the outbox identity changed from %s to %s (after position %d): the extension was re-created, or this is"
+            " another database; every position from 1 on may belong to other events" % (saved, server, pos))
+
+
+# OB003: the first reissued position (outbox.epochs is readable by outbox_reader)
+FIRST_REISSUED_SQL = ("SELECT e.first_pos, e.epoch, e.reason FROM outbox.epochs e WHERE e.epoch > %s::bigint"
+                      " ORDER BY e.epoch LIMIT 1")
+# In the pooled modes (wait() and next() take no after_epoch): was (pos, epoch) preserved? OB003 if not.
+EPOCH_CHECK_SQL = "SELECT count(*) FROM outbox.replay(%s::bigint, %s::text[], 1, %s::bigint)"
+
+
+def diverged_message(pos: int, epoch, first_row, server_msg: str) -> tuple:
+    """(message, first reissued position or None) for OB003; first_row: a row of FIRST_REISSUED_SQL."""
+    msg = "position %d%s was not preserved" % (pos, " of epoch %s" % epoch if epoch is not None else "")
+    first = None
+    if first_row is not None and first_row[0] is not None and int(first_row[0]) <= pos:
+        first = int(first_row[0])
+        msg += (": positions from %d on were handed out again in epoch %s (%s); the events processed at positions %d"
+                " to %d were lost and these positions now hold other events" % (first, first_row[1], first_row[2],
+                                                                               first, pos))
+    return msg + " (server: %s)" % server_msg, first
 
 
 def event_from_row(row) -> Event:
@@ -436,6 +563,8 @@ def classify_sqlstate(sqlstate: Optional[str]) -> str:
     (retrying cannot help: raised as OutboxError) or 'retry' (reconnect, as pg_outbox_listen)."""
     if sqlstate in ("OB001", "OB002"):
         return "resync"
+    if sqlstate == "OB003":
+        return "diverged"
     if sqlstate in ("42883", "3F000", "42P01", "42501"):
         return "unavailable"
     if sqlstate and sqlstate[:2] in ("0A", "22", "42"):

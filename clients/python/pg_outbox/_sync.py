@@ -52,6 +52,9 @@ class SyncSubscription:
         self._tracker = Tracker(0)
         self._start_known = False
         self._processed: Optional[int] = None
+        self._processed_epoch: Optional[int] = None  # [epochs] its epoch
+        self._identity: Optional[str] = None  # outbox.identity() the positions belong to
+        self._state_dirty = False  # the identity was adopted: save even at the same position
         self._saved: Optional[int] = None
         self._last_yielded: Optional[Event] = None
         self._buf: list = []
@@ -126,6 +129,8 @@ class SyncSubscription:
             return
         if self._processed is None or ev.pos > self._processed:
             self._processed = ev.pos
+            if ev.epoch is not None:
+                self._processed_epoch = ev.epoch
         if self._saved is not None and self._processed <= self._saved:
             return
         if self._o.mode == "consumer":
@@ -187,15 +192,18 @@ class SyncSubscription:
             self._lock = _core.StateLock(o.state_file)
             self._lock.acquire()
             try:
-                pos = _core.read_state_file(o.state_file)
+                st = _core.read_state_file(o.state_file)
             except _core.StateFileError:
                 self._lock.release()
                 raise
-            if pos is not None:
-                self._tracker = Tracker(pos)
-                self._processed = self._saved = pos
+            if st is not None:
+                self._tracker = Tracker(st.pos, st.epoch)
+                self._processed = self._saved = st.pos
+                self._processed_epoch = st.epoch
+                self._identity = st.identity
                 self._start_known = True
-                log.info("resuming after position %d from state file %s", pos, o.state_file)
+                log.info("resuming after position %d%s from state file %s", st.pos,
+                         " of epoch %d" % st.epoch if st.epoch is not None else "", o.state_file)
         if not self._start_known and _core._is_int(o.after):
             self._tracker = Tracker(o.after)
             self._processed = self._saved = o.after
@@ -233,8 +241,11 @@ class SyncSubscription:
             kind = _core.classify_sqlstate(st)
             msg = str(e).strip()
             if kind == "resync":
+                self._identity_first()  # a re-created outbox: say so rather than OB001/OB002
                 raise ResyncRequired("cannot continue after position %d: %s" % (self._tracker.last_pos, msg), st,
-                                     self._tracker.last_pos) from None
+                                     self._tracker.last_pos, epoch=self._tracker.epoch) from None
+            if kind == "diverged":
+                raise self._diverged(msg, st) from None
             if kind == "unavailable":
                 raise OutboxUnavailable("pg_outbox is not usable here: %s" % msg, st) from None
             if st == "57014" and self._stopping:
@@ -244,6 +255,46 @@ class SyncSubscription:
             raise _Lost("query failed (SQLSTATE %s): %s" % (st, msg), st) from None
         except OSError as e:
             raise _Lost(str(e)) from None
+
+    def _diverged(self, msg, sqlstate) -> ResyncRequired:
+        """OB003: the ResyncRequired naming the first reissued position (from outbox.epochs)."""
+        t = self._tracker
+        first_row = None
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            try:
+                first_row = conn.execute(_core.FIRST_REISSUED_SQL, (t.epoch if _core._is_int(t.epoch) else 0,)).fetchone()
+            except Exception:
+                pass  # the server's message names it too
+        text, first = _core.diverged_message(t.last_pos, t.epoch, first_row, msg)
+        log.error("%s", text)
+        return ResyncRequired(text, sqlstate, t.last_pos, first_reissued=first, epoch=t.epoch, diverged=True)
+
+    def _identity_first(self):
+        conn = self._conn
+        if self._caps.identity and self._identity and conn is not None and not conn.closed and not conn.broken:
+            try:
+                server = conn.execute("SELECT outbox.identity()").fetchone()[0]
+            except Exception:
+                return
+            self._check_identity(server)
+
+    def _check_identity(self, server):
+        """The outbox the positions belong to: adopted when not known, else it must not change."""
+        if not server:
+            return
+        if _core.identity_changed(self._identity, server):
+            raise ResyncRequired(_core.identity_message(self._identity, server, self._tracker.last_pos), None,
+                                 self._tracker.last_pos, epoch=self._tracker.epoch, diverged=True)
+        if self._identity != server:
+            self._identity = server
+            self._state_dirty = True
+
+    def _check_epoch(self):
+        """The pooled modes: OB003 if (last position, epoch) was not preserved."""
+        t = self._tracker
+        if self._caps.after_epoch and _core._is_int(t.epoch):
+            self._q(_core.EPOCH_CHECK_SQL, (t.last_pos, self._o.channels, t.epoch), fetch="one")
 
     def _connect(self):
         self._drop_connection()
@@ -282,6 +333,10 @@ class SyncSubscription:
         if not caps.replay:
             raise OutboxUnavailable("the database has no pg_outbox with outbox.replay(): run CREATE EXTENSION pg_outbox"
                                     " (or update it)")
+        if caps.identity:  # [epochs] another outbox than the one the positions belong to?
+            self._check_identity(self._q("SELECT outbox.identity()", fetch="one")[0])
+        elif caps.identity_exists:
+            log.warning("this role may not execute outbox.identity(): a re-created outbox cannot be told apart")
         if o.mode == "wait" and not caps.wait:
             raise OutboxUnavailable("the server has no outbox.wait() (pg_outbox 1.2 or later): use LISTEN mode")
         if o.mode == "consumer" and not (caps.next and caps.ack and caps.create_consumer):
@@ -296,16 +351,20 @@ class SyncSubscription:
                 self._consumer_ready = True
             if self._processed is not None and (self._saved is None or self._processed > self._saved):
                 self._save_consumer()
+            self._check_epoch()
             return
         if not self._start_known:
+            ep = ", outbox.epoch()" if caps.identity else ", NULL::bigint"
             if o.channels is None:
-                head, seqs = self._q("SELECT outbox.head()", fetch="one")[0], []
+                head, _, epoch = self._q("SELECT outbox.head(), NULL" + ep, fetch="one")
+                seqs = []
             else:
-                head, seqs = self._q(_core.HEAD_SQL_PG, (o.channels,), fetch="one")
+                head, seqs, epoch = self._q(_core.HEAD_SQL_PG + ep, (o.channels,), fetch="one")
                 for ch, s in zip(o.channels, seqs):
                     if s == 0:
                         log.warning('channel "%s" has had no event yet (listening anyway)', ch)
-            self._tracker = Tracker(head)
+            self._tracker = Tracker(head, epoch)
+            self._processed_epoch = epoch
             if o.mode == "listen":
                 for ch, s in zip(o.channels, seqs):
                     self._tracker.seqs[ch] = s
@@ -313,6 +372,8 @@ class SyncSubscription:
             self._processed = head
             log.info("starting from now: after position %d", head)
             self._save_file()
+        elif o.mode == "wait":
+            self._check_epoch()
 
     def _ensure_consumer(self):
         o = self._o
@@ -331,7 +392,11 @@ class SyncSubscription:
         if not self._caps.worker_pids:
             self._publishers.forget()
             return
-        pids = self._q("SELECT outbox.worker_pids()", fetch="one")[0]
+        if self._caps.identity:  # and the identity: a re-created extension shows a new worker PID first
+            pids, identity = self._q("SELECT outbox.worker_pids(), outbox.identity()", fetch="one")
+            self._check_identity(identity)
+        else:
+            pids = self._q("SELECT outbox.worker_pids()", fetch="one")[0]
         self._publishers.set(pids, time.monotonic())
 
     def _trusted(self, pid) -> bool:
@@ -347,10 +412,13 @@ class SyncSubscription:
     # ---- positions ----
 
     def _save_file(self):
-        if self._o.state_file is None or self._processed is None or self._processed == self._saved:
+        if self._o.state_file is None or self._processed is None or (self._processed == self._saved
+                                                                     and not self._state_dirty):
             return
-        _core.write_state_file(self._o.state_file, self._processed, self._o.fsync)
+        _core.write_state_file(self._o.state_file, _core.State(self._processed, self._processed_epoch, self._identity),
+                               self._o.fsync)
         self._saved = self._processed
+        self._state_dirty = False
 
     def _save_consumer(self):
         pos = self._processed
@@ -359,6 +427,8 @@ class SyncSubscription:
 
     def _done(self, ev):
         self._processed = ev.pos
+        if ev.epoch is not None:
+            self._processed_epoch = ev.epoch
         if self._o.mode == "consumer":
             self._save_consumer()
         else:
@@ -367,11 +437,7 @@ class SyncSubscription:
             raise _Stop()
 
     def _deliver(self, ev):
-        if ev.epoch is not None:
-            if self._tracker.epoch is not None and ev.epoch != self._tracker.epoch:
-                raise ResyncRequired("the epoch changed from %r to %r at position %d: the history may have forked"
-                                     % (self._tracker.epoch, ev.epoch, ev.pos), None, self._tracker.last_pos)
-            self._tracker.epoch = ev.epoch
+        # [epochs] a newer epoch is no error by itself (see _aio.Subscription._deliver)
         self._tracker.delivered(ev)
 
     # ---- the loop ----
@@ -415,9 +481,18 @@ class SyncSubscription:
 
     def _catch_up(self, target):
         o = self._o
-        sql = "SELECT %s FROM outbox.replay(%%s::bigint, %%s::text[], %%s::integer) r" % _core.event_columns(self._caps)
+        after_epoch = self._caps.after_epoch
+        if after_epoch:  # [epochs] the server raises OB003 if the position was not preserved
+            sql = ("SELECT %s FROM outbox.replay(%%s::bigint, %%s::text[], %%s::integer, %%s::bigint) r"
+                   % _core.event_columns(self._caps))
+        else:
+            sql = "SELECT %s FROM outbox.replay(%%s::bigint, %%s::text[], %%s::integer) r" % _core.event_columns(self._caps)
         while True:
-            rows = self._q(sql, (self._tracker.last_pos, o.channels, o.batch))
+            args = [self._tracker.last_pos, o.channels, o.batch]
+            if after_epoch:
+                args.append(self._tracker.epoch if _core._is_int(self._tracker.epoch) else None)
+            rows = self._q(sql, tuple(args))
+            self._check_identity(_core.rows_identity(rows))
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:
@@ -540,6 +615,10 @@ class SyncSubscription:
                     raise ResyncRequired('consumer "%s" does not exist any more (dropped?)' % o.consumer,
                                          e.sqlstate) from None
                 raise
+            self._check_identity(_core.rows_identity(rows))
+            t = self._tracker
+            if _core._is_int(t.epoch) and any(_core._is_int(e) and e > t.epoch for e in (_core.parse_epoch(r[7]) for r in rows)):
+                self._check_epoch()  # a newer epoch: was the position preserved? (OB003 if not)
             for row in rows:
                 ev = _core.event_from_row(row)
                 if ev.pos <= self._tracker.last_pos:

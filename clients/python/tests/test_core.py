@@ -46,24 +46,35 @@ def test_tracker():
 def test_state_file(tmp_path):
     p = str(tmp_path / "s")
     assert _core.read_state_file(p) is None
-    _core.write_state_file(p, 12345)
-    assert open(p).read() == "pg_outbox_listen state 1\npos 12345\n"  # pg_outbox_listen's format
-    assert _core.read_state_file(p) == 12345
+    _core.write_state_file(p, 12345)  # a bare position
+    assert open(p).read() == "pg_outbox_listen state 2\npos 12345\n"  # pg_outbox_listen's format
+    assert _core.read_state_file(p) == _core.State(12345)
+    st = _core.State(12345, 3, "6f1c2a9e-4b7d-4e21-9c3a-0d5e8f7a1b2c")
+    _core.write_state_file(p, st)
+    assert open(p).read() == ("pg_outbox_listen state 2\npos 12345\nepoch 3\n"
+                              "identity 6f1c2a9e-4b7d-4e21-9c3a-0d5e8f7a1b2c\n")
+    assert _core.read_state_file(p) == st
     assert not os.path.exists(p + ".tmp")
     os.symlink(str(tmp_path / "victim"), p + ".tmp")  # a planted PATH.tmp is not followed
     with pytest.raises(_core.StateFileError):
         _core.write_state_file(p, 8)
-    assert not os.path.exists(tmp_path / "victim") and _core.read_state_file(p) == 12345
+    assert not os.path.exists(tmp_path / "victim") and _core.read_state_file(p) == st
     os.unlink(p + ".tmp")
     _core.write_state_file(p, 7, do_fsync=False)
-    assert _core.read_state_file(p) == 7
+    assert _core.read_state_file(p).pos == 7
+    with open(p, "w") as f:  # written by an older pg_outbox_listen or client
+        f.write("pg_outbox_listen state 1\npos 99\n")
+    assert _core.read_state_file(p) == _core.State(99) and _core.read_state_file(p).version == 1
     for bad in ("", "pg_outbox_listen state 1\n", "pg_outbox_listen state 1\npos -1\n", "pg_outbox_listen state 1\npos 1",
-                "pg_outbox_listen state 2\npos 1\n", "pg_outbox_listen state 1\npos 1\nextra\n",
-                "pg_outbox_listen state 1\npos 99999999999999999999\n", "\xff"):
+                "pg_outbox_listen state 3\npos 1\n", "pg_outbox_listen state 1\npos 1\nextra\n",
+                "pg_outbox_listen state 1\npos 99999999999999999999\n", "\xff", "pg_outbox_listen state 2\npos 1\nepoch 1",
+                "pg_outbox_listen state 2\npos 1\nidentity x y\n", "pg_outbox_listen state 1\npos 1\nepoch 2\n"):
         with open(p, "w", encoding="latin-1") as f:
             f.write(bad)
         with pytest.raises(_core.StateFileError, match="corrupt"):
             _core.read_state_file(p)
+    with pytest.raises(ValueError):
+        _core.format_state(_core.State(1, 1, "not an/identity"))
     with pytest.raises(_core.StateFileError, match="does not exist"):
         _core.read_state_file(str(tmp_path / "no" / "s"))
     ro = tmp_path / "ro"
@@ -74,9 +85,40 @@ def test_state_file(tmp_path):
         if os.geteuid() != 0:  # root writes anyway
             with pytest.raises(_core.StateFileError, match="cannot create"):
                 _core.write_state_file(str(ro / "s"), 4)
-            assert _core.read_state_file(str(ro / "s")) == 3  # the old file is intact
+            assert _core.read_state_file(str(ro / "s")).pos == 3  # the old file is intact
     finally:
         os.chmod(ro, 0o700)
+
+
+def test_tracker_epochs():
+    def ev(pos, seq, epoch):
+        return _core.Event(pos=pos, seq=seq, id=pos, channel="a", epoch=epoch)
+    t = Tracker(10, 2)
+    t.seqs["a"] = 5
+    assert t.classify(ev(11, 6, 2)) is Verdict.DELIVER
+    assert t.classify(ev(11, 6, None)) is Verdict.DELIVER
+    assert t.classify(ev(11, 6, 3)) is Verdict.GAP  # a newer epoch: replay (with after_epoch) decides
+    assert t.classify(ev(9, 4, 3)) is Verdict.GAP  # at or below the position in a newer epoch
+    assert t.classify(ev(9, 4, 1)) is Verdict.DUPLICATE
+    t.delivered(ev(11, 6, 3))  # an epoch change with the position preserved: adopted, no error
+    assert t.epoch == 3 and t.last_pos == 11
+    t.delivered(ev(12, 7, None))
+    assert t.epoch == 3
+    u = Tracker(10)  # not known (a version 1 state file)
+    u.seqs["a"] = 5
+    assert u.classify(ev(11, 6, 7)) is Verdict.DELIVER
+
+
+def test_diverged_message():
+    msg, first = _core.diverged_message(120, 1, (101, 3, "timeline changed from 1 to 3"), "server says")
+    assert first == 101
+    assert "positions from 101 on were handed out again in epoch 3" in msg and "101 to 120" in msg
+    msg, first = _core.diverged_message(120, 1, None, "server says")
+    assert first is None and "position 120 of epoch 1 was not preserved" in msg and "server says" in msg
+    assert _core.classify_sqlstate("OB003") == "diverged"
+    assert _core.identity_changed("a", "b") and not _core.identity_changed(None, "b") and not _core.identity_changed("a", "a")
+    e = _core.ResyncRequired("m", "OB003", 120, first_reissued=101, epoch=1, diverged=True)
+    assert (e.sqlstate, e.position, e.first_reissued, e.epoch, e.diverged) == ("OB003", 120, 101, 1, True)
 
 
 def test_state_lock(tmp_path):
@@ -132,6 +174,9 @@ def test_event_from_row_and_columns():
     assert "envelope->>'epoch'" in _core.event_columns(caps)
     caps.epoch_column = True
     assert "r.epoch::text" in _core.event_columns(caps)
+    assert ", NULL::text" in _core.event_columns(caps)
+    caps.identity = True
+    assert "(SELECT outbox.identity())" in _core.event_columns(caps)
     e = _core.event_from_row((5, 2, 9, "c", None, "t", json.dumps({"x": 1}), "3"))
     assert (e.pos, e.seq, e.id, e.channel, e.key, e.type, e.payload, e.epoch) == (5, 2, 9, "c", None, "t", {"x": 1}, 3)
     assert _core.event_from_row((5, 2, 9, "c", None, None, None, None)).payload is None
