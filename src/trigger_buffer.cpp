@@ -151,20 +151,28 @@ static void write_events(int first) {
 }
 
 // Write what may be written now (see above): every event, if all are of the current level;
-// else the current level's events only if they alone fill the buffer (bounded memory).
+// else the current level's events only if they alone fill the buffer (bounded memory). Again
+// while a write left new events of the current level behind (a DBA's trigger on
+// outbox.pending that writes an attached table): the flush at pre-commit is the last one, so
+// nothing may stay buffered after it (each round writes at least one event; a chain of
+// triggers that never ends is the DBA's endless loop, and can be cancelled).
 void flush_events(void) {
-	if (buffer_len == 0 || flushing_level > 0)
+	if (flushing_level > 0)
 		return;
 	int level = GetCurrentTransactionNestLevel();
-	if (buffer[0].level == level) {
-		write_events(0);
-		return;
+	while (buffer_len > 0) {
+		if (buffer[0].level == level) {
+			write_events(0);
+		} else {
+			int first = buffer_len;
+			while (first > 0 && buffer[first - 1].level == level)
+				first--;
+			if (buffer_len - first < kFlushEvents)
+				return;
+			write_events(first);
+		}
+		CHECK_FOR_INTERRUPTS();
 	}
-	int first = buffer_len;
-	while (first > 0 && buffer[first - 1].level == level)
-		first--;
-	if (buffer_len - first >= kFlushEvents)
-		write_events(first);
 }
 
 // flush_events() where no statement may be running (commit, the end of a utility statement):
