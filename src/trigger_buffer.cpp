@@ -136,7 +136,8 @@ static void write_events(int first) {
 	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the (sub)transaction's abort. Events a DBA's
-	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered.
+	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered: the
+	// caller, flush_events(), writes them in its next round.
 	for (int k = first; k < first + n; k++)
 		free_event(&buffer[k]);
 	int added = buffer_len - (first + n);
