@@ -152,6 +152,32 @@ INSERT INTO rl5 VALUES ('b', 2);
 SELECT channel, key, payload->'data' AS data FROM outbox.pending ORDER BY id;
 SELECT pg_temp.reset();
 
+-- 7. the change trigger made a deferred constraint trigger by a DBA: its events are written at
+--    pre-commit, after the deferred triggers fired; a deferred trigger on outbox.pending fires
+--    for them all the same (it used to be dropped unfired: the COMMIT succeeded)
+CREATE TABLE rl_def (id int PRIMARY KEY);
+CREATE CONSTRAINT TRIGGER outbox_change AFTER INSERT ON rl_def DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION outbox._change('outbox', 'rl_def', '', '');
+CREATE FUNCTION rl_check_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.key = '13' THEN RAISE EXCEPTION 'deferred check on outbox.pending refuses key %', NEW.key; END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER rl_check_pending AFTER INSERT ON outbox.pending DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION rl_check_pending();
+BEGIN;
+INSERT INTO rl_def VALUES (12);
+COMMIT;
+BEGIN;
+INSERT INTO rl_def VALUES (13);
+COMMIT;
+SELECT pg_temp.events() AS deferred_change_trigger;
+SELECT id FROM rl_def ORDER BY id;
+DROP TRIGGER rl_check_pending ON outbox.pending;
+DROP TABLE rl_def;
+DROP FUNCTION rl_check_pending();
+SELECT pg_temp.reset();
+
 SELECT outbox.detach(t) IS NOT NULL AS detached FROM unnest('{rl1,rl2,rl3,rl4,rl5}'::regclass[]) t;
 DROP TABLE rl1, rl2, rl3, rl4, rl5;
 DROP FUNCTION rl_chain(), rl_side();

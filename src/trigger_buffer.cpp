@@ -192,8 +192,16 @@ void trigger_buffer_xact_event(XactEvent event) {
 	switch (event) {
 	case XACT_EVENT_PRE_COMMIT:
 	case XACT_EVENT_PRE_PREPARE:
-		if (buffer_len > 0)
-			flush_events_with_snapshot(); // at the top level: every event is of level 1 now
+		// at the top level: every event is of level 1 now. The deferred triggers have fired just
+		// before this callback: those this write queues (a DBA's deferred trigger or foreign key
+		// on outbox.pending) would be dropped unfired, so fire them here — and write what they
+		// buffer in turn (the change trigger made a deferred constraint trigger).
+		while (buffer_len > 0) {
+			flush_events_with_snapshot();
+			if (buffer_len > 0) // a flush left interrupted (cannot be): fail the commit, lose nothing
+				elog(ERROR, "pg_outbox: %d buffered events could not be written at commit", buffer_len);
+			AfterTriggerFireDeferred();
+		}
 		break;
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_ABORT:
