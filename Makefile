@@ -3,8 +3,10 @@ EXTENSION  = pg_outbox
 MODULE_big = pg_outbox
 EXTVERSION = 1.3
 
-CXX_SRCS = src/rights.cpp src/guard.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/notify.cpp src/payload.cpp \
-           src/trigger.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
+CXX_SRCS = src/rights.cpp src/guard.cpp src/limits.cpp src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/shmem.cpp src/wakeup.cpp \
+           src/utility_hook.cpp src/notify.cpp src/payload.cpp \
+           src/trigger_config.cpp src/trigger_row.cpp src/trigger_buffer.cpp src/trigger_attach.cpp \
+           src/xact_events.cpp src/invalidation.cpp src/jsonb_text.cpp src/outbox.cpp src/direct.cpp src/worker.cpp src/admin.cpp \
            src/schema_guard.cpp src/consumers.cpp src/health.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
@@ -42,28 +44,39 @@ include $(PGXS)
 # The version is compiled in (PG_OUTBOX_VERSION): objects are rebuilt when this file changes.
 $(OBJS): Makefile
 
-src/sql/build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+# The limits (src/limits.hpp, one definition each) reach the SQL pieces by substitution:
+# @MAX_CHANNEL_BYTES@ and @MAX_PAYLOAD_BYTES@ become the numbers defined there, so a CHECK stays a
+# plain comparison. A token left over (misspelt) fails the build.
+limit_of = $(shell sed -n 's/^\#define PGO_$(1) \([0-9][0-9]*\).*/\1/p' $(srcdir)/src/limits.hpp)
+SQL_LIMITS = -e 's/@MAX_CHANNEL_BYTES@/$(call limit_of,MAX_CHANNEL_BYTES)/g' \
+             -e 's/@MAX_PAYLOAD_BYTES@/$(call limit_of,MAX_PAYLOAD_BYTES)/g'
+define assemble_sql
 	@mkdir -p src/sql/build
-	cat $^ > $@
+	cat $(1) | sed $(SQL_LIMITS) > $@.tmp
+	@if grep -n '@[A-Z_]*@' $@.tmp; then echo "$@: unknown @TOKEN@ above (src/limits.hpp defines the limits)"; rm -f $@.tmp; exit 1; fi
+	mv $@.tmp $@
+endef
+
+src/sql/build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) src/limits.hpp
+	$(call assemble_sql,$(SQL_PARTS))
 
 UPGRADE_PARTS = $(sort $(wildcard src/sql/upgrade/[0-9]*.sql))
-src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: $(UPGRADE_PARTS)
-	@mkdir -p src/sql/build
-	cat $^ > $@
+src/sql/build/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql: $(UPGRADE_PARTS) src/limits.hpp
+	$(call assemble_sql,$(UPGRADE_PARTS))
 
 # The reference consumer pg_outbox_listen: a C++17 program on libpq (not part of the module),
 # installed into the server's bindir next to psql. Its objects are built with their own flags.
 LISTEN_BIN    = src/listen/pg_outbox_listen
 LISTEN_OWN    = src/listen/main.o src/listen/listen_core.o
-LISTEN_SHARED = src/listen/envelope.o src/listen/json_impl.o
+LISTEN_SHARED = src/listen/envelope.o src/listen/json_writer.o src/listen/json_impl.o
 LISTEN_OBJS   = $(LISTEN_OWN) $(LISTEN_SHARED)
 LISTEN_CXXFLAGS = -std=c++17 -O2 -g -Wall -Wextra -I$(srcdir)/src -I$(includedir)
 
 all: $(LISTEN_BIN)
 
-$(LISTEN_OWN): src/listen/%.o: src/listen/%.cpp $(wildcard src/listen/*.hpp) src/envelope.hpp
+$(LISTEN_OWN): src/listen/%.o: src/listen/%.cpp $(wildcard src/listen/*.hpp) src/envelope.hpp src/json_writer.hpp src/limits.hpp
 	$(CXX) $(LISTEN_CXXFLAGS) -c -o $@ $<
-$(LISTEN_SHARED): src/listen/%.o: src/%.cpp src/envelope.hpp
+$(LISTEN_SHARED): src/listen/%.o: src/%.cpp src/envelope.hpp src/json_writer.hpp src/limits.hpp
 	$(CXX) $(LISTEN_CXXFLAGS) -c -o $@ $<
 $(LISTEN_BIN): $(LISTEN_OBJS)
 	$(CXX) -o $@ $^ -L$(libdir) -lpq
@@ -76,13 +89,26 @@ uninstall: uninstall-listen
 uninstall-listen:
 	rm -f '$(DESTDIR)$(bindir)/pg_outbox_listen'
 
+# The boundary self-test (test/selftest): a module of its own for the tests, never installed by
+# `make install`; test/pgenv.sh installs it into the tests' private installation.
+SELFTEST_SO = test/selftest/pg_outbox_selftest$(DLSUFFIX)
+$(SELFTEST_SO): test/selftest/boundary_selftest.cpp src/guard.cpp src/guard.hpp
+	$(CXX) $(CXXFLAGS) $(CFLAGS_SL) $(PG_CXXFLAGS) $(CPPFLAGS) -shared -o $@ test/selftest/boundary_selftest.cpp src/guard.cpp
+install-selftest: $(SELFTEST_SO)
+	$(MKDIR_P) '$(DESTDIR)$(pkglibdir)'
+	$(INSTALL_SHLIB) $(SELFTEST_SO) '$(DESTDIR)$(pkglibdir)/'
+EXTRA_CLEAN += $(SELFTEST_SO)
+.PHONY: install-selftest
+
 # Pure C++ unit tests (no Postgres headers involved).
-UNIT_SRCS = $(wildcard test/unit/*.cpp) src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
+UNIT_SRCS = $(wildcard test/unit/*.cpp) src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
 test/unit/unit_tests: $(UNIT_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -g -I$(srcdir)/src -o $@ $(UNIT_SRCS) -lgtest -lgtest_main -pthread
 
 unit: test/unit/unit_tests
 	bash test/check_compat.sh
+	bash test/check_wrappers.sh
+	bash test/check_wrappers_test.sh
 	./test/unit/unit_tests
 
 format:
@@ -95,7 +121,7 @@ format:
 # each for a bounded time on a copy of its seed corpus (test/fuzz/corpus/<target>).
 FUZZ_CXX     ?= clang++-14
 FUZZ_TARGETS  = template payload envelope listen
-FUZZ_SRCS     = src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
+FUZZ_SRCS     = src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/payload.cpp src/listen/listen_core.cpp
 FUZZ_DIR     ?= test/fuzz/bin
 FUZZ_BINS     = $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 $(FUZZ_DIR)/fuzz_%: test/fuzz/fuzz_%.cpp test/fuzz/fuzz_util.hpp $(FUZZ_SRCS) $(wildcard src/*.hpp src/listen/*.hpp)

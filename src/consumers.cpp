@@ -34,6 +34,7 @@
 // lost (in the transaction that truncates) and its next call raises OB001.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -114,12 +115,10 @@ static int channel_bucket(Oid dbid, const char *channel, size_t len) {
 }
 
 // ---- wake-ups at commit ----
-static int publish_level = 0; // lowest live subtransaction level that published events; 0: none
+static LevelMark published; // the live subtransaction levels that published events
 
 void wake_waiters_at_commit(void) {
-	int level = GetCurrentTransactionNestLevel();
-	if (publish_level == 0 || level < publish_level)
-		publish_level = level;
+	published.mark();
 }
 
 // Channel buckets to broadcast at commit, besides the database's. Kept across an aborted
@@ -153,25 +152,26 @@ static void clear_channel_mask(void) {
 	memset(channel_mask, 0, sizeof channel_mask);
 }
 
-static void waiters_xact_callback(XactEvent event, void *) {
+// the end of a transaction (xact_events.cpp)
+void consumers_xact_event(XactEvent event) {
 	switch (event) {
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_PARALLEL_COMMIT:
-		if (publish_level != 0)
+		if (published.live())
 			broadcast_waiters(MyDatabaseId);
-		publish_level = 0;
+		published.clear();
 		clear_channel_mask();
 		break;
 	case XACT_EVENT_ABORT:
 	case XACT_EVENT_PARALLEL_ABORT:
-		publish_level = 0;
+		published.clear();
 		clear_channel_mask();
 		break;
 	case XACT_EVENT_PREPARE:
 		// its events become visible at COMMIT PREPARED, which broadcasts the database's bucket
 		// and, since the channels of the prepared drain are not known in the session that
 		// commits it, every channel bucket (a spurious wake-up for the waiters of other channels)
-		publish_level = 0;
+		published.clear();
 		clear_channel_mask();
 		break;
 	default:
@@ -179,15 +179,8 @@ static void waiters_xact_callback(XactEvent event, void *) {
 	}
 }
 
-static void waiters_subxact_callback(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
-	int level = GetCurrentTransactionNestLevel();
-	if (event == SUBXACT_EVENT_COMMIT_SUB) {
-		if (publish_level == level)
-			publish_level = level - 1;
-	} else if (event == SUBXACT_EVENT_ABORT_SUB) {
-		if (publish_level >= level)
-			publish_level = 0;
-	}
+void consumers_subxact_event(SubXactEvent event, int level) {
+	published.subxact(event, level);
 }
 
 void consumers_init(void) {
@@ -196,8 +189,6 @@ void consumers_init(void) {
 	                        "the consumer is marked lost.",
 	                        "0: named consumers keep nothing beyond pg_outbox.retention.", &guc_consumer_max_retention_s,
 	                        7 * 86400, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
-	RegisterXactCallback(waiters_xact_callback, nullptr);
-	RegisterSubXactCallback(waiters_subxact_callback, nullptr);
 }
 
 // ---- arguments ----

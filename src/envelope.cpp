@@ -1,36 +1,10 @@
-// envelope.cpp — JSON payload building with Boost.JSON (no Postgres headers here).
+// envelope.cpp — the envelopes of published events, written with the JSON writer
+// (json_writer.hpp). No Postgres headers here.
 #include "envelope.hpp"
 
-#include <boost/json.hpp>
-#include <charconv>
 #include <new>
 
 namespace pg_outbox {
-namespace json {
-
-void append_string(std::string &out, std::string_view s) {
-	// boost::json::serialize escapes '"', '\\' and control characters (as \n, \t, \u00XX)
-	// and copies every other byte.
-	out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
-}
-
-void append_int(std::string &out, std::int64_t v) {
-	char buf[24];
-	auto res = std::to_chars(buf, buf + sizeof buf, v);
-	out.append(buf, res.ptr);
-}
-
-bool is_valid(std::string_view text) noexcept {
-	try {
-		boost::system::error_code ec;
-		boost::json::parse(boost::json::string_view(text.data(), text.size()), ec);
-		return !ec;
-	} catch (...) {
-		return false;
-	}
-}
-
-} // namespace json
 
 // with_channel: the WAL envelope, which also always carries key and type (null when absent):
 // a JSON-to-struct decoder such as Debezium's DecodeLogicalDecodingMessageContent then gives

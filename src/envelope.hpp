@@ -1,10 +1,14 @@
-// envelope.hpp — JSON payloads and their size limits. Pure C++ (Boost.JSON); includes no
-// Postgres header, so it is unit-tested on its own (test/unit).
+// envelope.hpp — the envelopes the drain worker sends (NOTIFY) and writes (WAL), written with the
+// JSON writer (json_writer.hpp) within the limits of limits.hpp. Pure C++: includes no Postgres
+// header, so it is unit-tested on its own (test/unit/envelope_test.cpp).
 #pragma once
 
 #ifdef POSTGRES_H
 #error "envelope.hpp is pure C++: include it before (or without) any Postgres header"
 #endif
+
+#include "json_writer.hpp"
+#include "limits.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -13,30 +17,6 @@
 
 namespace pg_outbox {
 
-// NOTIFY's limits on PostgreSQL with the default 8 kB block: a payload must be shorter than
-// NOTIFY_PAYLOAD_MAX_LENGTH = BLCKSZ - NAMEDATALEN - 128 = 8000 bytes; a channel name shorter
-// than NAMEDATALEN = 64 bytes. The Postgres side static_asserts that these match the server.
-constexpr std::size_t kMaxPayloadBytes = 7999;
-constexpr std::size_t kMaxChannelBytes = 63;
-
-enum class ChannelCheck { Ok, Empty, TooLong };
-inline ChannelCheck check_channel(std::string_view channel) noexcept {
-	if (channel.empty())
-		return ChannelCheck::Empty;
-	if (channel.size() > kMaxChannelBytes)
-		return ChannelCheck::TooLong;
-	return ChannelCheck::Ok;
-}
-
-namespace json {
-// Append s as a JSON string literal (quotes, backslashes and control characters escaped;
-// other bytes, including UTF-8 multibyte sequences, copied as they are).
-void append_string(std::string &out, std::string_view s);
-// Append an integer.
-void append_int(std::string &out, std::int64_t v);
-// Is text one complete, valid JSON value? (Used by tests and assertions.)
-bool is_valid(std::string_view text) noexcept;
-} // namespace json
 
 // One published outbox event, as the drain worker sends it.
 struct EventFields {
@@ -46,8 +26,8 @@ struct EventFields {
 	std::int64_t seq = 0;
 	const char *key = nullptr;  // nullptr: absent
 	const char *type = nullptr; // nullptr: absent
-	std::string_view payload;   // JSON text (already valid: it comes from jsonb); empty: absent
-	bool has_payload = false;
+	std::string_view payload;   // JSON text (already valid: it comes from jsonb); read only with has_payload
+	bool has_payload = false;   // false: the event has no payload (SQL NULL): "payload":null
 	// The caller knows, from the stored sizes, that the payload (or the key or type) cannot fit
 	// and did not render it: the envelope is built without it at once ("truncated": true).
 	bool payload_too_big = false;

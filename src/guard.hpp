@@ -8,7 +8,11 @@
 //     destructor (undefined behaviour, in practice a leak or a held lock).
 //
 // So every entry point Postgres calls (SQL functions, triggers, hooks, callbacks, worker
-// mains) goes through one of the wrappers below:
+// mains) goes through one of the wrappers below. test/check_wrappers.sh (run by `make unit`)
+// fails when one does not: a SQL function not defined with PGO_FUNCTION, or a hook, callback,
+// GUC hook, exit callback or worker main whose body does not start with boundary(). The
+// entry points it still tolerates are listed, with the reason, in test/check_wrappers.allow.
+// Signal handlers are not entry points of this kind: they only set flags and latches.
 //
 //   PGO_FUNCTION(name) { ... }   a V1 SQL-callable function: an extern "C" wrapper runs the
 //                                body inside boundary(), which catches every exception and
@@ -20,8 +24,10 @@
 //                                re-throws the original error (same SQLSTATE, message, hint).
 //
 // Rules for the code in between: a frame that may see an ereport() directly (no pg_guard)
-// holds no object with a non-trivial destructor. The pure C++ modules (envelope.cpp) do not
-// include Postgres headers at all and are unit-tested on their own.
+// holds no object with a non-trivial destructor; boundary() and the lambdas passed to it hold
+// none either, so an ereport() inside body() unwinds through them by longjmp safely. The pure
+// C++ modules (json_writer, envelope, payload, limits, the listener's core) include no Postgres
+// header at all and are unit-tested on their own.
 #pragma once
 
 extern "C" {

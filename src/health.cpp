@@ -121,22 +121,26 @@ bool parse_pair(const Threshold &t, const char *value, Pair *out) {
 
 // GUC hooks get no context argument: one pair of hooks per threshold, by index.
 template <int I> bool check_threshold(char **newval, void **extra, GucSource) {
-	Pair p;
-	if (!parse_pair(thresholds[I], *newval, &p))
-		return false;
-	Pair *e = (Pair *)compat::guc_extra_alloc(sizeof(Pair)); // GUC extra: freed by guc.c
-	if (!e) {
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		return false;
-	}
-	*e = p;
-	*extra = e;
-	return true;
+	return boundary([&]() -> bool {
+		Pair p;
+		if (!parse_pair(thresholds[I], *newval, &p))
+			return false;
+		Pair *e = (Pair *)compat::guc_extra_alloc(sizeof(Pair)); // GUC extra: freed by guc.c
+		if (!e) {
+			GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+			return false;
+		}
+		*e = p;
+		*extra = e;
+		return true;
+	});
 }
 
 template <int I> void assign_threshold(const char *, void *extra) {
-	if (extra)
-		thresholds[I].pair = *(Pair *)extra;
+	boundary([&] {
+		if (extra)
+			thresholds[I].pair = *(Pair *)extra;
+	});
 }
 
 template <int I> void define_threshold() {

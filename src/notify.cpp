@@ -1,4 +1,4 @@
-// notify.cpp — size-checked NOTIFY from SQL, the limits, and the boundary self-test.
+// notify.cpp — outbox.notify(): a NOTIFY from SQL, checked against the limits (limits.hpp) first.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 
@@ -8,32 +8,6 @@ extern "C" {
 #include "utils/builtins.h"
 }
 
-#include <stdexcept>
-
-namespace pg_outbox {
-
-// Check a channel name against NOTIFY's rules; raise invalid_parameter_value if it breaks one.
-void check_channel_or_error(const char *channel, size_t len, const char *what) {
-	switch (check_channel(std::string_view(channel, len))) {
-	case ChannelCheck::Ok:
-		return;
-	case ChannelCheck::Empty:
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s cannot be empty", what),
-		                errhint("A channel name is 1 to %d bytes long.", (int)kMaxChannelBytes)));
-		break;
-	case ChannelCheck::TooLong:
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-		                errmsg("%s is too long: %zu bytes, the limit is %d bytes", what, len, (int)kMaxChannelBytes),
-		                errdetail("Channel \"%.*s...\" is %zu bytes long.", pg_mbcliplen(channel, (int)len, 40), channel,
-		                          len),
-		                errhint("Use a shorter channel name; NOTIFY channel names are at most %d bytes (NAMEDATALEN - "
-		                        "1), counted in bytes, not characters.",
-		                        (int)kMaxChannelBytes)));
-		break;
-	}
-}
-
-} // namespace pg_outbox
 
 using namespace pg_outbox;
 
@@ -51,70 +25,12 @@ PGO_FUNCTION(outbox_notify) {
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, chlen, "channel name");
 	if (pllen > kMaxPayloadBytes)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-		                errmsg("payload is too long: %zu bytes, the limit is %d bytes", pllen, (int)kMaxPayloadBytes),
-		                errdetail("A NOTIFY payload must be shorter than %d bytes; sizes are counted in bytes of the "
-		                          "server encoding.",
-		                          (int)kMaxPayloadBytes + 1),
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg(msg::kPayloadTooLong, pllen),
+		                errdetail(msg::kPayloadTooLongDetail, (int)kMaxPayloadBytes + 1),
 		                errhint("Send an identifier and let the consumer fetch the row, or use outbox.publish(), "
 		                        "whose envelopes never exceed the limit.")));
 	// NOTIFY needs a lock a hot standby cannot take: say so now, not with a lock-mode error at commit
 	check_writable("outbox.notify()", true);
 	Async_Notify(channel, text_to_cstring(pl));
 	PG_RETURN_VOID();
-}
-
-PGO_FUNCTION(outbox_max_payload_bytes) {
-	PG_RETURN_INT32(static_cast<int32>(kMaxPayloadBytes));
-}
-
-PGO_FUNCTION(outbox_max_channel_bytes) {
-	PG_RETURN_INT32(static_cast<int32>(kMaxChannelBytes));
-}
-
-// ---- self-test of the C++/Postgres error boundary (used by the regression tests) ----
-namespace {
-int live_objects = 0; // objects with destructors that are alive right now
-struct Counted {
-	std::string text{"a string that owns heap memory, to be freed by its destructor"};
-	Counted() {
-		live_objects++;
-	}
-	~Counted() {
-		live_objects--;
-	}
-};
-
-Datum selftest(const char *what) {
-	Counted guard_object; // must be destroyed whatever happens below
-	std::string name(what);
-	if (name == "ok")
-		return CStringGetTextDatum("ok");
-	if (name == "std")
-		throw std::runtime_error("boom from C++");
-	if (name == "bad_alloc")
-		throw std::bad_alloc();
-	if (name == "error")
-		throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "a pg_outbox::Error", "with a detail", "and a hint");
-	if (name == "int")
-		throw 42;
-	if (name == "pg") {
-		// A Postgres error raised while C++ objects are alive: pg_guard turns it into an
-		// exception, the destructors run, and the boundary re-raises the original error.
-		pg_guard([]() { (void)DirectFunctionCall2(int4div, Int32GetDatum(1), Int32GetDatum(0)); });
-	}
-	if (name == "live")
-		return Int32GetDatum(live_objects - 1); // objects left alive by earlier calls
-	throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown self-test \"" + name + "\"", "",
-	            "Use one of: ok, std, bad_alloc, error, int, pg, live.");
-}
-} // namespace
-
-// outbox._boundary_selftest(what text) RETURNS text
-PGO_FUNCTION(outbox_boundary_selftest) {
-	char *what = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Datum d = selftest(what);
-	if (strcmp(what, "live") == 0)
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d", DatumGetInt32(d))));
-	return d;
 }

@@ -825,7 +825,7 @@ int64 drain_batch(int max_events, int64 only_id, const int64 *skip_ids, int nski
 		if (!payload_null[i] && (render_all || !payload_too_big)) {
 			jb = DatumGetJsonbP(payloads[i]);
 			resetStringInfo(payload_text);
-			payload = JsonbToCString(payload_text, &jb->root, VARSIZE(jb));
+			payload = jsonb_compact_text(payload_text, &jb->root); // the canonical text (jsonb_text.hpp)
 		}
 		if (wal)
 			emit_wal_message(e->name, DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,

@@ -92,6 +92,51 @@ void append_float(std::string &out, double v, bool is_float4) {
 	out.append(buf, res.ptr);
 }
 
+// A finite float as a JSON number in plain decimal notation: the digits of its shortest
+// round-trip text, without an exponent — exactly what numeric_out prints for numeric_in of that
+// text, so the number reads the same whether it was written as text (notify mode) or stored in
+// jsonb (outbox mode). 1e+300 is 1 followed by 300 zeros, 1.5e-07 is 0.00000015, -0 is 0.
+void append_float_plain(std::string &out, double v, bool is_float4) {
+	char buf[64];
+	auto res = is_float4 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v), std::chars_format::scientific)
+	                     : std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+	std::string_view t(buf, static_cast<std::size_t>(res.ptr - buf)); // [-]d[.ddd]e(+|-)xx
+	bool negative = !t.empty() && t[0] == '-';
+	if (negative)
+		t.remove_prefix(1);
+	std::size_t e = t.find('e');
+	std::string_view mantissa = t.substr(0, e);
+	int exponent = 0;
+	std::from_chars(t.data() + e + (t[e + 1] == '+' ? 2 : 1), t.data() + t.size(), exponent);
+	char digits[40];
+	int n = 0;
+	for (char c : mantissa)
+		if (c != '.')
+			digits[n++] = c;
+	bool zero = true;
+	for (int k = 0; k < n; k++)
+		zero = zero && digits[k] == '0';
+	if (zero) {
+		out += '0';
+		return;
+	}
+	if (negative)
+		out += '-';
+	int point = 1 + exponent; // digits before the decimal point
+	if (point <= 0) {
+		out += "0.";
+		out.append(static_cast<std::size_t>(-point), '0');
+		out.append(digits, static_cast<std::size_t>(n));
+	} else if (point >= n) {
+		out.append(digits, static_cast<std::size_t>(n));
+		out.append(static_cast<std::size_t>(point - n), '0');
+	} else {
+		out.append(digits, static_cast<std::size_t>(point));
+		out += '.';
+		out.append(digits + point, static_cast<std::size_t>(n - point));
+	}
+}
+
 bool is_finite_number_text(std::string_view t) {
 	return !(t == "NaN" || t == "Infinity" || t == "-Infinity");
 }
@@ -145,46 +190,6 @@ void append_plain(std::string &out, const Scalar &v) {
 
 } // namespace
 
-void append_json_string(std::string &out, std::string_view s) {
-	out += '"';
-	std::size_t start = 0;
-	for (std::size_t k = 0; k < s.size(); k++) {
-		unsigned char c = static_cast<unsigned char>(s[k]);
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		out.append(s.data() + start, k - start);
-		start = k + 1;
-		switch (c) {
-		case '"':
-			out += "\\\"";
-			break;
-		case '\\':
-			out += "\\\\";
-			break;
-		case '\n':
-			out += "\\n";
-			break;
-		case '\r':
-			out += "\\r";
-			break;
-		case '\t':
-			out += "\\t";
-			break;
-		case '\b':
-			out += "\\b";
-			break;
-		case '\f':
-			out += "\\f";
-			break;
-		default:
-			out += "\\u00";
-			out += kHex[c >> 4];
-			out += kHex[c & 15];
-		}
-	}
-	out.append(s.data() + start, s.size() - start);
-	out += '"';
-}
 
 // YYYY-MM-DD of a day counted from 2000-01-01 (PostgreSQL's epoch).
 static void append_ymd(std::string &out, std::int64_t days) {
@@ -300,7 +305,7 @@ void append_json(std::string &out, const Scalar &v) {
 	case Kind::Float8:
 		// a float4 is checked as a float4: a double beyond its range would print "inf"
 		if (v.kind == Kind::Float4 ? std::isfinite(static_cast<float>(v.f)) : std::isfinite(v.f)) {
-			append_plain(out, v);
+			append_float_plain(out, v.f, v.kind == Kind::Float4);
 		} else {
 			out += '"';
 			append_plain(out, v);
@@ -311,10 +316,10 @@ void append_json(std::string &out, const Scalar &v) {
 		if (is_finite_number_text(v.text))
 			out.append(v.text.data(), v.text.size());
 		else
-			append_json_string(out, v.text);
+			json::append_string(out, v.text);
 		return;
 	case Kind::String:
-		append_json_string(out, v.text);
+		json::append_string(out, v.text);
 		return;
 	case Kind::Bytea:
 		out += "\"\\\\x"; // the backslash of \x, escaped
@@ -340,28 +345,32 @@ void append_text(std::string &out, const Scalar &v) {
 	append_plain(out, v);
 }
 
+// The members in jsonb's key order (shorter keys first, then bytewise): "id", "op", "data",
+// "table", "old_id", "truncated" — the order outbox mode's stored payload has, so that both modes
+// send the same text.
 static void compose_into(std::string &out, const Parts &p, bool with_data) {
 	out.clear();
-	out += "{\"op\":\"";
-	out.append(p.op.data(), p.op.size());
-	out += "\",\"table\":";
-	out.append(p.table.data(), p.table.size());
+	out += '{';
 	if (!p.id.empty()) {
-		out += ",\"id\":";
+		out += "\"id\":";
 		out.append(p.id.data(), p.id.size());
+		out += ',';
 	}
+	out += "\"op\":\""; // INSERT, UPDATE, DELETE, TRUNCATE: nothing to escape
+	out.append(p.op.data(), p.op.size());
+	out += '"';
+	if (p.has_data && with_data) {
+		out += ",\"data\":";
+		out.append(p.data.data(), p.data.size());
+	}
+	out += ",\"table\":";
+	out.append(p.table.data(), p.table.size());
 	if (!p.old_id.empty()) {
 		out += ",\"old_id\":";
 		out.append(p.old_id.data(), p.old_id.size());
 	}
-	if (p.has_data) {
-		if (with_data) {
-			out += ",\"data\":";
-			out.append(p.data.data(), p.data.size());
-		} else {
-			out += ",\"truncated\":true";
-		}
-	}
+	if (p.has_data && !with_data)
+		out += ",\"truncated\":true";
 	out += '}';
 }
 

@@ -1,18 +1,22 @@
-// payload.hpp — what the change trigger (trigger.cpp) sends: JSON rendering of column values,
+// payload.hpp — what the change trigger (trigger_row.cpp) sends: JSON rendering of column values,
 // the ID payload {"op":..,"table":..,"id":..}, and channel templates ('tenant_{tenant_id}').
 // Pure C++: no Postgres header, no allocation besides the std::string buffers passed in, so
 // it is unit-tested on its own (test/unit/payload_test.cpp).
 //
-// Values are rendered from their binary form, never from session-dependent output
-// functions: DateStyle, TimeZone, IntervalStyle, extra_float_digits and bytea_output do not
-// change a payload.
+// The types Kind lists (integers, floats, numeric, bool, the string types, json/jsonb, the
+// date/time types, interval, bytea; domains over them) are rendered from their binary form, so
+// DateStyle, TimeZone, IntervalStyle, extra_float_digits and bytea_output do not change them.
+// Any other type (money, uuid, inet, arrays, enums, composite, ...) is rendered by its output
+// function as a JSON string: what that function prints may depend on the session (money on
+// lc_monetary, for one). JSON strings are written by the JSON writer (json_writer.hpp).
 #pragma once
 
 #ifdef POSTGRES_H
 #error "payload.hpp is pure C++: include it before (or without) any Postgres header"
 #endif
 
-#include "envelope.hpp"
+#include "json_writer.hpp"
+#include "limits.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -48,13 +52,11 @@ struct Scalar {
 	std::string_view text;
 };
 
-// Append v as a JSON value.
+// Append v as a JSON value (canonical: a float in plain decimal notation, as jsonb prints it).
 void append_json(std::string &out, const Scalar &v);
 // Append v as plain text (no quotes): the key column of outbox.pending and the values filled
 // into channel templates. NULL appends nothing.
 void append_text(std::string &out, const Scalar &v);
-// Append s as a JSON string literal (fast path for the common case of nothing to escape).
-void append_json_string(std::string &out, std::string_view s);
 
 // Calendar helpers (exposed for the tests). Days and microseconds count from 2000-01-01, as
 // Postgres stores them; years are astronomical (0 is 1 BC), 4 digits, signed beyond 0..9999.
@@ -79,7 +81,9 @@ enum class PayloadFit {
 	TooBig,    // even the payload without "data" is longer than max_bytes (out holds it anyway)
 };
 
-// Build {"op":..,"table":..,"id":..[,"old_id":..][,"data":{..} | ,"truncated":true]} into out.
+// Build {"id":..,"op":..[,"data":{..}],"table":..[,"old_id":..][,"truncated":true]} into out:
+// compact, members in jsonb's key order (the canonical form, jsonb_text.hpp; "data" and a
+// composite "id" must come in that order too: the caller renders them so).
 // A payload is never longer than max_bytes (kMaxPayloadBytes = 7999: what NOTIFY accepts)
 // unless the result is PayloadFit::TooBig.
 PayloadFit compose(std::string &out, const Parts &p, std::size_t max_bytes = kMaxPayloadBytes);

@@ -1,7 +1,13 @@
-// pg_outbox.hpp — what the Postgres-facing modules share: GUCs, shared memory, wake-ups.
+// pg_outbox.hpp — what the Postgres-facing modules share: the GUCs defined at module start
+// (pg_outbox.cpp), check_writable(), and the declarations of the drain domain (publish, the
+// drain, retention, consumers, the workers, the schema guard). Shared memory and slots are in
+// shmem.hpp, commit-time wake-ups in wakeup.hpp; both are included here for the drain's files.
 #pragma once
 
 #include "envelope.hpp" // pure C++, must come before the Postgres headers
+#include "shmem.hpp"
+#include "wakeup.hpp"
+#include "jsonb_text.hpp"
 
 extern "C" {
 #include "postgres.h"
@@ -27,95 +33,16 @@ extern int guc_retention_s;       // how long published history is kept
 // The most events one outbox.drain() call publishes (its memory grows with the batch).
 constexpr int kMaxDrainEvents = 1000000;
 
-// ---- shared memory ----
-constexpr int kMaxWorkers = 64;
+// ---- limits.cpp (the rules themselves: limits.hpp) ----
+// The channel rule: raise 22023 with the one message of limits.hpp if channel (len bytes) breaks
+// it; what names the value in the message ("channel name").
+void check_channel_or_error(const char *channel, size_t len, const char *what);
 
-enum class WorkerState : int {
-	Free = 0,      // slot unused
-	Starting,      // registered, not yet connected
-	Idle,          // waiting for a wake-up
-	Draining,      // publishing a batch
-	Paused,        // outbox.pause() in effect
-	Backpressure,  // NOTIFY queue above pg_outbox.max_queue_usage
-	Stopped,       // exited; see exit_reason
-	NeedsUpdate,   // the SQL objects are older than the library: ALTER EXTENSION pg_outbox UPDATE
-	Waiting,       // (status only, never in a slot) no worker process free: waits for its turn
-};
-const char *state_name(WorkerState s) noexcept;
-
-enum class ExitReason : int {
-	None = 0,    // still running or never ran
-	NoExtension, // database has no pg_outbox: do not restart until CREATE EXTENSION
-	Requested,   // stopped on purpose (DROP/RENAME DATABASE, CREATE DATABASE TEMPLATE, GUC)
-	Error,       // exited after an error; the launcher restarts it
-	Signal,      // SIGTERM
-	Yielded,     // stepped aside for a database waiting for a worker process (round-robin)
-};
-
-struct WorkerSlot {
-	Oid dbid;                   // InvalidOid: free
-	pid_t pid;                  // 0 when not running
-	Latch *latch;               // the worker's process latch, set to wake it
-	WorkerState state;
-	ExitReason exit_reason;
-	bool stop_requested;        // the worker must exit; the launcher must not restart it
-	bool yield_requested;       // the worker must exit after its pass: another database's turn
-	bool dropped;               // DROP DATABASE succeeded: never start a worker for dbid again
-	bool has_extension;         // the worker found pg_outbox installed (a probe that did not exit)
-	bool quiet_start;           // a new turn after stepping aside: the worker does not log its start
-	TimestampTz hold_until;     // with stop_requested: restart allowed again after this time
-	TimestampTz started_at;
-	TimestampTz last_batch_at;
-	uint64 published_total;     // events published by this worker process
-	int64 last_pos;
-	double queue_usage;
-	uint64 sec_counts[64];      // events published per second, ring indexed by second % 64
-	int64 sec_stamp[64];
-	TimestampTz last_error_at;
-	char last_error[256];
-};
-
-// Databases that should have a worker but got none (no background worker process free, or every
-// slot in use): the launcher serves them in turn and publishes the list for outbox.status.
-constexpr int kMaxWaiting = 4096;
-struct WaitingDb {
-	Oid dbid;
-	TimestampTz since;
-	bool work; // a commit wrote events meanwhile: the launcher serves it sooner
-};
-
-struct SharedState {
-	LWLock *lock;               // protects everything here
-	pid_t launcher_pid;
-	Latch *launcher_latch;
-	uint32 rescan_generation;   // bumped to make the launcher re-probe databases
-	WorkerSlot slots[kMaxWorkers];
-	int nwaiting;               // entries in waiting[], written by the launcher only
-	WaitingDb waiting[kMaxWaiting];
-};
-
-extern SharedState *shared;
-
-// Slot of the worker for dbid, or nullptr. Caller holds shared->lock.
-WorkerSlot *find_slot(Oid dbid);
-// Ask the launcher to look at the databases again (new extension, new database).
-void request_rescan(void);
-// SIGTERM the slot's worker, if it runs. Caller holds shared->lock (so the pid cannot be stale:
-// a worker clears it under that lock before it exits) — never kill() a pid read before.
-void signal_slot_locked(WorkerSlot *slot);
-// Is dbid waiting for a worker process (shared->waiting)? Caller holds shared->lock.
-bool database_waiting(Oid dbid, TimestampTz *since);
+// ---- pg_outbox.cpp ----
 // Fail with 25006 (read_only_sql_transaction) when what (e.g. "outbox.publish()") would write
 // but cannot: on a hot standby, or in a read-only transaction. The error says what to do.
 // read_only_ok: only the standby is refused (NOTIFY is allowed in read-only transactions).
 void check_writable(const char *what, bool read_only_ok = false);
-// Wake the drain worker of this database when the current transaction commits.
-void wake_worker_at_commit(void);
-// Stop dbid's worker and keep it stopped for hold_ms (DROP DATABASE and friends). Waits for
-// it to exit, up to wait_ms.
-void stop_worker(Oid dbid, int hold_ms, int wait_ms);
-// Record a published count in the slot's per-second ring.
-void note_published(WorkerSlot *slot, uint64 n, int64 last_pos);
 
 // ---- outbox.cpp ----
 // SPI_prepare + SPI_keepplan, with an error naming the statement if it cannot be prepared.
@@ -189,8 +116,6 @@ bool consumers_release_segment(int seg, TimestampTz newest, bool mark);
 
 // ---- worker.cpp ----
 void register_launcher(void);
-// trigger.cpp: the ExecutorFinish and ProcessUtility hooks that write the change trigger's events.
-void install_trigger_hooks(void);
 
 // ---- schema_guard.cpp: pg_outbox trusts its own schema only ----
 // CREATE EXTENSION pg_outbox: refuse an existing schema "outbox" that is not as good as new

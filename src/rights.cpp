@@ -35,6 +35,8 @@
 #include "pg_outbox.hpp"
 #include "rights.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/heapam.h"
@@ -80,23 +82,26 @@ static int depth = 0; // may exceed kMaxFrames: those frames are not recorded
 static fmgr_hook_type prev_fmgr_hook = nullptr;
 
 static void fmgr_hook_fn(FmgrHookEventType event, FmgrInfo *flinfo, Datum *arg) {
-	if (prev_fmgr_hook)
-		prev_fmgr_hook(event, flinfo, arg);
-	switch (event) {
-	case FHET_START:
-		if (depth < kMaxFrames)
-			frames[depth] = Frame{flinfo->fn_oid, GetUserId(), -1};
-		depth++;
-		break;
-	case FHET_END:
-	case FHET_ABORT:
-		if (depth > 0)
-			depth--;
-		break;
-	}
+	boundary([&] {
+		if (prev_fmgr_hook)
+			prev_fmgr_hook(event, flinfo, arg);
+		switch (event) {
+		case FHET_START:
+			if (depth < kMaxFrames)
+				frames[depth] = Frame{flinfo->fn_oid, GetUserId(), -1};
+			depth++;
+			break;
+		case FHET_END:
+		case FHET_ABORT:
+			if (depth > 0)
+				depth--;
+			break;
+		}
+	});
 }
 
-static void frames_xact_callback(XactEvent event, void *) {
+// the end of a transaction (xact_events.cpp)
+void rights_xact_event(XactEvent event) {
 	// no SECURITY DEFINER or SET-clause function is running at the end of a transaction
 	// (they cannot commit): a stack left over by anything unforeseen starts empty again
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
@@ -148,14 +153,15 @@ static void invalidate(void) {
 	last_fn_valid_reset();
 }
 
-static void relcache_cb(Datum, Oid relid) {
+// the invalidations (invalidation.cpp)
+void rights_forget_relation(Oid relid) {
 	if (!OidIsValid(relid) || !OidIsValid(cache.relid) || relid == cache.relid)
 		invalidate();
 }
 
 // A role dropped or re-created changes the OIDs of outbox_admin and outbox_reader; a membership
 // granted or revoked changes the answers the memo holds.
-static void syscache_cb(Datum, int, uint32) {
+void rights_forget_roles(void) {
 	invalidate();
 }
 
@@ -286,7 +292,7 @@ static void last_fn_valid_reset(void) {
 	last_fn = InvalidOid;
 }
 
-static void proc_cb(Datum, int, uint32) {
+void rights_forget_function(void) {
 	last_fn = InvalidOid;
 }
 
@@ -403,11 +409,6 @@ void require_publish_as_owner(const char *channel, Relation rel, Oid self_fn) {
 void rights_init(void) {
 	prev_fmgr_hook = fmgr_hook;
 	fmgr_hook = fmgr_hook_fn;
-	RegisterXactCallback(frames_xact_callback, nullptr);
-	CacheRegisterRelcacheCallback(relcache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHOID, syscache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, syscache_cb, (Datum)0);
-	CacheRegisterSyscacheCallback(PROCOID, proc_cb, (Datum)0); // a function created, altered, dropped
 }
 
 } // namespace pg_outbox

@@ -22,6 +22,7 @@
 // so a drain pays one flag test.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -56,30 +57,13 @@ static const char *const kNamedRelations[] = {"pending",  "history",         "hi
 
 static bool trusted = false;        // check_trusted_schema() passed, nothing changed since
 static Oid trusted_nsp = InvalidOid; // the extension's schema when trusted
-static bool callbacks_registered = false;
 
 static bool ext_nsp_known = false;
 
-static void forget_trust(Datum, int, uint32) {
+// A relation, schema or role changed (invalidation.cpp): check again when next asked.
+void schema_trust_forget(void) {
 	trusted = false;
 	ext_nsp_known = false;
-}
-
-static void forget_trust_rel(Datum, Oid) {
-	trusted = false;
-	ext_nsp_known = false;
-}
-
-static void register_callbacks(void) {
-	if (callbacks_registered)
-		return;
-	// membership changes (ALTER EXTENSION ADD/DROP) touch pg_depend only: the utility hook sends
-	// a relcache invalidation for them (forget_extension_trust)
-	CacheRegisterRelcacheCallback(forget_trust_rel, (Datum)0);
-	CacheRegisterSyscacheCallback(NAMESPACEOID, forget_trust, (Datum)0);
-	CacheRegisterSyscacheCallback(AUTHOID, forget_trust, (Datum)0);
-	CacheRegisterSyscacheCallback(RELNAMENSP, forget_trust, (Datum)0);
-	callbacks_registered = true;
 }
 
 // The pg_extension row of pg_outbox: its OID and schema (InvalidOid when not installed).
@@ -106,7 +90,6 @@ static Oid extension_schema(Oid *ext) {
 static Oid ext_nsp = InvalidOid;
 
 Oid extension_namespace(void) {
-	register_callbacks();
 	if (!ext_nsp_known) {
 		Oid ext;
 		ext_nsp = extension_schema(&ext);
@@ -249,7 +232,6 @@ void check_schema_rename(const char *schema) {
 }
 
 Oid check_trusted_schema(void) {
-	register_callbacks();
 	if (trusted)
 		return trusted_nsp;
 	Oid ext;
@@ -318,18 +300,20 @@ Oid check_trusted_schema(void) {
 static fmgr_hook_type prev_fmgr_hook = nullptr;
 
 static void guard_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *arg) {
-	if (prev_fmgr_hook)
-		prev_fmgr_hook(event, flinfo, arg);
-	if (event != FHET_START || creating_extension || !IsTransactionState())
-		return;
-	Oid fnsp = get_func_namespace(flinfo->fn_oid);
-	if (!OidIsValid(fnsp))
-		return;
-	if (trusted && fnsp != trusted_nsp)
-		return; // not ours (the usual case for other extensions' functions: no catalog access)
-	if (!trusted && fnsp != extension_namespace())
-		return; // not ours, or no pg_outbox in this database
-	(void)check_trusted_schema();
+	boundary([&] {
+		if (prev_fmgr_hook)
+			prev_fmgr_hook(event, flinfo, arg);
+		if (event != FHET_START || creating_extension || !IsTransactionState())
+			return;
+		Oid fnsp = get_func_namespace(flinfo->fn_oid);
+		if (!OidIsValid(fnsp))
+			return;
+		if (trusted && fnsp != trusted_nsp)
+			return; // not ours (the usual case for other extensions' functions: no catalog access)
+		if (!trusted && fnsp != extension_namespace())
+			return; // not ours, or no pg_outbox in this database
+		(void)check_trusted_schema();
+	});
 }
 
 void install_schema_guard(void) {

@@ -49,6 +49,8 @@ pg_private_install() {
         [ -e "$prefix$d" ] || cp -a "$d" "$prefix$d" || return 1
     done
     make -s install PG_CONFIG="$PG_CONFIG" DESTDIR="$prefix" >/dev/null || { echo "make install into $prefix failed" >&2; return 1; }
+    # the boundary self-test module (sql/boundary.sql): for the tests' installation only
+    make -s install-selftest PG_CONFIG="$PG_CONFIG" DESTDIR="$prefix" >/dev/null || { echo "make install-selftest into $prefix failed" >&2; return 1; }
     BINDIR="$prefix$bindir"
     PGXS_DIR="$prefix$(dirname "$(dirname "$pgxs")")"
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -16,6 +17,13 @@
 #include <unistd.h>
 
 namespace pg_outbox::listen {
+
+// One of the messages of limits.hpp, filled in (printf formats: the module raises the same text).
+template <typename... Args> static std::string format(const char *fmt, Args... args) {
+	char buf[512];
+	int n = std::snprintf(buf, sizeof buf, fmt, args...);
+	return std::string(buf, n < 0 ? 0 : std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+}
 
 const char *usage_text() noexcept {
 	return "Usage: pg_outbox_listen CONNINFO --channel NAME [--channel NAME ...] [OPTIONS]\n"
@@ -109,10 +117,9 @@ ParseResult parse_args(const std::vector<std::string> &args) {
 				return fail("option " + name + " needs a channel name");
 			switch (check_channel(value)) {
 			case ChannelCheck::Empty:
-				return fail("channel name cannot be empty");
+				return fail(format(msg::kChannelEmpty, "channel name"));
 			case ChannelCheck::TooLong:
-				return fail("channel name \"" + value + "\" is too long: " + std::to_string(value.size()) +
-				            " bytes, the limit is " + std::to_string(kMaxChannelBytes));
+				return fail(format(msg::kChannelTooLong, "channel name", value.size()));
 			case ChannelCheck::Ok:
 				break;
 			}
@@ -308,6 +315,28 @@ bool decode_envelope(std::string_view channel, std::string_view text, Event &out
 	}
 	out = std::move(e);
 	return true;
+}
+
+std::string compact_jsonb_text(std::string_view text) {
+	std::string out;
+	out.reserve(text.size());
+	bool in_string = false;
+	for (std::size_t k = 0; k < text.size(); k++) {
+		char c = text[k];
+		if (in_string) {
+			out += c;
+			if (c == '\\' && k + 1 < text.size())
+				out += text[++k];
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+			out += c;
+		} else if (c != ' ') {
+			out += c;
+		}
+	}
+	return out;
 }
 
 std::string format_event(const Event &e) {

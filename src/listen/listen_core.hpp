@@ -75,6 +75,9 @@ std::optional<std::string_view> raw_member(std::string_view text, std::string_vi
 //   {"pos":7,"channel":"orders","seq":3,"id":42,"key":"k","type":"t","payload":{...}}
 // key, type and payload are null when absent; payload is the event's JSON as jsonb prints it.
 std::string format_event(const Event &e);
+// jsonb's text output (payload::text) in pg_outbox's canonical form, the form of the envelopes:
+// the spaces jsonb writes after ':' and ',' dropped (none outside strings is meaningful).
+std::string compact_jsonb_text(std::string_view text);
 
 // A PostgreSQL text[] literal: {"a","b\"c"}.
 std::string text_array_literal(const std::vector<std::string> &items);

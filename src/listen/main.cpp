@@ -548,7 +548,7 @@ void Listener::catch_up(std::int64_t target) {
 			if (!PQgetisnull(res, i, 5))
 				e.type = std::string(PQgetvalue(res, i, 5));
 			if (!PQgetisnull(res, i, 6))
-				e.payload = std::string(PQgetvalue(res, i, 6));
+				e.payload = compact_jsonb_text(PQgetvalue(res, i, 6)); // as the envelopes carry it
 			if (!PQgetisnull(res, i, 7))
 				e.epoch = parse_int64(PQgetvalue(res, i, 7));
 			if (e.pos <= tracker_.last_pos()) {

@@ -11,15 +11,15 @@ COMMENT ON FUNCTION outbox.notify(text, text) IS
 CREATE FUNCTION outbox.max_payload_bytes() RETURNS integer
     LANGUAGE c IMMUTABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'outbox_max_payload_bytes';
-COMMENT ON FUNCTION outbox.max_payload_bytes() IS 'largest NOTIFY payload, in bytes (7999)';
+COMMENT ON FUNCTION outbox.max_payload_bytes() IS 'largest NOTIFY payload, in bytes (@MAX_PAYLOAD_BYTES@)';
 
 CREATE FUNCTION outbox.max_channel_bytes() RETURNS integer
     LANGUAGE c IMMUTABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'outbox_max_channel_bytes';
-COMMENT ON FUNCTION outbox.max_channel_bytes() IS 'longest NOTIFY channel name, in bytes (63)';
+COMMENT ON FUNCTION outbox.max_channel_bytes() IS 'longest NOTIFY channel name, in bytes (@MAX_CHANNEL_BYTES@)';
 
-CREATE FUNCTION outbox._boundary_selftest(what text) RETURNS text
-    LANGUAGE c VOLATILE STRICT
-    AS 'MODULE_PATHNAME', 'outbox_boundary_selftest';
-COMMENT ON FUNCTION outbox._boundary_selftest(text) IS 'internal: exercises the C++/Postgres error boundary';
-REVOKE ALL ON FUNCTION outbox._boundary_selftest(text) FROM PUBLIC;
+CREATE FUNCTION outbox._require_channel(channel text, what text) RETURNS void
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_require_channel';
+COMMENT ON FUNCTION outbox._require_channel(text, text) IS
+    'internal: raise invalid_parameter_value when channel is not 1 to @MAX_CHANNEL_BYTES@ bytes long (what names it in the message)';

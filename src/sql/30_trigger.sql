@@ -148,3 +148,9 @@ SELECT s.relid::regclass AS "table",
   JOIN pg_catalog.pg_class c ON c.oid = s.relid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
 COMMENT ON VIEW outbox.attachments IS 'tables attached with outbox.attach()';
+
+CREATE FUNCTION outbox._payload_text(payload jsonb) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'outbox_payload_text';
+COMMENT ON FUNCTION outbox._payload_text(jsonb) IS
+    'internal: the text pg_outbox sends for a stored payload (compact, in jsonb''s key order): what notify mode sends for the same row';

@@ -8,7 +8,7 @@
 -- once per batch, in its own transaction: a change applies from the next batch on.
 CREATE TABLE outbox.channel_targets (
     channel text PRIMARY KEY
-            CONSTRAINT channel_targets_channel CHECK (channel = '*' OR octet_length(channel) BETWEEN 1 AND 63),
+            CONSTRAINT channel_targets_channel CHECK (channel = '*' OR octet_length(channel) BETWEEN 1 AND @MAX_CHANNEL_BYTES@),
     target  text NOT NULL
             CONSTRAINT channel_targets_target CHECK (target IN ('notify', 'wal', 'both'))
 );
@@ -28,17 +28,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass a channel name, or ''*'' to set the default target of the channels without one.';
     END IF;
-    IF set_target.channel = '' THEN
-        RAISE EXCEPTION 'channel name cannot be empty'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'A channel name is 1 to 63 bytes long.';
-    END IF;
-    IF octet_length(set_target.channel) > 63 THEN
-        RAISE EXCEPTION 'channel name is too long: % bytes, the limit is 63 bytes', octet_length(set_target.channel)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Channel "%s..." is %s bytes long.', left(set_target.channel, 40),
-                                  octet_length(set_target.channel)),
-                  HINT = 'NOTIFY channel names are at most 63 bytes (NAMEDATALEN - 1), counted in bytes, not characters.';
-    END IF;
+    PERFORM outbox._require_channel(set_target.channel, 'channel name');
     IF set_target.target IS NULL THEN
         RAISE EXCEPTION 'target cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',

@@ -11,6 +11,7 @@
 //       thread in the same process timestamps each notification. Prints, in ms, p50/p99/max of
 //       (receive - COMMIT sent) and (receive - commit acknowledged), and the producers' own
 //       commit time p50/p99 (a durable commit waits for the WAL flush: the disk's fsync time).
+//       With BENCH_LAT_SAMPLES=FILE, writes every latency from COMMIT sent (ms) to FILE.
 //
 // Timestamps inside one process use std::chrono::steady_clock; pin the process with taskset.
 #include <libpq-fe.h>
@@ -231,6 +232,14 @@ static int latency(const char *conninfo, const std::string &system, double rate,
 		if (got[i]) {
 			from_sent.push_back(std::chrono::duration<double, std::milli>(recv[i] - sent[i]).count());
 			from_ack.push_back(std::chrono::duration<double, std::milli>(recv[i] - acked[i]).count());
+		}
+	}
+	// BENCH_LAT_SAMPLES=FILE: every latency from COMMIT sent (ms), one a line, for the charts
+	if (const char *dump = getenv("BENCH_LAT_SAMPLES")) {
+		if (FILE *f = fopen(dump, "w")) {
+			for (double v : from_sent)
+				fprintf(f, "%.4f\n", v);
+			fclose(f);
 		}
 	}
 	printf("system=%s rate=%.0f producers=%d achieved=%.0f events=%ld received=%ld late_sends=%ld"

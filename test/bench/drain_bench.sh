@@ -7,6 +7,7 @@
 #   RUNS=3 EVENTS=100000 LAT_SECONDS=5 bash test/bench/drain_bench.sh
 #   KEEP=1 ...                                # keep the cluster's directory (logs) afterwards
 #   PHASES="worker drain" ...                 # only some of: ceiling worker worker10k drain python pgq latency
+#   OUT=dir CHARTS=0 ...                      # where figures.tsv and the charts go (test/bench/charts.py); no charts
 #
 # Measured, side by side, each round:
 #   ceiling    raw pg_notify, transactions of 1000 distinct notifications (~100-byte payloads),
@@ -41,6 +42,7 @@ PRODUCERS=${PRODUCERS:-4}
 PHASES=${PHASES:-ceiling worker worker10k drain python pgq latency}
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 PY=/usr/bin/python3 # Debian's interpreter: the python3-* packages live there
+. test/bench/lib.sh # figures file and charts (fig, charts)
 
 [ "$(id -u)" = 0 ] || { echo "drain_bench: run as root (it installs packages and switches to postgres)" >&2; exit 1; }
 # PG_MAJOR=17 or 18: the same benchmark inside that major's Debian chroot (test/pgchroot.sh)
@@ -149,7 +151,15 @@ WORKER_PID=$(q -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg
 
 RESULTS=$W/results
 : >"$RESULTS"
-record() { echo "$1 $2 $3" >>"$RESULTS"; } # name run value
+bench_out drain_bench # OUT: figures.tsv and the charts (CHARTS=0: none)
+declare -A FIG_LABEL=([ceiling]="raw pg_notify, txns of 1000 (ceiling)" [worker]="pg_outbox drain worker"
+	[worker10k]="pg_outbox worker, batch_size 10000" [drain1000]="pg_outbox drain(1000) loop"
+	[drain10000]="pg_outbox drain(10000) loop" [python]="Python worker (asyncpg+SQLAlchemy)" [pgq]="PgQ consumer")
+fig_title throughput "Drain of a $EVENTS-event backlog, events/s"
+record() { # name run value
+	echo "$1 $2 $3" >>"$RESULTS"
+	if [ -n "${FIG_LABEL[$1]:-}" ]; then fig throughput "${FIG_LABEL[$1]}" "$2" "$3" events/s; else fig "_$1" "$1" "$2" "$3"; fi
+}
 
 # A listener in the background: writes "ready", then its summary, to $W/listen.out.
 start_listener() { # channel n
@@ -250,7 +260,7 @@ for run in $(seq "$RUNS"); do
 	PIDS+=("$PYSERVE")
 	for system in notify outbox python; do
 		for r in 500 2000; do
-			out=$(taskset -c "$LAT_CPU" "$CLIENT" latency "$DSN" "$system" "$r" "$LAT_SECONDS" "$PRODUCERS") ||
+			out=$(BENCH_LAT_SAMPLES="$OUT/lat_${system}_${r}_$run.txt" taskset -c "$LAT_CPU" "$CLIENT" latency "$DSN" "$system" "$r" "$LAT_SECONDS" "$PRODUCERS") ||
 				echo "drain_bench: latency $system $r: not every event arrived: $out" >&2
 			for f in sent_p50 sent_p99 ack_p50 ack_p99 commit_p50 commit_p99 achieved; do
 				record "lat_${system}_${r}_$f" "$run" "$(sed -n "s/.* $f=\([^ ]*\).*/\1/p" <<<"$out")"
@@ -314,3 +324,5 @@ for system, label in (("notify", "raw NOTIFY"), ("outbox", "pg_outbox"), ("pytho
               f"  [{runs_of(p + 'sent_p99', '{:.2f}')}]")
 print("  targets (pg_outbox at 2000/s): p50 < 1 ms, p99 < 5 ms")
 PY
+charts
+echo "drain_bench: figures and charts in $OUT" >&2

@@ -17,7 +17,8 @@
 #
 # Usage (as root or a user that can sudo): bash test/bench/trigger_bench.sh
 # Environment: BULK_ROWS (200000), BULK_REPEAT (7), PGBENCH_SECONDS (10), PGBENCH_ROUNDS (2),
-#              BENCH_PORT (55499), BENCH_SYNC_COMMIT (on).
+#              BENCH_PORT (55499), BENCH_SYNC_COMMIT (on); OUT (where figures.tsv and the charts of
+#              test/bench/charts.py go), CHARTS=0 (no charts).
 # The server is a private copy of PostgreSQL PG_MAJOR (15 by default; test/pgenv.sh) with this
 # tree's build installed into it.
 set -euo pipefail
@@ -35,6 +36,8 @@ BATCH_DELAY=${BATCH_DELAY:-2ms}   # pg_outbox.batch_delay of the outbox_delay va
 pg_resolve
 [ "$PG_WHERE" = chroot ] && exec bash test/pgchroot.sh intree "$PG_MAJOR" test/bench/trigger_bench.sh "$@"
 bash test/setup.sh >/dev/null
+. test/bench/lib.sh # figures file and charts (fig, charts)
+bench_out trigger_bench # OUT: figures.tsv and the charts (CHARTS=0: none)
 
 RUN=()
 [ "$(id -u)" = 0 ] && RUN=(runuser -u postgres --)
@@ -121,6 +124,10 @@ reset_state() {
 
 
 VARIANTS=(none plpgsql tcn plpgsql_outbox notify outbox outbox_delay)
+fig_title bulk "One INSERT of $BULK_ROWS rows, ms (the text reports the best of $BULK_REPEAT)"
+fig_title tps "pgbench single-row INSERTs, TPS, synchronous_commit=$SYNC_COMMIT (the text reports the best round)"
+fig_title tps/c1 "1 client"
+fig_title tps/c2 "2 clients"
 declare -A BULK_MS TPS1 TPS2
 echo "pg_outbox trigger benchmark: $BULK_ROWS-row bulk insert (best of $BULK_REPEAT), pgbench best of" \
      "$PGBENCH_ROUNDS x ${PGBENCH_SECONDS}s, synchronous_commit=$SYNC_COMMIT, $(nproc) CPUs" >&2
@@ -135,6 +142,7 @@ for r in $(seq 1 "$BULK_REPEAT"); do
                   -c "INSERT INTO users (name, email) SELECT 'user ' || g, 'user' || g || '@example.com' FROM generate_series(1, $BULK_ROWS) g" \
              | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
         BULK_MS[$v]=$(better "${BULK_MS[$v]:-}" "$ms" min)
+        fig bulk "$v" "$r" "$ms" ms
     done
     echo "  bulk round $r: $(for v in "${VARIANTS[@]}"; do printf '%s %s ms  ' "$v" "${BULK_MS[$v]}"; done)" >&2
 done
@@ -145,6 +153,7 @@ for r in $(seq 1 "$PGBENCH_ROUNDS"); do
             reset_state
             tps=$(pgbench -n -M prepared -f "$DIR/insert.sql" -c "$c" -j "$c" -T "$PGBENCH_SECONDS" postgres 2>/dev/null \
                   | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+            fig "tps/c$c" "$v" "$r" "$tps" TPS
             if [ "$c" = 1 ]; then TPS1[$v]=$(better "${TPS1[$v]:-}" "$tps" max); else TPS2[$v]=$(better "${TPS2[$v]:-}" "$tps" max); fi
         done
     done
@@ -175,3 +184,5 @@ BEGIN {
            over[idx["notify"]] / over[p], (over[idx["notify"]] / over[p] <= 1/3) ? "met" : "MISSED",
            t2[idx["outbox"]] / t2[p], (t2[idx["outbox"]] / t2[p] >= 1.5) ? "met" : "MISSED";
 }'
+charts
+echo "trigger_bench: figures and charts in $OUT" >&2

@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 		append_text(key, s);
 		// the payload around it, at a fuzzed limit
 		std::string id, data_obj = "{\"c\":" + out + "}";
-		append_json_string(id, in.field());
+		json::append_string(id, in.field());
 		Parts p;
 		p.op = "UPDATE";
 		p.table = "\"public.t\"";

@@ -116,11 +116,11 @@ ok($node->poll_query_until('fresh', 'SELECT cardinality(outbox.worker_pids()) = 
 		my ($p) = $eout =~ /Asynchronous notification "c" with payload "(\{"id":$n,[^\n]*\})"/;
 		return $p // 'nothing';
 	};
-	like($seen->(''), qr/"payload":\{"n": 1\}/, 'no read right: the envelope is complete');
+	like($seen->(''), qr/"payload":\{"n":1\}/, 'no read right: the envelope is complete');
 	like($seen->(q{CREATE ROLE some_tenant; SELECT outbox.grant_channel('t_%', 'some_tenant', '{read}')}),
 		qr/^\{"id":2,"pos":2,(?:"epoch":\d+,)?"seq":2,"truncated":true\}$/, 'after the first read right: id, pos and seq only');
 	like($seen->(q{SELECT outbox.grant_channel('t_%', 'some_tenant', '{publish}')}), qr/truncated/, 'a publish right changes nothing');
-	like($seen->(q{SELECT outbox.revoke_channel('t_%', 'some_tenant', '{read}')}), qr/"payload":\{"n": 4\}/,
+	like($seen->(q{SELECT outbox.revoke_channel('t_%', 'some_tenant', '{read}')}), qr/"payload":\{"n":4\}/,
 		'after the last read right is revoked: complete again');
 	$ein .= "\\q\n";
 	$eve->finish;
@@ -141,7 +141,7 @@ SKIP: {
 	$h->signal('TERM');
 	$h->finish;
 	is($h->result(0), 0, 'listener as tenant_42_app: exit 0');
-	is(join(',', $lo =~ /"payload":(\{[^}]*\})/g), '{"order": 1},{"secret": "of tenant 42"},{"order": 2}', '... it printed its three events (from replay: the envelopes carry no payload)') or diag($le);
+	is(join(',', $lo =~ /"payload":(\{[^}]*\})/g), '{"order":1},{"secret":"of tenant 42"},{"order":2}', '... it printed its three events (from replay: the envelopes carry no payload)') or diag($le);
 	my ($rc, $o2, $e2) = (0, '', '');
 	IPC::Run::run([ $listen, $node->connstr('postgres') . ' user=tenant_42_app', '-c', 'tenant_43', '--from-pos', '0' ],
 		'<', \undef, '>', \$o2, '2>', \$e2, IPC::Run::timeout(30));

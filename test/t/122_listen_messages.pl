@@ -43,7 +43,7 @@ $h->signal('TERM');
 $h->finish;
 my @lines = split /\n/, $out;
 is(scalar @lines, 3, 'three lines');
-like($lines[1] // '', qr/"blob": "x{9000}"/, 'the truncated event is printed with its whole payload');
+like($lines[1] // '', qr/"blob":"x{9000}"/, 'the truncated event is printed with its whole payload');
 like($err, qr/position 2 \(channel "orders" seq 2\) arrived truncated \(its payload does not fit in a notification\): reading it by replay/,
 	'-v reports the truncated envelope as such');
 unlike($err, qr/gap before position/, '... and reports no gap');

@@ -235,3 +235,11 @@ TEST(ListenBackoff, Doubles) {
 }
 
 } // namespace
+
+TEST(Listen, CompactJsonbText) {
+	using pg_outbox::listen::compact_jsonb_text;
+	EXPECT_EQ(compact_jsonb_text(R"({"a": 1, "b": [1, 2, {"c": "x y"}]})"), R"({"a":1,"b":[1,2,{"c":"x y"}]})");
+	EXPECT_EQ(compact_jsonb_text(R"({"q": "say \"hi, there\": ok", "e": "\\"})"), R"({"q":"say \"hi, there\": ok","e":"\\"})");
+	EXPECT_EQ(compact_jsonb_text(R"("just a string, with: spaces")"), R"("just a string, with: spaces")");
+	EXPECT_EQ(compact_jsonb_text("null"), "null");
+}

@@ -56,12 +56,17 @@ TEST(Value, Numbers) {
 	EXPECT_EQ(text(txt(Kind::Numeric, "NaN")), "NaN");
 }
 
-TEST(Value, FloatsAreShortestExact) {
+TEST(Value, FloatsArePlainDecimalOfShortest) {
 	EXPECT_EQ(js(flt(0.1)), "0.1");
 	EXPECT_EQ(js(flt(1.0 / 3)), "0.3333333333333333");
 	EXPECT_EQ(js(flt(0.1f, true)), "0.1"); // not 0.10000000149011612
-	EXPECT_EQ(js(flt(1e300)), "1e+300");
-	EXPECT_EQ(js(flt(-0.0)), "-0");
+	EXPECT_EQ(js(flt(1e300)), "1" + std::string(300, '0')); // plain decimal, as jsonb prints it
+	EXPECT_EQ(js(flt(1.5e-7)), "0.00000015");
+	EXPECT_EQ(js(flt(1e23)), "1" + std::string(23, '0')); // the digits of 1e+23, not of the exact binary value
+	EXPECT_EQ(js(flt(-2.5e-3)), "-0.0025");
+	EXPECT_EQ(js(flt(123456789.125)), "123456789.125");
+	EXPECT_EQ(js(flt(3.4028235e38f, true)), "34028235" + std::string(31, '0'));
+	EXPECT_EQ(js(flt(-0.0)), "0"); // numeric has no negative zero
 	EXPECT_EQ(js(flt(std::nan(""))), "\"NaN\"");
 	EXPECT_EQ(js(flt(-INFINITY)), "\"-Infinity\"");
 	EXPECT_EQ(text(flt(INFINITY)), "Infinity");
@@ -150,10 +155,10 @@ TEST(Payload, IdOnly) {
 	p.op = "INSERT";
 	p.table = "\"public.users\"";
 	p.id = "42";
-	EXPECT_EQ(compose_str(p, PayloadFit::Full), "{\"op\":\"INSERT\",\"table\":\"public.users\",\"id\":42}");
+	EXPECT_EQ(compose_str(p, PayloadFit::Full), "{\"id\":42,\"op\":\"INSERT\",\"table\":\"public.users\"}");
 	p.op = "UPDATE";
 	p.old_id = "41";
-	EXPECT_EQ(compose_str(p, PayloadFit::Full), "{\"op\":\"UPDATE\",\"table\":\"public.users\",\"id\":42,\"old_id\":41}");
+	EXPECT_EQ(compose_str(p, PayloadFit::Full), "{\"id\":42,\"op\":\"UPDATE\",\"table\":\"public.users\",\"old_id\":41}");
 	Parts t;
 	t.op = "TRUNCATE";
 	t.table = "\"public.users\"";
@@ -168,12 +173,12 @@ TEST(Payload, DataIsDroppedWhenTooBig) {
 	p.data = "{\"name\":\"x\"}";
 	p.has_data = true;
 	std::string full = compose_str(p, PayloadFit::Full);
-	EXPECT_EQ(full, "{\"op\":\"INSERT\",\"table\":\"public.users\",\"id\":{\"org\":1,\"user\":7},\"data\":{\"name\":\"x\"}}");
+	EXPECT_EQ(full, "{\"id\":{\"org\":1,\"user\":7},\"op\":\"INSERT\",\"data\":{\"name\":\"x\"},\"table\":\"public.users\"}");
 	// max_bytes is the longest payload allowed (kMaxPayloadBytes = 7999: NOTIFY accepts 7999
 	// bytes and refuses 8000): exactly at the limit fits, one byte over does not
 	EXPECT_EQ(compose_str(p, PayloadFit::Full, full.size()), full);
 	std::string cut = compose_str(p, PayloadFit::Truncated, full.size() - 1);
-	EXPECT_EQ(cut, "{\"op\":\"INSERT\",\"table\":\"public.users\",\"id\":{\"org\":1,\"user\":7},\"truncated\":true}");
+	EXPECT_EQ(cut, "{\"id\":{\"org\":1,\"user\":7},\"op\":\"INSERT\",\"table\":\"public.users\",\"truncated\":true}");
 	EXPECT_TRUE(json::is_valid(cut));
 	EXPECT_EQ(compose_str(p, PayloadFit::Truncated, cut.size()), cut);
 	compose_str(p, PayloadFit::TooBig, cut.size() - 1);
@@ -184,7 +189,7 @@ TEST(Payload, DataIsDroppedWhenTooBig) {
 
 TEST(Payload, RealLimit) {
 	std::string big(9000, 'x'), data;
-	append_json_string(data, big);
+	json::append_string(data, big);
 	data = "{\"blob\":" + data + "}";
 	Parts p;
 	p.op = "INSERT";

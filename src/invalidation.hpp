@@ -1,0 +1,24 @@
+// invalidation.hpp — the one relcache callback and the one syscache callback of pg_outbox
+// (invalidation.cpp), which tell each per-backend cache what changed: the change trigger's
+// configs (trigger_config.cpp), the channel rights (rights.cpp), the trust in the extension's
+// schema (schema_guard.cpp). (PostgreSQL has room for 10 relcache callbacks in a backend, for all
+// extensions together: one is what pg_outbox's own parts take.)
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+}
+
+namespace pg_outbox {
+
+// What each part forgets (each defined in the part's own file).
+void trigger_configs_forget(Oid relid);  // trigger_config.cpp: configs of relid (InvalidOid: all)
+void rights_forget_relation(Oid relid);  // rights.cpp: the rules, if relid is their table (InvalidOid: any)
+void rights_forget_roles(void);          // rights.cpp: role OIDs and memberships
+void rights_forget_function(void);       // rights.cpp: the function last asked about
+void schema_trust_forget(void);          // schema_guard.cpp: the extension's schema, its trust
+
+// Register the callbacks (_PG_init).
+void invalidation_init(void);
+
+} // namespace pg_outbox
