@@ -21,8 +21,10 @@ sub poll_until {
 	my ($node, $db, $sql, $timeout) = @_;
 	my $deadline = time + ($timeout // 60);
 	while (time < $deadline) {
-		my ($rc, $out) = $node->psql($db, $sql);
-		return 1 if $rc == 0 && defined $out && $out eq 't';
+		# psql may exit before it has read its input (a server in crash recovery refuses the
+		# connection): IPC::Run then dies with "Broken pipe"; that is one more failed try.
+		my ($rc, $out) = eval { $node->psql($db, $sql) };
+		return 1 if defined $rc && $rc == 0 && defined $out && $out eq 't';
 		usleep(100_000);
 	}
 	return undef;

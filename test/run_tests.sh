@@ -104,7 +104,7 @@ run_prometheus() {
 run_python() {
     cp -r clients "$WORK"/ && { [ -z "${RUN[*]}" ] || chown -R postgres: "$WORK/clients"; }
     (cd "$WORK/clients/python" && "${RUN[@]}" env PG_OUTBOX_BINDIR="$BINDIR" HOME="$WORK" PYTHONDONTWRITEBYTECODE=1 \
-        /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" tests)
+        /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs --basetemp="$WORK/pytest" ${PYTEST_FILES:-tests})
 }
 
 run_kafka() { # jars from Maven Central (cached in ~/.m2); servers on loopback; see test/kafka/run.sh

@@ -562,7 +562,7 @@ std::optional<State> parse_state(std::string_view content, std::string *why) {
 			st.identity = std::string(value);
 			continue;
 		}
-		auto v = parse_int64(value);
+		auto v = value.empty() || value[0] < '0' || value[0] > '9' ? std::nullopt : parse_int64(value); // digits only ("-0")
 		if (!v || *v < 0)
 			return fail(i == 0 ? "pos is not a position, 0 or more" : "epoch is not a number, 0 or more");
 		if (i == 0) {
@@ -624,7 +624,7 @@ static bool write_all(int fd, const std::string &s) {
 
 bool write_state_file(const std::string &path, const State &st, bool do_fsync, std::string &error) {
 	std::string tmp = path + ".tmp";
-	int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644); // a planted symlink is not followed
 	if (fd < 0) {
 		error = "cannot create \"" + tmp + "\": " + std::strerror(errno);
 		return false;

@@ -33,9 +33,10 @@ my $kills = 0;
 my $deadline = time + 120;
 while (reap_producers($kids, \$failures) > 0 && time < $deadline) {
 	if ($kills < 5) {
-		my ($rc, $pid) = $node->psql('postgres',
-			"SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'producer_%' AND state <> 'idle' LIMIT 1");
-		if ($rc == 0 && $pid =~ /^\d+$/ && kill('KILL', $pid)) {
+		# (eval: psql may die with "Broken pipe" while the server restarts; try again)
+		my ($rc, $pid) = eval { $node->psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'producer_%' AND state <> 'idle' LIMIT 1") };
+		if (defined $rc && $rc == 0 && defined $pid && $pid =~ /^\d+$/ && kill('KILL', $pid)) {
 			$kills++;
 			# wait for the crash restart to be over before the next kill
 			poll_until($node, 'postgres',

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -137,8 +138,9 @@ TEST(StateFile, SampleFiles) {
 		EXPECT_EQ(st->identity, e.at("identity").is_null() ? std::string() : std::string(e.at("identity").as_string()))
 		    << name;
 		EXPECT_EQ(st->version, e.at("version").to_number<int>()) << name;
-		if (e.at("canonical").as_bool())
+		if (e.at("canonical").as_bool()) {
 			EXPECT_EQ(format_state(*st), content) << name;
+		}
 		good++;
 	}
 	EXPECT_GE(good, 5);
@@ -148,8 +150,9 @@ TEST(StateFile, SampleFiles) {
 	ASSERT_NE(d, nullptr);
 	while (struct dirent *ent = readdir(d)) {
 		std::string n = ent->d_name;
-		if (n.size() > 6 && n.compare(n.size() - 6, 6, ".state") == 0)
+		if (n.size() > 6 && n.compare(n.size() - 6, 6, ".state") == 0) {
 			EXPECT_TRUE(listed.count(n)) << n << " is not in expected.json";
+		}
 	}
 	closedir(d);
 }
@@ -190,6 +193,34 @@ TEST(StateFile, WriteReadFile) {
 	EXPECT_NE(err.find("corrupt"), std::string::npos);
 	EXPECT_FALSE(write_state_file(std::string(dir) + "/no/such/dir/state", make(1, 1, ""), false, err));
 	EXPECT_NE(err.find("cannot create"), std::string::npos);
+	unlink(path.c_str());
+	rmdir(dir);
+}
+
+// [redteam] PATH.tmp planted as a symlink (a shared state directory, another user): the listener
+// must not follow it and truncate/overwrite the file it points to (the Python client opens it
+// O_NOFOLLOW too). The write fails, the target and the old state file stay intact.
+TEST(StateFile, TmpSymlinkNotFollowed) {
+	char dir[] = "/tmp/state_file_test.XXXXXX";
+	ASSERT_NE(mkdtemp(dir), nullptr);
+	std::string path = std::string(dir) + "/state", victim = std::string(dir) + "/victim";
+	std::string err;
+	ASSERT_TRUE(write_state_file(path, make(3, 1, kId), false, err)) << err;
+	{
+		std::ofstream f(victim);
+		f << "precious\n";
+	}
+	ASSERT_EQ(symlink(victim.c_str(), (path + ".tmp").c_str()), 0);
+	EXPECT_FALSE(write_state_file(path, make(4, 1, kId), false, err));
+	EXPECT_NE(err.find("cannot create"), std::string::npos) << err;
+	std::ifstream in(victim);
+	std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+	EXPECT_EQ(content, "precious\n");
+	auto st = read_state_file(path, err);
+	ASSERT_TRUE(st) << err;
+	EXPECT_EQ(st->pos, 3);
+	unlink((path + ".tmp").c_str());
+	unlink(victim.c_str());
 	unlink(path.c_str());
 	rmdir(dir);
 }

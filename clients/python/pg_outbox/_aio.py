@@ -305,6 +305,8 @@ class Subscription:
         """The outbox the positions belong to: adopted when not known, else it must not change."""
         if not server:
             return
+        if not _core.valid_identity(server):  # as pg_outbox_listen: never adopted, never written to the state file
+            raise OutboxError("outbox.identity() returned something that is not an identity: %r" % (server[:140],))
         if _core.identity_changed(self._identity, server):
             raise ResyncRequired(_core.identity_message(self._identity, server, self._tracker.last_pos), None,
                                  self._tracker.last_pos, epoch=self._tracker.epoch, diverged=True)
