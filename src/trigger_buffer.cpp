@@ -136,7 +136,8 @@ static void write_events(int first) {
 	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the (sub)transaction's abort. Events a DBA's
-	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered.
+	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered: the
+	// caller, flush_events(), writes them in its next round.
 	for (int k = first; k < first + n; k++)
 		free_event(&buffer[k]);
 	int added = buffer_len - (first + n);
@@ -151,20 +152,28 @@ static void write_events(int first) {
 }
 
 // Write what may be written now (see above): every event, if all are of the current level;
-// else the current level's events only if they alone fill the buffer (bounded memory).
+// else the current level's events only if they alone fill the buffer (bounded memory). Again
+// while a write left new events of the current level behind (a DBA's trigger on
+// outbox.pending that writes an attached table): the flush at pre-commit is the last one, so
+// nothing may stay buffered after it (each round writes at least one event; a chain of
+// triggers that never ends is the DBA's endless loop, and can be cancelled).
 void flush_events(void) {
-	if (buffer_len == 0 || flushing_level > 0)
+	if (flushing_level > 0)
 		return;
 	int level = GetCurrentTransactionNestLevel();
-	if (buffer[0].level == level) {
-		write_events(0);
-		return;
+	while (buffer_len > 0) {
+		if (buffer[0].level == level) {
+			write_events(0);
+		} else {
+			int first = buffer_len;
+			while (first > 0 && buffer[first - 1].level == level)
+				first--;
+			if (buffer_len - first < kFlushEvents)
+				return;
+			write_events(first);
+		}
+		CHECK_FOR_INTERRUPTS();
 	}
-	int first = buffer_len;
-	while (first > 0 && buffer[first - 1].level == level)
-		first--;
-	if (buffer_len - first >= kFlushEvents)
-		write_events(first);
 }
 
 // flush_events() where no statement may be running (commit, the end of a utility statement):
@@ -183,8 +192,16 @@ void trigger_buffer_xact_event(XactEvent event) {
 	switch (event) {
 	case XACT_EVENT_PRE_COMMIT:
 	case XACT_EVENT_PRE_PREPARE:
-		if (buffer_len > 0)
-			flush_events_with_snapshot(); // at the top level: every event is of level 1 now
+		// at the top level: every event is of level 1 now. The deferred triggers have fired just
+		// before this callback: those this write queues (a DBA's deferred trigger or foreign key
+		// on outbox.pending) would be dropped unfired, so fire them here — and write what they
+		// buffer in turn (the change trigger made a deferred constraint trigger).
+		while (buffer_len > 0) {
+			flush_events_with_snapshot();
+			if (buffer_len > 0) // a flush left interrupted (cannot be): fail the commit, lose nothing
+				elog(ERROR, "pg_outbox: %d buffered events could not be written at commit", buffer_len);
+			AfterTriggerFireDeferred();
+		}
 		break;
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_ABORT:
