@@ -56,6 +56,7 @@ pidfile = $dir/pgbouncer.pid
 EOF
 close $fh;
 my $bouncer = IPC::Run::start([ $pgbouncer, "$dir/pgbouncer.ini" ], '<', \undef, '>', "$dir/pgbouncer.out", '2>&1');
+END { $bouncer->kill_kill if $bouncer && $bouncer->pumpable } # never leave pgbouncer behind, even when the test dies
 my $bconn = "host=127.0.0.1 port=$bport dbname=postgres user=$user connect_timeout=5";
 my $psql = $node->installed_command('psql');
 
@@ -137,8 +138,10 @@ my @producers = map {
 
 # ---- SIGKILL the drain worker three times meanwhile ----
 sub worker_pid {
-	my ($rc, $pid) = $node->psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain'");
-	return $rc == 0 && $pid =~ /^\d+$/ ? $pid : undef;
+	# eval: after a SIGKILL the server restarts all its processes and refuses connections for a
+	# moment; psql then exits before reading its input and IPC::Run dies with "Broken pipe"
+	my ($rc, $pid) = eval { $node->psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain'") };
+	return defined $rc && $rc == 0 && defined $pid && $pid =~ /^\d+$/ ? $pid : undef;
 }
 my $kills = 0;
 for my $k (1 .. 3) {
@@ -159,8 +162,8 @@ is($acked, 450, 'every producer transaction was eventually acknowledged');
 my $t0 = time;
 my $drained = 0;
 while (time - $t0 < 120) {
-	my ($rc, $o) = $node->psql('postgres', 'SELECT count(*) = 0 FROM outbox.pending');
-	if ($rc == 0 && $o eq 't') { $drained = 1; last; }
+	my ($rc, $o) = eval { $node->psql('postgres', 'SELECT count(*) = 0 FROM outbox.pending') };
+	if (defined $rc && $rc == 0 && $o eq 't') { $drained = 1; last; }
 	usleep(200_000);
 }
 ok($drained, 'the outbox is drained after the kills');
