@@ -276,7 +276,6 @@ void maintain_retention(void) {
 
 using namespace pg_outbox;
 
-
 // outbox.purge(older_than interval) RETURNS bigint
 PGO_FUNCTION(outbox_purge) {
 	if (PG_ARGISNULL(0))
