@@ -2,6 +2,8 @@
 // transaction (drain_batch(); the worker and outbox.drain() run it through drain_failures.cpp).
 //
 // One drain, one transaction (README, "Guarantees"; doc/design.md, "Follow an event"):
+//   0. lock every history segment, in segment order (history.hpp: the lock order of every
+//      drain, purge() and retention), before any row;
 //   1. take up to N pending events in id order, FOR UPDATE SKIP LOCKED, and delete them
 //      (take_batch: an index scan, a row lock and a delete per event) — concurrent drains take
 //      disjoint sets;
