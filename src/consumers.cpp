@@ -28,12 +28,13 @@
 // that the caller may use the consumer (its owner, a member of the owner, outbox_admin or a
 // superuser), then read and write outbox.consumer as the table's owner with search_path pinned
 // (readers have no right on the table). next() calls replay() as the caller, so replay's
-// privileges apply. Retention (admin.cpp) asks consumers_release_segment() before it empties a
+// privileges apply. Retention (history.cpp) asks consumers_release_segment() before it empties a
 // segment: an active consumer that has not acknowledged one of the segment's events keeps it,
 // until the segment is older than pg_outbox.consumer_max_retention; then the consumer is marked
 // lost (in the transaction that truncates) and its next call raises OB001.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "spi_util.hpp"
 #include "xact_events.hpp"
 
 extern "C" {
@@ -67,8 +68,6 @@ extern "C" {
 }
 
 namespace pg_outbox {
-
-void check_channel_or_error(const char *channel, size_t len, const char *what);
 
 int guc_consumer_max_retention_s = 7 * 86400;
 
@@ -535,7 +534,7 @@ static void read_positions(int64 *head, int64 *purged) {
 	*purged = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 }
 
-// ---- retention (admin.cpp) ----
+// ---- retention (history.cpp) ----
 bool consumers_release_segment(int seg, TimestampTz newest, bool mark) {
 	// (SPI connected by the caller)
 	Oid nsp = get_namespace_oid("outbox", true);

@@ -2,6 +2,7 @@
 #include "pg_outbox.hpp" // first: it includes pure C++ headers before Postgres's
 #include "direct.hpp"
 #include "pg_compat.hpp"
+#include "invalidation.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -24,27 +25,17 @@ extern "C" {
 
 namespace pg_outbox {
 
-// Every layout the process has resolved, for the invalidation callbacks.
+// Every layout the process has resolved, for the invalidation callbacks (invalidation.cpp).
 static TableLayout *known_layouts[8];
 static int nknown = 0;
-static bool callbacks_registered = false;
 
-static void invalidate_relation(Datum, Oid relid) {
+void direct_layouts_forget(Oid relid) {
 	for (int i = 0; i < nknown; i++)
 		if (relid == InvalidOid || known_layouts[i]->relid == relid)
 			known_layouts[i]->valid = false;
 }
 
-static void invalidate_all(Datum, int, uint32) {
-	invalidate_relation((Datum)0, InvalidOid);
-}
-
 static void remember(TableLayout *t) {
-	if (!callbacks_registered) {
-		CacheRegisterRelcacheCallback(invalidate_relation, (Datum)0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, invalidate_all, (Datum)0);
-		callbacks_registered = true;
-	}
 	for (int i = 0; i < nknown; i++)
 		if (known_layouts[i] == t)
 			return;

@@ -21,6 +21,10 @@ extern "C" {
 
 namespace pg_outbox {
 
+// Rows per table_multi_insert() of a batch (about a heap page of history): publish's statements
+// of several events and the drain's history insert.
+constexpr int kMultiInsertRows = 64;
+
 // The columns of one of our tables, looked up by name once per relation (relcache callbacks
 // mark the layout stale on any DDL of the table or a schema rename).
 struct ColumnSpec {

@@ -11,7 +11,7 @@
 // mains) goes through one of the wrappers below. test/check_wrappers.sh (run by `make unit`)
 // fails when one does not: a SQL function not defined with PGO_FUNCTION, or a hook, callback,
 // GUC hook, exit callback or worker main whose body does not start with boundary(). The
-// entry points it still tolerates are listed, with the reason, in test/check_wrappers.allow.
+// entry points it would tolerate are listed, with the reason, in test/check_wrappers.allow (empty).
 // Signal handlers are not entry points of this kind: they only set flags and latches.
 //
 //   PGO_FUNCTION(name) { ... }   a V1 SQL-callable function: an extern "C" wrapper runs the

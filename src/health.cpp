@@ -207,7 +207,7 @@ PGO_FUNCTION(outbox_health_threshold) {
 
 // outbox._waiting_databases() RETURNS TABLE (database oid, since timestamptz) — the databases
 // (of the whole cluster) that have the extension and wait for a drain worker because no
-// background worker process was free (the launcher's list, shared->waiting; worker.cpp).
+// background worker process was free (the launcher's list, shared->waiting; launcher.cpp).
 PGO_FUNCTION(outbox_waiting_databases) {
 	InitMaterializedSRF(fcinfo, 0);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;

@@ -18,6 +18,7 @@ static void relation_changed(Datum, Oid relid) {
 		trigger_configs_forget(relid);
 		rights_forget_relation(relid);
 		schema_trust_forget();
+		direct_layouts_forget(relid);
 	});
 }
 
@@ -27,6 +28,7 @@ static void catalog_changed(Datum, int cacheid, uint32) {
 		case NAMESPACEOID: // a schema renamed changes quoted table names without a relcache invalidation
 			trigger_configs_forget(InvalidOid);
 			schema_trust_forget();
+			direct_layouts_forget(InvalidOid);
 			break;
 		case AUTHOID: // a role dropped or re-created changes the OIDs of outbox_admin, outbox_reader
 			rights_forget_roles();

@@ -1,8 +1,9 @@
 // invalidation.hpp — the one relcache callback and the one syscache callback of pg_outbox
 // (invalidation.cpp), which tell each per-backend cache what changed: the change trigger's
 // configs (trigger_config.cpp), the channel rights (rights.cpp), the trust in the extension's
-// schema (schema_guard.cpp). (PostgreSQL has room for 10 relcache callbacks in a backend, for all
-// extensions together: one is what pg_outbox's own parts take.)
+// schema (schema_guard.cpp), the table layouts of the direct inserts (direct.cpp). (PostgreSQL
+// has room for 10 relcache callbacks in a backend, for all extensions together: one is what
+// pg_outbox's own parts take.)
 #pragma once
 
 extern "C" {
@@ -17,6 +18,7 @@ void rights_forget_relation(Oid relid);  // rights.cpp: the rules, if relid is t
 void rights_forget_roles(void);          // rights.cpp: role OIDs and memberships
 void rights_forget_function(void);       // rights.cpp: the function last asked about
 void schema_trust_forget(void);          // schema_guard.cpp: the extension's schema, its trust
+void direct_layouts_forget(Oid relid);   // direct.cpp: the layouts of relid (InvalidOid: all)
 
 // Register the callbacks (_PG_init).
 void invalidation_init(void);

@@ -3,6 +3,8 @@
 // the GUCs pg_outbox.* that the drain worker reads; check_writable() for the writing functions.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "drain_failures.hpp"
+#include "launcher.hpp"
 #include "rights.hpp"
 #include "trigger_buffer.hpp"
 #include "utility_hook.hpp"
@@ -104,7 +106,7 @@ extern "C" void _PG_init(void) {
 			                errhint("Add pg_outbox to shared_preload_libraries in postgresql.conf and restart the "
 			                        "server.")));
 
-		define_retry_gucs(); // admin.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
+		define_retry_gucs(); // drain_failures.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
 		define_health_gucs(); // health.cpp: pg_outbox.health_* (before the prefix is reserved)
 		define_gucs();
 		consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters

@@ -22,6 +22,7 @@
 // so a drain pays one flag test.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "history.hpp"
 #include "invalidation.hpp"
 
 extern "C" {
@@ -54,6 +55,7 @@ namespace pg_outbox {
 static const char *const kNamedRelations[] = {"pending",  "history",         "history_0",   "history_1",
                                               "history_2", "state",          "channels",    "channel_targets",
                                               "dead_letter", "consumer"};
+static_assert(kSegments == 3, "kNamedRelations names history_0 .. history_2 (history.hpp: kSegments)");
 
 static bool trusted = false;        // check_trusted_schema() passed, nothing changed since
 static Oid trusted_nsp = InvalidOid; // the extension's schema when trusted

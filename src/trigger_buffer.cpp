@@ -3,6 +3,8 @@
 #include "pg_outbox.hpp" // pure C++ (envelope.hpp) first
 #include "trigger_buffer.hpp"
 #include "guard.hpp"
+#include "publish.hpp"
+#include "spi_util.hpp"
 #include "xact_events.hpp"
 
 extern "C" {

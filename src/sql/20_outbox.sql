@@ -32,6 +32,9 @@ CREATE TABLE outbox.history (
     published_at timestamptz NOT NULL
 );
 COMMENT ON TABLE outbox.history IS 'published events, for replay; kept for pg_outbox.retention';
+-- Three segments (retention rotates them, src/history.cpp). The number is kSegments in C++
+-- (src/history.hpp, which asserts it is 3); SQL names the segments one by one, here, in
+-- 90_privileges.sql (GRANT) and in the comment of 70_wal.sql: a fourth one changes those too.
 CREATE TABLE outbox.history_0 (PRIMARY KEY (pos)) INHERITS (outbox.history);
 CREATE TABLE outbox.history_1 (PRIMARY KEY (pos)) INHERITS (outbox.history);
 CREATE TABLE outbox.history_2 (PRIMARY KEY (pos)) INHERITS (outbox.history);

@@ -60,7 +60,7 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Called by the drain (src/outbox.cpp) with the state row locked, when the cluster it runs on
+-- Called by the drain (src/drain.cpp) with the state row locked, when the cluster it runs on
 -- is not the one the current epoch began on. Records the new epoch; returns its number.
 CREATE FUNCTION outbox._epoch_begin(first_pos bigint, tli bigint, sysid text, dboid oid) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$

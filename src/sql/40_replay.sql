@@ -34,22 +34,8 @@
 -- truncates; then a replay either runs before the TRUNCATE (which waits) or sees the new
 -- purged_pos. The unfiltered replay also checks that the positions it returns are contiguous.
 
-CREATE FUNCTION outbox._check_channel(channel text, what text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF channel IS NULL THEN
-        RAISE EXCEPTION '% cannot be NULL', what USING ERRCODE = 'invalid_parameter_value';
-    ELSIF channel = '' THEN
-        RAISE EXCEPTION '% cannot be empty', what
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'A channel name is 1 to 63 bytes long.';
-    ELSIF octet_length(channel) > 63 THEN
-        RAISE EXCEPTION '% is too long: % bytes, the limit is 63 bytes', what, octet_length(channel)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Channel "%s..." is %s bytes long.', left(channel, 20), octet_length(channel)),
-                  HINT = 'NOTIFY channel names are at most 63 bytes (NAMEDATALEN - 1).';
-    END IF;
-END $$;
-COMMENT ON FUNCTION outbox._check_channel(text, text) IS 'internal: raise invalid_parameter_value for a bad channel name';
+-- Channel names are checked by outbox._require_channel() (10_notify.sql: the one rule of
+-- src/limits.hpp, with its one error); NULL is refused here first, as it is the caller's to name.
 
 CREATE FUNCTION outbox._check_max_events(max_events integer) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -98,7 +84,10 @@ COMMENT ON FUNCTION outbox.head() IS
 CREATE FUNCTION outbox.head(channel text) RETURNS bigint
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM outbox._check_channel(channel, 'channel name');
+    IF channel IS NULL THEN
+        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM outbox._require_channel(channel, 'channel name');
     PERFORM outbox._check_read(ARRAY[channel]); -- channel rights (95_channels.sql)
     RETURN coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = head.channel), 0);
 END $$;
@@ -131,7 +120,10 @@ BEGIN
                 HINT = 'Pass NULL for every channel.';
         END IF;
         FOREACH ch IN ARRAY channels LOOP
-            PERFORM outbox._check_channel(ch, 'channel name in channels');
+            IF ch IS NULL THEN
+                RAISE EXCEPTION 'channel name in channels cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM outbox._require_channel(ch, 'channel name in channels');
         END LOOP;
     END IF;
     PERFORM outbox._check_max_events(max_events);
@@ -210,7 +202,10 @@ DECLARE
     expect bigint;
     r record;
 BEGIN
-    PERFORM outbox._check_channel(ch, 'channel name');
+    IF ch IS NULL THEN
+        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM outbox._require_channel(ch, 'channel name');
     PERFORM outbox._check_read(ARRAY[ch]); -- channel rights (95_channels.sql)
     IF after_seq IS NULL THEN
         RAISE EXCEPTION 'after_seq cannot be NULL' USING ERRCODE = 'invalid_parameter_value',

@@ -51,7 +51,6 @@ my %functions = (
                                                   => ['',     q{SELECT outbox._attach_triggers(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)}],
     'outbox.attach(regclass,text,text,text[],text[],text[])' => ['pa', q{SELECT outbox.attach(NULL)}],
     'outbox.detach(regclass)'                     => ['pa',   q{SELECT outbox.detach(NULL)}],
-    'outbox._check_channel(text,text)'            => ['',     q{SELECT outbox._check_channel('x', 'y')}],
     'outbox._check_max_events(integer)'           => ['',     q{SELECT outbox._check_max_events(1)}],
     'outbox.head()'                               => ['ra',   q{SELECT outbox.head()}],
     'outbox.head(text)'                           => ['ra',   q{SELECT outbox.head('m_chan')}],

@@ -70,7 +70,7 @@ TEST(ChannelPattern, NoBlowUp) {
 
 } // namespace
 
-// While read rights are enforced the drain builds every envelope with max_bytes 0 (outbox.cpp):
+// While read rights are enforced the drain builds every envelope with max_bytes 0 (drain.cpp):
 // id, pos and seq only, marked truncated, so that pg_outbox_listen reads the event from replay.
 #include "envelope.hpp"
 TEST(ChannelRightsEnvelope, IdOnly) {

@@ -1,0 +1,451 @@
+// drain_failures.cpp — drain(): what the worker and outbox.drain() run. It runs drain_batch()
+// (drain.cpp) in subtransactions and, when a pass fails, finds the event at fault, records it in
+// outbox.failures, retries it later and finally moves it to outbox.dead_letter.
+#include "pg_outbox.hpp"
+#include "drain_failures.hpp"
+#include "drain.hpp"
+#include "guard.hpp"
+#include "pg_compat.hpp"
+#include "spi_util.hpp"
+
+extern "C" {
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+}
+
+namespace pg_outbox {
+
+// ---------------------------------------------------------------------------------------
+// Failures, retries and dead letters
+//
+// Whose fault is a failure? Not the SQLSTATE's to say (a 180 MB payload fails with "out of
+// memory", a DBA's trigger with anything): an event is at fault when it fails alone while the
+// system works. So a batch that fails is narrowed down (halved until one event is tried alone)
+// and every event that fails alone is recorded in outbox.failures; the events behind it are
+// published meanwhile. A recorded event is left out of the batches and tried alone again after
+// pg_outbox.retry_delay, doubling each time (at most 5 minutes); after pg_outbox.max_attempts
+// failures it moves to outbox.dead_letter with its last error. Failures that are the system's
+// — serialization and deadlocks (40), lock timeouts and objects in use (55), cancel and
+// shutdown (57), disk and I/O (53100, 58), read-only (25), missing objects and privileges (42,
+// 3F), unsupported rules (0A), corrupted data (XX001, XX002), a unique violation of positions —
+// propagate at once and are retried with no count. And when two or more events each fail alone
+// and none at all is published in the pass, the failure is taken as the system's too (a
+// broken trigger on the history, say): nothing is counted, the pass fails and is retried, so a
+// systemic fault never dead-letters the backlog.
+// ---------------------------------------------------------------------------------------
+
+int guc_max_attempts = 5;
+int guc_retry_delay_ms = 1000;
+constexpr int kMaxRetryDelayMs = 300 * 1000;
+constexpr int kMaxLoneFailuresPerPass = 10;
+
+void define_retry_gucs(void) {
+	DefineCustomIntVariable("pg_outbox.max_attempts",
+	                        "How many times an event that fails alone is tried before it moves to outbox.dead_letter.",
+	                        nullptr, &guc_max_attempts, 5, 1, 1000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("pg_outbox.retry_delay",
+	                        "How long an event that failed alone waits before it is tried again (doubling per "
+	                        "attempt, at most 5 minutes; 0: at every drain).",
+	                        nullptr, &guc_retry_delay_ms, 1000, 0, kMaxRetryDelayMs, PGC_SUSET, GUC_UNIT_MS, nullptr,
+	                        nullptr, nullptr);
+}
+
+// Is this failure the system's (retried, never counted against an event)?
+static bool error_of_system(int sqlerrcode) {
+	// a unique violation is about positions or ids (a counter behind the history, say), never
+	// about one event's data: dead-lettering would move the whole backlog away
+	if (sqlerrcode == ERRCODE_UNIQUE_VIOLATION || sqlerrcode == ERRCODE_DISK_FULL ||
+	    sqlerrcode == ERRCODE_TOO_MANY_CONNECTIONS)
+		return true;
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode)) {
+	case ERRCODE_CONNECTION_EXCEPTION:           // 08
+	case ERRCODE_INVALID_TRANSACTION_STATE:      // 25: read-only transaction, standby
+	case ERRCODE_TRANSACTION_ROLLBACK:           // 40: serialization failure, deadlock
+	case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE: // 55: lock timeout, object in use
+	case ERRCODE_OPERATOR_INTERVENTION:          // 57: cancel, shutdown
+	case ERRCODE_SYSTEM_ERROR:                   // 58: I/O
+	case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: // 42: a missing object, a privilege
+	case ERRCODE_INVALID_SCHEMA_NAME:            // 3F
+	case ERRCODE_FEATURE_NOT_SUPPORTED:          // 0A: an INSTEAD rule on our tables, say
+		return true;
+	case ERRCODE_INTERNAL_ERROR:                 // XX: corrupted data or index is the system's
+		return sqlerrcode == ERRCODE_DATA_CORRUPTED || sqlerrcode == ERRCODE_INDEX_CORRUPTED;
+	default:
+		return false;
+	}
+}
+
+static void dead_letter(int64 id, ErrorData *edata, int attempts);
+
+// dead_letter() in a subtransaction: if even moving the event fails (a foreign key a DBA made
+// reference outbox.pending, say), say so and leave the event pending — the events behind it are
+// still published.
+static void dead_letter_guarded(int64 id, ErrorData *cause, int attempts) {
+	struct Args {
+		int64 id;
+		ErrorData *cause;
+		int attempts;
+	} args{id, cause, attempts};
+	ErrorData *edata = run_in_subxact(
+	    [](void *p) {
+		    Args *a = static_cast<Args *>(p);
+		    dead_letter(a->id, a->cause, a->attempts);
+	    },
+	    &args);
+	if (!edata)
+		return;
+	if (error_of_system(edata->sqlerrcode))
+		ReThrowError(edata);
+	ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published nor moved to outbox.dead_letters; it "
+	                         "stays pending",
+	                         (long long)id),
+	                  errdetail("Publishing failed with: %s. Moving it failed with: %s (SQLSTATE %s).",
+	                            cause->message ? cause->message : "unknown error",
+	                            edata->message ? edata->message : "unknown error", unpack_sql_state(edata->sqlerrcode)),
+	                  errhint("Remove what keeps the event from being moved (a foreign key, trigger or rule on "
+	                          "outbox.pending or outbox.dead_letter), or outbox.discard() it.")));
+	FreeErrorData(edata);
+}
+
+// Run drain_batch() (drain.cpp) in a subtransaction. Returns the count, or -1 with *edata set on error.
+static int64 drain_in_subxact(int max_events, int64 only_id, const int64 *skip, int nskip, ErrorData **edata) {
+	struct Args {
+		int max_events;
+		int64 only_id;
+		const int64 *skip;
+		int nskip;
+		int64 n;
+	} args{max_events, only_id, skip, nskip, -1};
+	*edata = run_in_subxact(
+	    [](void *p) {
+		    Args *a = static_cast<Args *>(p);
+		    a->n = drain_batch(a->max_events, a->only_id, a->skip, a->nskip);
+	    },
+	    &args);
+	return *edata ? -1 : args.n;
+}
+
+static void dead_letter(int64 id, ErrorData *edata, int attempts) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	Oid types[] = {INT8OID, TEXTOID, TEXTOID};
+	Datum args[] = {Int64GetDatum(id), CStringGetTextDatum(edata->message ? edata->message : "unknown error"),
+	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))};
+	// both counts: a DBA's trigger or rule on outbox.dead_letter that skips the row must not make
+	// the event vanish
+	int rc = SPI_execute_with_args("WITH d AS (DELETE FROM outbox.pending WHERE id = $1 RETURNING *),"
+	                               " i AS (INSERT INTO outbox.dead_letter (id, channel, key, type, payload, created_at,"
+	                               "                                 failed_at, error, sqlstate)"
+	                               "  SELECT id, channel, key, type, payload, created_at, now(), $2, $3 FROM d"
+	                               "  RETURNING id)"
+	                               " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i)",
+	                               3, types, args, nullptr, false, 0);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pg_outbox: moving event %lld to the dead letters failed: %s", (long long)id,
+		     SPI_result_code_string(rc));
+	bool isnull;
+	int64 deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	int64 inserted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (deleted != inserted)
+		ereport(ERROR, (errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+		                errmsg("pg_outbox: moving event %lld to outbox.dead_letter stored %lld of %lld rows",
+		                       (long long)id, (long long)inserted, (long long)deleted),
+		                errhint("A trigger, rule or policy on outbox.dead_letter or outbox.pending skipped the row: "
+		                        "drop it.")));
+	Datum fargs[] = {Int64GetDatum(id)};
+	Oid ftypes[] = {INT8OID};
+	rc = SPI_execute_with_args("DELETE FROM outbox.failures WHERE id = $1", 1, ftypes, fargs, nullptr, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "pg_outbox: forgetting the failures of event %lld failed: %s", (long long)id,
+		     SPI_result_code_string(rc));
+	SPI_finish();
+	if (deleted > 0)
+		ereport(WARNING, (errmsg("pg_outbox: event %lld could not be published and was moved to outbox.dead_letters "
+		                         "after %d attempt%s",
+		                         (long long)id, attempts, attempts == 1 ? "" : "s"),
+		                  errdetail("%s (SQLSTATE %s)", edata->message ? edata->message : "unknown error",
+		                            unpack_sql_state(edata->sqlerrcode)),
+		                  errhint("Fix the cause, then call outbox.retry(%lld); or outbox.discard(%lld).",
+		                          (long long)id, (long long)id)));
+}
+
+// The version of the extension's SQL objects in this database (palloc'd), or nullptr if absent.
+static char *installed_version(void) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	static SPIPlanPtr plan = nullptr;
+	if (!plan)
+		plan = keep_plan("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_outbox'", 0, nullptr);
+	int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
+	char *version = nullptr;
+	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+		char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (v) {
+			version = (char *)SPI_palloc(strlen(v) + 1); // outlives SPI_finish
+			strcpy(version, v);
+		}
+	}
+	SPI_finish();
+	return version;
+}
+
+// The library publishes only with SQL objects of its own version (PG_OUTBOX_VERSION).
+static void check_installed_version(void) {
+	char *v = installed_version();
+	if (v && strcmp(v, PG_OUTBOX_VERSION) != 0)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox %s cannot publish with version %s of its SQL objects", PG_OUTBOX_VERSION, v),
+		                errhint("Run ALTER EXTENSION pg_outbox UPDATE in this database.")));
+}
+
+// The events recorded in outbox.failures (sorted), and which of them are due for another try.
+struct Failures {
+	int64 *ids; // sorted; room for kMaxLoneFailuresPerPass more
+	bool *due;
+	int n, cap;
+};
+
+static void load_failures(Failures *f) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	static SPIPlanPtr plan = nullptr, plan_gone = nullptr;
+	if (!plan) {
+		plan = keep_plan("SELECT id, next_attempt_at <= now() FROM outbox.failures ORDER BY id", 0, nullptr);
+		plan_gone = keep_plan("DELETE FROM outbox.failures f"
+		                      " WHERE NOT EXISTS (SELECT FROM outbox.pending p WHERE p.id = f.id)",
+		                      0, nullptr);
+	}
+	int rc = SPI_execute_plan(plan, nullptr, nullptr, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: reading outbox.failures failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0) {
+		// events published, dead-lettered or discarded since: forget them
+		rc = SPI_execute_plan(plan_gone, nullptr, nullptr, false, 0);
+		if (rc != SPI_OK_DELETE)
+			elog(ERROR, "pg_outbox: cleaning outbox.failures failed: %s", SPI_result_code_string(rc));
+		rc = SPI_execute_plan(plan, nullptr, nullptr, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_outbox: reading outbox.failures failed: %s", SPI_result_code_string(rc));
+	}
+	uint64 n = SPI_processed;
+	f->cap = (int)n + kMaxLoneFailuresPerPass + 1;
+	f->ids = (int64 *)MemoryContextAlloc(CurTransactionContext, f->cap * sizeof(int64));
+	f->due = (bool *)MemoryContextAlloc(CurTransactionContext, f->cap * sizeof(bool));
+	f->n = 0;
+	for (uint64 r = 0; r < n; r++) {
+		bool isnull, dnull;
+		Datum id = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum due = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &dnull);
+		if (isnull)
+			continue;
+		f->ids[f->n] = DatumGetInt64(id);
+		f->due[f->n] = dnull || DatumGetBool(due);
+		f->n++;
+	}
+	SPI_finish();
+}
+
+static void add_failure(Failures *f, int64 id) {
+	if (f->n >= f->cap)
+		return; // cannot happen: room for the pass's lone failures was made
+	int k = f->n;
+	while (k > 0 && f->ids[k - 1] > id) {
+		f->ids[k] = f->ids[k - 1];
+		f->due[k] = f->due[k - 1];
+		k--;
+	}
+	f->ids[k] = id;
+	f->due[k] = false;
+	f->n++;
+}
+
+// Record one more failure of event id alone; returns its attempts so far.
+static int record_failure(int64 id, ErrorData *edata) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	static SPIPlanPtr plan = nullptr, plan_next = nullptr;
+	if (!plan) {
+		Oid types[] = {INT8OID, TEXTOID, TEXTOID};
+		plan = keep_plan("INSERT INTO outbox.failures AS f (id, attempts, first_failed_at, last_failed_at,"
+		                 "                                 next_attempt_at, error, sqlstate)"
+		                 " VALUES ($1, 1, now(), now(), now(), $2, $3)"
+		                 " ON CONFLICT (id) DO UPDATE SET attempts = f.attempts + 1, last_failed_at = now(),"
+		                 "   error = excluded.error, sqlstate = excluded.sqlstate"
+		                 " RETURNING attempts",
+		                 3, types);
+		Oid ntypes[] = {INT8OID, FLOAT8OID};
+		plan_next = keep_plan("UPDATE outbox.failures SET next_attempt_at = now() + $2 * interval '1 ms'"
+		                      " WHERE id = $1",
+		                      2, ntypes);
+	}
+	Datum args[] = {Int64GetDatum(id), CStringGetTextDatum(edata->message ? edata->message : "unknown error"),
+	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))};
+	int rc = SPI_execute_plan(plan, args, nullptr, false, 0);
+	int attempts = guc_max_attempts; // a DBA's trigger that skips the row: no count, dead-letter now
+	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1) {
+		bool isnull;
+		Datum a = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			attempts = DatumGetInt32(a);
+	} else if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "pg_outbox: recording the failure of event %lld failed: %s", (long long)id,
+		     SPI_result_code_string(rc));
+	double delay = (double)guc_retry_delay_ms;
+	for (int k = 1; k < attempts && delay < kMaxRetryDelayMs; k++)
+		delay *= 2;
+	delay = Min(delay, (double)kMaxRetryDelayMs);
+	Datum nargs[] = {Int64GetDatum(id), Float8GetDatum(delay)};
+	rc = SPI_execute_plan(plan_next, nargs, nullptr, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "pg_outbox: recording the failure of event %lld failed: %s", (long long)id,
+		     SPI_result_code_string(rc));
+	SPI_finish();
+	return attempts;
+}
+
+// The first pending event after after_id that is not in f (0: none).
+static int64 first_pending_id(const Failures *f, int64 after_id) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	Datum *sk = (Datum *)palloc(Max(f->n, 1) * sizeof(Datum));
+	for (int k = 0; k < f->n; k++)
+		sk[k] = Int64GetDatum(f->ids[k]);
+	Oid types[] = {INT8ARRAYOID, INT8OID};
+	Datum args[] = {PointerGetDatum(construct_array(sk, f->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+	                Int64GetDatum(after_id)};
+	int rc = SPI_execute_with_args("SELECT id FROM outbox.pending WHERE id <> ALL ($1) AND id > $2 ORDER BY id LIMIT 1",
+	                               2, types, args, nullptr, true, 1);
+	int64 id = 0;
+	if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+		bool isnull;
+		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			id = DatumGetInt64(d);
+	} else if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: listing pending events failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	return id;
+}
+
+struct LoneFailure {
+	int64 id;
+	ErrorData *edata;
+};
+
+int64 drain(int max_events) {
+	if (!compat::am_background_worker()) // the worker checks once per pass, with its own saved plan
+		check_installed_version();
+	// The notifications reach listeners at commit: that commit must be durable first, or a
+	// crash could hand the same positions out again (SET LOCAL: until the end of the transaction)
+	if (!compat::am_background_worker())
+		(void)set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+		                        false);
+	Failures f;
+	load_failures(&f);
+	int64 published = 0;
+	LoneFailure lone[kMaxLoneFailuresPerPass + 1];
+	int nlone = 0, nknown = 0; // lone failures, of which nknown were recorded before
+	ErrorData *edata;
+
+	// 1. the events being retried whose time has come, one at a time
+	for (int k = 0; k < f.n && nlone < kMaxLoneFailuresPerPass; k++) {
+		if (!f.due[k])
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		int64 one = drain_in_subxact(1, f.ids[k], nullptr, 0, &edata);
+		if (one > 0)
+			published += one; // its row in outbox.failures goes with the next load_failures()
+		else if (one < 0) {
+			if (error_of_system(edata->sqlerrcode))
+				ReThrowError(edata);
+			lone[nlone++] = {f.ids[k], edata};
+			nknown++;
+		}
+	}
+
+	// 2. batches without them; a batch that fails is halved until one event fails alone
+	int size = max_events;
+	int64 after_id = 0;
+	while (published < max_events && nlone < kMaxLoneFailuresPerPass) {
+		CHECK_FOR_INTERRUPTS();
+		int want = (int)Min((int64)size, (int64)max_events - published);
+		if (want > 1) {
+			int64 n = drain_in_subxact(want, 0, f.ids, f.n, &edata);
+			if (n >= 0) {
+				published += n;
+				if (n < want)
+					break; // nothing more to take
+				size = max_events; // past the culprit: whole batches again
+				continue;
+			}
+			if (error_of_system(edata->sqlerrcode))
+				ReThrowError(edata);
+			FreeErrorData(edata);
+			size = want / 2;
+			continue;
+		}
+		// one event alone: the first one the batches would take
+		int64 id = first_pending_id(&f, after_id);
+		if (id == 0)
+			break;
+		int64 one = drain_in_subxact(1, id, nullptr, 0, &edata);
+		if (one >= 0) {
+			published += one;
+			if (one == 0)
+				after_id = id; // taken by a concurrent drain meanwhile: look further
+			size = max_events;
+			continue;
+		}
+		if (error_of_system(edata->sqlerrcode))
+			ReThrowError(edata);
+		lone[nlone++] = {id, edata};
+		add_failure(&f, id);
+		size = max_events;
+	}
+
+	// 3. count the lone failures — unless nothing at all worked and several new ones failed (an
+	// event recorded before was found to fail alone while others worked, or while it was alone)
+	if (nlone == 0)
+		return published;
+	if (published == 0 && nlone - nknown >= 2)
+		ReThrowError(lone[nknown].edata); // the system's fault, not each event's: retried, not counted
+	for (int k = 0; k < nlone; k++) {
+		int attempts = record_failure(lone[k].id, lone[k].edata);
+		if (attempts >= guc_max_attempts)
+			dead_letter_guarded(lone[k].id, lone[k].edata, attempts);
+		else
+			ereport(LOG, (errmsg("pg_outbox: event %lld failed (attempt %d of %d), publishing the events behind it",
+			                     (long long)lone[k].id, attempts, guc_max_attempts),
+			              errdetail("%s (SQLSTATE %s)", lone[k].edata->message ? lone[k].edata->message : "unknown error",
+			                        unpack_sql_state(lone[k].edata->sqlerrcode))));
+		FreeErrorData(lone[k].edata);
+	}
+	return published;
+}
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox.drain(max_events int DEFAULT 1000) RETURNS bigint
+PGO_FUNCTION(outbox_drain) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_events cannot be NULL")));
+	int32 max_events = PG_GETARG_INT32(0);
+	if (max_events < 1)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("max_events must be at least 1, not %d", max_events)));
+	if (max_events > kMaxDrainEvents)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("max_events must be at most %d, not %d", kMaxDrainEvents, max_events),
+		                errhint("One call publishes at most %d events in one transaction: call it again for more.",
+		                        kMaxDrainEvents)));
+	check_writable("outbox.drain()");
+	PG_RETURN_INT64(drain(max_events));
+}

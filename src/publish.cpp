@@ -1,0 +1,190 @@
+// publish.cpp — an event enters the outbox: outbox.publish() and insert_pending() (also what the
+// change trigger's outbox mode calls) store it in outbox.pending in the caller's transaction,
+// without the executor (direct.hpp), and wake the drain worker at commit (wakeup.hpp). The next
+// step of an event is drain.cpp.
+#include "pg_outbox.hpp"
+#include "publish.hpp"
+#include "guard.hpp"
+#include "pg_compat.hpp"
+#include "direct.hpp"
+#include "rights.hpp"
+#include "spi_util.hpp"
+
+extern "C" {
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+}
+
+namespace pg_outbox {
+
+static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXTOID}, {"key", TEXTOID},
+                                          {"type", TEXTOID},    {"payload", JSONBOID}, {"created_at", TIMESTAMPTZOID}};
+// pending_channel_length (1 to 63 bytes) is checked by insert_pending() itself.
+// pending_wake is the statement trigger that wakes the worker for INSERTs by hand: pg_outbox's
+// own writes call wake_worker_at_commit() instead.
+TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_cols), "pending_channel_length",
+                                     "pending_wake", false,   InvalidOid,             -1,
+                                     {},         0};
+static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
+static uint32 pending_seq_generation = 0;
+
+Oid pending_owner(void) {
+	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
+	Oid owner = rel->rd_rel->relowner;
+	table_close(rel, NoLock);
+	return owner;
+}
+
+// A DBA put triggers (or a generated column) on outbox.pending: they fire only for SQL, so write
+// one INSERT per event, as the table's owner (publish() is not SECURITY DEFINER) with search_path
+// pinned. Not a security-restricted operation: deferred triggers (a deferred foreign key, say)
+// could not fire at commit. ids[i] is 0 for an event a BEFORE trigger of the DBA's skipped.
+static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
+	static SPIPlanPtr plan = nullptr;
+	(void)check_trusted_schema(); // SQL by name, as the owner of outbox.pending
+	Oid save_user;
+	int save_sec;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	int guc_level = pin_search_path();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	if (!plan) {
+		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+		plan = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4) RETURNING id",
+		                 4, types);
+	}
+	for (int i = 0; i < n; i++) {
+		Datum args[] = {ev[i].channel, ev[i].key, ev[i].type, ev[i].payload};
+		char nulls[] = {' ', ev[i].key_null ? 'n' : ' ', ev[i].type_null ? 'n' : ' ', ev[i].payload_null ? 'n' : ' '};
+		spi_check(SPI_execute_plan(plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
+		if (ids && SPI_processed == 1) {
+			bool isnull;
+			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		} else if (ids)
+			ids[i] = 0; // a BEFORE trigger of the DBA's skipped the row
+	}
+	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+// Every text pg_outbox stores is text of the database encoding (22021 otherwise): a C function
+// elsewhere can hand publish() bytes that are not, and a dump of them would not restore.
+static void check_text_encoding(Datum t) {
+	text *v = DatumGetTextPP(t);
+	(void)pg_verifymbstr(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), false);
+}
+
+static void check_jsonb_encoding(Datum j) {
+	Jsonb *jb = DatumGetJsonbP(j);
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		if ((tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvString)
+			(void)pg_verifymbstr(v.val.string.val, v.val.string.len, false);
+}
+
+void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
+	for (int i = 0; i < n; i++) {
+		check_text_encoding(ev[i].channel);
+		if (!ev[i].key_null)
+			check_text_encoding(ev[i].key);
+		if (!ev[i].type_null)
+			check_text_encoding(ev[i].type);
+		if (!ev[i].payload_null)
+			check_jsonb_encoding(ev[i].payload); // the trigger's data columns too
+	}
+	DirectInsert d;
+	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
+	if (d.rel->rd_rel->relrowsecurity) {
+		// pg_outbox writes the table itself, or through SQL as its owner: a policy would not apply
+		direct_end(&d);
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("table outbox.pending has row-level security enabled, which pg_outbox does not apply"),
+		                errdetail("publish() and the change trigger write outbox.pending on their callers' behalf; "
+		                          "a policy on it would be bypassed, so pg_outbox refuses to write instead."),
+		                errhint("ALTER TABLE outbox.pending DISABLE ROW LEVEL SECURITY; decide who may publish with "
+		                        "the outbox_publisher role (and channel privileges, where they exist).")));
+	}
+	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
+		pending_seq = compat::identity_sequence(d.rel, pending_layout.attnum[0], true);
+		if (!OidIsValid(pending_seq))
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			                errmsg("column \"id\" of table outbox.pending is not an identity column"),
+			                errhint("Reinstall the extension.")));
+		pending_seq_generation = pending_layout.generation;
+	}
+	if (d.use_sql) {
+		direct_end(&d);
+		insert_pending_sql(ev, n, ids);
+		wake_worker_at_commit();
+		return;
+	}
+	Datum now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	for (int i = 0; i < n; i++) {
+		// what the table's CHECK constraint says (callers have checked it with a better message)
+		int len = VARSIZE_ANY_EXHDR(DatumGetTextPP(ev[i].channel));
+		if (len < 1 || len > (int)kMaxChannelBytes)
+			elog(ERROR, "pg_outbox: channel of %d bytes for outbox.pending", len);
+		int64 id = nextval_internal(pending_seq, false);
+		Datum vals[] = {Int64GetDatum(id), ev[i].channel, ev[i].key, ev[i].type, ev[i].payload, now};
+		bool nulls[] = {false, false, ev[i].key_null, ev[i].type_null, ev[i].payload_null, false};
+		direct_row(&d, vals, nulls);
+		if (ids)
+			ids[i] = id;
+	}
+	direct_end(&d);
+	wake_worker_at_commit();
+}
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox.publish(channel text, payload jsonb, key text, type text) RETURNS bigint
+PGO_FUNCTION(outbox_publish) {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name cannot be NULL"),
+		                errhint("Every event is published on a channel: pass its name as the first argument.")));
+	text *ch = PG_GETARG_TEXT_PP(0);
+	char *channel = text_to_cstring(ch);
+	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
+	check_writable("outbox.publish()");
+	require_publish(channel, fcinfo->flinfo->fn_oid); // channel rights: a flag test when none exist
+
+	PendingEvent e;
+	e.channel = PointerGetDatum(ch);
+	e.payload_null = PG_ARGISNULL(1);
+	e.payload = e.payload_null ? (Datum)0 : PG_GETARG_DATUM(1);
+	e.key_null = PG_ARGISNULL(2);
+	e.key = e.key_null ? (Datum)0 : PG_GETARG_DATUM(2);
+	e.type_null = PG_ARGISNULL(3);
+	e.type = e.type_null ? (Datum)0 : PG_GETARG_DATUM(3);
+	int64 id;
+	insert_pending(&e, 1, &id);
+	if (id == 0) // a BEFORE trigger a DBA put on outbox.pending skipped the event
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(id);
+}
+
+// Statement trigger on outbox.pending: any INSERT (publish, the change trigger, COPY, a plain
+// INSERT by hand) wakes the drain worker when the transaction commits.
+PGO_FUNCTION(outbox_wake_trigger) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._wake() must be called as a trigger")));
+	wake_worker_at_commit();
+	return PointerGetDatum(nullptr);
+}
