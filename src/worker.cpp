@@ -290,8 +290,12 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			volatile Pass pass = Pass::Drained;
 			volatile bool failed = false;
 			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+			// boundary() inside the PG_TRY: a C++ exception out of a pass becomes an ERROR caught right
+			// here (the pass is retried). Thrown through this PG_TRY to the boundary() of the main, it
+			// would leave PG_exception_stack pointing into this frame, gone by the time that boundary()
+			// raises the ERROR: a longjmp into a dead frame.
 			PG_TRY();
-			{ pass = drain_pass(&published); }
+			{ pass = boundary([&] { return drain_pass(&published); }); }
 			PG_CATCH();
 			{
 				MemoryContextSwitchTo(loop_cxt);
