@@ -29,6 +29,8 @@ SELECT pg_temp.err($$SELECT outbox.set_target('wal.orders', NULL)$$);
 SELECT pg_temp.err($$SELECT outbox.set_target('wal.orders', 'kafka')$$);
 SELECT pg_temp.err($$SELECT outbox.set_target('wal.orders', '')$$);
 SELECT pg_temp.err($$SELECT outbox.reset_target(NULL)$$);
+SELECT pg_temp.err($$SELECT outbox.reset_target('')$$);
+SELECT pg_temp.err($$SELECT outbox.reset_target(repeat('c', 64))$$);
 -- ... and a direct INSERT that bypasses set_target()
 SELECT split_part(pg_temp.err($$INSERT INTO outbox.channel_targets VALUES ('x', 'kafka')$$), ' | detail', 1);
 SELECT split_part(pg_temp.err($$INSERT INTO outbox.channel_targets VALUES (repeat('c', 64), 'wal')$$), ' | detail', 1);

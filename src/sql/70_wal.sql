@@ -62,6 +62,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass a channel name, or ''*'' to reset the default target to ''notify''.';
     END IF;
+    PERFORM outbox._require_channel(reset_target.channel, 'channel name');
     DELETE FROM outbox.channel_targets ct WHERE ct.channel = reset_target.channel;
     RETURN FOUND;
 END $$;

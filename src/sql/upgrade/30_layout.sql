@@ -247,3 +247,23 @@ END $$;
 ALTER FUNCTION outbox.replay(bigint, text[], integer, bigint) SECURITY DEFINER;
 ALTER FUNCTION outbox.head(text) SECURITY DEFINER;
 DROP FUNCTION outbox._check_channel(text, text);
+
+-- outbox.reset_target() refuses a name no channel can have (22023, the rule's one message), as
+-- set_target() does, instead of answering false.
+CREATE OR REPLACE FUNCTION outbox.reset_target(channel text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM outbox._check_writable('outbox.reset_target()');
+    IF reset_target.channel IS NULL THEN
+        RAISE EXCEPTION 'channel name cannot be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a channel name, or ''*'' to reset the default target to ''notify''.';
+    END IF;
+    PERFORM outbox._require_channel(reset_target.channel, 'channel name');
+    DELETE FROM outbox.channel_targets ct WHERE ct.channel = reset_target.channel;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION outbox.reset_target(text) IS
+    'drop the target of a channel, which then follows the ''*'' default (''*'': the default becomes notify); true if there was one';
+ALTER FUNCTION outbox.reset_target(text) SECURITY DEFINER;
