@@ -208,7 +208,8 @@ static int64 timeout_us_arg(FunctionCallInfo fcinfo, int argno) {
 
 static void max_events_arg(FunctionCallInfo fcinfo, int argno) {
 	if (PG_ARGISNULL(argno))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_events cannot be NULL")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_events cannot be NULL"),
+		                errhint("Pass how many events to return at most, 1 or more, or leave it out for the default (1000).")));
 	int32 n = PG_GETARG_INT32(argno);
 	if (n < 1)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_events must be at least 1, not %d", n),
@@ -397,7 +398,8 @@ struct Consumer {
 
 static const char *consumer_name_arg(FunctionCallInfo fcinfo, int argno) {
 	if (PG_ARGISNULL(argno))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("consumer name cannot be NULL")));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("consumer name cannot be NULL"),
+		                errhint("Pass the name the consumer was registered with (outbox.consumers lists them).")));
 	text *t = PG_GETARG_TEXT_PP(argno);
 	size_t len = VARSIZE_ANY_EXHDR(t);
 	if (len == 0)
@@ -604,7 +606,8 @@ PGO_FUNCTION(outbox_create_consumer) {
 		for (int i = 0; i < nelems; i++) {
 			if (enulls[i])
 				ereport(ERROR,
-				        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name in channels cannot be NULL")));
+				        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name in channels cannot be NULL"),
+				         errhint("Leave NULL elements out of channels; channels => NULL waits for every channel.")));
 			text *t = DatumGetTextPP(elems[i]);
 			check_channel_or_error(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), "channel name in channels");
 		}

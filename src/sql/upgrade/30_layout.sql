@@ -65,7 +65,8 @@ CREATE OR REPLACE FUNCTION outbox.head(channel text) RETURNS bigint
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF channel IS NULL THEN
-        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass a channel name; outbox.head() without an argument gives the last position of every channel.';
     END IF;
     PERFORM outbox._require_channel(channel, 'channel name');
     PERFORM outbox._check_read(ARRAY[channel]); -- channel rights (95_channels.sql)
@@ -99,7 +100,8 @@ BEGIN
         END IF;
         FOREACH ch IN ARRAY channels LOOP
             IF ch IS NULL THEN
-                RAISE EXCEPTION 'channel name in channels cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+                RAISE EXCEPTION 'channel name in channels cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Leave NULL elements out of channels; channels => NULL replays every channel.';
             END IF;
             PERFORM outbox._require_channel(ch, 'channel name in channels');
         END LOOP;
@@ -178,7 +180,8 @@ DECLARE
     r record;
 BEGIN
     IF ch IS NULL THEN
-        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'channel name cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass the name of the channel to replay; outbox.replay() replays every channel by position.';
     END IF;
     PERFORM outbox._require_channel(ch, 'channel name');
     PERFORM outbox._check_read(ARRAY[ch]); -- channel rights (95_channels.sql)
