@@ -16,7 +16,7 @@ import random
 import re
 from typing import Any, Iterable, Optional, Sequence
 
-MAX_CHANNEL_BYTES = 63
+MAX_CHANNEL_BYTES = 63  # outbox.max_channel_bytes() (src/limits.hpp); test_sync.test_channel_limit_is_the_servers keeps them equal
 
 
 class OutboxError(Exception):

@@ -123,3 +123,22 @@ def test_stop_from_another_thread_saves_position(edb, tmp_path):
             threading.Timer(0.5, sub.stop).start()  # stops the blocked wait for a third event
     assert got == [1, 2]
     assert pg_outbox.read_state_file(st) == 2  # asking for the next one means 2 was processed
+
+
+def test_channel_limit_is_the_servers(edb):
+    """The client checks channel names before it talks to the server, with its own copy of the
+    limit (it cannot read src/limits.hpp): the copy must be the server's, and a name the server
+    refuses is refused by the client too, at the same byte count."""
+    import psycopg
+    from pg_outbox import _core
+    (limit,), = edb.sql("SELECT outbox.max_channel_bytes()")
+    assert _core.MAX_CHANNEL_BYTES == limit
+    ok = "é" * (limit // 2) + "x" * (limit % 2)  # exactly the limit, in bytes, with 2-byte characters
+    assert len(ok.encode()) == limit
+    assert _core.check_channels([ok]) == [ok]
+    edb.sql("SELECT outbox.publish(%s, NULL)", (ok,))
+    for bad in (ok + "x", "x" * (limit + 1), ""):
+        with pytest.raises(ValueError):
+            _core.check_channels([bad])
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            edb.sql("SELECT outbox.publish(%s, NULL)", (bad,))
