@@ -42,15 +42,6 @@ PGDLLEXPORT void pg_outbox_launcher_main(Datum arg);
 
 namespace pg_outbox {
 
-static volatile sig_atomic_t got_sigterm = false;
-
-static void handle_sigterm(SIGNAL_ARGS) {
-	int save_errno = errno;
-	got_sigterm = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
 void register_launcher(void) {
 	BackgroundWorker bgw;
 	memset(&bgw, 0, sizeof bgw);
@@ -555,7 +546,7 @@ using namespace pg_outbox;
 extern "C" void pg_outbox_launcher_main(Datum) {
 	boundary([&] {
 		pqsignal(SIGHUP, SignalHandlerForConfigReload);
-		pqsignal(SIGTERM, handle_sigterm);
+		pqsignal(SIGTERM, handle_worker_sigterm);
 		BackgroundWorkerUnblockSignals();
 		BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
 		pin_worker_settings();
@@ -592,6 +583,8 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 			pgstat_report_activity(STATE_IDLE, nullptr);
 			(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
+			if (got_sigterm)
+				break; // a clean exit between passes; in a lock wait, die() ends the process at once
 			CHECK_FOR_INTERRUPTS();
 		}
 		ereport(LOG, (errmsg("pg_outbox launcher shutting down")));

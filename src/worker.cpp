@@ -38,26 +38,6 @@ PGDLLEXPORT void pg_outbox_drain_main(Datum arg);
 
 #include <signal.h>
 
-namespace pg_outbox {
-
-static volatile sig_atomic_t got_sigterm = false;
-
-// The drain worker's SIGTERM: also a die() request, so that a worker waiting for a lock (a
-// session holding the state row, a purge) ends at once instead of holding up shutdown or
-// DROP DATABASE; a worker between passes exits cleanly at the top of its loop.
-static void handle_drain_sigterm(SIGNAL_ARGS) {
-	int save_errno = errno;
-	got_sigterm = true;
-	if (!proc_exit_inprogress) {
-		InterruptPending = true;
-		ProcDiePending = true;
-	}
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
-} // namespace pg_outbox
-
 // ---------------------------------------------------------------------------------------
 // drain worker
 // ---------------------------------------------------------------------------------------
@@ -236,7 +216,7 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 	boundary([&] {
 		Oid dbid = DatumGetObjectId(arg);
 		pqsignal(SIGHUP, SignalHandlerForConfigReload);
-		pqsignal(SIGTERM, handle_drain_sigterm);
+		pqsignal(SIGTERM, handle_worker_sigterm);
 		BackgroundWorkerUnblockSignals();
 
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);

@@ -3,14 +3,31 @@
 #include "pg_outbox.hpp"
 #include "worker_settings.hpp"
 
+#include <cerrno>
+
 extern "C" {
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
 #include "utils/guc.h"
 }
 
 namespace pg_outbox {
+
+volatile sig_atomic_t got_sigterm = false;
+
+void handle_worker_sigterm(SIGNAL_ARGS) {
+	int save_errno = errno;
+	got_sigterm = true;
+	if (!proc_exit_inprogress) {
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
 
 // ALTER DATABASE ... SET and ALTER ROLE ... SET settings (even role and session_authorization)
 // apply to a background worker's connection as to any other (process_settings() in
