@@ -587,6 +587,10 @@ extern "C" void pg_outbox_launcher_main(Datum) {
 				break; // a clean exit between passes; in a lock wait, die() ends the process at once
 			CHECK_FOR_INTERRUPTS();
 		}
+		// got_sigterm came with a die() request (handle_worker_sigterm): hold it, or the
+		// CHECK_FOR_INTERRUPTS() at the end of the next ereport() would turn this clean exit into
+		// a FATAL.
+		HOLD_INTERRUPTS();
 		ereport(LOG, (errmsg("pg_outbox launcher shutting down")));
 		// Exit code 1, as the logical replication launcher does: the postmaster restarts the
 		// launcher after bgw_restart_time when someone terminates it (pg_terminate_backend),

@@ -53,6 +53,17 @@ ok(poll_until($node, 'postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHE
 $node->safe_psql('postgres', q{SELECT outbox.publish('after', '{}')});
 ok(poll_until($node, 'postgres', 'SELECT count(*) = 1 FROM outbox.history', 30), 'events are published again');
 
+# an idle launcher terminated between passes exits cleanly: its own message, no FATAL (the die()
+# its SIGTERM also asks for is held once the loop has ended; found by the red team)
+$pid = $node->safe_psql('postgres', $launcher_pid);
+my $offset = -s $node->logfile;
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok(poll_until($node, 'postgres', "SELECT count(*) = 1 FROM ($launcher_pid) l WHERE pid <> $pid", 60),
+	'terminated while idle, the launcher is started again');
+my $log = slurp_file($node->logfile, $offset);
+like($log, qr/\[$pid\] LOG:  pg_outbox launcher shutting down/, 'the idle launcher logged its clean exit');
+unlike($log, qr/\[$pid\] FATAL:/, 'and ended without a FATAL');
+
 # a fast shutdown while the launcher waits for pg_database ends at once
 my $locker2 = $node->background_psql('postgres');
 $locker2->query_safe('BEGIN');
