@@ -108,8 +108,8 @@ extern "C" void _PG_init(void) {
 
 		define_retry_gucs(); // drain_failures.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
 		define_health_gucs(); // health.cpp: pg_outbox.health_* (before the prefix is reserved)
-		define_gucs();
-		consumers_init(); // consumers.cpp: its GUC and the wake-ups of waiters
+		consumers_init(); // consumers.cpp: pg_outbox.consumer_max_retention (before the prefix is reserved)
+		define_gucs();    // last: it reserves the pg_outbox prefix (t/125)
 
 		shmem_install();        // shmem.cpp
 		install_utility_hook(); // utility_hook.cpp
