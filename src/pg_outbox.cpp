@@ -91,7 +91,6 @@ static void define_gucs(void) {
 	                           nullptr, &guc_databases, "*", PGC_SIGHUP, 0, check_databases, nullptr, nullptr);
 	DefineCustomIntVariable("pg_outbox.retention", "How long published events are kept for replay.", nullptr,
 	                        &guc_retention_s, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
-	MarkGUCPrefixReserved("pg_outbox");
 }
 
 } // namespace pg_outbox
@@ -106,10 +105,13 @@ extern "C" void _PG_init(void) {
 			                errhint("Add pg_outbox to shared_preload_libraries in postgresql.conf and restart the "
 			                        "server.")));
 
-		define_retry_gucs(); // drain_failures.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay (before the prefix is reserved)
-		define_health_gucs(); // health.cpp: pg_outbox.health_* (before the prefix is reserved)
-		consumers_init(); // consumers.cpp: pg_outbox.consumer_max_retention (before the prefix is reserved)
-		define_gucs();    // last: it reserves the pg_outbox prefix (t/125)
+		define_retry_gucs();  // drain_failures.cpp: pg_outbox.max_attempts, pg_outbox.retry_delay
+		define_health_gucs(); // health.cpp: pg_outbox.health_*
+		consumers_init();     // consumers.cpp: pg_outbox.consumer_max_retention
+		define_gucs();
+		// after every pg_outbox.* setting is defined: a setting defined later would be removed
+		// from postgresql.conf's values at startup, with a WARNING (t/125)
+		MarkGUCPrefixReserved("pg_outbox");
 
 		shmem_install();        // shmem.cpp
 		install_utility_hook(); // utility_hook.cpp
