@@ -95,6 +95,25 @@ my %functions = (
     'outbox._health_threshold(text)'              => ['',     q{SELECT * FROM outbox._health_threshold('pending')}],
     'outbox._health_level(double precision,text)' => ['',     q{SELECT * FROM outbox._health_level(1, 'pending')}],
     'outbox._waiting_databases()'                 => ['',     q{SELECT * FROM outbox._waiting_databases()}],
+    # the write-once log (issue #15, part 1: internal, granted to nobody)
+    'outbox._log_segments()'                      => ['',     q{SELECT outbox._log_segments()}],
+    'outbox._log_latest()'                        => ['',     q{SELECT outbox._log_latest()}],
+    'outbox._log_window(integer,pg_snapshot,pg_snapshot,xid8,bigint,integer)'
+                                                  => ['',     q{SELECT * FROM outbox._log_window(0, '1:1:', '1:1:', '0', 0, 1)}],
+    'outbox._log_batch_events(outbox.batches)'    => ['',     q{SELECT * FROM outbox._log_batch_events(NULL)}],
+    'outbox._log_next_seg(pg_snapshot,pg_snapshot,integer,xid8,bigint)'
+                                                  => ['',     q{SELECT outbox._log_next_seg('1:1:', '1:1:', 0, '0', 0)}],
+    'outbox._log_pass_snapshot()'                 => ['',     q{SELECT outbox._log_pass_snapshot()}],
+    'outbox._log_pass_sql(integer)'               => ['',     q{SELECT outbox._log_pass_sql(1)}],
+    'outbox._log_last_seq(text)'                  => ['',     q{SELECT outbox._log_last_seq('m_chan')}],
+    'outbox._log_replay(bigint,integer)'          => ['',     q{SELECT * FROM outbox._log_replay(0, 1)}],
+    'outbox._log_head()'                          => ['',     q{SELECT outbox._log_head()}],
+    'outbox._log_insert(text,jsonb,text,text)'    => ['',     q{SELECT outbox._log_insert('m_chan')}],
+    'outbox._log_state_merge()'                   => ['',     'trigger'],
+    'outbox._log_rotate(interval)'                => ['',     q{SELECT outbox._log_rotate('1 day')}],
+    'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'
+                                                  => ['',     q{SELECT outbox._log_envelope(1, 1, 1, NULL, NULL, NULL, 0, false)}],
+    'outbox._log_state_check()'                   => ['',     'trigger'],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 
@@ -117,6 +136,16 @@ my %relations = (
     'outbox.targets'         => { kind => 'view',     S => 'ra' },
     'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
     'outbox.consumer'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log'             => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log_0'           => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log_1'           => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log_2'           => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.batches'         => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.batches_0'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.batches_1'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.batches_2'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log_state'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.log_channels'    => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.consumers'       => { kind => 'view',     S => 'ra' },
     'outbox.failures'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.discarded'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },

@@ -1,0 +1,92 @@
+-- Rotation and retention of the write-once log (issue #15, part 1; not used by the worker yet):
+-- outbox._log_rotate() never truncates an event that is not published, nor one younger than the
+-- retention, nor the latest batch; positions survive every rotation. A database of its own.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP DATABASE IF EXISTS pg_outbox_log_rotate;
+CREATE DATABASE pg_outbox_log_rotate;
+RESET client_min_messages;
+\c pg_outbox_log_rotate
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+RESET client_min_messages;
+
+CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; hnt text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hnt, ''), '');
+END $$;
+CREATE FUNCTION pg_temp.drain() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint := 0; k bigint;
+BEGIN
+    LOOP
+        k := outbox._log_pass_sql(1000);
+        EXIT WHEN k = 0;
+        n := n + k;
+    END LOOP;
+    RETURN n;
+END $$;
+CREATE FUNCTION pg_temp.seg_rows() RETURNS text LANGUAGE sql AS $$
+    SELECT format('log %s/%s/%s batches %s/%s/%s cur_seg %s purged_pos %s',
+                  (SELECT count(*) FROM outbox.log_0), (SELECT count(*) FROM outbox.log_1), (SELECT count(*) FROM outbox.log_2),
+                  (SELECT count(*) FROM outbox.batches_0), (SELECT count(*) FROM outbox.batches_1),
+                  (SELECT count(*) FROM outbox.batches_2), s.cur_seg, s.purged_pos)
+      FROM outbox.log_state s
+$$;
+
+-- an empty log rotates at once: segment 1 is empty
+SELECT outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+-- events in segment 1, published; segment 2 is empty: rotates
+SELECT count(outbox._log_insert('a', jsonb_build_object('n', g))) FROM generate_series(1, 5) g;
+SELECT pg_temp.drain() AS published, outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+-- events in segment 2; segment 0 is empty: rotates; segment 1 (published) is next
+SELECT count(outbox._log_insert('a', jsonb_build_object('n', g))) FROM generate_series(6, 8) g;
+SELECT pg_temp.drain() AS published, outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+-- segment 1 is next: published, but younger than the retention: kept
+SELECT outbox._log_rotate('1 hour') AS rotate, pg_temp.seg_rows();
+-- with retention 0 it is truncated: its 5 events (positions 1-5) are gone, purged_pos 5
+SELECT outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+SELECT array_agg(pos ORDER BY pos) AS kept, outbox._log_head() AS head FROM outbox._log_replay(0);
+
+-- an unpublished event in the next segment holds the rotation back (a producer that read
+-- cur_seg before a rotation and wrote into the old segment)
+INSERT INTO outbox.log_2 (channel, payload) VALUES ('a', '{"n": 9}');
+SELECT outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+-- the latest batch in the next segment holds it back too (the next pass needs its snapshot)
+SELECT pg_temp.drain() AS published, outbox._log_rotate('0') AS rotate;
+-- once a later batch exists elsewhere, it goes
+SELECT outbox._log_insert('a', '{"n": 10}') > 0 AS ok;
+SELECT pg_temp.drain() AS published, outbox._log_rotate('0') AS rotate, pg_temp.seg_rows();
+-- a cut window holds it back (the segment order of a window must not change)
+SELECT count(outbox._log_insert('a', jsonb_build_object('n', g))) FROM generate_series(11, 13) g;
+SELECT outbox._log_pass_sql(1) AS cut_pass, outbox._log_rotate('0') AS rotate;
+SELECT pg_temp.drain() AS published;
+-- an event this very transaction wrote into the next segment is not published either
+BEGIN;
+INSERT INTO outbox.log_0 (channel, payload) VALUES ('a', '{"n": 0}');
+SELECT outbox._log_rotate('0') AS rotate_own_unpublished;
+ROLLBACK;
+
+-- many rotations later (each step its own transaction): positions and seqs continue, nothing
+-- is published twice, nothing unpublished is truncated
+SELECT format($$SELECT outbox._log_insert('a', '{"n": %s}') > 0 AS ok$$, 13 + g), 'SELECT pg_temp.drain() AS published',
+       $$SELECT outbox._log_rotate('0') AS rotate$$
+  FROM generate_series(1, 9) g \gexec
+SELECT outbox._log_head() AS head, min(pos), max(pos), count(*) AS kept, count(DISTINCT pos) AS distinct_pos,
+       max(seq) AS last_seq, bool_and(seq = pos) AS seq_is_pos
+  FROM outbox._log_replay(0, 100000);
+SELECT pg_temp.seg_rows();
+
+-- bad input
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.err($$SELECT outbox._log_rotate('0')$$);
+ROLLBACK;
+SELECT pg_temp.err($$SELECT outbox._log_rotate(NULL)$$);
+SELECT pg_temp.err($$SELECT outbox._log_rotate('-1 day')$$);
+
+\c contrib_regression
+DROP DATABASE pg_outbox_log_rotate;

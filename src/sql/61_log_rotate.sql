@@ -1,0 +1,65 @@
+
+-- ---------------------------------------------------------------------------------------
+-- 1.3, issue #15 (the storage), part 1: rotation and retention of the log (doc/storage.md,
+-- "Rotation and retention"). Not called by the worker yet.
+--
+-- outbox._log_rotate(retention) makes the next segment k = cur_seg + 1 current once k is empty,
+-- truncating it (and batches_k) first when every row of it is published and its newest batch is
+-- older than retention. It never waits: the locks are taken NOWAIT, and a lock that is not granted
+-- at once (a producer still inside its transaction on k, a reader of k) defers the rotation.
+-- Returns what it did: 'rotated', or why not.
+-- ---------------------------------------------------------------------------------------
+CREATE FUNCTION outbox._log_rotate(retention interval) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    nseg integer := outbox._log_segments();
+    st outbox.log_state; b outbox.batches; k integer; newest timestamptz; top bigint;
+BEGIN
+    IF retention IS NULL OR retention < interval '0' THEN
+        RAISE EXCEPTION 'retention must be an interval of 0 or more, not %', coalesce(retention::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass how long published events are kept, e.g. ''7 days''.';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'outbox._log_rotate() cannot run in a REPEATABLE READ or SERIALIZABLE transaction'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Call it in autocommit mode or in a READ COMMITTED transaction.';
+    END IF;
+    -- serialized with passes (their batch lock), without waiting for one
+    BEGIN
+        LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 'deferred: a pass is running';
+    END;
+    SELECT * INTO st FROM outbox.log_state FOR UPDATE;
+    k := (st.cur_seg + 1) % nseg;
+    b := outbox._log_latest();
+    IF b.cut THEN
+        RETURN 'deferred: the latest window is cut'; -- rotating would change the window's segment order
+    END IF;
+    BEGIN
+        EXECUTE format('LOCK TABLE outbox.log_%s, outbox.batches_%s IN ACCESS EXCLUSIVE MODE NOWAIT', k, k);
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN format('deferred: segment %s is in use', k);
+    END;
+    -- every row of k is published: none committed after the latest batch's snapshot (the lock
+    -- above excludes the producers still inside their transactions, but not this one)
+    IF outbox._log_next_seg(coalesce(b.hi_snap, st.base_snap), pg_current_snapshot(), k, '0', 0) = k
+       OR EXISTS (SELECT FROM outbox.log e WHERE e.tableoid = format('outbox.log_%s', k)::regclass
+                                            AND e.xid = pg_current_xact_id_if_assigned()) THEN
+        RETURN format('deferred: segment %s has events not published yet', k);
+    END IF;
+    IF b.seg = k THEN
+        RETURN format('deferred: the latest batch is in segment %s', k); -- the next pass needs it
+    END IF;
+    EXECUTE format('SELECT max(published_at), max(first_pos + n - 1) FROM outbox.batches_%s', k) INTO newest, top;
+    IF newest > now() - retention THEN
+        RETURN format('deferred: segment %s holds events published less than %s ago', k, retention);
+    END IF;
+    EXECUTE format('TRUNCATE outbox.log_%s, outbox.batches_%s', k, k);
+    UPDATE outbox.log_state
+       SET cur_seg = k, seg_started_at = now(), purged_pos = greatest(purged_pos, coalesce(top, 0));
+    RETURN 'rotated';
+END $$;
+COMMENT ON FUNCTION outbox._log_rotate(interval) IS
+    'internal (issue #15): make the next log segment current, truncating it when it is published and past retention';

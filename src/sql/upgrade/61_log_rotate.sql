@@ -1,0 +1,1 @@
+../61_log_rotate.sql

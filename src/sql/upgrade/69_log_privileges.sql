@@ -1,0 +1,7 @@
+
+-- 1.3, issue #15: the log's objects are internal; CREATE EXTENSION revokes them in 90_privileges.sql
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON outbox.log, outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches, outbox.batches_0, outbox.batches_1,
+              outbox.batches_2, outbox.log_state, outbox.log_channels FROM PUBLIC;
+GRANT SELECT ON outbox.log, outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches, outbox.batches_0, outbox.batches_1,
+                outbox.batches_2, outbox.log_state, outbox.log_channels TO outbox_admin;
