@@ -56,6 +56,18 @@ BEGIN
     IF newest > now() - retention THEN
         RETURN format('deferred: segment %s holds events published less than %s ago', k, retention);
     END IF;
+    -- the channels' last seqs leave with batches_k: a channel whose newest batch is one of k's
+    -- would get its seqs again from the older batches elsewhere or from 0 (_log_last_seq reads
+    -- log_channels and the batches). Write them into log_channels first, never backwards;
+    -- last_pos is the end of the batch that holds the channel's last event.
+    EXECUTE format($q$
+        INSERT INTO outbox.log_channels AS c (channel, last_seq, last_pos)
+        SELECT DISTINCT ON (u.ch) u.ch, b.first_seqs[u.i] + b.counts[u.i] - 1, b.first_pos + b.n - 1
+          FROM outbox.batches_%s b, unnest(b.channels) WITH ORDINALITY AS u(ch, i)
+         ORDER BY u.ch, b.first_pos DESC
+        ON CONFLICT (channel) DO UPDATE
+           SET last_seq = greatest(c.last_seq, excluded.last_seq), last_pos = greatest(c.last_pos, excluded.last_pos)
+        $q$, k);
     EXECUTE format('TRUNCATE outbox.log_%s, outbox.batches_%s', k, k);
     UPDATE outbox.log_state
        SET cur_seg = k, seg_started_at = now(), purged_pos = greatest(purged_pos, coalesce(top, 0));
