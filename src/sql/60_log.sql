@@ -374,17 +374,32 @@ CREATE FUNCTION outbox._log_last_seq(ch text) RETURNS bigint
 COMMENT ON FUNCTION outbox._log_last_seq(text) IS 'internal: the last seq a channel got in the log';
 
 -- Replay over the log: the events after after_pos, recomputed from the batches, at most max_events.
+-- OB001 (as 1.2's outbox.replay) when after_pos is below purged_pos: retention removed positions
+-- up to it, and a position at or below it can be missing while later ones are kept (a producer
+-- that wrote into the old segment after a rotation: its events get positions among those of the
+-- newer segment's and leave with the old segment, the newer one's stay).
 CREATE FUNCTION outbox._log_replay(after_pos bigint, max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, epoch bigint, published_at timestamptz)
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE b outbox.batches; remaining integer := max_events; got integer;
+DECLARE b outbox.batches; remaining integer := max_events; got integer; purged bigint;
 BEGIN
     IF after_pos IS NULL THEN
         RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Pass 0 to read from the oldest kept event.';
+    ELSIF after_pos < 0 THEN
+        RAISE EXCEPTION 'after_pos must be 0 or more, not %', after_pos USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Positions start at 1; pass 0 to replay from the beginning.';
     END IF;
     PERFORM outbox._check_max_events(max_events);
+    purged := (SELECT s.purged_pos FROM outbox.log_state s);
+    IF after_pos < purged THEN
+        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
+                                  after_pos + 1, purged),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox._log_head().';
+    END IF;
     FOR b IN SELECT * FROM outbox.batches x WHERE x.n > 0 AND x.first_pos + x.n - 1 > after_pos ORDER BY x.first_pos LOOP
         RETURN QUERY
             SELECT e.pos, e.seq, e.id, e.channel, e.key, e.type, e.payload, e.created_at, e.epoch, e.published_at
@@ -394,7 +409,8 @@ BEGIN
         EXIT WHEN remaining <= 0;
     END LOOP;
 END $$;
-COMMENT ON FUNCTION outbox._log_replay(bigint, integer) IS 'internal (issue #15): replay recomputed from the log''s batches';
+COMMENT ON FUNCTION outbox._log_replay(bigint, integer) IS
+    'internal (issue #15): replay recomputed from the log''s batches; OB001 if the events have been removed';
 
 -- The log's head: the last position handed out (base_pos before the first batch).
 CREATE FUNCTION outbox._log_head() RETURNS bigint
