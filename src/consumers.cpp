@@ -358,16 +358,16 @@ PGO_FUNCTION(outbox_wait) {
 	return (Datum)0;
 }
 
-// outbox._purged_pos() — outbox.state.purged_pos under the latest snapshot (see 40_replay.sql).
-PGO_FUNCTION(outbox_purged_pos) {
-	(void)check_trusted_schema(); // SQL by name, as replay()'s definer
+// purged_pos of a one-row table under the latest snapshot, whatever the transaction's snapshot.
+static int64 latest_purged_pos(const char *query) {
+	(void)check_trusted_schema(); // SQL by name, as the callers' definer
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	PushActiveSnapshot(GetLatestSnapshot());
-	int rc = SPI_execute("SELECT purged_pos FROM outbox.state", true, 1);
+	int rc = SPI_execute(query, true, 1);
 	PopActiveSnapshot();
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_outbox: reading outbox.state failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "pg_outbox: reading the retention horizon failed: %s", SPI_result_code_string(rc));
 	int64 purged = 0;
 	if (SPI_processed == 1) {
 		bool isnull;
@@ -376,7 +376,18 @@ PGO_FUNCTION(outbox_purged_pos) {
 			purged = DatumGetInt64(d);
 	}
 	SPI_finish();
-	PG_RETURN_INT64(purged);
+	return purged;
+}
+
+// outbox._purged_pos() — outbox.state.purged_pos under the latest snapshot (see 40_replay.sql).
+PGO_FUNCTION(outbox_purged_pos) {
+	PG_RETURN_INT64(latest_purged_pos("SELECT purged_pos FROM outbox.state"));
+}
+
+// outbox._log_purged_pos() — outbox.log_state.purged_pos under the latest snapshot (60_log.sql,
+// _log_replay: a REPEATABLE READ snapshot older than a rotation's TRUNCATE sees the segment empty).
+PGO_FUNCTION(outbox_log_purged_pos) {
+	PG_RETURN_INT64(latest_purged_pos("SELECT purged_pos FROM outbox.log_state"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -373,15 +373,30 @@ CREATE FUNCTION outbox._log_last_seq(ch text) RETURNS bigint
                                ORDER BY b.first_pos DESC LIMIT 1), 0));
 COMMENT ON FUNCTION outbox._log_last_seq(text) IS 'internal: the last seq a channel got in the log';
 
+-- outbox.log_state.purged_pos as the latest committed state shows it, whatever the transaction's
+-- snapshot (as outbox._purged_pos() reads outbox.state for 1.2's replay).
+CREATE FUNCTION outbox._log_purged_pos() RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_log_purged_pos';
+COMMENT ON FUNCTION outbox._log_purged_pos() IS 'internal: the log''s retention horizon, read with the latest snapshot';
+
 -- Replay over the log: the events after after_pos, recomputed from the batches, at most max_events.
 -- OB001 (as 1.2's outbox.replay) when after_pos is below purged_pos: retention removed positions
 -- up to it, and a position at or below it can be missing while later ones are kept (a producer
 -- that wrote into the old segment after a rotation: its events get positions among those of the
 -- newer segment's and leave with the old segment, the newer one's stay).
+-- TRUNCATE is not MVCC-safe: a snapshot older than a rotation's TRUNCATE sees the segment (its
+-- events and its batches) empty. So replay takes ACCESS SHARE on outbox.log and outbox.batches
+-- (every segment) before it reads (a rotation then waits for it, NOWAIT: it defers) and reads
+-- purged_pos with the latest snapshot, which covers every TRUNCATE that can have hidden rows from
+-- the transaction's snapshot (rotation moves purged_pos in the transaction that truncates). In
+-- READ COMMITTED its statements' snapshots are then taken after the lock; in REPEATABLE READ the
+-- snapshot may predate a rotation, and that rotation's purged_pos gives OB001 instead of a short
+-- answer. VOLATILE: LOCK is refused in a STABLE function, and a STABLE function's statements
+-- would all use the caller's snapshot, taken before the lock.
 CREATE FUNCTION outbox._log_replay(after_pos bigint, max_events integer DEFAULT 1000)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, epoch bigint, published_at timestamptz)
-    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE b outbox.batches; remaining integer := max_events; got integer; purged bigint;
 BEGIN
     IF after_pos IS NULL THEN
@@ -392,7 +407,9 @@ BEGIN
             HINT = 'Positions start at 1; pass 0 to replay from the beginning.';
     END IF;
     PERFORM outbox._check_max_events(max_events);
-    purged := (SELECT s.purged_pos FROM outbox.log_state s);
+    -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
+    LOCK TABLE outbox.log, outbox.batches IN ACCESS SHARE MODE;
+    purged := greatest((SELECT s.purged_pos FROM outbox.log_state s), outbox._log_purged_pos());
     IF after_pos < purged THEN
         RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
             USING ERRCODE = 'OB001',

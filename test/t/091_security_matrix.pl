@@ -106,6 +106,7 @@ my %functions = (
     'outbox._log_pass_snapshot()'                 => ['',     q{SELECT outbox._log_pass_snapshot()}],
     'outbox._log_pass_sql(integer)'               => ['',     q{SELECT outbox._log_pass_sql(1)}],
     'outbox._log_last_seq(text)'                  => ['',     q{SELECT outbox._log_last_seq('m_chan')}],
+    'outbox._log_purged_pos()'                    => ['',     q{SELECT outbox._log_purged_pos()}],
     'outbox._log_replay(bigint,integer)'          => ['',     q{SELECT * FROM outbox._log_replay(0, 1)}],
     'outbox._log_head()'                          => ['',     q{SELECT outbox._log_head()}],
     'outbox._log_insert(text,jsonb,text,text)'    => ['',     q{SELECT outbox._log_insert('m_chan')}],
