@@ -117,5 +117,15 @@ SELECT pg_temp.err($$SELECT * FROM outbox._log_replay(1)$$);
 SELECT pg_temp.err($$SELECT * FROM outbox._log_replay(2)$$);
 SELECT pos, seq, payload FROM outbox._log_replay(3);
 
+-- Retention is measured at the rotation, not at the start of its transaction: segment 1's newest
+-- batch (position 4) was published just now; a rotation with retention 1 second in a transaction
+-- that began before it waited 1.1 seconds takes segment 1 (with now(), it deferred).
+SELECT outbox._log_insert('a', '5') > 0 AS ok;           -- segment 0
+SELECT pg_temp.drain() AS published;                      -- pos 5, batches_0: the latest batch
+BEGIN;
+SELECT true AS slept FROM pg_sleep(1.1);
+SELECT outbox._log_rotate('1 second') AS rotate_0_1, pg_temp.seg_rows();
+COMMIT;
+
 \c contrib_regression
 DROP DATABASE pg_outbox_log_rotate;

@@ -68,7 +68,9 @@ CREATE TABLE outbox.batches (
     first_seqs   bigint[] NOT NULL,
     counts       integer[] NOT NULL,
     epoch        bigint NOT NULL DEFAULT 0,
-    published_at timestamptz NOT NULL DEFAULT now()
+    -- the time of the insert, not of the transaction's start (now()): a pass that waited long for
+    -- the batch lock would backdate its batch, and retention would take it early
+    published_at timestamptz NOT NULL DEFAULT clock_timestamp()
 ) WITH (autovacuum_enabled = false);
 COMMENT ON TABLE outbox.batches IS 'internal (issue #15, not used yet): one row per published batch; the parent is always empty';
 CREATE TABLE outbox.batches_0 (PRIMARY KEY (first_pos)) INHERITS (outbox.batches) WITH (autovacuum_enabled = false);
@@ -87,7 +89,7 @@ CREATE INDEX batches_2_channels ON outbox.batches_2 USING gin (channels);
 CREATE TABLE outbox.log_state (
     singleton            boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     cur_seg              integer NOT NULL DEFAULT 0,
-    seg_started_at       timestamptz NOT NULL DEFAULT now(),
+    seg_started_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     base_pos             bigint NOT NULL DEFAULT 0,
     base_snap            pg_snapshot NOT NULL DEFAULT '1:1:',
     purged_pos           bigint NOT NULL DEFAULT 0,

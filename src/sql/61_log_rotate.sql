@@ -53,7 +53,8 @@ BEGIN
         RETURN format('deferred: the latest batch is in segment %s', k); -- the next pass needs it
     END IF;
     EXECUTE format('SELECT max(published_at), max(first_pos + n - 1) FROM outbox.batches_%s', k) INTO newest, top;
-    IF newest > now() - retention THEN
+    -- the time of this check, not of the transaction's start (batches record theirs with clock_timestamp())
+    IF newest > clock_timestamp() - retention THEN
         RETURN format('deferred: segment %s holds events published less than %s ago', k, retention);
     END IF;
     -- the channels' last seqs leave with batches_k: a channel whose newest batch is one of k's
@@ -70,7 +71,7 @@ BEGIN
         $q$, k);
     EXECUTE format('TRUNCATE outbox.log_%s, outbox.batches_%s', k, k);
     UPDATE outbox.log_state
-       SET cur_seg = k, seg_started_at = now(), purged_pos = greatest(purged_pos, coalesce(top, 0));
+       SET cur_seg = k, seg_started_at = clock_timestamp(), purged_pos = greatest(purged_pos, coalesce(top, 0));
     RETURN 'rotated';
 END $$;
 COMMENT ON FUNCTION outbox._log_rotate(interval) IS
