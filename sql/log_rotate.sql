@@ -127,5 +127,28 @@ SELECT true AS slept FROM pg_sleep(1.1);
 SELECT outbox._log_rotate('1 second') AS rotate_0_1, pg_temp.seg_rows();
 COMMIT;
 
+-- Never a short answer: a batch or an event gone from a kept segment (by hand) is an error, not
+-- a gap in what the replay returns.
+SELECT outbox._log_insert('a', '6') > 0 AS ok;
+SELECT pg_temp.drain() AS published;                      -- pos 6
+SELECT outbox._log_insert('a', '7') > 0 AS ok;
+SELECT pg_temp.drain() AS published;                      -- pos 7
+SELECT array_agg(pos ORDER BY pos) AS kept FROM outbox._log_replay(4);
+BEGIN;
+DELETE FROM outbox.batches_1 WHERE first_pos = 6;
+SELECT pg_temp.err($$SELECT * FROM outbox._log_replay(4)$$);
+SELECT pg_temp.err($$SELECT * FROM outbox._log_replay(5)$$);
+SELECT array_agg(pos ORDER BY pos) AS kept_after_6 FROM outbox._log_replay(6);
+ROLLBACK;
+BEGIN;
+DELETE FROM outbox.log_1 WHERE payload = '6';
+SELECT pg_temp.err($$SELECT * FROM outbox._log_replay(4)$$);
+ROLLBACK;
+-- max_events stops inside a batch without an error (positions 8 and 9 in one batch)
+SELECT count(outbox._log_insert('a', to_jsonb(g))) FROM generate_series(8, 9) g;
+SELECT pg_temp.drain() AS published;
+SELECT array_agg(pos ORDER BY pos) AS two, (SELECT count(*) FROM outbox.batches WHERE first_pos = 8 AND n = 2) AS batch_8_9
+  FROM outbox._log_replay(6, 2);
+
 \c contrib_regression
 DROP DATABASE pg_outbox_log_rotate;

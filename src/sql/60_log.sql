@@ -399,7 +399,7 @@ CREATE FUNCTION outbox._log_replay(after_pos bigint, max_events integer DEFAULT 
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, epoch bigint, published_at timestamptz)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE b outbox.batches; remaining integer := max_events; got integer; purged bigint;
+DECLARE b outbox.batches; remaining integer := max_events; got integer; purged bigint; expect bigint;
 BEGIN
     IF after_pos IS NULL THEN
         RAISE EXCEPTION 'after_pos cannot be NULL' USING ERRCODE = 'invalid_parameter_value',
@@ -419,11 +419,29 @@ BEGIN
                                   after_pos + 1, purged),
                   HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox._log_head().';
     END IF;
+    -- never a short answer: the positions returned are contiguous from after_pos + 1 (or from
+    -- base_pos + 1, the log's first), and each batch gives all of its events (as 1.2's replay
+    -- checks the history's positions); a gap is a batch or an event that is gone
+    expect := greatest(after_pos, (SELECT s.base_pos FROM outbox.log_state s)) + 1;
     FOR b IN SELECT * FROM outbox.batches x WHERE x.n > 0 AND x.first_pos + x.n - 1 > after_pos ORDER BY x.first_pos LOOP
+        IF greatest(b.first_pos, after_pos + 1) <> expect THEN
+            RAISE EXCEPTION 'position % is missing from the log', expect
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('The next batch of outbox.batches begins at position %s.', b.first_pos),
+                      HINT = 'Retry the replay; if this persists, the log was modified by hand.';
+        END IF;
         RETURN QUERY
             SELECT e.pos, e.seq, e.id, e.channel, e.key, e.type, e.payload, e.created_at, e.epoch, e.published_at
               FROM outbox._log_batch_events(b) e WHERE e.pos > after_pos ORDER BY e.pos LIMIT remaining;
         GET DIAGNOSTICS got = ROW_COUNT;
+        IF got <> least(remaining, b.first_pos + b.n - expect) THEN
+            RAISE EXCEPTION 'the batch at position % is missing events', b.first_pos
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('It has %s events after position %s; %s were found in outbox.log_%s.',
+                                      b.first_pos + b.n - expect, expect - 1, got, b.seg),
+                      HINT = 'Retry the replay; if this persists, the log was modified by hand.';
+        END IF;
+        expect := b.first_pos + b.n;
         remaining := remaining - got;
         EXIT WHEN remaining <= 0;
     END LOOP;
