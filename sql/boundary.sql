@@ -11,16 +11,8 @@ CREATE FUNCTION boundary_selftest(what text) RETURNS text
     LANGUAGE c VOLATILE STRICT AS 'pg_outbox_selftest', 'outbox_boundary_selftest';
 
 -- sqlstate, message, detail and hint of an error, as one line
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-                            hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hnt, ''), '');
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
 SELECT boundary_selftest('ok');
 SELECT pg_temp.err($$SELECT boundary_selftest('std')$$);

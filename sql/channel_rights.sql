@@ -8,16 +8,9 @@ DROP ROLE IF EXISTS regress_t42, regress_t43, regress_tall, regress_grp, regress
                     regress_pub, regress_adm, regress_nobody;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN st || ': ' || msg;
-END $$;
-GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
+\set err_style message_ok
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
 -- tenants publish as outbox_publisher and read as outbox_consumer (no right on the tables)
 CREATE ROLE regress_t42 IN ROLE outbox_publisher, outbox_consumer;

@@ -13,15 +13,9 @@ SET pg_outbox.retry_delay = 0;
 SET pg_outbox.max_attempts = 3;
 SET client_min_messages = error;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hnt text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || regexp_replace(msg, '[0-9]{2,}', 'N', 'g') || coalesce(' | hint: ' || nullif(hnt, ''), '');
-END $$;
+\set err_style hint_numbers
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 CREATE FUNCTION pg_temp.gapless() RETURNS boolean LANGUAGE sql AS $$
     SELECT coalesce(max(pos) - min(pos) + 1 = count(*), true) FROM outbox.history
 $$;

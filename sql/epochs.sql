@@ -11,16 +11,9 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
-                            hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || E'\nDETAIL: ' || coalesce(det, '') || E'\nHINT: ' || coalesce(hnt, '');
-END $$;
+\set err_style lines
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
 -- before the first event: epoch 0, an identity, no epochs
 SELECT outbox.epoch(), outbox.identity() ~ '^[0-9a-f]{8}-[0-9a-f]{4}-' AS uuid_like,

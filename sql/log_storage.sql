@@ -12,15 +12,9 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hnt text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hnt, ''), '');
-END $$;
+\set err_style hint
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 -- every event of the log once, in position order, as replay recomputes it
 CREATE VIEW pg_temp.published AS
     SELECT pos, seq, channel, payload->>'n' AS n FROM outbox._log_replay(0, 100000) ORDER BY pos;

@@ -13,15 +13,9 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hnt text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hnt, ''), '');
-END $$;
+\set err_style hint
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
 -- bad inputs: each a 22023 with its message (a NULL channel was a bare 23502 of the NOT NULL
 -- constraint of log_0, naming no argument)
@@ -127,14 +121,17 @@ SELECT pg_temp.err($$INSERT INTO outbox.log_0 (channel) VALUES ('a')$$);
 SELECT pg_temp.err($$SELECT * FROM outbox.batches$$);
 SELECT pg_temp.err($$UPDATE outbox.log_state SET cur_seg = 2$$);
 RESET ROLE;
--- the ACLs of a fresh install, then those of an upgrade from 1.2: the same
-SELECT c.relname, (SELECT string_agg(format('%s=%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+-- the ACLs of a fresh install, then those of an upgrade from 1.2: the same. The two queries are
+-- kept once, in the psql variable log_acls, and run in each database (a variable outlives \c, a
+-- pg_temp function would not)
+SELECT $q$SELECT c.relname, (SELECT string_agg(format('%s=%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                                    a.privilege_type), ',' ORDER BY a.grantee::regrole::text, a.privilege_type)
           FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS granted_to_others FROM pg_class c
  WHERE c.relnamespace = 'outbox'::regnamespace AND (c.relname LIKE 'log%' OR c.relname LIKE 'batches%') AND c.relkind = 'r'
  ORDER BY 1;
 SELECT p.oid::regprocedure AS function, p.proacl::text FROM pg_proc p
- WHERE p.pronamespace = 'outbox'::regnamespace AND p.proname LIKE '\_log%' ORDER BY 1::text;
+ WHERE p.pronamespace = 'outbox'::regnamespace AND p.proname LIKE '\_log%' ORDER BY 1::text;$q$ AS log_acls \gset
+:log_acls
 \c postgres
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_log_attack_up;
@@ -145,13 +142,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION pg_outbox VERSION '1.2';
 ALTER EXTENSION pg_outbox UPDATE;
 RESET client_min_messages;
-SELECT c.relname, (SELECT string_agg(format('%s=%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
-                                   a.privilege_type), ',' ORDER BY a.grantee::regrole::text, a.privilege_type)
-          FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS granted_to_others FROM pg_class c
- WHERE c.relnamespace = 'outbox'::regnamespace AND (c.relname LIKE 'log%' OR c.relname LIKE 'batches%') AND c.relkind = 'r'
- ORDER BY 1;
-SELECT p.oid::regprocedure AS function, p.proacl::text FROM pg_proc p
- WHERE p.pronamespace = 'outbox'::regnamespace AND p.proname LIKE '\_log%' ORDER BY 1::text;
+:log_acls
 \c postgres
 DROP DATABASE pg_outbox_log_attack_up;
 DROP DATABASE pg_outbox_log_attack;

@@ -8,16 +8,9 @@ CREATE EXTENSION pg_outbox;
 DROP ROLE IF EXISTS regress_obs_tenant, regress_obs_reader, regress_obs_nobody, regress_obs_pub;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ': ' || msg || coalesce(' (' || nullif(det, '') || ')', '');
-END $$;
-GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
+\set err_style detail_ok
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 -- a function that tells what it saw (for the security barrier)
 CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
 BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;

@@ -5,16 +5,9 @@ CREATE EXTENSION pg_outbox;
 DROP ROLE IF EXISTS regress_alice, regress_bob, regress_carol, regress_mallory;
 RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN st || ': ' || msg;
-END $$;
-GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
+\set err_style message_ok
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
 
 CREATE ROLE regress_alice;    GRANT outbox_publisher TO regress_alice;
 CREATE ROLE regress_bob;      GRANT outbox_reader TO regress_bob;
