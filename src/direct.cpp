@@ -26,7 +26,9 @@ extern "C" {
 namespace pg_outbox {
 
 // Every layout the process has resolved, for the invalidation callbacks (invalidation.cpp).
-static TableLayout *known_layouts[8];
+// 1.2: pending, history_0..2 (4); the log pass: log_0..2, batches_0..2, log_state, log_channels,
+// state, epochs (10)
+static TableLayout *known_layouts[24];
 static int nknown = 0;
 
 void direct_layouts_forget(Oid relid) {

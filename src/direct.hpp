@@ -32,7 +32,7 @@ struct ColumnSpec {
 	Oid type;
 };
 
-constexpr int kMaxLayoutColumns = 12;
+constexpr int kMaxLayoutColumns = 16;
 
 struct TableLayout {
 	const char *relname;    // in schema outbox

@@ -142,7 +142,6 @@ struct ChannelEntry {
 };
 
 // Where a channel's events go (outbox.channel_targets.target: 'notify', 'wal' or 'both').
-enum : int { kTargetNotify = 1, kTargetWal = 2 };
 
 // A statement on one of our tables came back without the row it must return: a trigger, rule or
 // policy a DBA put on the table (a BEFORE trigger returning NULL, an INSTEAD rule, a policy)
@@ -236,6 +235,53 @@ static void emit_wal_message(const char *channel, int64 id, int64 pos, int64 seq
 	compat::log_logical_message(kWalMessagePrefix, wal_buffer.data(), wal_buffer.size(), true);
 	if (wal_buffer.capacity() > kKeepWalBufferBytes)
 		release_wal_buffer();
+}
+
+// Hand one event off by its channel's targets: NOTIFY and/or a WAL message (drain.hpp).
+// Memory stays bounded whatever the payload: sizes are read from the stored values (no
+// detoasting) first; a NOTIFY-only event whose payload, key or type cannot fit is never
+// rendered (its envelope carries the id), and every detoasted copy and large buffer is given
+// back after its event, not at the end of the batch. payload_text is reused per event: no
+// palloc/pfree per event, and a batch of large payloads does not pile up.
+void hand_off_event(const OutgoingEvent &ev, bool id_only, StringInfo payload_text) {
+	bool wal = (ev.targets & kTargetWal) != 0;
+	Size key_raw = ev.key_null ? 0 : toast_raw_datum_size(ev.key);
+	Size type_raw = ev.type_null ? 0 : toast_raw_datum_size(ev.type);
+	Size payload_raw = ev.payload_null ? 0 : toast_raw_datum_size(ev.payload);
+	bool key_type_too_big = key_raw > kMaxPayloadBytes + VARHDRSZ || type_raw > kMaxPayloadBytes + VARHDRSZ;
+	bool payload_too_big = payload_raw > kRenderPayloadBytes;
+	bool render_all = wal || (!key_type_too_big && !payload_too_big);
+	const char *key = nullptr, *type = nullptr, *payload = nullptr;
+	Jsonb *jb = nullptr;
+	if (!ev.key_null && (render_all || !key_type_too_big))
+		key = TextDatumGetCString(ev.key);
+	if (!ev.type_null && (render_all || !key_type_too_big))
+		type = TextDatumGetCString(ev.type);
+	if (!ev.payload_null && (render_all || !payload_too_big)) {
+		jb = DatumGetJsonbP(ev.payload);
+		resetStringInfo(payload_text);
+		payload = jsonb_compact_text(payload_text, &jb->root); // the canonical text (jsonb_text.hpp)
+	}
+	if (wal)
+		emit_wal_message(ev.channel, ev.id, ev.pos, ev.seq, key, type, payload, ev.epoch);
+	if (ev.targets & kTargetNotify) {
+		// render_all for the WAL: the NOTIFY still leaves out what cannot fit
+		bool kt_big = key_type_too_big || (key && strlen(key) > kMaxPayloadBytes) ||
+		              (type && strlen(type) > kMaxPayloadBytes);
+		Async_Notify(ev.channel, build_envelope(ev.id, ev.pos, ev.seq, kt_big ? nullptr : key, kt_big ? nullptr : type,
+		                                        payload_too_big ? nullptr : payload, payload_too_big, kt_big, id_only,
+		                                        ev.epoch));
+	}
+	if (jb && (Pointer)jb != DatumGetPointer(ev.payload))
+		pfree(jb);
+	if (key)
+		pfree((void *)key);
+	if (type)
+		pfree((void *)type);
+	if (payload_text->maxlen > (int)kKeepEnvelopeBufferBytes) {
+		pfree(payload_text->data);
+		initStringInfo(payload_text);
+	}
 }
 
 // Set e->targets for every channel of the batch: one query per batch, not one per event.
@@ -640,56 +686,15 @@ int64 drain_batch(int max_events, int64 only_id, const int64 *skip_ids, int nski
 	// 5. one envelope per event: NOTIFY and/or a WAL message, by the channel's target
 	if (!targets_known)
 		lookup_targets(channels, nchannels);
-	// One jsonb-to-text buffer for the whole batch, reset per event: no palloc/pfree per event,
-	// and a batch of large payloads does not pile up until SPI_finish.
-	// Memory stays bounded whatever the payload: sizes are read from the stored values (no
-	// detoasting) first; a NOTIFY-only event whose payload, key or type cannot fit is never
-	// rendered (its envelope carries the id), and every detoasted copy and large buffer is given
-	// back after its event, not at the end of the batch.
+	// one jsonb-to-text buffer for the whole batch (hand_off_event)
 	StringInfo payload_text = makeStringInfo();
 	bool id_only = notifications_id_only(); // read rights enforced: nothing guarded goes into NOTIFY
 	for (uint64 i = 0; i < n; i++) {
 		ChannelEntry *e = entry[i];
-		bool wal = (e->targets & kTargetWal) != 0;
-		Size key_raw = key_null[i] ? 0 : toast_raw_datum_size(keys[i]);
-		Size type_raw = type_null[i] ? 0 : toast_raw_datum_size(types[i]);
-		Size payload_raw = payload_null[i] ? 0 : toast_raw_datum_size(payloads[i]);
-		bool key_type_too_big = key_raw > kMaxPayloadBytes + VARHDRSZ || type_raw > kMaxPayloadBytes + VARHDRSZ;
-		bool payload_too_big = payload_raw > kRenderPayloadBytes;
-		bool render_all = wal || (!key_type_too_big && !payload_too_big);
-		const char *key = nullptr, *type = nullptr, *payload = nullptr;
-		Jsonb *jb = nullptr;
-		if (!key_null[i] && (render_all || !key_type_too_big))
-			key = TextDatumGetCString(keys[i]);
-		if (!type_null[i] && (render_all || !key_type_too_big))
-			type = TextDatumGetCString(types[i]);
-		if (!payload_null[i] && (render_all || !payload_too_big)) {
-			jb = DatumGetJsonbP(payloads[i]);
-			resetStringInfo(payload_text);
-			payload = jsonb_compact_text(payload_text, &jb->root); // the canonical text (jsonb_text.hpp)
-		}
-		if (wal)
-			emit_wal_message(e->name, DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]), key, type,
-			                 payload, epoch);
-		if (e->targets & kTargetNotify) {
-			// render_all for the WAL: the NOTIFY still leaves out what cannot fit
-			bool kt_big = key_type_too_big || (key && strlen(key) > kMaxPayloadBytes) ||
-			              (type && strlen(type) > kMaxPayloadBytes);
-			Async_Notify(e->name, build_envelope(DatumGetInt64(ids[i]), DatumGetInt64(poss[i]), DatumGetInt64(seqs[i]),
-			                                     kt_big ? nullptr : key, kt_big ? nullptr : type,
-			                                     payload_too_big ? nullptr : payload, payload_too_big, kt_big, id_only,
-			                                     epoch));
-		}
-		if (jb && (Pointer)jb != DatumGetPointer(payloads[i]))
-			pfree(jb);
-		if (key)
-			pfree((void *)key);
-		if (type)
-			pfree((void *)type);
-		if (payload_text->maxlen > (int)kKeepEnvelopeBufferBytes) {
-			pfree(payload_text->data);
-			initStringInfo(payload_text);
-		}
+		OutgoingEvent ev{e->name,           e->targets,   DatumGetInt64(ids[i]), DatumGetInt64(poss[i]),
+		                 DatumGetInt64(seqs[i]), keys[i],  key_null[i],         types[i],
+		                 type_null[i],      payloads[i],  payload_null[i],      epoch};
+		hand_off_event(ev, id_only, payload_text);
 	}
 
 	last_drained_pos = last_pos;

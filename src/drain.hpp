@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "postgres.h"
+#include "lib/stringinfo.h"
 }
 
 namespace pg_outbox {
@@ -17,6 +18,28 @@ int64 drain_batch(int max_events, int64 only_id = 0, const int64 *skip_ids = nul
 
 // The last position drain_batch() handed out in this process.
 extern int64 last_drained_pos;
+
+// Where a channel's events go (outbox.channel_targets.target: 'notify', 'wal' or 'both').
+enum : int { kTargetNotify = 1, kTargetWal = 2 };
+
+// One published event, stamped, as the pass hands it off (the Datums as stored: sizes are read
+// before anything is detoasted).
+struct OutgoingEvent {
+	const char *channel;
+	int targets; // kTargetNotify | kTargetWal
+	int64 id, pos, seq;
+	Datum key;
+	bool key_null;
+	Datum type;
+	bool type_null;
+	Datum payload;
+	bool payload_null;
+	int64 epoch;
+};
+
+// Queue its NOTIFY (size-checked envelope; id_only: read rights are enforced) and/or write its
+// WAL message, in the current transaction. payload_text: a buffer reused across events.
+void hand_off_event(const OutgoingEvent &ev, bool id_only, StringInfo payload_text);
 
 // NOTIFY queue usage, 0..1.
 double notify_queue_usage(void);

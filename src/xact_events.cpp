@@ -12,6 +12,7 @@ static void xact_callback(XactEvent event, void *) {
 		wakeup_xact_event(event);
 		consumers_xact_event(event);
 		rights_xact_event(event);
+		log_pass_xact_event(event);
 	});
 }
 
@@ -21,6 +22,7 @@ static void subxact_callback(SubXactEvent event, SubTransactionId, SubTransactio
 		trigger_buffer_subxact_event(event, level);
 		wakeup_subxact_event(event, level);
 		consumers_subxact_event(event, level);
+		log_pass_subxact_event(event, level);
 	});
 }
 

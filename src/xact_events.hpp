@@ -56,6 +56,8 @@ void wakeup_subxact_event(SubXactEvent event, int level);
 void consumers_xact_event(XactEvent event);                // consumers.cpp
 void consumers_subxact_event(SubXactEvent event, int level);
 void rights_xact_event(XactEvent event);                   // rights.cpp
+void log_pass_xact_event(XactEvent event);                 // log_pass.cpp
+void log_pass_subxact_event(SubXactEvent event, int level);
 
 // Register the two callbacks (_PG_init).
 void xact_events_init(void);

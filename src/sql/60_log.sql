@@ -352,7 +352,7 @@ BEGIN
     FOR r IN SELECT p.channel, p.payload, p.key, p.type, p.pos, p.seq, p.id FROM _log_pass_rows p ORDER BY p.pos LOOP
         PERFORM pg_notify(r.channel, outbox._log_envelope(r.pos, r.seq, r.id, r.key, r.type, r.payload, ep, id_only));
     END LOOP;
-    SELECT array_agg(g.channel ORDER BY g.channel), array_agg(g.f ORDER BY g.channel), array_agg(g.c ORDER BY g.channel)
+    SELECT array_agg(g.channel ORDER BY g.channel COLLATE "C"), array_agg(g.f ORDER BY g.channel COLLATE "C"), array_agg(g.c ORDER BY g.channel COLLATE "C")
       INTO chs, firsts, cnts
       FROM (SELECT p.channel, min(p.seq) AS f, count(*)::integer AS c FROM _log_pass_rows p GROUP BY p.channel) g;
     EXECUTE format('INSERT INTO outbox.batches_%s (first_pos, n, seg, lo_snap, hi_snap, after_xid, after_id, upto_xid,'

@@ -1,0 +1,211 @@
+-- The pass over the log in C, outbox._log_pass() (src/log_pass.cpp), against the reference pass
+-- outbox._log_pass_sql() on the same log: the same batches (segment, key range, cut, first_pos,
+-- channels, first seqs, counts, epoch), the same events at the same positions and seqs, and the
+-- same NOTIFY envelopes (received through a dblink connection that LISTENs, compared as jsonb:
+-- the C pass writes the 1.2 drain's compact text, the reference jsonb's text). The log has
+-- windows over three segments, savepoints rolled back, several channels, a payload and a key too
+-- long for NOTIFY. Then passes of both kinds interleaved (the C pass's seq cache must follow the
+-- batches another pass wrote), passes rolled back (the cache must forget them), a DBA's trigger
+-- on a batch table, and bad calls. A database of its own.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+DROP DATABASE IF EXISTS pg_outbox_logc;
+CREATE DATABASE pg_outbox_logc;
+RESET client_min_messages;
+\c pg_outbox_logc
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_outbox;
+CREATE EXTENSION IF NOT EXISTS dblink;
+RESET client_min_messages;
+
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/err.sql
+
+-- a listener on every channel of the test, in another session
+SELECT dblink_connect('listener', format('host=%s port=%s dbname=%s',
+       split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'), current_database()));
+SELECT dblink_exec('listener', 'LISTEN a; LISTEN b; LISTEN c1; LISTEN c2; LISTEN c3; LISTEN big');
+CREATE TEMP TABLE notes (kind text, ord serial, channel text, env text);
+-- the notifications the listener has received, up to want of them (waits up to 30 s)
+CREATE FUNCTION pg_temp.collect(k text, want integer) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE got integer; tries integer := 0;
+BEGIN
+    LOOP
+        INSERT INTO notes (kind, channel, env) SELECT k, n.notify_name, n.extra FROM dblink_get_notify('listener') n;
+        SELECT count(*) INTO got FROM notes WHERE kind = k;
+        EXIT WHEN got >= want OR tries > 3000;
+        PERFORM pg_sleep(0.01);
+        tries := tries + 1;
+    END LOOP;
+    RETURN got;
+END $$;
+-- passes of one kind until one publishes nothing, each in its own transaction
+CREATE PROCEDURE pg_temp.drain_all(kind text, m integer) LANGUAGE plpgsql AS $$
+DECLARE k bigint; passes integer := 0;
+BEGIN
+    LOOP
+        IF kind = 'sql' THEN
+            k := outbox._log_pass_sql(m);
+        ELSIF kind = 'c' THEN
+            k := outbox._log_pass(m);
+        ELSE -- alternate: c, sql, c, ...
+            IF passes % 2 = 0 THEN k := outbox._log_pass(m); ELSE k := outbox._log_pass_sql(m); END IF;
+        END IF;
+        COMMIT;
+        passes := passes + 1;
+        EXIT WHEN k = 0 OR passes > 10000;
+    END LOOP;
+END $$;
+CREATE TEMP TABLE got_batches AS
+    SELECT ''::text AS kind, first_pos, n, seg, after_xid, after_id, upto_xid, upto_id, cut, skipped, channels,
+           first_seqs, counts, epoch FROM outbox.batches WHERE false;
+CREATE TEMP TABLE got_events AS
+    SELECT ''::text AS kind, pos, seq, id, channel, key, type, payload FROM outbox._log_replay(0, 1) WHERE false;
+-- record what a run published, then empty the batch tables for the next run (the log stays)
+CREATE FUNCTION pg_temp.record(k text) RETURNS TABLE (batches bigint, events bigint) LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO got_batches SELECT k, first_pos, n, seg, after_xid, after_id, upto_xid, upto_id, cut, skipped,
+           channels, first_seqs, counts, epoch FROM outbox.batches;
+    INSERT INTO got_events SELECT k, r.pos, r.seq, r.id, r.channel, r.key, r.type, r.payload
+      FROM outbox._log_replay(0, 100000) r;
+    TRUNCATE outbox.batches_0, outbox.batches_1, outbox.batches_2, outbox.log_channels;
+    RETURN QUERY SELECT (SELECT count(*) FROM got_batches g WHERE g.kind = k),
+                        (SELECT count(*) FROM got_events g WHERE g.kind = k);
+END $$;
+-- a run's notifications collected, and the run recorded
+CREATE FUNCTION pg_temp.recorded(k text, want integer) RETURNS TABLE (notified integer, batches bigint, events bigint)
+    LANGUAGE sql AS $$ SELECT pg_temp.collect(k, want), r.batches, r.events FROM pg_temp.record(k) r $$;
+-- how run b differs from run a: rows of one and not the other (0 and 0: the same)
+CREATE FUNCTION pg_temp.differ(a text, b text) RETURNS TABLE (batches_only_a bigint, batches_only_b bigint,
+                                                             events_only_a bigint, events_only_b bigint,
+                                                             envelopes_only_a bigint, envelopes_only_b bigint)
+    LANGUAGE sql AS $$
+    WITH ba AS (SELECT first_pos, n, seg, after_xid::text, after_id, upto_xid::text, upto_id, cut, skipped, channels,
+                       first_seqs, counts, epoch FROM got_batches WHERE kind = a),
+         bb AS (SELECT first_pos, n, seg, after_xid::text, after_id, upto_xid::text, upto_id, cut, skipped, channels,
+                       first_seqs, counts, epoch FROM got_batches WHERE kind = b),
+         ea AS (SELECT pos, seq, id, channel, key, type, payload FROM got_events WHERE kind = a),
+         eb AS (SELECT pos, seq, id, channel, key, type, payload FROM got_events WHERE kind = b),
+         na AS (SELECT channel, env::jsonb AS env FROM notes WHERE kind = a),
+         nb AS (SELECT channel, env::jsonb AS env FROM notes WHERE kind = b)
+    SELECT (SELECT count(*) FROM (SELECT * FROM ba EXCEPT ALL SELECT * FROM bb) x),
+           (SELECT count(*) FROM (SELECT * FROM bb EXCEPT ALL SELECT * FROM ba) x),
+           (SELECT count(*) FROM (SELECT * FROM ea EXCEPT ALL SELECT * FROM eb) x),
+           (SELECT count(*) FROM (SELECT * FROM eb EXCEPT ALL SELECT * FROM ea) x),
+           (SELECT count(*) FROM (SELECT * FROM na EXCEPT ALL SELECT * FROM nb) x),
+           (SELECT count(*) FROM (SELECT * FROM nb EXCEPT ALL SELECT * FROM na) x)
+$$;
+
+-- epoch 1 (a 1.2 drain begins it): both passes stamp the current epoch
+SELECT outbox.publish('z') > 0 AS ok, outbox.drain() AS drained_12, outbox.epoch() AS epoch;
+
+-- the log: segment 0, then 1, then 2 (the oldest is cur_seg + 1 = 0 once cur_seg is 2)
+BEGIN;
+SELECT count(outbox._log_insert('a', jsonb_build_object('n', g))) FROM generate_series(1, 3) g;
+SELECT outbox._log_insert('b', '{"n": 4}', 'key4', 'type4') > 0 AS ok;
+SAVEPOINT s;
+SELECT outbox._log_insert('b', '{"n": 99}') > 0 AS ok;
+ROLLBACK TO s;
+SELECT outbox._log_insert('b', NULL) > 0 AS ok;
+COMMIT;
+SELECT outbox._log_insert('big', jsonb_build_object('n', 6, 'blob', repeat('x', 9000))) > 0 AS ok;
+SELECT outbox._log_insert('big', '{"n": 7}', repeat('k', 9000), 't') > 0 AS ok;
+UPDATE outbox.log_state SET cur_seg = 1;
+SELECT count(outbox._log_insert('c' || (g % 3 + 1), jsonb_build_object('n', 10 + g))) FROM generate_series(1, 9) g;
+BEGIN;
+SELECT outbox._log_insert('a', '{"n": 20}') > 0 AS ok;
+SELECT outbox._log_insert('c1', '{"n": 21}') > 0 AS ok;
+COMMIT;
+UPDATE outbox.log_state SET cur_seg = 2;
+SELECT count(outbox._log_insert('a', jsonb_build_object('n', 30 + g))) FROM generate_series(1, 4) g;
+SELECT outbox._log_insert('c2', '{"n": 40}', 'k', NULL) > 0 AS ok;
+SELECT seg, count(*) FROM (SELECT tableoid::regclass::text AS seg FROM outbox.log) l GROUP BY seg ORDER BY seg;
+
+-- run 1: the reference, batches of 2; run 2: the C pass, batches of 2
+CALL pg_temp.drain_all('sql', 2);
+SELECT * FROM pg_temp.recorded('sql2', 23);
+CALL pg_temp.drain_all('c', 2);
+SELECT * FROM pg_temp.recorded('c2', 23);
+SELECT * FROM pg_temp.differ('sql2', 'c2');
+-- what they published (the C run's): one segment per batch, oldest segment first
+SELECT first_pos, n, seg, cut, channels, first_seqs, counts, epoch FROM got_batches WHERE kind = 'c2' ORDER BY first_pos;
+SELECT pos, seq, id - (SELECT min(id) FROM got_events WHERE kind = 'c2') + 1 AS nth_id, channel, payload->>'n' AS n,
+       key IS NOT NULL AS has_key FROM got_events WHERE kind = 'c2' ORDER BY pos;
+-- the envelopes: the payload too long for NOTIFY left out, then the key too ("truncated")
+SELECT channel, env::jsonb - 'id' AS env FROM notes WHERE kind = 'c2' AND channel IN ('big', 'b') ORDER BY ord;
+
+-- batches of 1000 (one window, cut where each segment's rows end), and of 1 (every event cut)
+CALL pg_temp.drain_all('sql', 1000);
+SELECT * FROM pg_temp.recorded('sql1000', 23);
+CALL pg_temp.drain_all('c', 1000);
+SELECT * FROM pg_temp.recorded('c1000', 23);
+SELECT * FROM pg_temp.differ('sql1000', 'c1000');
+SELECT first_pos, n, seg, cut FROM got_batches WHERE kind = 'c1000' ORDER BY first_pos;
+CALL pg_temp.drain_all('sql', 1);
+SELECT * FROM pg_temp.recorded('sql1', 23);
+CALL pg_temp.drain_all('c', 1);
+SELECT * FROM pg_temp.recorded('c1', 23);
+SELECT * FROM pg_temp.differ('sql1', 'c1');
+
+-- interleaved: C, SQL, C, ... passes of 3; the C pass's cache catches up on the SQL pass's batches
+CALL pg_temp.drain_all('mixed', 3);
+SELECT * FROM pg_temp.recorded('mixed3', 23);
+CALL pg_temp.drain_all('sql', 3);
+SELECT * FROM pg_temp.recorded('sql3', 23);
+SELECT * FROM pg_temp.differ('sql3', 'mixed3');
+
+-- rolled back, whole or to a savepoint: the pass is forgotten, positions and seqs handed out again
+BEGIN;
+SELECT outbox._log_pass(5) AS rolled_back;
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT outbox._log_pass(5) AS rolled_back_to_savepoint;
+ROLLBACK TO s;
+COMMIT;
+CALL pg_temp.drain_all('c', 3);
+SELECT * FROM pg_temp.recorded('c3', 23);
+SELECT * FROM pg_temp.differ('sql3', 'c3');
+
+-- new events after a run: seqs continue from the batches (and from log_channels once truncated)
+CALL pg_temp.drain_all('c', 1000);
+SELECT pg_temp.collect('seed', 23) AS notified;
+SELECT outbox._log_insert('a', '{"n": 50}') > 0 AND outbox._log_insert('c3', '{"n": 51}') > 0 AS ok;
+SELECT outbox._log_pass() AS published;
+SELECT pg_temp.collect('next', 2) AS notified;
+SELECT channel, (env::jsonb)->'seq' AS seq, (env::jsonb)->'pos' AS pos FROM notes WHERE kind = 'next' ORDER BY ord;
+
+-- a DBA's trigger on a batch table: the batch row is written through SQL, which fires it
+CREATE TABLE seen_batches (first_pos bigint);
+CREATE FUNCTION see_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO seen_batches VALUES (NEW.first_pos); RETURN NEW; END $$;
+CREATE TRIGGER see AFTER INSERT ON outbox.batches_2 FOR EACH ROW EXECUTE FUNCTION see_batch();
+SELECT outbox._log_insert('a', '{"n": 60}') > 0 AS ok;
+SELECT outbox._log_pass() AS published;
+SELECT (SELECT array_agg(first_pos) FROM seen_batches) = ARRAY[outbox._log_head()] AS seen;
+-- ... and one that skips the row: the pass fails (its positions would be handed out again)
+CREATE FUNCTION skip_batch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER skip BEFORE INSERT ON outbox.batches_2 FOR EACH ROW EXECUTE FUNCTION skip_batch();
+SELECT outbox._log_insert('a', '{"n": 61}') > 0 AS ok;
+SELECT pg_temp.err($$SELECT outbox._log_pass()$$);
+DROP TRIGGER skip ON outbox.batches_2;
+DROP TRIGGER see ON outbox.batches_2;
+SELECT outbox._log_pass() AS published_after_drop;
+SELECT pg_temp.collect('after', 2) AS notified;
+SELECT channel, (env::jsonb)->'seq' AS seq, (env::jsonb)->'payload' AS payload FROM notes WHERE kind = 'after' ORDER BY ord;
+
+-- bad calls
+SELECT pg_temp.err($$SELECT outbox._log_pass(NULL)$$);
+SELECT pg_temp.err($$SELECT outbox._log_pass(0)$$);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.err($$SELECT outbox._log_pass()$$);
+ROLLBACK;
+CREATE ROLE logc_nobody;
+SET ROLE logc_nobody;
+SELECT pg_temp.err($$SELECT outbox._log_pass()$$);
+RESET ROLE;
+DROP ROLE logc_nobody;
+
+SELECT dblink_disconnect('listener');
+\c contrib_regression
+DROP DATABASE pg_outbox_logc;

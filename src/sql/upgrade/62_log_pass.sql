@@ -1,0 +1,1 @@
+../62_log_pass.sql
