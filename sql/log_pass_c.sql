@@ -194,6 +194,35 @@ SELECT outbox._log_pass() AS published_after_drop;
 SELECT pg_temp.collect('after', 2) AS notified;
 SELECT channel, (env::jsonb)->'seq' AS seq, (env::jsonb)->'payload' AS payload FROM notes WHERE kind = 'after' ORDER BY ord;
 
+-- targets (outbox.channel_targets): 'wal', a logical decoding message with the whole envelope and
+-- no NOTIFY; 'both'; the rest NOTIFY. The whole log again, through both passes, compared.
+SELECT 'init' FROM pg_create_logical_replication_slot('logc_td', 'test_decoding');
+INSERT INTO outbox.channel_targets VALUES ('c1', 'wal'), ('c2', 'both');
+SELECT count(outbox._log_insert(ch, jsonb_build_object('n', 70 + g), 'k' || g))
+  FROM generate_series(1, 3) g, unnest(ARRAY['c1', 'c2', 'c3']) ch;
+CREATE TEMP TABLE wal_msgs (kind text, msg jsonb);
+CREATE FUNCTION pg_temp.take_messages(k text) RETURNS bigint LANGUAGE sql AS $$
+    WITH m AS (INSERT INTO wal_msgs
+               SELECT k, substr(c.data, position(' content:' in c.data) + 9)::jsonb
+                 FROM pg_logical_slot_get_changes('logc_td', NULL, NULL, 'include-xids', '0', 'skip-empty-xacts', '1') c
+                WHERE c.data LIKE 'message:%' RETURNING 1)
+    SELECT count(*) FROM m
+$$;
+SELECT (SELECT count(*) FROM pg_temp.record('before_targets')) AS reset, pg_temp.take_messages('none') AS messages;
+CALL pg_temp.drain_all('sql', 4);
+SELECT pg_temp.take_messages('sqlw') AS messages, r.* FROM pg_temp.recorded('sqlw', (SELECT count(*)::integer FROM outbox.log WHERE channel <> 'c1')) r;
+CALL pg_temp.drain_all('c', 4);
+SELECT pg_temp.take_messages('cw') AS messages, r.* FROM pg_temp.recorded('cw', (SELECT count(*)::integer FROM outbox.log WHERE channel <> 'c1')) r;
+SELECT * FROM pg_temp.differ('sqlw', 'cw');
+SELECT (SELECT count(*) FROM (SELECT msg FROM wal_msgs WHERE kind = 'sqlw' EXCEPT ALL SELECT msg FROM wal_msgs WHERE kind = 'cw') x) AS messages_only_sql,
+       (SELECT count(*) FROM (SELECT msg FROM wal_msgs WHERE kind = 'cw' EXCEPT ALL SELECT msg FROM wal_msgs WHERE kind = 'sqlw') x) AS messages_only_c;
+-- the C run's messages: c1 and c2 only, every field there; NOTIFYs: everything but c1
+SELECT msg->>'channel' AS channel, count(*) AS messages, bool_and(msg ? 'payload' AND msg ? 'key' AND msg ? 'type') AS whole
+  FROM wal_msgs WHERE kind = 'cw' GROUP BY 1 ORDER BY 1;
+SELECT channel, count(*) AS notified FROM notes WHERE kind = 'cw' GROUP BY 1 ORDER BY 1;
+SELECT pg_drop_replication_slot('logc_td');
+DELETE FROM outbox.channel_targets;
+
 -- bad calls
 SELECT pg_temp.err($$SELECT outbox._log_pass(NULL)$$);
 SELECT pg_temp.err($$SELECT outbox._log_pass(0)$$);

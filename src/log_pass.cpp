@@ -175,6 +175,10 @@ static const ColumnSpec state_epoch_cols[] = {{"epoch", INT8OID}};
 static TableLayout state_epoch_layout = {"state", state_epoch_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
 static TableLayout epochs_layout = {"epochs", state_epoch_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
 
+static const ColumnSpec targets_cols[] = {{"channel", TEXTOID}, {"target", TEXTOID}};
+static TableLayout targets_layout = {"channel_targets", targets_cols, lengthof(targets_cols), nullptr, nullptr,
+                                     false,             InvalidOid,   -1,                     {},      0};
+
 // The one row of a one-row table (outbox.log_state, outbox.state), copied; errors if missing.
 static HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc) {
 	Relation rel = open_layout(t, AccessShareLock);
@@ -627,6 +631,59 @@ static bool window_has_rows(int seg, Snapshot snap, const PgSnapshot *lo, const 
 }
 
 // ---------------------------------------------------------------------------------------
+// Where a channel's events go: outbox.channel_targets (the channel's row, else '*', else
+// notify), one primary-key probe per channel of the batch (1.2's drain: one query per batch)
+// ---------------------------------------------------------------------------------------
+struct TargetReader {
+	Relation rel, idx;
+	TupleTableSlot *slot;
+	Snapshot snap;
+	int fallback; // '*'
+};
+
+// kTargetNotify | kTargetWal of name's row, or -1 when it has none.
+static int target_row(TargetReader *r, const char *name) {
+	ScanKeyData key;
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, r->idx->rd_indcollation[0], F_TEXTEQ,
+	                       CStringGetTextDatum(name));
+	IndexScanDesc scan = compat::index_beginscan(r->rel, r->idx, r->snap, 1, 0);
+	index_rescan(scan, &key, 1, nullptr, 0);
+	int targets = -1;
+	if (index_getnext_slot(scan, ForwardScanDirection, r->slot)) {
+		bool isnull;
+		Datum d = slot_getattr(r->slot, targets_layout.attnum[1], &isnull);
+		char *t = isnull ? nullptr : TextDatumGetCString(d);
+		targets = !t ? kTargetNotify : strcmp(t, "wal") == 0 ? kTargetWal
+		                             : strcmp(t, "both") == 0 ? (kTargetNotify | kTargetWal) : kTargetNotify;
+		if (t)
+			pfree(t);
+	}
+	index_endscan(scan);
+	return targets;
+}
+
+static void targets_open(TargetReader *r, Snapshot snap) {
+	r->rel = open_layout(&targets_layout, AccessShareLock);
+	r->idx = index_open(index_on(r->rel, targets_layout.attnum[0], 0, "channel"), AccessShareLock);
+	r->slot = table_slot_create(r->rel, nullptr);
+	r->snap = snap;
+	r->fallback = target_row(r, "*");
+	if (r->fallback < 0)
+		r->fallback = kTargetNotify;
+}
+
+static int targets_of(TargetReader *r, const char *channel) {
+	int t = target_row(r, channel);
+	return t < 0 ? r->fallback : t;
+}
+
+static void targets_close(TargetReader *r) {
+	ExecDropSingleTupleTableSlot(r->slot);
+	index_close(r->idx, NoLock);
+	table_close(r->rel, NoLock);
+}
+
+// ---------------------------------------------------------------------------------------
 // The pass
 // ---------------------------------------------------------------------------------------
 struct PassChannel {
@@ -634,6 +691,7 @@ struct PassChannel {
 	int64 first_seq;
 	int32 count;
 	int64 next_seq;
+	int targets; // kTargetNotify | kTargetWal
 };
 
 static int compare_names(const void *a, const void *b) {
@@ -770,6 +828,8 @@ static int64 log_pass(int max_events) {
 
 	// 4. seqs per channel
 	HTAB *chans = name_hash("pg_outbox pass channels", sizeof(PassChannel), 16, CurrentMemoryContext);
+	TargetReader targets;
+	targets_open(&targets, snap);
 	PassChannel **entry = (PassChannel **)palloc(sizeof(PassChannel *) * n);
 	int nchannels = 0;
 	PassChannel *prev = nullptr;
@@ -792,6 +852,7 @@ static int64 log_pass(int max_events) {
 				e->first_seq = (se ? se->last_seq : 0) + 1;
 				e->next_seq = e->first_seq;
 				e->count = 0;
+				e->targets = targets_of(&targets, key);
 				nchannels++;
 			}
 			prev = e;
@@ -799,6 +860,8 @@ static int64 log_pass(int max_events) {
 		e->count++;
 		entry[i] = e;
 	}
+
+	targets_close(&targets);
 
 	// 5. hand off, in position order
 	int64 epoch = read_epoch(snap);
@@ -809,7 +872,7 @@ static int64 log_pass(int max_events) {
 		HeapTuple t = rows[i].tup;
 		OutgoingEvent ev;
 		ev.channel = e->name;
-		ev.targets = kTargetNotify;
+		ev.targets = e->targets;
 		ev.id = rows[i].id;
 		ev.pos = first_pos + i;
 		ev.seq = e->next_seq++;

@@ -349,8 +349,21 @@ BEGIN
     -- cut: rows of this window are left after upto, in this segment or in a newer one
     more := outbox._log_next_seg(lo, hi, s, ux, ui) IS NOT NULL;
     id_only := EXISTS (SELECT FROM outbox.channel_rights cr WHERE cr.privilege = 'read');
-    FOR r IN SELECT p.channel, p.payload, p.key, p.type, p.pos, p.seq, p.id FROM _log_pass_rows p ORDER BY p.pos LOOP
-        PERFORM pg_notify(r.channel, outbox._log_envelope(r.pos, r.seq, r.id, r.key, r.type, r.payload, ep, id_only));
+    -- per event, by its channel's target (outbox.channel_targets; '*' the default, else notify):
+    -- a transactional logical decoding message with the whole envelope and the channel (never
+    -- truncated), and/or a NOTIFY with the size-checked one, as 1.2's drain (hand_off_event)
+    FOR r IN SELECT p.channel, p.payload, p.key, p.type, p.pos, p.seq, p.id,
+                    coalesce((SELECT t.target FROM outbox.channel_targets t WHERE t.channel = p.channel),
+                             (SELECT d.target FROM outbox.channel_targets d WHERE d.channel = '*'), 'notify') AS target
+               FROM _log_pass_rows p ORDER BY p.pos LOOP
+        IF r.target IN ('wal', 'both') THEN
+            PERFORM pg_logical_emit_message(true, 'pg_outbox',
+                jsonb_build_object('id', r.id, 'pos', r.pos, 'epoch', ep, 'seq', r.seq, 'channel', r.channel,
+                                   'key', r.key, 'type', r.type, 'payload', r.payload)::text);
+        END IF;
+        IF r.target IN ('notify', 'both') THEN
+            PERFORM pg_notify(r.channel, outbox._log_envelope(r.pos, r.seq, r.id, r.key, r.type, r.payload, ep, id_only));
+        END IF;
     END LOOP;
     SELECT array_agg(g.channel ORDER BY g.channel COLLATE "C"), array_agg(g.f ORDER BY g.channel COLLATE "C"), array_agg(g.c ORDER BY g.channel COLLATE "C")
       INTO chs, firsts, cnts
