@@ -25,6 +25,7 @@
 // contiguous, or a transaction that ran a pass ended in anything but a commit.
 #include "pg_outbox.hpp"
 #include "direct.hpp"
+#include "log_pass.hpp"
 #include "drain.hpp"
 #include "guard.hpp"
 #include "pg_compat.hpp"
@@ -129,6 +130,8 @@ static PgSnapshot *pass_snapshot(void) {
 	}
 	return out;
 }
+
+bool guc_drain_log = false;
 
 // ---------------------------------------------------------------------------------------
 // The tables
@@ -726,7 +729,7 @@ static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
 	SPI_finish();
 }
 
-static int64 log_pass(int max_events) {
+int64 log_pass(int max_events) {
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),

@@ -2,6 +2,7 @@
 // defines the GUCs, installs the hooks and callbacks of every part, registers the launcher) and
 // the GUCs pg_outbox.* that the drain worker reads; check_writable() for the writing functions.
 #include "pg_outbox.hpp"
+#include "log_pass.hpp"
 #include "guard.hpp"
 #include "drain_failures.hpp"
 #include "launcher.hpp"
@@ -73,6 +74,11 @@ static bool check_databases(char **newval, void **, GucSource source) {
 static void define_gucs(void) {
 	DefineCustomIntVariable("pg_outbox.batch_size", "Events published per drain transaction.", nullptr,
 	                        &guc_batch_size, 1000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomBoolVariable("pg_outbox.drain_log",
+	                         "Drain workers also publish the events of the write-once log (development, issue #15).",
+	                         "Until the storage switch moves producers onto outbox.log, nothing but the internal "
+	                         "test producers writes it.",
+	                         &guc_drain_log, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomIntVariable("pg_outbox.idle_interval",
 	                        "Safety tick: how long an idle drain worker sleeps when no commit wakes it.", nullptr,
 	                        &guc_idle_interval_ms, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,

@@ -10,6 +10,7 @@
 #include "drain_failures.hpp"
 #include "guard.hpp"
 #include "history.hpp"
+#include "log_pass.hpp"
 #include "spi_util.hpp"
 #include "worker_settings.hpp"
 
@@ -207,6 +208,76 @@ done:
 	return result;
 }
 
+// One pass over the write-once log in a transaction of its own (pg_outbox.drain_log; issue #15),
+// after the 1.2 pass of the same round, which checked the extension, its version and the pause.
+// About once a second it also tries a rotation (outbox._log_rotate(): NOWAIT, it never waits).
+TimestampTz last_log_rotation = 0;
+
+Pass log_drain_pass(int64 *published) {
+	*published = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	(void)check_trusted_schema();
+	pgstat_report_activity(STATE_RUNNING, "pg_outbox: draining the log");
+	*published = log_pass(guc_batch_size);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	TimestampTz now = GetCurrentTimestamp();
+	if (now - last_log_rotation >= USECS_PER_SEC) {
+		last_log_rotation = now;
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "pg_outbox: SPI_connect failed");
+		char sql[128];
+		snprintf(sql, sizeof sql, "SELECT outbox._log_rotate(make_interval(secs => %d))", guc_retention_s);
+		int rc = SPI_execute(sql, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_outbox: rotating the log failed: %s", SPI_result_code_string(rc));
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	pgstat_report_stat(false);
+	return Pass::Drained;
+}
+
+// Run one pass (drain_pass or log_drain_pass) with its errors caught: an error is logged, the
+// transaction aborted, and the worker's status shows it. boundary() inside the PG_TRY: a C++
+// exception out of a pass becomes an ERROR caught right here (the pass is retried). Thrown
+// through this PG_TRY to the boundary() of the main, it would leave PG_exception_stack pointing
+// into this frame, gone by the time that boundary() raises the ERROR: a longjmp into a dead frame.
+// Returns false when the pass failed.
+bool run_pass(Pass (*pass_fn)(int64 *), Pass *pass, int64 *published, MemoryContext loop_cxt) {
+	volatile bool failed = false;
+	volatile Pass result = Pass::Drained;
+	MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+	PG_TRY();
+	{ result = boundary([&] { return pass_fn(published); }); }
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(loop_cxt);
+		ErrorData *edata = CopyErrorData();
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		strlcpy(my_slot->last_error, edata->message ? edata->message : "unknown error", sizeof my_slot->last_error);
+		my_slot->last_error_at = GetCurrentTimestamp();
+		LWLockRelease(shared->lock);
+		failed = true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(loop_cxt);
+	*pass = result;
+	return !failed;
+}
+
 } // namespace
 } // namespace pg_outbox
 
@@ -267,34 +338,14 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			CHECK_FOR_INTERRUPTS();
 
 			int64 published = 0;
-			volatile Pass pass = Pass::Drained;
-			volatile bool failed = false;
-			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
-			// boundary() inside the PG_TRY: a C++ exception out of a pass becomes an ERROR caught right
-			// here (the pass is retried). Thrown through this PG_TRY to the boundary() of the main, it
-			// would leave PG_exception_stack pointing into this frame, gone by the time that boundary()
-			// raises the ERROR: a longjmp into a dead frame.
-			PG_TRY();
-			{ pass = boundary([&] { return drain_pass(&published); }); }
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(loop_cxt);
-				ErrorData *edata = CopyErrorData();
-				HOLD_INTERRUPTS();
-				EmitErrorReport();
-				AbortCurrentTransaction();
-				FlushErrorState();
-				RESUME_INTERRUPTS();
-				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-				strlcpy(my_slot->last_error, edata->message ? edata->message : "unknown error",
-				        sizeof my_slot->last_error);
-				my_slot->last_error_at = GetCurrentTimestamp();
-				LWLockRelease(shared->lock);
-				failed = true;
+			Pass pass = Pass::Drained;
+			bool failed = !run_pass(drain_pass, &pass, &published, loop_cxt);
+			// the write-once log (issue #15, until the switch): a pass of its own after the 1.2 one
+			int64 log_published = 0;
+			if (!failed && pass == Pass::Drained && guc_drain_log) {
+				Pass log_result;
+				failed = !run_pass(log_drain_pass, &log_result, &log_published, loop_cxt);
 			}
-			PG_END_TRY();
-			MemoryContextSwitchTo(old);
-			MemoryContextReset(loop_cxt);
 
 			long timeout = guc_idle_interval_ms;
 			if (failed) {
@@ -351,7 +402,7 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 					// a new turn (too few worker processes, see the launcher) is not worth a LOG line each
 					ereport(my_slot->quiet_start ? DEBUG1 : LOG, (errmsg("pg_outbox drain worker started")));
 				}
-				if (published >= guc_batch_size)
+				if (published >= guc_batch_size || log_published >= guc_batch_size)
 					continue; // more may be waiting: no sleep
 			}
 			int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);

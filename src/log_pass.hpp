@@ -1,0 +1,19 @@
+// log_pass.hpp — the drain pass over the write-once log (log_pass.cpp; issue #15, doc/storage.md).
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+}
+
+namespace pg_outbox {
+
+// One pass over the log in the current transaction (READ COMMITTED): at most max_events events of
+// one segment, NOTIFYed and/or written to the WAL by their channels' targets, and one batch row.
+// Returns how many. Errors propagate.
+int64 log_pass(int max_events);
+
+// Until the switch moves producers onto the log (doc/storage.md): does the drain worker also run
+// passes over the log? (pg_outbox.drain_log)
+extern bool guc_drain_log;
+
+} // namespace pg_outbox
