@@ -22,8 +22,10 @@ RESET client_min_messages;
 \i :abs_srcdir/sql/include/err.sql
 
 -- a listener on every channel of the test, in another session
-SELECT dblink_connect('listener', format('host=%s port=%s dbname=%s',
-       split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'), current_database()));
+CREATE FUNCTION pg_temp.here() RETURNS text LANGUAGE sql AS $$
+    SELECT format('host=%s port=%s dbname=%s', split_part(current_setting('unix_socket_directories'), ',', 1),
+                  current_setting('port'), current_database()) $$;
+SELECT dblink_connect('listener', pg_temp.here());
 SELECT dblink_exec('listener', 'LISTEN a; LISTEN b; LISTEN c1; LISTEN c2; LISTEN c3; LISTEN big');
 CREATE TEMP TABLE notes (kind text, ord serial, channel text, env text);
 -- the notifications the listener has received, up to want of them (waits up to 30 s)
@@ -69,6 +71,7 @@ BEGIN
     INSERT INTO got_events SELECT k, r.pos, r.seq, r.id, r.channel, r.key, r.type, r.payload
       FROM outbox._log_replay(0, 100000) r;
     TRUNCATE outbox.batches_0, outbox.batches_1, outbox.batches_2, outbox.log_channels;
+    UPDATE outbox.log_state SET channels_flushed_pos = 0;
     RETURN QUERY SELECT (SELECT count(*) FROM got_batches g WHERE g.kind = k),
                         (SELECT count(*) FROM got_events g WHERE g.kind = k);
 END $$;
@@ -174,6 +177,22 @@ SELECT outbox._log_insert('a', '{"n": 50}') > 0 AND outbox._log_insert('c3', '{"
 SELECT outbox._log_pass() AS published;
 SELECT pg_temp.collect('next', 2) AS notified;
 SELECT channel, (env::jsonb)->'seq' AS seq, (env::jsonb)->'pos' AS pos FROM notes WHERE kind = 'next' ORDER BY ord;
+
+-- write-behind: the first pass of a session, and then one a second at most, writes the seqs into
+-- outbox.log_channels and channels_flushed_pos; another session's cache starts from them and the
+-- batches after it, and seqs go on
+SELECT pg_sleep(1.1);
+SELECT outbox._log_insert('c3', '{"n": 52}') > 0 AS ok;
+SELECT outbox._log_pass() AS published;
+SELECT s.channels_flushed_pos = outbox._log_head() AS flushed_to_head,
+       (SELECT array_agg(channel || ':' || last_seq ORDER BY channel) FROM outbox.log_channels) AS log_channels
+  FROM outbox.log_state s;
+SELECT outbox._log_insert('a', '{"n": 53}') > 0 AND outbox._log_insert('c3', '{"n": 54}') > 0 AS ok;
+SELECT dblink_connect('other', pg_temp.here());
+SELECT * FROM dblink('other', 'SELECT outbox._log_pass()') AS t(published_by_another_session bigint);
+SELECT dblink_disconnect('other');
+SELECT pg_temp.collect('cold', 3) AS notified;
+SELECT channel, (env::jsonb)->'seq' AS seq FROM notes WHERE kind = 'cold' ORDER BY ord;
 
 -- a DBA's trigger on a batch table: the batch row is written through SQL, which fires it
 CREATE TABLE seen_batches (first_pos bigint);

@@ -169,7 +169,7 @@ static const ColumnSpec log_state_cols[] = {{"cur_seg", INT4OID},
 static TableLayout log_state_layout = {"log_state", log_state_cols, lengthof(log_state_cols), nullptr, nullptr, false,
                                        InvalidOid,  -1,             {},                       0};
 
-static const ColumnSpec log_channels_cols[] = {{"channel", TEXTOID}, {"last_seq", INT8OID}};
+static const ColumnSpec log_channels_cols[] = {{"channel", TEXTOID}, {"last_seq", INT8OID}, {"last_pos", INT8OID}};
 static TableLayout log_channels_layout = {"log_channels", log_channels_cols, lengthof(log_channels_cols), nullptr,
                                           nullptr,        false,             InvalidOid,                  -1,
                                           {},             0};
@@ -355,6 +355,8 @@ static bool latest_batch(Snapshot snap, Batch *out) {
 struct SeqEntry {
 	char name[NAMEDATALEN]; // hash key
 	int64 last_seq;
+	int64 last_pos; // the end of the channel's newest batch
+	bool dirty;     // newer than its outbox.log_channels row: written by the next flush
 };
 
 static struct {
@@ -364,6 +366,8 @@ static struct {
 	int64 upto_pos;                   // the cache has every batch up to this position
 	Oid filenode[kLogSegments + 1];   // batches_0..N-1 and log_channels when it was loaded
 	bool pass_in_xact;                // a pass ran in the current transaction
+	int ndirty;                       // entries to write into outbox.log_channels
+	TimestampTz last_flush;
 } cache;
 
 static void cache_drop(void) {
@@ -371,6 +375,7 @@ static void cache_drop(void) {
 		MemoryContextReset(cache.cxt);
 	cache.seqs = nullptr;
 	cache.valid = false;
+	cache.ndirty = 0;
 }
 
 void log_pass_xact_event(XactEvent event) {
@@ -411,11 +416,24 @@ static SeqEntry *seq_entry(const char *name, bool *found) {
 	return (SeqEntry *)hash_search(cache.seqs, name, HASH_ENTER, found);
 }
 
-static void seq_raise(const char *name, int64 last) {
+// The channel's last seq is at least last (its newest batch ending at pos); flushed: it comes from
+// outbox.log_channels, otherwise it is for the next flush to write there.
+static void seq_raise(const char *name, int64 last, int64 pos, bool flushed) {
 	bool found;
 	SeqEntry *e = seq_entry(name, &found);
-	if (!found || e->last_seq < last)
-		e->last_seq = last;
+	if (!found) {
+		e->last_seq = 0;
+		e->last_pos = 0;
+		e->dirty = false;
+	}
+	if (e->last_seq >= last)
+		return;
+	e->last_seq = last;
+	e->last_pos = Max(e->last_pos, pos);
+	if (!flushed && !e->dirty) {
+		e->dirty = true;
+		cache.ndirty++;
+	}
 }
 
 // Apply every batch with first_pos > after to the cache; returns the positions they cover (sum of n)
@@ -451,7 +469,7 @@ static int64 apply_batches_after(int64 after, Snapshot snap, int64 *end) {
 					continue;
 				char *name = TextDatumGetCString(cv[c]);
 				if (strlen(name) < NAMEDATALEN)
-					seq_raise(name, DatumGetInt64(fv[c]) + DatumGetInt32(nv[c]) - 1);
+					seq_raise(name, DatumGetInt64(fv[c]) + DatumGetInt32(nv[c]) - 1, fp + n - 1, false);
 				pfree(name);
 			}
 			MemoryContextSwitchTo(old);
@@ -504,8 +522,9 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	for (HeapTuple tup; (tup = heap_getnext(scan, ForwardScanDirection)) != nullptr;) {
 		char *name = TextDatumGetCString(col_notnull(tup, desc, &log_channels_layout, 0));
 		int64 last = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 1));
+		int64 pos = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 2));
 		if (strlen(name) < NAMEDATALEN)
-			seq_raise(name, last);
+			seq_raise(name, last, pos, true);
 		pfree(name);
 	}
 	table_endscan(scan);
@@ -515,6 +534,61 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	memcpy(cache.filenode, nodes, sizeof nodes);
 	cache.upto_pos = head;
 	cache.valid = true;
+}
+
+// Write behind: the channels whose seqs moved since the last flush go into outbox.log_channels, and
+// log_state.channels_flushed_pos records that it covers every batch up to the cache's position,
+// so that a cold cache (a new worker) reads only the batches after it. At most once a second
+// in the pass's transaction (with it or not at all). Rarely, and a statement on a
+// few rows: through SQL.
+static void flush_channels(void) {
+	if (!cache.valid || cache.ndirty == 0)
+		return;
+	TimestampTz now = GetCurrentTimestamp();
+	if (now - cache.last_flush < USECS_PER_SEC)
+		return;
+	Datum *names = (Datum *)palloc(sizeof(Datum) * cache.ndirty);
+	Datum *seqs = (Datum *)palloc(sizeof(Datum) * cache.ndirty);
+	Datum *poss = (Datum *)palloc(sizeof(Datum) * cache.ndirty);
+	int k = 0;
+	HASH_SEQ_STATUS hs;
+	hash_seq_init(&hs, cache.seqs);
+	for (SeqEntry *e; (e = (SeqEntry *)hash_seq_search(&hs)) != nullptr;) {
+		if (!e->dirty || k == cache.ndirty)
+			continue;
+		names[k] = CStringGetTextDatum(e->name);
+		seqs[k] = Int64GetDatum(e->last_seq);
+		poss[k] = Int64GetDatum(e->last_pos);
+		k++;
+	}
+	Datum args[] = {PointerGetDatum(construct_array(names, k, TEXTOID, -1, false, TYPALIGN_INT)),
+	                PointerGetDatum(construct_array(seqs, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+	                PointerGetDatum(construct_array(poss, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+	                Int64GetDatum(cache.upto_pos)};
+	Oid types[] = {TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8OID};
+	(void)check_trusted_schema();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute_with_args(
+	    "INSERT INTO outbox.log_channels AS c (channel, last_seq, last_pos)"
+	    " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+	    " ON CONFLICT (channel) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq),"
+	    " last_pos = greatest(c.last_pos, excluded.last_pos)",
+	    3, types, args, nullptr, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "pg_outbox: writing outbox.log_channels failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute_with_args("UPDATE outbox.log_state SET channels_flushed_pos = greatest(channels_flushed_pos, $1)",
+	                           1, types + 3, args + 3, nullptr, false, 0);
+	if (rc != SPI_OK_UPDATE || SPI_processed != 1)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox: the row of outbox.log_state is missing or was not updated"),
+		                errhint("Reinstall the extension.")));
+	SPI_finish();
+	hash_seq_init(&hs, cache.seqs);
+	for (SeqEntry *e; (e = (SeqEntry *)hash_seq_search(&hs)) != nullptr;)
+		e->dirty = false;
+	cache.ndirty = 0;
+	cache.last_flush = now;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -937,9 +1011,10 @@ int64 log_pass(int max_events) {
 	// 7. the cache, as it is once this commits (log_pass_xact_event drops it otherwise)
 	MemoryContext old = MemoryContextSwitchTo(cache.cxt);
 	for (int j = 0; j < nchannels; j++)
-		seq_raise(sorted[j]->name, sorted[j]->first_seq + sorted[j]->count - 1);
+		seq_raise(sorted[j]->name, sorted[j]->first_seq + sorted[j]->count - 1, first_pos + n - 1, false);
 	MemoryContextSwitchTo(old);
 	cache.upto_pos = first_pos + n - 1;
+	flush_channels();
 	return n;
 }
 
