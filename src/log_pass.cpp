@@ -133,6 +133,16 @@ static PgSnapshot *pass_snapshot(void) {
 
 bool guc_drain_log = false;
 
+// The same set of committed transactions: same xmax, same xip (xmin follows from them).
+static bool same_snapshot(const PgSnapshot *a, const PgSnapshot *b) {
+	if (fxid(a->xmax) != fxid(b->xmax) || a->nxip != b->nxip)
+		return false;
+	for (uint32 i = 0; i < a->nxip; i++)
+		if (fxid(a->xip[i]) != fxid(b->xip[i]))
+			return false;
+	return true;
+}
+
 // ---------------------------------------------------------------------------------------
 // The tables
 // ---------------------------------------------------------------------------------------
@@ -831,12 +841,12 @@ int64 log_pass(int max_events) {
 		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED), errmsg("pg_outbox: outbox.log_state.cur_seg is %d", cur_seg),
 		                errhint("Set it to 0, 1 or 2.")));
 	int oldest = (cur_seg + 1) % kLogSegments;
-	Batch b;
+	Batch b{};
 	bool have_b = latest_batch(snap, &b);
 
 	// 3. the window, and where in it to start
 	int64 first_pos;
-	PgSnapshot *lo, *hi;
+	PgSnapshot *lo = nullptr, *hi = nullptr;
 	int start; // the segment order index (0: oldest) to start at
 	uint64 ax = 0;
 	int64 ai = 0;
@@ -857,6 +867,15 @@ int64 log_pass(int max_events) {
 		start = (b.seg - oldest + kLogSegments) % kLogSegments;
 		ax = b.upto_xid;
 		ai = b.upto_id;
+	}
+	// Nothing committed since the latest batch's hi (same xmax, same transactions in progress): the
+	// next window is empty, the pass ends before it reads anything else.
+	if (next_window && have_b) {
+		PgSnapshot *now = pass_snapshot();
+		if (same_snapshot(now, b.hi)) {
+			PopActiveSnapshot();
+			return 0;
+		}
 	}
 	cache.pass_in_xact = true;
 	cache_bring_up_to(first_pos - 1, flushed_pos, snap);
