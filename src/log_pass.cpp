@@ -870,8 +870,9 @@ int64 log_pass(int max_events) {
 	}
 	// Nothing committed since the latest batch's hi (same xmax, same transactions in progress): the
 	// next window is empty, the pass ends before it reads anything else.
+	PgSnapshot *now = nullptr; // the next window's hi
 	if (next_window && have_b) {
-		PgSnapshot *now = pass_snapshot();
+		now = pass_snapshot();
 		if (same_snapshot(now, b.hi)) {
 			PopActiveSnapshot();
 			return 0;
@@ -887,7 +888,7 @@ int64 log_pass(int max_events) {
 		if (next_window) {
 			if (have_b)
 				lo = b.hi;
-			hi = pass_snapshot();
+			hi = now ? now : pass_snapshot();
 			start = 0;
 			ax = 0;
 			ai = 0;
