@@ -242,6 +242,21 @@ SELECT channel, count(*) AS notified FROM notes WHERE kind = 'cw' GROUP BY 1 ORD
 SELECT pg_drop_replication_slot('logc_td');
 DELETE FROM outbox.channel_targets;
 
+-- a seq cache smaller than the channels (pg_outbox.channel_cache_size = 16, 40 new channels): past
+-- it the cache is written into log_channels and emptied, misses are looked up there; the same
+-- batches and seqs as the reference
+SELECT count(outbox._log_insert('m' || (g % 40), jsonb_build_object('n', 100 + g))) FROM generate_series(1, 120) g;
+SELECT (SELECT count(*) FROM pg_temp.record('before_small')) AS reset;
+SET pg_outbox.channel_cache_size = 16;
+CALL pg_temp.drain_all('c', 7);
+SELECT * FROM pg_temp.recorded('csmall', (SELECT count(*)::integer FROM outbox.log WHERE channel !~ '^m'));
+RESET pg_outbox.channel_cache_size;
+CALL pg_temp.drain_all('sql', 7);
+SELECT * FROM pg_temp.recorded('sqlsmall', (SELECT count(*)::integer FROM outbox.log WHERE channel !~ '^m'));
+SELECT * FROM pg_temp.differ('sqlsmall', 'csmall');
+SELECT count(*) AS m_channels, sum(seqs) AS m_events FROM (SELECT channel, max(seq) AS seqs FROM got_events
+  WHERE kind = 'csmall' AND channel ~ '^m' GROUP BY channel) c;
+
 -- bad calls
 SELECT pg_temp.err($$SELECT outbox._log_pass(NULL)$$);
 SELECT pg_temp.err($$SELECT outbox._log_pass(0)$$);

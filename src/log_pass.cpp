@@ -378,7 +378,12 @@ static struct {
 	bool pass_in_xact;                // a pass ran in the current transaction
 	int ndirty;                       // entries to write into outbox.log_channels
 	TimestampTz last_flush;
+	// every channel of outbox.log_channels is in seqs (a miss is a new channel); otherwise a miss
+	// is looked up there. Either way every channel of the batches after channels_flushed_pos is.
+	bool complete;
 } cache;
+
+int guc_channel_cache_size = 262144;
 
 static void cache_drop(void) {
 	if (cache.cxt)
@@ -444,6 +449,46 @@ static void seq_raise(const char *name, int64 last, int64 pos, bool flushed) {
 		e->dirty = true;
 		cache.ndirty++;
 	}
+}
+
+// Forget every entry (the caller made sure outbox.log_channels has what they said).
+static void cache_clear_entries(void) {
+	hash_destroy(cache.seqs);
+	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
+	cache.ndirty = 0;
+}
+
+// A channel the cache does not hold: its outbox.log_channels row (exact: every channel of the
+// batches after channels_flushed_pos is in the cache), or 0 for a new channel.
+static int64 lookup_last_seq(const char *name, Snapshot snap) {
+	if (cache.complete)
+		return 0;
+	Relation rel = open_layout(&log_channels_layout, AccessShareLock);
+	Relation idx = index_open(index_on(rel, log_channels_layout.attnum[0], 0, "channel"), AccessShareLock);
+	ScanKeyData key;
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, idx->rd_indcollation[0], F_TEXTEQ,
+	                       CStringGetTextDatum(name));
+	IndexScanDesc scan = compat::index_beginscan(rel, idx, snap, 1, 0);
+	index_rescan(scan, &key, 1, nullptr, 0);
+	TupleTableSlot *slot = table_slot_create(rel, nullptr);
+	int64 last = 0, pos = 0;
+	if (index_getnext_slot(scan, ForwardScanDirection, slot)) {
+		bool isnull;
+		Datum d = slot_getattr(slot, log_channels_layout.attnum[1], &isnull);
+		last = isnull ? 0 : DatumGetInt64(d);
+		d = slot_getattr(slot, log_channels_layout.attnum[2], &isnull);
+		pos = isnull ? 0 : DatumGetInt64(d);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
+	if (last > 0) {
+		MemoryContext old = MemoryContextSwitchTo(cache.cxt);
+		seq_raise(name, last, pos, true);
+		MemoryContextSwitchTo(old);
+	}
+	return last;
 }
 
 // Apply every batch with first_pos > after to the cache; returns the positions they cover (sum of n)
@@ -526,10 +571,18 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 		cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox log seq cache", ALLOCSET_DEFAULT_SIZES);
 	cache_drop();
 	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
+	// all of outbox.log_channels if it fits in pg_outbox.channel_cache_size, else none of it
+	cache.complete = true;
 	Relation rel = open_layout(&log_channels_layout, AccessShareLock);
 	TupleDesc desc = RelationGetDescr(rel);
 	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	long rows = 0;
 	for (HeapTuple tup; (tup = heap_getnext(scan, ForwardScanDirection)) != nullptr;) {
+		if (++rows > guc_channel_cache_size) {
+			cache_clear_entries();
+			cache.complete = false;
+			break;
+		}
 		char *name = TextDatumGetCString(col_notnull(tup, desc, &log_channels_layout, 0));
 		int64 last = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 1));
 		int64 pos = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 2));
@@ -549,13 +602,13 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 // Write behind: the channels whose seqs moved since the last flush go into outbox.log_channels, and
 // log_state.channels_flushed_pos records that it covers every batch up to the cache's position,
 // so that a cold cache (a new worker) reads only the batches after it. At most once a second
-// in the pass's transaction (with it or not at all). Rarely, and a statement on a
+// (force: now), in the pass's transaction (with it or not at all). Rarely, and a statement on a
 // few rows: through SQL.
-static void flush_channels(void) {
+static void flush_channels(bool force) {
 	if (!cache.valid || cache.ndirty == 0)
 		return;
 	TimestampTz now = GetCurrentTimestamp();
-	if (now - cache.last_flush < USECS_PER_SEC)
+	if (!force && now - cache.last_flush < USECS_PER_SEC)
 		return;
 	Datum *names = (Datum *)palloc(sizeof(Datum) * cache.ndirty);
 	Datum *seqs = (Datum *)palloc(sizeof(Datum) * cache.ndirty);
@@ -946,7 +999,7 @@ int64 log_pass(int max_events) {
 			e = (PassChannel *)hash_search(chans, key, HASH_ENTER, &found);
 			if (!found) {
 				SeqEntry *se = (SeqEntry *)hash_search(cache.seqs, key, HASH_FIND, nullptr);
-				e->first_seq = (se ? se->last_seq : 0) + 1;
+				e->first_seq = (se ? se->last_seq : lookup_last_seq(key, snap)) + 1;
 				e->next_seq = e->first_seq;
 				e->count = 0;
 				e->targets = targets_of(&targets, key);
@@ -1034,7 +1087,14 @@ int64 log_pass(int max_events) {
 		seq_raise(sorted[j]->name, sorted[j]->first_seq + sorted[j]->count - 1, first_pos + n - 1, false);
 	MemoryContextSwitchTo(old);
 	cache.upto_pos = first_pos + n - 1;
-	flush_channels();
+	// bounded memory: past pg_outbox.channel_cache_size channels, write them all behind and forget
+	// them (misses are then looked up in outbox.log_channels)
+	bool over = hash_get_num_entries(cache.seqs) > guc_channel_cache_size;
+	flush_channels(over);
+	if (over) {
+		cache_clear_entries();
+		cache.complete = false;
+	}
 	return n;
 }
 

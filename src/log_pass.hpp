@@ -16,4 +16,8 @@ int64 log_pass(int max_events);
 // passes over the log? (pg_outbox.drain_log)
 extern bool guc_drain_log;
 
+// The most channels a process's seq cache holds (pg_outbox.channel_cache_size); past it, misses
+// are looked up in outbox.log_channels.
+extern int guc_channel_cache_size;
+
 } // namespace pg_outbox

@@ -79,6 +79,12 @@ static void define_gucs(void) {
 	                         "Until the storage switch moves producers onto outbox.log, nothing but the internal "
 	                         "test producers writes it.",
 	                         &guc_drain_log, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("pg_outbox.channel_cache_size",
+	                        "The most channels whose last seq a process running passes over the log keeps in memory.",
+	                        "About 150 bytes each. Past it, the cache is written into outbox.log_channels and "
+	                        "emptied, and a channel not in memory costs one index lookup.",
+	                        &guc_channel_cache_size, 262144, 16, 64 * 1024 * 1024, PGC_SUSET, 0, nullptr, nullptr,
+	                        nullptr);
 	DefineCustomIntVariable("pg_outbox.idle_interval",
 	                        "Safety tick: how long an idle drain worker sleeps when no commit wakes it.", nullptr,
 	                        &guc_idle_interval_ms, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
