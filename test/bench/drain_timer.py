@@ -4,9 +4,10 @@
     drain_timer.py time DSN START_SQL HEAD_SQL TARGET TIMEOUT_S
         runs START_SQL (e.g. SELECT outbox.resume()), then polls HEAD_SQL every 2 ms on the same
         connection until it returns >= TARGET; prints "seconds=S head=H". Exit 1 on timeout.
-    drain_timer.py hold DSN plain|replay MAX_S
+    drain_timer.py hold DSN plain|replay|logreplay MAX_S
         opens a REPEATABLE READ transaction, takes its snapshot (and with "replay" calls
-        outbox.replay() in it), prints "ready" and keeps it open until killed (MAX_S at most).
+        outbox.replay() in it, with "logreplay" the log's outbox._log_replay()), prints "ready"
+        and keeps it open until killed (MAX_S at most).
 """
 import asyncio
 import sys
@@ -36,6 +37,8 @@ async def hold(dsn, mode, max_s):
     await conn.fetchval("SELECT count(*) FROM pg_class")
     if mode == "replay":
         await conn.fetchval("SELECT count(*) FROM outbox.replay(0, NULL, 10)")
+    elif mode == "logreplay":
+        await conn.fetchval("SELECT count(*) FROM outbox._log_replay(0, 10)")
     print("ready", flush=True)
     await asyncio.sleep(max_s)
     await conn.close()
