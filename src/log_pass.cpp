@@ -170,6 +170,10 @@ static TableLayout batch_layout[kLogSegments] = {
     {"batches_1", batch_cols, lengthof(batch_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0},
     {"batches_2", batch_cols, lengthof(batch_cols), nullptr, nullptr, false, InvalidOid, -1, {}, 0}};
 
+// the parent: its lock is the batch lock (resolved once, as the segments' tables are)
+static TableLayout batch_parent_layout = {"batches", batch_cols, lengthof(batch_cols), nullptr, nullptr,
+                                          false,     InvalidOid, -1,                  {},      0};
+
 enum { kSCurSeg, kSBasePos, kSBaseSnap, kSPurgedPos, kSFlushedPos };
 static const ColumnSpec log_state_cols[] = {{"cur_seg", INT4OID},
                                             {"base_pos", INT8OID},
@@ -871,15 +875,11 @@ int64 log_pass(int max_events) {
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 		                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
-	// 1. the batch lock (as LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE, which the SQL
-	//    pass takes: the parent, then its segments), then a snapshot taken after it
-	Oid parent = extension_relation("batches");
-	if (!OidIsValid(parent))
-		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("table outbox.batches does not exist"),
-		                errhint("Update or reinstall the extension.")));
-	LockRelationOid(parent, ShareRowExclusiveLock);
-	for (int s = 0; s < kLogSegments; s++)
-		table_close(open_layout(&batch_layout[s], ShareRowExclusiveLock), NoLock);
+	// 1. the batch lock (SHARE ROW EXCLUSIVE on outbox.batches, as the SQL pass and rotation take
+	//    it), then a snapshot taken after it.
+	//    The parent's lock alone serialises passes and keeps rotation out (it asks for the same lock
+	//    NOWAIT); the segments' tables are locked as they are read (ACCESS SHARE: a TRUNCATE waits).
+	table_close(open_layout(&batch_parent_layout, ShareRowExclusiveLock), NoLock);
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	Snapshot snap = GetActiveSnapshot();
