@@ -21,12 +21,15 @@
 // channel) because it is loaded from outbox.log_channels plus every batch after
 // channels_flushed_pos, then kept up to date from the batches other processes wrote (those after
 // the position it covers). It is dropped when that cannot be shown: a batch table or log_channels
-// was truncated or rewritten (rotation, DROP/CREATE EXTENSION), the batches after it are not
-// contiguous, or a transaction that ran a pass ended in anything but a commit.
+// was truncated or rewritten (rotation, DROP/CREATE EXTENSION), log_channels was written (its
+// statement trigger sends an invalidation: a restore or a DBA may have raised a seq no batch
+// shows), the batches after it are not contiguous, or a transaction that ran a pass ended in
+// anything but a commit.
 #include "pg_outbox.hpp"
 #include "direct.hpp"
 #include "drain.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 #include "pg_compat.hpp"
 #include "rights.hpp"
 #include "spi_util.hpp"
@@ -46,6 +49,7 @@ extern "C" {
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -55,6 +59,7 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -357,6 +362,7 @@ static struct {
 	int64 upto_pos;                   // the cache has every batch up to this position
 	Oid filenode[kLogSegments + 1];   // batches_0..N-1 and log_channels when it was loaded
 	bool pass_in_xact;                // a pass ran in the current transaction
+	bool stale;                       // outbox.log_channels changed since it was loaded
 } cache;
 
 static void cache_drop(void) {
@@ -383,6 +389,15 @@ void log_pass_xact_event(XactEvent event) {
 	default:
 		break;
 	}
+}
+
+// A relcache invalidation of outbox.log_channels (its statement trigger sends one: a restore or
+// a DBA wrote rows the batches do not show), or of every relation: load it again at the next
+// pass. Only marked here: an invalidation can arrive in the middle of a pass, which still uses
+// the table.
+void log_seqs_forget(Oid relid) {
+	if (!OidIsValid(relid) || relid == log_channels_layout.relid)
+		cache.stale = true;
 }
 
 void log_pass_subxact_event(SubXactEvent event, int) {
@@ -474,7 +489,7 @@ static void cache_filenodes(Oid *out) {
 static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	Oid nodes[kLogSegments + 1];
 	cache_filenodes(nodes);
-	if (cache.valid && memcmp(nodes, cache.filenode, sizeof nodes) == 0) {
+	if (cache.valid && !cache.stale && memcmp(nodes, cache.filenode, sizeof nodes) == 0) {
 		if (cache.upto_pos == head)
 			return;
 		if (cache.upto_pos < head) {
@@ -490,6 +505,7 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	if (!cache.cxt)
 		cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox log seq cache", ALLOCSET_DEFAULT_SIZES);
 	cache_drop();
+	cache.stale = false; // what changed before now is in what is read below
 	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
 	Relation rel = open_layout(&log_channels_layout, AccessShareLock);
 	TupleDesc desc = RelationGetDescr(rel);
@@ -875,6 +891,22 @@ static int64 log_pass(int max_events) {
 	MemoryContextSwitchTo(old);
 	cache.upto_pos = first_pos + n - 1;
 	return n;
+}
+
+// Statement trigger on outbox.log_channels (62_log_pass.sql): every process's seq cache loads the
+// table again after this transaction commits (this one's after this statement). The batch lock,
+// held to the end of the transaction, keeps passes out until the invalidation is sent: a pass
+// whose snapshot saw the commit before its invalidation arrived would use its old cache.
+PGO_FUNCTION(outbox_log_channels_changed) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._log_channels_changed() must be called as a trigger")));
+	TriggerData *td = (TriggerData *)fcinfo->context;
+	Oid parent = extension_relation("batches");
+	if (OidIsValid(parent))
+		LockRelationOid(parent, ShareRowExclusiveLock);
+	CacheInvalidateRelcache(td->tg_relation);
+	return PointerGetDatum(nullptr);
 }
 
 // outbox._log_pass(max_events integer) RETURNS bigint
