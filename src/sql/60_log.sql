@@ -262,23 +262,28 @@ COMMENT ON FUNCTION outbox._log_pass_snapshot() IS
 -- true, and if even that is too long, key and type too (sent whole, pg_notify raised "payload
 -- string too long" in every pass and the log was stuck behind the event); id_only (read rights
 -- are enforced: any role may LISTEN on any channel) nothing but id, pos, epoch, seq, "truncated"
--- (sent whole, a restricted channel's payload went to every listener).
+-- (sent whole, a restricted channel's payload went to every listener). The length that decides
+-- is that of the compact text the drain sends (outbox._payload_text: no blank after ':' and ','),
+-- and epoch 0 (none begun yet) is left out, as the drain does: measured on jsonb's own text, with
+-- its blanks, a payload of many small values that the drain sends whole was cut here.
 CREATE FUNCTION outbox._log_envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb,
                                      epoch bigint, id_only boolean) RETURNS text
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE env text;
+DECLARE env text; no_epoch text[] := CASE WHEN epoch = 0 THEN ARRAY['epoch'] ELSE '{}' END;
 BEGIN
     IF NOT id_only THEN
-        env := outbox._envelope(pos, seq, id, key, type, payload, epoch)::text;
+        env := outbox._payload_text(outbox._envelope(pos, seq, id, key, type, payload, epoch) - no_epoch);
         IF octet_length(env) <= outbox.max_payload_bytes() THEN
             RETURN env;
         END IF;
-        env := ((outbox._envelope(pos, seq, id, key, type, NULL, epoch) - 'payload') || '{"truncated": true}'::jsonb)::text;
+        env := outbox._payload_text(((outbox._envelope(pos, seq, id, key, type, NULL, epoch) - 'payload')
+                                     || '{"truncated": true}'::jsonb) - no_epoch);
         IF octet_length(env) <= outbox.max_payload_bytes() THEN
             RETURN env;
         END IF;
     END IF;
-    RETURN ((outbox._envelope(pos, seq, id, NULL, NULL, NULL, epoch) - 'payload') || '{"truncated": true}'::jsonb)::text;
+    RETURN outbox._payload_text(((outbox._envelope(pos, seq, id, NULL, NULL, NULL, epoch) - 'payload')
+                                 || '{"truncated": true}'::jsonb) - no_epoch);
 END $$;
 COMMENT ON FUNCTION outbox._log_envelope(bigint, bigint, bigint, text, text, jsonb, bigint, boolean) IS
     'internal: the NOTIFY envelope of a log event (truncated when too long or when read rights are enforced)';
