@@ -5,8 +5,8 @@
 -- the reference's outbox._log_envelope() of the replayed events. Cases: DROP + CREATE EXTENSION
 -- in the session (ids, positions and seqs start again at 1), a DBA's trigger on a batch table
 -- that raises inside a caught block after the seq cache was loaded, channel names of 63 bytes
--- (ASCII and multi-byte), a key and a type too long for NOTIFY, and max_events 2147483647.
--- A database of its own.
+-- (ASCII and multi-byte), a key and a type too long for NOTIFY, max_events 2147483647,
+-- and log_state.cur_seg out of range. A database of its own.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
 DROP DATABASE IF EXISTS pg_outbox_logca;
@@ -128,6 +128,15 @@ SELECT channel = :'ch_ascii' AS is_ascii, channel = :'ch_multi' AS is_multi, env
        env::jsonb ? 'truncated' AS truncated, octet_length(env) AS bytes
   FROM notes ORDER BY ord;
 SELECT dblink_disconnect('listener');
+
+-- 4. log_state.cur_seg out of range: refused when it is set (the reference pass and the producers
+-- took it modulo the number of segments or named a table that does not exist)
+SELECT pg_temp.err($$UPDATE outbox.log_state SET cur_seg = 3$$);
+SELECT pg_temp.err($$UPDATE outbox.log_state SET cur_seg = -1$$);
+SELECT pg_temp.err($$UPDATE outbox.log_state SET cur_seg = NULL$$);
+SELECT cur_seg FROM outbox.log_state;
+SELECT outbox._log_insert('a', '{"n": 20}') > 0 AS ok;
+SELECT outbox._log_pass() AS published;
 
 \c contrib_regression
 DROP DATABASE pg_outbox_logca;

@@ -122,6 +122,15 @@ CREATE TRIGGER log_state_merge BEFORE INSERT ON outbox.log_state
 CREATE FUNCTION outbox._log_state_check() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- a segment that does not exist: producers named a table that is not there (outbox.log_3,
+    -- outbox.log_-1), the reference pass took it modulo the number of segments
+    IF NEW.cur_seg IS NULL OR NEW.cur_seg < 0 OR NEW.cur_seg >= outbox._log_segments() THEN
+        RAISE EXCEPTION 'the log''s current segment must be 0 to %, not %', outbox._log_segments() - 1,
+                        coalesce(NEW.cur_seg::text, 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = format('The log has %s segments, outbox.log_0 to outbox.log_%s.', outbox._log_segments(),
+                                outbox._log_segments() - 1);
+    END IF;
     IF NEW.cur_seg IS DISTINCT FROM OLD.cur_seg AND (outbox._log_latest()).cut THEN
         RAISE EXCEPTION 'the log''s current segment cannot change while the latest batch is cut'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -129,7 +138,7 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
-COMMENT ON FUNCTION outbox._log_state_check() IS 'internal: refuse a change of cur_seg in the middle of a cut window';
+COMMENT ON FUNCTION outbox._log_state_check() IS 'internal: refuse a cur_seg out of range, or a change of it in the middle of a cut window';
 CREATE TRIGGER log_state_check BEFORE UPDATE ON outbox.log_state
     FOR EACH ROW EXECUTE FUNCTION outbox._log_state_check();
 
