@@ -6,7 +6,7 @@
 -- in the session (ids, positions and seqs start again at 1), a DBA's trigger on a batch table
 -- that raises inside a caught block after the seq cache was loaded, channel names of 63 bytes
 -- (ASCII and multi-byte), a key and a type too long for NOTIFY, max_events 2147483647,
--- and log_state.cur_seg out of range. A database of its own.
+-- log_state.cur_seg out of range, and a DBA's descending indexes. A database of its own.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_outbox;
 DROP DATABASE IF EXISTS pg_outbox_logca;
@@ -137,6 +137,26 @@ SELECT pg_temp.err($$UPDATE outbox.log_state SET cur_seg = NULL$$);
 SELECT cur_seg FROM outbox.log_state;
 SELECT outbox._log_insert('a', '{"n": 20}') > 0 AS ok;
 SELECT outbox._log_pass() AS published;
+
+-- 5. A DBA's index on (xid DESC, id DESC) of a segment and on (first_pos DESC) of a batch table,
+-- older than the extension's once REINDEX CONCURRENTLY gave those new OIDs: the pass keeps to the
+-- ascending btrees (it took the first index on the columns: it read the window backwards, cut
+-- the batch after its newest row and continued after it: ids 1 and 2 were never published).
+SELECT outbox._log_insert('i', jsonb_build_object('n', g)) > 0 AS ok FROM generate_series(1, 3) g;
+CREATE INDEX dba_log_desc ON outbox.log_0 (xid DESC, id DESC);
+CREATE INDEX dba_batches_desc ON outbox.batches_0 (first_pos DESC);
+REINDEX INDEX CONCURRENTLY outbox.log_0_xid_id;
+REINDEX INDEX CONCURRENTLY outbox.batches_0_pkey;
+BEGIN;
+SELECT outbox._log_pass_sql(1) + outbox._log_pass_sql(1) + outbox._log_pass_sql(1) + outbox._log_pass_sql(1) AS reference;
+SELECT pg_temp.published() AS ref \gset
+ROLLBACK;
+SELECT outbox._log_pass(1) + outbox._log_pass(1) + outbox._log_pass(1) + outbox._log_pass(1) AS c_pass;
+SELECT pg_temp.published() = :'ref'::jsonb AS same_as_reference;
+SELECT pos, seq, channel, payload->>'n' AS n FROM outbox._log_replay(outbox._log_head() - 3);
+-- with only the DBA's index, the pass says what is missing
+DROP INDEX outbox.log_0_xid_id;
+SELECT pg_temp.err($$SELECT outbox._log_pass()$$);
 
 \c contrib_regression
 DROP DATABASE pg_outbox_logca;

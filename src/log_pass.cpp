@@ -49,6 +49,7 @@ extern "C" {
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/defrem.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -206,18 +207,30 @@ static Datum col_notnull(HeapTuple tup, TupleDesc desc, const TableLayout *t, in
 	return d;
 }
 
-// The index of rel whose key columns are exactly (a1[, a2]), in that order (btree).
+// The index of rel whose key columns are exactly (a1[, a2]), in that order, ascending, with the
+// default btree operator class of their types: the scans read it forward in key order and
+// continue after a key. (An index a DBA made on (xid DESC, id DESC) came first once REINDEX
+// CONCURRENTLY had given the extension's index a higher OID: the pass read the window backwards,
+// cut it after its newest row and continued after that, and the older rows were never published.)
+static bool key_is_default_asc(Relation irel, int k, Oid type) {
+	Oid opclass = GetDefaultOpClass(type, BTREE_AM_OID);
+	return OidIsValid(opclass) && irel->rd_opfamily[k] == get_opclass_family(opclass) && irel->rd_indoption[k] == 0;
+}
+
 static Oid index_on(Relation rel, AttrNumber a1, AttrNumber a2, const char *what) {
 	List *indexes = RelationGetIndexList(rel);
 	ListCell *lc;
 	Oid found = InvalidOid;
+	TupleDesc desc = RelationGetDescr(rel);
 	foreach (lc, indexes) {
 		Oid ix = lfirst_oid(lc);
 		Relation irel = index_open(ix, AccessShareLock);
 		Form_pg_index form = irel->rd_index;
 		bool match = irel->rd_rel->relam == BTREE_AM_OID && form->indisvalid && form->indnkeyatts == (a2 ? 2 : 1) &&
 		             form->indkey.values[0] == a1 && (!a2 || form->indkey.values[1] == a2) &&
-		             RelationGetIndexPredicate(irel) == NIL;
+		             RelationGetIndexPredicate(irel) == NIL &&
+		             key_is_default_asc(irel, 0, TupleDescAttr(desc, a1 - 1)->atttypid) &&
+		             (!a2 || key_is_default_asc(irel, 1, TupleDescAttr(desc, a2 - 1)->atttypid));
 		index_close(irel, NoLock);
 		if (match) {
 			found = ix;
