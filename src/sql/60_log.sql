@@ -309,7 +309,7 @@ DECLARE
     b outbox.batches; st outbox.log_state; nseg integer := outbox._log_segments();
     lo pg_snapshot; hi pg_snapshot; ax xid8 := '0'; ai bigint := 0; s integer;
     nf bigint; cnt bigint; ux xid8; ui bigint; more boolean;
-    chs text[]; firsts bigint[]; cnts integer[]; ep bigint := outbox.epoch();
+    chs text[]; firsts bigint[]; cnts integer[]; ep bigint;
     r record; id_only boolean;
 BEGIN
     PERFORM outbox._check_max_events(max_events);
@@ -323,6 +323,8 @@ BEGIN
     LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE;
     SELECT * INTO st FROM outbox.log_state;
     b := outbox._log_latest();
+    -- after the lock too: an epoch begun while this pass waited is the one its batch belongs to
+    ep := outbox.epoch();
     s := (st.cur_seg + 1) % nseg;
     IF b.first_pos IS NULL THEN -- no batch yet: the first window opens at base_snap
         nf := st.base_pos + 1; lo := st.base_snap; hi := outbox._log_pass_snapshot();
