@@ -19,6 +19,7 @@ static void relation_changed(Datum, Oid relid) {
 		rights_forget_relation(relid);
 		schema_trust_forget();
 		direct_layouts_forget(relid);
+		log_seqs_forget(relid);
 	});
 }
 

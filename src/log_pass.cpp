@@ -21,13 +21,16 @@
 // channel) because it is loaded from outbox.log_channels plus every batch after
 // channels_flushed_pos, then kept up to date from the batches other processes wrote (those after
 // the position it covers). It is dropped when that cannot be shown: a batch table or log_channels
-// was truncated or rewritten (rotation, DROP/CREATE EXTENSION), the batches after it are not
-// contiguous, or a transaction that ran a pass ended in anything but a commit.
+// was truncated or rewritten (rotation, DROP/CREATE EXTENSION), log_channels was written (its
+// statement trigger sends an invalidation: a restore or a DBA may have raised a seq no batch
+// shows), the batches after it are not contiguous, or a transaction that ran a pass ended in
+// anything but a commit.
 #include "pg_outbox.hpp"
 #include "direct.hpp"
 #include "log_pass.hpp"
 #include "drain.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 #include "pg_compat.hpp"
 #include "rights.hpp"
 #include "spi_util.hpp"
@@ -47,6 +50,8 @@ extern "C" {
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/defrem.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -56,6 +61,7 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -222,18 +228,30 @@ static Datum col_notnull(HeapTuple tup, TupleDesc desc, const TableLayout *t, in
 	return d;
 }
 
-// The index of rel whose key columns are exactly (a1[, a2]), in that order (btree).
+// The index of rel whose key columns are exactly (a1[, a2]), in that order, ascending, with the
+// default btree operator class of their types: the scans read it forward in key order and
+// continue after a key. (An index a DBA made on (xid DESC, id DESC) came first once REINDEX
+// CONCURRENTLY had given the extension's index a higher OID: the pass read the window backwards,
+// cut it after its newest row and continued after that, and the older rows were never published.)
+static bool key_is_default_asc(Relation irel, int k, Oid type) {
+	Oid opclass = GetDefaultOpClass(type, BTREE_AM_OID);
+	return OidIsValid(opclass) && irel->rd_opfamily[k] == get_opclass_family(opclass) && irel->rd_indoption[k] == 0;
+}
+
 static Oid index_on(Relation rel, AttrNumber a1, AttrNumber a2, const char *what) {
 	List *indexes = RelationGetIndexList(rel);
 	ListCell *lc;
 	Oid found = InvalidOid;
+	TupleDesc desc = RelationGetDescr(rel);
 	foreach (lc, indexes) {
 		Oid ix = lfirst_oid(lc);
 		Relation irel = index_open(ix, AccessShareLock);
 		Form_pg_index form = irel->rd_index;
 		bool match = irel->rd_rel->relam == BTREE_AM_OID && form->indisvalid && form->indnkeyatts == (a2 ? 2 : 1) &&
 		             form->indkey.values[0] == a1 && (!a2 || form->indkey.values[1] == a2) &&
-		             RelationGetIndexPredicate(irel) == NIL;
+		             RelationGetIndexPredicate(irel) == NIL &&
+		             key_is_default_asc(irel, 0, TupleDescAttr(desc, a1 - 1)->atttypid) &&
+		             (!a2 || key_is_default_asc(irel, 1, TupleDescAttr(desc, a2 - 1)->atttypid));
 		index_close(irel, NoLock);
 		if (match) {
 			found = ix;
@@ -385,6 +403,8 @@ static struct {
 	// every channel of outbox.log_channels is in seqs (a miss is a new channel); otherwise a miss
 	// is looked up there. Either way every channel of the batches after channels_flushed_pos is.
 	bool complete;
+	bool stale;                       // outbox.log_channels changed since it was loaded
+	bool flushing;                    // the pass's own write into log_channels: no invalidation
 } cache;
 
 int guc_channel_cache_size = 262144;
@@ -398,6 +418,9 @@ static void cache_drop(void) {
 }
 
 void log_pass_xact_event(XactEvent event) {
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+	    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+		cache.flushing = false; // a flush that failed half-way
 	if (!cache.pass_in_xact)
 		return;
 	switch (event) {
@@ -414,6 +437,15 @@ void log_pass_xact_event(XactEvent event) {
 	default:
 		break;
 	}
+}
+
+// A relcache invalidation of outbox.log_channels (its statement trigger sends one: a restore or
+// a DBA wrote rows the batches do not show), or of every relation: load it again at the next
+// pass. Only marked here: an invalidation can arrive in the middle of a pass, which still uses
+// the table.
+void log_seqs_forget(Oid relid) {
+	if (!OidIsValid(relid) || relid == log_channels_layout.relid)
+		cache.stale = true;
 }
 
 void log_pass_subxact_event(SubXactEvent event, int) {
@@ -558,7 +590,7 @@ static void cache_filenodes(Oid *out) {
 static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	Oid nodes[kLogSegments + 1];
 	cache_filenodes(nodes);
-	if (cache.valid && memcmp(nodes, cache.filenode, sizeof nodes) == 0) {
+	if (cache.valid && !cache.stale && memcmp(nodes, cache.filenode, sizeof nodes) == 0) {
 		if (cache.upto_pos == head)
 			return;
 		if (cache.upto_pos < head) {
@@ -574,6 +606,7 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	if (!cache.cxt)
 		cache.cxt = AllocSetContextCreate(TopMemoryContext, "pg_outbox log seq cache", ALLOCSET_DEFAULT_SIZES);
 	cache_drop();
+	cache.stale = false; // what changed before now is in what is read below
 	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
 	// all of outbox.log_channels if it fits in pg_outbox.channel_cache_size, else none of it
 	cache.complete = true;
@@ -636,12 +669,14 @@ static void flush_channels(bool force) {
 	(void)check_trusted_schema();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
+	cache.flushing = true; // reset by the statement's end, or by the transaction's (log_pass_xact_event)
 	int rc = SPI_execute_with_args(
 	    "INSERT INTO outbox.log_channels AS c (channel, last_seq, last_pos)"
 	    " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
 	    " ON CONFLICT (channel) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq),"
 	    " last_pos = greatest(c.last_pos, excluded.last_pos)",
 	    3, types, args, nullptr, false, 0);
+	cache.flushing = false;
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "pg_outbox: writing outbox.log_channels failed: %s", SPI_result_code_string(rc));
 	rc = SPI_execute_with_args("UPDATE outbox.log_state SET channels_flushed_pos = greatest(channels_flushed_pos, $1)",
@@ -661,25 +696,22 @@ static void flush_channels(bool force) {
 // ---------------------------------------------------------------------------------------
 // The window scan
 // ---------------------------------------------------------------------------------------
-struct LogRow {
-	HeapTuple tup;
-	uint64 xid;
-	int64 id;
-};
+struct PassSink;
+static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t, uint64 xid, int64 id);
 
 struct WindowReader {
 	Relation rel, idx;
-	TupleDesc desc;
 	const TableLayout *t;
 	Snapshot snap;
 	TupleTableSlot *slot;
-	LogRow *rows;
-	int n, cap, alloc;
-	bool store; // false: only count (is there a row?)
+	int n, cap;
+	PassSink *sink; // the first cap - 1 rows are handed to it as they are read (nullptr: only count)
 };
 
 // One index scan: xid = eq (and id > after_id when with_id), or eq_or_from <= / < xid < below.
-// Appends the rows hi sees committed; stops at cap.
+// Counts the rows hi sees committed, handing each but the cap-th to the sink; stops at cap.
+// (The rows are handed off while the scan holds them, not copied: a batch of 200,000 events of
+// 250 bytes held 100 MB of copies, twice what the reference pass needed in all.)
 static void scan_keys(WindowReader *w, const ScanKeyData *keys, int nkeys, const PgSnapshot *hi) {
 	IndexScanDesc scan = compat::index_beginscan(w->rel, w->idx, w->snap, nkeys, 0);
 	index_rescan(scan, const_cast<ScanKey>(keys), nkeys, nullptr, 0);
@@ -690,15 +722,8 @@ static void scan_keys(WindowReader *w, const ScanKeyData *keys, int nkeys, const
 		if (isnull || !visible_in(hi, x))
 			continue; // in progress in hi: a later window's
 		int64 id = DatumGetInt64(slot_getattr(w->slot, w->t->attnum[kLogId], &isnull));
-		if (w->store) {
-			if (w->n == w->alloc) {
-				w->alloc = Min(w->cap, w->alloc * 2);
-				w->rows = (LogRow *)repalloc(w->rows, sizeof(LogRow) * w->alloc);
-			}
-			w->rows[w->n].tup = ExecCopySlotHeapTuple(w->slot);
-			w->rows[w->n].xid = x;
-			w->rows[w->n].id = id;
-		}
+		if (w->sink && w->n < w->cap - 1)
+			pass_emit(w->sink, w->slot, w->t, x, id);
 		w->n++;
 	}
 	index_endscan(scan);
@@ -743,19 +768,16 @@ static void read_window(WindowReader *w, const PgSnapshot *lo, const PgSnapshot 
 	scan_keys(w, keys, 2, hi);
 }
 
-static void reader_open(WindowReader *w, int seg, Snapshot snap, int cap, bool store) {
+static void reader_open(WindowReader *w, int seg, Snapshot snap, int cap, PassSink *sink) {
 	w->t = &log_layout[seg];
 	w->rel = open_layout(&log_layout[seg], AccessShareLock);
-	w->desc = RelationGetDescr(w->rel);
 	w->idx = index_open(index_on(w->rel, log_layout[seg].attnum[kLogXid], log_layout[seg].attnum[kLogId], "(xid, id)"),
 	                    AccessShareLock);
 	w->snap = snap;
 	w->slot = table_slot_create(w->rel, nullptr);
 	w->cap = cap;
 	w->n = 0;
-	w->store = store;
-	w->alloc = Min(cap, 1024);
-	w->rows = store ? (LogRow *)palloc(sizeof(LogRow) * w->alloc) : nullptr;
+	w->sink = sink;
 }
 
 static void reader_close(WindowReader *w) {
@@ -768,7 +790,7 @@ static void reader_close(WindowReader *w) {
 static bool window_has_rows(int seg, Snapshot snap, const PgSnapshot *lo, const PgSnapshot *hi, uint64 a_xid,
                             int64 a_id) {
 	WindowReader w;
-	reader_open(&w, seg, snap, 1, false);
+	reader_open(&w, seg, snap, 1, nullptr);
 	read_window(&w, lo, hi, a_xid, a_id);
 	reader_close(&w);
 	return w.n > 0;
@@ -837,6 +859,68 @@ struct PassChannel {
 	int64 next_seq;
 	int targets; // kTargetNotify | kTargetWal
 };
+
+// What a pass hands its rows to, in (xid, id) order: each gets the next position and the next seq
+// of its channel (from the seq cache) and is NOTIFYed at once.
+struct PassSink {
+	HTAB *chans; // PassChannel by name
+	int nchannels;
+	PassChannel *prev;
+	int64 first_pos;
+	int n; // rows handed off
+	uint64 last_xid;
+	int64 last_id;
+	int64 epoch;
+	bool id_only;
+	StringInfo payload_text;
+	MemoryContext row_cxt; // what one row's hand-off allocates
+	TargetReader *targets;
+	Snapshot snap;
+};
+
+static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t, uint64 xid, int64 id) {
+	MemoryContext old = MemoryContextSwitchTo(sink->row_cxt);
+	bool isnull;
+	text *ct = DatumGetTextPP(slot_getattr(slot, t->attnum[kLogChannel], &isnull));
+	size_t len = isnull ? 0 : VARSIZE_ANY_EXHDR(ct);
+	if (len >= NAMEDATALEN || len == 0) // the table's CHECK makes this impossible
+		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+		                errmsg("pg_outbox: event %lld has a channel of %zu bytes", (long long)id, len)));
+	PassChannel *e = sink->prev;
+	if (!e || strlen(e->name) != len || memcmp(e->name, VARDATA_ANY(ct), len) != 0) {
+		char key[NAMEDATALEN];
+		memcpy(key, VARDATA_ANY(ct), len);
+		key[len] = '\0';
+		bool found;
+		e = (PassChannel *)hash_search(sink->chans, key, HASH_ENTER, &found);
+		if (!found) {
+			SeqEntry *se = (SeqEntry *)hash_search(cache.seqs, key, HASH_FIND, nullptr);
+			e->first_seq = (se ? se->last_seq : lookup_last_seq(key, sink->snap)) + 1;
+			e->next_seq = e->first_seq;
+			e->count = 0;
+			e->targets = targets_of(sink->targets, key);
+			sink->nchannels++;
+		}
+		sink->prev = e;
+	}
+	e->count++;
+	OutgoingEvent ev;
+	ev.channel = e->name;
+	ev.targets = e->targets;
+	ev.id = id;
+	ev.pos = sink->first_pos + sink->n;
+	ev.seq = e->next_seq++;
+	ev.key = slot_getattr(slot, t->attnum[kLogKey], &ev.key_null);
+	ev.type = slot_getattr(slot, t->attnum[kLogType], &ev.type_null);
+	ev.payload = slot_getattr(slot, t->attnum[kLogPayload], &ev.payload_null);
+	ev.epoch = sink->epoch;
+	hand_off_event(ev, sink->id_only, sink->payload_text);
+	sink->n++;
+	sink->last_xid = xid;
+	sink->last_id = id;
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(sink->row_cxt);
+}
 
 static int compare_names(const void *a, const void *b) {
 	return strcmp((*(PassChannel *const *)a)->name, (*(PassChannel *const *)b)->name);
@@ -934,6 +1018,24 @@ int64 log_pass(int max_events) {
 	cache.pass_in_xact = true;
 	cache_bring_up_to(first_pos - 1, flushed_pos, snap);
 
+	// 4. seqs per channel and the hand-off, in position order, as the rows are read
+	PassSink sink;
+	sink.chans = name_hash("pg_outbox pass channels", sizeof(PassChannel), 16, CurrentMemoryContext);
+	sink.nchannels = 0;
+	sink.prev = nullptr;
+	sink.first_pos = first_pos;
+	sink.n = 0;
+	sink.last_xid = 0;
+	sink.last_id = 0;
+	sink.epoch = read_epoch(snap);
+	sink.id_only = notifications_id_only();
+	sink.payload_text = makeStringInfo();
+	sink.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_outbox pass row", ALLOCSET_SMALL_SIZES);
+	TargetReader targets;
+	targets_open(&targets, snap);
+	sink.targets = &targets;
+	sink.snap = snap;
+
 	int cap = max_events + 1; // one more: is the batch cut?
 	WindowReader w;
 	int seg = -1;
@@ -948,7 +1050,7 @@ int64 log_pass(int max_events) {
 		}
 		for (int k = start; k < kLogSegments; k++) {
 			int s = (oldest + k) % kLogSegments;
-			reader_open(&w, s, snap, cap, true);
+			reader_open(&w, s, snap, cap, &sink);
 			read_window(&w, lo, hi, k == start ? ax : 0, k == start ? ai : 0);
 			if (w.n > 0) {
 				seg = s;
@@ -966,72 +1068,20 @@ int64 log_pass(int max_events) {
 		next_window = true; // the cut window had nothing left: open the next one
 	}
 	if (seg < 0) {
+		targets_close(&targets);
 		PopActiveSnapshot();
 		return 0;
 	}
 	bool cut = w.n > max_events;
-	int n = cut ? max_events : w.n;
-	LogRow *rows = w.rows;
+	int n = sink.n;
+	Assert(n == (cut ? max_events : w.n));
 	if (!cut) // rows of this window in a newer segment?
 		for (int k = start + 1; k < kLogSegments && !cut; k++)
 			cut = window_has_rows((oldest + k) % kLogSegments, snap, lo, hi, 0, 0);
-
-	// 4. seqs per channel
-	HTAB *chans = name_hash("pg_outbox pass channels", sizeof(PassChannel), 16, CurrentMemoryContext);
-	TargetReader targets;
-	targets_open(&targets, snap);
-	PassChannel **entry = (PassChannel **)palloc(sizeof(PassChannel *) * n);
-	int nchannels = 0;
-	PassChannel *prev = nullptr;
-	for (int i = 0; i < n; i++) {
-		bool isnull;
-		text *ct = DatumGetTextPP(heap_getattr(rows[i].tup, w.t->attnum[kLogChannel], w.desc, &isnull));
-		size_t len = VARSIZE_ANY_EXHDR(ct);
-		if (len >= NAMEDATALEN || len == 0) // the table's CHECK makes this impossible
-			ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-			                errmsg("pg_outbox: event %lld has a channel of %zu bytes", (long long)rows[i].id, len)));
-		PassChannel *e = prev;
-		if (!e || strlen(e->name) != len || memcmp(e->name, VARDATA_ANY(ct), len) != 0) {
-			char key[NAMEDATALEN];
-			memcpy(key, VARDATA_ANY(ct), len);
-			key[len] = '\0';
-			bool found;
-			e = (PassChannel *)hash_search(chans, key, HASH_ENTER, &found);
-			if (!found) {
-				SeqEntry *se = (SeqEntry *)hash_search(cache.seqs, key, HASH_FIND, nullptr);
-				e->first_seq = (se ? se->last_seq : lookup_last_seq(key, snap)) + 1;
-				e->next_seq = e->first_seq;
-				e->count = 0;
-				e->targets = targets_of(&targets, key);
-				nchannels++;
-			}
-			prev = e;
-		}
-		e->count++;
-		entry[i] = e;
-	}
-
+	HTAB *chans = sink.chans;
+	int nchannels = sink.nchannels;
+	int64 epoch = sink.epoch;
 	targets_close(&targets);
-
-	// 5. hand off, in position order
-	int64 epoch = read_epoch(snap);
-	bool id_only = notifications_id_only();
-	StringInfo payload_text = makeStringInfo();
-	for (int i = 0; i < n; i++) {
-		PassChannel *e = entry[i];
-		HeapTuple t = rows[i].tup;
-		OutgoingEvent ev;
-		ev.channel = e->name;
-		ev.targets = e->targets;
-		ev.id = rows[i].id;
-		ev.pos = first_pos + i;
-		ev.seq = e->next_seq++;
-		ev.key = heap_getattr(t, w.t->attnum[kLogKey], w.desc, &ev.key_null);
-		ev.type = heap_getattr(t, w.t->attnum[kLogType], w.desc, &ev.type_null);
-		ev.payload = heap_getattr(t, w.t->attnum[kLogPayload], w.desc, &ev.payload_null);
-		ev.epoch = epoch;
-		hand_off_event(ev, id_only, payload_text);
-	}
 
 	// 6. the batch row
 	PassChannel **sorted = (PassChannel **)palloc(sizeof(PassChannel *) * nchannels);
@@ -1060,8 +1110,8 @@ int64 log_pass(int max_events) {
 	vals[kBHi] = PointerGetDatum(hi);
 	vals[kBAfterXid] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ax));
 	vals[kBAfterId] = Int64GetDatum(ai);
-	vals[kBUptoXid] = FullTransactionIdGetDatum(FullTransactionIdFromU64(rows[n - 1].xid));
-	vals[kBUptoId] = Int64GetDatum(rows[n - 1].id);
+	vals[kBUptoXid] = FullTransactionIdGetDatum(FullTransactionIdFromU64(sink.last_xid));
+	vals[kBUptoId] = Int64GetDatum(sink.last_id);
 	vals[kBCut] = BoolGetDatum(cut);
 	vals[kBSkipped] = PointerGetDatum(construct_empty_array(INT8OID));
 	vals[kBChannels] = PointerGetDatum(construct_array(cn, nchannels, TEXTOID, -1, false, TYPALIGN_INT));
@@ -1096,6 +1146,24 @@ int64 log_pass(int max_events) {
 		cache.complete = false;
 	}
 	return n;
+}
+
+// Statement trigger on outbox.log_channels (62_log_pass.sql): every process's seq cache loads the
+// table again after this transaction commits (this one's after this statement). The batch lock,
+// held to the end of the transaction, keeps passes out until the invalidation is sent: a pass
+// whose snapshot saw the commit before its invalidation arrived would use its old cache.
+PGO_FUNCTION(outbox_log_channels_changed) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._log_channels_changed() must be called as a trigger")));
+	TriggerData *td = (TriggerData *)fcinfo->context;
+	if (cache.flushing)
+		return PointerGetDatum(nullptr); // a pass writing behind what its batches say already
+	Oid parent = extension_relation("batches");
+	if (OidIsValid(parent))
+		LockRelationOid(parent, ShareRowExclusiveLock);
+	CacheInvalidateRelcache(td->tg_relation);
+	return PointerGetDatum(nullptr);
 }
 
 // outbox._log_pass(max_events integer) RETURNS bigint

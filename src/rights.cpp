@@ -53,6 +53,7 @@ extern "C" {
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "storage/lmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -491,6 +492,18 @@ PGO_FUNCTION(outbox_rights_changed) {
 		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 		                errmsg("outbox._rights_changed() must be called as a trigger")));
 	TriggerData *td = (TriggerData *)fcinfo->context;
+	// The log's pass (log_pass.cpp) reads notifications_id_only() from this cache after it took
+	// the batch lock and its snapshot. A commit is visible before its invalidation is sent, so a
+	// pass in between saw a read right granted and still sent whole envelopes (the reference,
+	// reading the table, sent id-only ones): hold the batch lock to the end of the transaction,
+	// so that no pass runs in between. (Not on TRUNCATE: its ACCESS EXCLUSIVE lock, taken
+	// before, could deadlock with a pass reloading the rules; and removing rights leaves nothing
+	// to leak.)
+	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
+		Oid batches = extension_relation("batches");
+		if (OidIsValid(batches))
+			LockRelationOid(batches, ShareRowExclusiveLock);
+	}
 	CacheInvalidateRelcache(td->tg_relation);
 	return PointerGetDatum(nullptr);
 }

@@ -130,6 +130,15 @@ CREATE TRIGGER log_state_merge BEFORE INSERT ON outbox.log_state
 CREATE FUNCTION outbox._log_state_check() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- a segment that does not exist: producers named a table that is not there (outbox.log_3,
+    -- outbox.log_-1), the reference pass took it modulo the number of segments
+    IF NEW.cur_seg IS NULL OR NEW.cur_seg < 0 OR NEW.cur_seg >= outbox._log_segments() THEN
+        RAISE EXCEPTION 'the log''s current segment must be 0 to %, not %', outbox._log_segments() - 1,
+                        coalesce(NEW.cur_seg::text, 'NULL')
+            USING ERRCODE = 'check_violation',
+                  HINT = format('The log has %s segments, outbox.log_0 to outbox.log_%s.', outbox._log_segments(),
+                                outbox._log_segments() - 1);
+    END IF;
     IF NEW.cur_seg IS DISTINCT FROM OLD.cur_seg AND (outbox._log_latest()).cut THEN
         RAISE EXCEPTION 'the log''s current segment cannot change while the latest batch is cut'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -137,7 +146,7 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
-COMMENT ON FUNCTION outbox._log_state_check() IS 'internal: refuse a change of cur_seg in the middle of a cut window';
+COMMENT ON FUNCTION outbox._log_state_check() IS 'internal: refuse a cur_seg out of range, or a change of it in the middle of a cut window';
 CREATE TRIGGER log_state_check BEFORE UPDATE ON outbox.log_state
     FOR EACH ROW EXECUTE FUNCTION outbox._log_state_check();
 
@@ -270,23 +279,28 @@ COMMENT ON FUNCTION outbox._log_pass_snapshot() IS
 -- true, and if even that is too long, key and type too (sent whole, pg_notify raised "payload
 -- string too long" in every pass and the log was stuck behind the event); id_only (read rights
 -- are enforced: any role may LISTEN on any channel) nothing but id, pos, epoch, seq, "truncated"
--- (sent whole, a restricted channel's payload went to every listener).
+-- (sent whole, a restricted channel's payload went to every listener). The length that decides
+-- is that of the compact text the drain sends (outbox._payload_text: no blank after ':' and ','),
+-- and epoch 0 (none begun yet) is left out, as the drain does: measured on jsonb's own text, with
+-- its blanks, a payload of many small values that the drain sends whole was cut here.
 CREATE FUNCTION outbox._log_envelope(pos bigint, seq bigint, id bigint, key text, type text, payload jsonb,
                                      epoch bigint, id_only boolean) RETURNS text
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE env text;
+DECLARE env text; no_epoch text[] := CASE WHEN epoch = 0 THEN ARRAY['epoch'] ELSE '{}' END;
 BEGIN
     IF NOT id_only THEN
-        env := outbox._envelope(pos, seq, id, key, type, payload, epoch)::text;
+        env := outbox._payload_text(outbox._envelope(pos, seq, id, key, type, payload, epoch) - no_epoch);
         IF octet_length(env) <= outbox.max_payload_bytes() THEN
             RETURN env;
         END IF;
-        env := ((outbox._envelope(pos, seq, id, key, type, NULL, epoch) - 'payload') || '{"truncated": true}'::jsonb)::text;
+        env := outbox._payload_text(((outbox._envelope(pos, seq, id, key, type, NULL, epoch) - 'payload')
+                                     || '{"truncated": true}'::jsonb) - no_epoch);
         IF octet_length(env) <= outbox.max_payload_bytes() THEN
             RETURN env;
         END IF;
     END IF;
-    RETURN ((outbox._envelope(pos, seq, id, NULL, NULL, NULL, epoch) - 'payload') || '{"truncated": true}'::jsonb)::text;
+    RETURN outbox._payload_text(((outbox._envelope(pos, seq, id, NULL, NULL, NULL, epoch) - 'payload')
+                                 || '{"truncated": true}'::jsonb) - no_epoch);
 END $$;
 COMMENT ON FUNCTION outbox._log_envelope(bigint, bigint, bigint, text, text, jsonb, bigint, boolean) IS
     'internal: the NOTIFY envelope of a log event (truncated when too long or when read rights are enforced)';
@@ -303,7 +317,7 @@ DECLARE
     b outbox.batches; st outbox.log_state; nseg integer := outbox._log_segments();
     lo pg_snapshot; hi pg_snapshot; ax xid8 := '0'; ai bigint := 0; s integer;
     nf bigint; cnt bigint; ux xid8; ui bigint; more boolean;
-    chs text[]; firsts bigint[]; cnts integer[]; ep bigint := outbox.epoch();
+    chs text[]; firsts bigint[]; cnts integer[]; ep bigint;
     r record; id_only boolean;
 BEGIN
     PERFORM outbox._check_max_events(max_events);
@@ -317,6 +331,8 @@ BEGIN
     LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE;
     SELECT * INTO st FROM outbox.log_state;
     b := outbox._log_latest();
+    -- after the lock too: an epoch begun while this pass waited is the one its batch belongs to
+    ep := outbox.epoch();
     s := (st.cur_seg + 1) % nseg;
     IF b.first_pos IS NULL THEN -- no batch yet: the first window opens at base_snap
         nf := st.base_pos + 1; lo := st.base_snap; hi := outbox._log_pass_snapshot();

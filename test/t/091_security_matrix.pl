@@ -105,6 +105,7 @@ my %functions = (
                                                   => ['',     q{SELECT outbox._log_next_seg('1:1:', '1:1:', 0, '0', 0)}],
     'outbox._log_pass_snapshot()'                 => ['',     q{SELECT outbox._log_pass_snapshot()}],
     'outbox._log_pass(integer)'                   => ['',     q{SELECT outbox._log_pass(1)}],
+    'outbox._log_channels_changed()'              => ['',     'trigger'],
     'outbox._log_pass_sql(integer)'               => ['',     q{SELECT outbox._log_pass_sql(1)}],
     'outbox._log_last_seq(text)'                  => ['',     q{SELECT outbox._log_last_seq('m_chan')}],
     'outbox._log_purged_pos()'                    => ['',     q{SELECT outbox._log_purged_pos()}],
