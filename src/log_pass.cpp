@@ -27,6 +27,7 @@
 #include "direct.hpp"
 #include "drain.hpp"
 #include "guard.hpp"
+#include "log.hpp"
 #include "pg_compat.hpp"
 #include "rights.hpp"
 #include "spi_util.hpp"
@@ -65,7 +66,6 @@ extern "C" {
 
 namespace pg_outbox {
 
-constexpr int kLogSegments = 3; // outbox._log_segments(): 60_log.sql creates log_0..2, batches_0..2
 
 // The stored form of pg_snapshot (xid8funcs.c). It is written into tables as it is, so pg_upgrade
 // keeps it and it cannot change between majors; xip is sorted ascending without duplicates
