@@ -96,9 +96,9 @@ static int current_segment(void) {
 	return seg;
 }
 
-// Insert n events into the log's current segment in the current transaction; ids (if given)
-// receives their ids (0 for an event a DBA's BEFORE trigger on the segment skipped).
-static void insert_log(const PendingEvent *ev, int n, int64 *ids) {
+bool guc_log_producer = false;
+
+void insert_log(const PendingEvent *ev, int n, int64 *ids) {
 	check_events_encoding(ev, n);
 	int seg = current_segment();
 	TableLayout *layout = &log_pub_layout[seg];
