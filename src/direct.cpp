@@ -27,7 +27,7 @@ namespace pg_outbox {
 
 // Every layout the process has resolved, for the invalidation callbacks (invalidation.cpp).
 // 1.2: pending, history_0..2 (4); the log pass: log_0..2, batches_0..2, log_state, log_channels,
-// state, epochs (10)
+// state, epochs (10); the log's producer: log_0..2, log_state (4)
 static TableLayout *known_layouts[24];
 static int nknown = 0;
 

@@ -45,29 +45,28 @@ Oid pending_owner(void) {
 	return owner;
 }
 
-// A DBA put triggers (or a generated column) on outbox.pending: they fire only for SQL, so write
-// one INSERT per event, as the table's owner (publish() is not SECURITY DEFINER) with search_path
+// A DBA put triggers (or a generated column, or a rule) on one of our tables: they fire only for
+// SQL, so write one INSERT per event (sql: the INSERT of channel, key, type, payload RETURNING id;
+// *plan keeps it), as the table's owner (publish() is not SECURITY DEFINER) with search_path
 // pinned. Not a security-restricted operation: deferred triggers (a deferred foreign key, say)
 // could not fire at commit. ids[i] is 0 for an event a BEFORE trigger of the DBA's skipped.
-static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
-	static SPIPlanPtr plan = nullptr;
-	(void)check_trusted_schema(); // SQL by name, as the owner of outbox.pending
+void insert_events_sql(Oid owner, SPIPlanPtr *plan, const char *sql, const PendingEvent *ev, int n, int64 *ids) {
+	(void)check_trusted_schema(); // SQL by name, as the owner of the table
 	Oid save_user;
 	int save_sec;
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	int guc_level = pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
-	if (!plan) {
+	if (!*plan) {
 		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-		plan = keep_plan("INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4) RETURNING id",
-		                 4, types);
+		*plan = keep_plan(sql, 4, types);
 	}
 	for (int i = 0; i < n; i++) {
 		Datum args[] = {ev[i].channel, ev[i].key, ev[i].type, ev[i].payload};
 		char nulls[] = {' ', ev[i].key_null ? 'n' : ' ', ev[i].type_null ? 'n' : ' ', ev[i].payload_null ? 'n' : ' '};
-		spi_check(SPI_execute_plan(plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
+		spi_check(SPI_execute_plan(*plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
 		if (ids && SPI_processed == 1) {
 			bool isnull;
 			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -77,6 +76,13 @@ static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
 	SPI_finish();
 	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
+	static SPIPlanPtr plan = nullptr;
+	insert_events_sql(pending_owner(), &plan,
+	                  "INSERT INTO outbox.pending (channel, key, type, payload) VALUES ($1, $2, $3, $4) RETURNING id", ev,
+	                  n, ids);
 }
 
 // Every text pg_outbox stores is text of the database encoding (22021 otherwise): a C function
@@ -96,7 +102,7 @@ static void check_jsonb_encoding(Datum j) {
 			(void)pg_verifymbstr(v.val.string.val, v.val.string.len, false);
 }
 
-void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
+void check_events_encoding(const PendingEvent *ev, int n) {
 	for (int i = 0; i < n; i++) {
 		check_text_encoding(ev[i].channel);
 		if (!ev[i].key_null)
@@ -106,26 +112,50 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 		if (!ev[i].payload_null)
 			check_jsonb_encoding(ev[i].payload); // the trigger's data columns too
 	}
-	DirectInsert d;
-	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
-	if (d.rel->rd_rel->relrowsecurity) {
-		// pg_outbox writes the table itself, or through SQL as its owner: a policy would not apply
-		direct_end(&d);
-		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-		                errmsg("table outbox.pending has row-level security enabled, which pg_outbox does not apply"),
-		                errdetail("publish() and the change trigger write outbox.pending on their callers' behalf; "
-		                          "a policy on it would be bypassed, so pg_outbox refuses to write instead."),
-		                errhint("ALTER TABLE outbox.pending DISABLE ROW LEVEL SECURITY; decide who may publish with "
-		                        "the outbox_publisher role (and channel privileges, where they exist).")));
-	}
+}
+
+void refuse_row_security(DirectInsert *d) {
+	if (!d->rel->rd_rel->relrowsecurity)
+		return;
+	// pg_outbox writes the table itself, or through SQL as its owner: a policy would not apply
+	const char *relname = d->layout->relname;
+	direct_end(d);
+	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+	                errmsg("table outbox.%s has row-level security enabled, which pg_outbox does not apply", relname),
+	                errdetail("publish() and the change trigger write outbox.%s on their callers' behalf; "
+	                          "a policy on it would be bypassed, so pg_outbox refuses to write instead.",
+	                          relname),
+	                errhint("ALTER TABLE outbox.%s DISABLE ROW LEVEL SECURITY; decide who may publish with "
+	                        "the outbox_publisher role (and channel privileges, where they exist).",
+	                        relname)));
+}
+
+// The identity sequence of pending.id (rel: outbox.pending, open).
+static Oid pending_sequence_of(Relation rel) {
 	if (!OidIsValid(pending_seq) || pending_seq_generation != pending_layout.generation) {
-		pending_seq = compat::identity_sequence(d.rel, pending_layout.attnum[0], true);
+		pending_seq = compat::identity_sequence(rel, pending_layout.attnum[0], true);
 		if (!OidIsValid(pending_seq))
 			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			                errmsg("column \"id\" of table outbox.pending is not an identity column"),
 			                errhint("Reinstall the extension.")));
 		pending_seq_generation = pending_layout.generation;
 	}
+	return pending_seq;
+}
+
+Oid pending_id_sequence(void) {
+	Relation rel = open_layout(&pending_layout, AccessShareLock);
+	Oid seq = pending_sequence_of(rel);
+	table_close(rel, NoLock);
+	return seq;
+}
+
+void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
+	check_events_encoding(ev, n);
+	DirectInsert d;
+	direct_begin(&d, &pending_layout, n > 1 ? kMultiInsertRows : 0); // a statement's events: 64 at a time
+	refuse_row_security(&d);
+	(void)pending_sequence_of(d.rel);
 	if (d.use_sql) {
 		direct_end(&d);
 		insert_pending_sql(ev, n, ids);
@@ -149,19 +179,14 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	wake_worker_at_commit();
 }
 
-} // namespace pg_outbox
-
-using namespace pg_outbox;
-
-// outbox.publish(channel text, payload jsonb, key text, type text) RETURNS bigint
-PGO_FUNCTION(outbox_publish) {
+PendingEvent publish_arguments(FunctionCallInfo fcinfo, const char *what) {
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name cannot be NULL"),
 		                errhint("Every event is published on a channel: pass its name as the first argument.")));
 	text *ch = PG_GETARG_TEXT_PP(0);
 	char *channel = text_to_cstring(ch);
 	check_channel_or_error(channel, VARSIZE_ANY_EXHDR(ch), "channel name");
-	check_writable("outbox.publish()");
+	check_writable(what);
 	require_publish(channel, fcinfo->flinfo->fn_oid); // channel rights: a flag test when none exist
 
 	PendingEvent e;
@@ -172,6 +197,16 @@ PGO_FUNCTION(outbox_publish) {
 	e.key = e.key_null ? (Datum)0 : PG_GETARG_DATUM(2);
 	e.type_null = PG_ARGISNULL(3);
 	e.type = e.type_null ? (Datum)0 : PG_GETARG_DATUM(3);
+	return e;
+}
+
+} // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox.publish(channel text, payload jsonb, key text, type text) RETURNS bigint
+PGO_FUNCTION(outbox_publish) {
+	PendingEvent e = publish_arguments(fcinfo, "outbox.publish()");
 	int64 id;
 	insert_pending(&e, 1, &id);
 	if (id == 0) // a BEFORE trigger a DBA put on outbox.pending skipped the event

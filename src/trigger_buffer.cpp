@@ -4,6 +4,7 @@
 #include "trigger_buffer.hpp"
 #include "guard.hpp"
 #include "publish.hpp"
+#include "log.hpp"
 #include "spi_util.hpp"
 #include "xact_events.hpp"
 
@@ -126,7 +127,10 @@ static void write_events(int first) {
 		ev[k].payload = e->payload;
 	}
 	flushing_level = GetCurrentTransactionNestLevel();
-	insert_pending(ev, n, nullptr);
+	if (guc_log_producer) // internal, issue #15's benchmarks: into the log
+		insert_log(ev, n, nullptr);
+	else
+		insert_pending(ev, n, nullptr);
 	flushing_level = 0;
 	for (int k = 0; k < n; k++) {
 		pfree(DatumGetPointer(ev[k].channel));

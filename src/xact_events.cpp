@@ -3,6 +3,7 @@
 // sees which end-of-transaction event, in which order.
 #include "xact_events.hpp"
 #include "guard.hpp"
+#include "log.hpp"
 
 namespace pg_outbox {
 
@@ -13,6 +14,7 @@ static void xact_callback(XactEvent event, void *) {
 		consumers_xact_event(event);
 		rights_xact_event(event);
 		log_pass_xact_event(event);
+		log_publish_xact_event(event);
 	});
 }
 

@@ -112,6 +112,7 @@ my %functions = (
     'outbox._log_replay(bigint,integer)'          => ['',     q{SELECT * FROM outbox._log_replay(0, 1)}],
     'outbox._log_head()'                          => ['',     q{SELECT outbox._log_head()}],
     'outbox._log_insert(text,jsonb,text,text)'    => ['',     q{SELECT outbox._log_insert('m_chan')}],
+    'outbox._log_publish(text,jsonb,text,text)'   => ['',     q{SELECT outbox._log_publish('m_chan')}],
     'outbox._log_state_merge()'                   => ['',     'trigger'],
     'outbox._log_rotate(interval)'                => ['',     q{SELECT outbox._log_rotate('1 day')}],
     'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'

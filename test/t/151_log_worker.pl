@@ -84,6 +84,17 @@ cmp_ok($node->safe_psql('postgres', q{SELECT purged_pos FROM outbox.log_state}),
 	'the worker rotated the log (purged_pos > 0): retention truncates published segments');
 is($node->safe_psql('postgres', q{SELECT outbox._log_head()}), '45', 'head 45: 15 more events published across the rotations');
 
+# the C producer's commit wakes the worker (the tick is 60 s here)
+$node->append_conf('postgresql.conf', "pg_outbox.idle_interval = 60s\n");
+$node->reload;
+sleep 1;
+my $t0 = time;
+$node->safe_psql('postgres', q{SELECT outbox._log_publish('ch2', '{"woken": true}')});
+wait_for(q{SELECT outbox._log_head()}, '46', 'an event of outbox._log_publish() is published without the tick');
+cmp_ok(time - $t0, '<', 30, 'well before the 60 s tick: its commit woke the worker');
+$node->append_conf('postgresql.conf', "pg_outbox.idle_interval = 100ms\n");
+$node->reload;
+
 # a failing pass is retried and publishes nothing twice
 $node->safe_psql('postgres', q{
 CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -101,12 +112,12 @@ for (1 .. 100) {
 	select(undef, undef, undef, 0.1);
 }
 like($log, qr/ERROR:  refused by the DBA/, 'the failed pass is in the server log');
-is($node->safe_psql('postgres', q{SELECT outbox._log_head()}), '45', 'nothing published while the pass fails');
+is($node->safe_psql('postgres', q{SELECT outbox._log_head()}), '46', 'nothing published while the pass fails');
 $node->safe_psql('postgres', q{
 DROP TRIGGER refuse ON outbox.batches_0; DROP TRIGGER refuse ON outbox.batches_1; DROP TRIGGER refuse ON outbox.batches_2;});
-wait_for(q{SELECT outbox._log_head()}, '49', 'retried once the trigger is gone: head 49');
+wait_for(q{SELECT outbox._log_head()}, '50', 'retried once the trigger is gone: head 50');
 is($node->safe_psql('postgres', q{
-	SELECT count(*) = 4 AND count(DISTINCT id) = 4 FROM outbox._log_replay(45, 1000) WHERE channel = 'ch1'}), 't',
+	SELECT count(*) = 4 AND count(DISTINCT id) = 4 FROM outbox._log_replay(46, 1000) WHERE channel = 'ch1'}), 't',
 	'the four events once each');
 
 $listener->quit;

@@ -1,0 +1,1 @@
+../63_log_publish.sql
