@@ -7,6 +7,7 @@
 #   RUNS=3 EVENTS=100000 LAT_SECONDS=5 bash test/bench/drain_bench.sh
 #   KEEP=1 ...                                # keep the cluster's directory (logs) afterwards
 #   PHASES="worker drain" ...                 # only some of: ceiling worker worker10k drain python pgq latency
+#   LAT_SYSTEMS="outbox log" ...              # the latency phase's systems (notify outbox log python)
 #   OUT=dir CHARTS=0 ...                      # where figures.tsv and the charts go (test/bench/charts.py); no charts
 #
 # Measured, side by side, each round:
@@ -258,7 +259,9 @@ for run in $(seq "$RUNS"); do
 	$PY test/bench/py_worker.py "$PYDSN" serve >"$W/pyserve.out" &
 	PYSERVE=$!
 	PIDS+=("$PYSERVE")
-	for system in notify outbox python; do
+	for system in ${LAT_SYSTEMS:-notify outbox log python}; do
+		# log: the write-once log (issue #15) through its C producer and the worker's C pass
+		if [ $system = log ]; then q -c "ALTER SYSTEM SET pg_outbox.drain_log = on" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
 		for r in 500 2000; do
 			out=$(BENCH_LAT_SAMPLES="$OUT/lat_${system}_${r}_$run.txt" taskset -c "$LAT_CPU" "$CLIENT" latency "$DSN" "$system" "$r" "$LAT_SECONDS" "$PRODUCERS") ||
 				echo "drain_bench: latency $system $r: not every event arrived: $out" >&2
@@ -267,6 +270,7 @@ for run in $(seq "$RUNS"); do
 			done
 			echo "   latency: $out" >&2
 		done
+		if [ $system = log ]; then q -c "ALTER SYSTEM RESET pg_outbox.drain_log" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
 	done
 	kill "$PYSERVE"
 	wait "$PYSERVE" 2>/dev/null || true
@@ -316,9 +320,10 @@ print(f"thread in the same process timestamps each notification; process pinned 
 print("  end to end from COMMIT sent (upper bound) and from commit acknowledged (lower bound); 'commit' is the")
 print("  producer's own commit round trip (a durable commit waits for the WAL flush, i.e. the disk's fsync)")
 print("  system          rate  achieved   p50 sent   p99 sent    p50 ack    p99 ack  commit p50  commit p99  rounds: p99 sent")
-for system, label in (("notify", "raw NOTIFY"), ("outbox", "pg_outbox"), ("python", "Python worker")):
+for system, label in (("notify", "raw NOTIFY"), ("outbox", "pg_outbox"), ("log", "pg_outbox log"), ("python", "Python worker")):
     for r in (500, 2000):
         p = f"lat_{system}_{r}_"
+        if p + "achieved" not in vals: continue
         print(f"  {label:<14} {r:>5} {med(p + 'achieved'):>9.0f} {med(p + 'sent_p50'):>10.3f} {med(p + 'sent_p99'):>10.3f}"
               f" {med(p + 'ack_p50'):>10.3f} {med(p + 'ack_p99'):>10.3f} {med(p + 'commit_p50'):>11.3f} {med(p + 'commit_p99'):>11.3f}"
               f"  [{runs_of(p + 'sent_p99', '{:.2f}')}]")
