@@ -118,6 +118,13 @@ my %functions = (
     'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'
                                                   => ['',     q{SELECT outbox._log_envelope(1, 1, 1, NULL, NULL, NULL, 0, false)}],
     'outbox._log_state_check()'                   => ['',     'trigger'],
+    # the log's readers (issue #15, part 3: internal, granted to nobody)
+    'outbox._log_check_rotation(text)'            => ['',     q{SELECT outbox._log_check_rotation('x')}],
+    'outbox._log_replay_channel_rows(text,bigint,integer)' => ['', q{SELECT * FROM outbox._log_replay_channel_rows('m_chan', 0, 1)}],
+    'outbox._log_replay_channel(text,bigint,integer)' => ['', q{SELECT * FROM outbox._log_replay_channel('m_chan', 0)}],
+    'outbox._log_event(bigint)'                   => ['',     q{SELECT * FROM outbox._log_event(-1)}],
+    'outbox._log_head(text)'                      => ['',     q{SELECT outbox._log_head('m_chan')}],
+    'outbox._log_pending()'                       => ['',     q{SELECT * FROM outbox._log_pending()}],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 

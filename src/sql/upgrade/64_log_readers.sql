@@ -1,0 +1,1 @@
+../64_log_readers.sql
