@@ -151,24 +151,31 @@ COMMENT ON FUNCTION outbox._log_replay_channel(text, bigint, integer) IS
 -- the batches' primary keys); among that window's batches (consecutive, the next window's lo
 -- sees the xid), the one of its segment whose key range holds (xid, id). None: not published yet.
 -- Its pos and seq: that batch recomputed (the cost of one lookup is that of its batch).
--- enable_seqscan = off: the log's tables are never analyzed (autovacuum is off on them), and
--- without statistics the planner scans a whole segment for one id rather than read its BRIN
--- (1,273 buffers against 30 for an id among 200,000, once the BRIN is summarized: see
--- doc/storage.md on summarizing it).
+-- The lookup by id runs with enable_seqscan off: the log's tables are never analyzed (autovacuum
+-- is off on them), and without statistics the planner scans a whole segment for one id rather
+-- than read its BRIN (1,273 buffers against 30 for an id among 200,000, once the BRIN is
+-- summarized: see doc/storage.md on summarizing it), and jit off: the cost of a disabled seq scan
+-- (of the always empty parent) is above jit_above_cost, and compiling took 130 ms a lookup. Only
+-- that statement: the batch's recomputation would be compiled too. (A SET LOCAL inside a
+-- function that has a SET clause ends with the function.)
 CREATE FUNCTION outbox._log_event(event_id bigint)
     RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
                    pos bigint, seq bigint, published_at timestamptz)
-    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record; b outbox.batches; e_seg integer; lo_p bigint; hi_p bigint; mid bigint; last_id bigint;
+    seqscan text := current_setting('enable_seqscan'); jit text := current_setting('jit'); found_row boolean;
 BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     LOCK TABLE outbox.log, outbox.batches IN ACCESS SHARE MODE;
+    PERFORM set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
     SELECT r.*, c.relname INTO e
-      FROM outbox.log r JOIN pg_class c ON c.oid = r.tableoid WHERE r.id = event_id LIMIT 1;
-    IF NOT FOUND THEN
+      FROM outbox.log r JOIN pg_class c ON c.oid = r.tableoid WHERE r.id = event_id;
+    found_row := FOUND;
+    PERFORM set_config('enable_seqscan', seqscan, true), set_config('jit', jit, true);
+    IF NOT found_row THEN
         -- the hint says which it is (as 1.2): a dead letter, an id never handed out, or removed
         SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
         IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
