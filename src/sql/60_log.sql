@@ -217,7 +217,9 @@ $$;
 COMMENT ON FUNCTION outbox._log_window(integer, pg_snapshot, pg_snapshot, xid8, bigint, integer) IS
     'internal: the rows of one log segment that committed between two snapshots, after a key, in batch order';
 
--- The events of one batch, with their pos and seq recomputed.
+-- The events of one batch, with their pos and seq recomputed. The window's rows are read from
+-- after on, at most n + cardinality(skipped) of them (the batch's rows come first): a batch of a
+-- large cut window does not read the rest of the window.
 CREATE FUNCTION outbox._log_batch_events(b outbox.batches)
     RETURNS TABLE (pos bigint, seq bigint, id bigint, channel text, key text, type text, payload jsonb,
                    created_at timestamptz, xid xid8, epoch bigint, published_at timestamptz)
@@ -226,7 +228,7 @@ CREATE FUNCTION outbox._log_batch_events(b outbox.batches)
            b.first_seqs[array_position(b.channels, w.channel)]
              + row_number() OVER (PARTITION BY w.channel ORDER BY w.xid, w.id) - 1,
            w.id, w.channel, w.key, w.type, w.payload, w.created_at, w.xid, b.epoch, b.published_at
-      FROM outbox._log_window(b.seg, b.lo_snap, b.hi_snap, b.after_xid, b.after_id, 2147483647) w
+      FROM outbox._log_window(b.seg, b.lo_snap, b.hi_snap, b.after_xid, b.after_id, b.n + cardinality(b.skipped)) w
      WHERE (w.xid, w.id) <= (b.upto_xid, b.upto_id) AND w.id <> ALL (b.skipped)
      ORDER BY 1
 $$;
