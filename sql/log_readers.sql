@@ -200,10 +200,17 @@ SELECT pg_temp.err($$SELECT outbox._log_head(NULL)$$);
 SELECT pg_temp.err($$SELECT outbox._log_head('')$$);
 SELECT outbox._log_head('never');
 
--- plan: a channel's batches through the GIN index (the function's query, its parameters as
--- constants; the batch tables are never analyzed: autovacuum is off on them)
+-- plan: a channel's batches can be read through the GIN index (the function's query, its
+-- parameters as constants). With seq scans allowed, the planner's choice on tables this small
+-- depends on what ran before (it changed between two commits of main): seq scans and plain
+-- index scans (the primary key, for the order) off here.
+BEGIN;
+SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off;
 EXPLAIN (costs off) SELECT x FROM outbox.batches x, LATERAL (SELECT array_position(x.channels, 'a') AS i) i
- WHERE x.channels @> ARRAY['a'] AND x.first_seqs[i.i] + x.counts[i.i] - 1 > 5 ORDER BY x.first_pos;
+ WHERE ((cardinality(x.channels) <= 64 AND x.channels @> ARRAY['a'])
+        OR (cardinality(x.channels) > 64 AND x.channels @> ARRAY['a']))
+   AND x.first_seqs[i.i] + x.counts[i.i] - 1 > 5 ORDER BY x.first_pos;
+ROLLBACK;
 
 \c contrib_regression
 DROP DATABASE pg_outbox_logr;

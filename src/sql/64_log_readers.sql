@@ -36,7 +36,7 @@ COMMENT ON FUNCTION outbox._log_check_rotation(text) IS
     'internal: serialization_failure if the log was rotated after the transaction''s snapshot';
 
 -- Replay of one channel by seq. The channel's batches are found through the GIN index on
--- batches_N.channels; each one's first_seqs and counts give its range of the channel's seqs, so
+-- batches_N.channels (the narrow batches; the wide ones through their first_pos btree); each one's first_seqs and counts give its range of the channel's seqs, so
 -- only the batches with seqs above after_seq are recomputed, and only as far as max_events.
 -- Per channel, seqs grow with pos and are gap-free as handed out; retention removes what it
 -- truncates, every position up to purged_pos or some of them (a producer that wrote into an old
@@ -88,7 +88,11 @@ BEGIN
     FOR b IN
         SELECT x AS bb, x.first_pos, x.n, x.seg, x.first_seqs[i.i] AS fs, x.counts[i.i] AS cnt
           FROM outbox.batches x, LATERAL (SELECT array_position(x.channels, ch) AS i) i
-         WHERE x.channels @> ARRAY[ch] AND x.first_seqs[i.i] + x.counts[i.i] - 1 > after_seq
+         -- both predicates of the batches' channel indexes (60_log.sql): the GIN index of the
+         -- narrow batches, the first_pos btree of the wide ones
+         WHERE ((cardinality(x.channels) <= 64 AND x.channels @> ARRAY[ch])
+                OR (cardinality(x.channels) > 64 AND x.channels @> ARRAY[ch]))
+           AND x.first_seqs[i.i] + x.counts[i.i] - 1 > after_seq
          ORDER BY x.first_pos
     LOOP
         IF b.fs > expect THEN -- seqs expect .. b.fs - 1 are gone
