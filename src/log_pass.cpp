@@ -449,6 +449,10 @@ void log_seqs_forget(Oid relid) {
 }
 
 void log_pass_subxact_event(SubXactEvent event, int) {
+	// a flush that failed in a subtransaction the caller rolled back (a PL/pgSQL EXCEPTION block):
+	// the transaction goes on, and its own writes into outbox.log_channels must invalidate
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		cache.flushing = false;
 	if (cache.pass_in_xact && event == SUBXACT_EVENT_ABORT_SUB)
 		cache_drop(); // the pass may have run in the subtransaction rolled back
 }
