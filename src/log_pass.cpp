@@ -977,7 +977,10 @@ static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
 	SPI_finish();
 }
 
+bool log_pass_cut = false;
+
 int64 log_pass(int max_events) {
+	log_pass_cut = false;
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
@@ -1168,6 +1171,7 @@ int64 log_pass(int max_events) {
 		cache_clear_entries();
 		cache.complete = false;
 	}
+	log_pass_cut = cut;
 	return n;
 }
 
