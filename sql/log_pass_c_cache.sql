@@ -6,6 +6,10 @@
 --    write into outbox.log_channels later in that transaction (a restore raising a seq) sent no
 --    invalidation, and another session's cache handed out the seqs below it again (x got 2, not
 --    the 101 the reference pass gives).
+-- 2. A pass's notifications reach listeners at its commit, which must be durable first (as
+--    outbox.drain() makes it): under synchronous_commit = off a crash right after the commit
+--    lost the batch that listeners had seen, and the next pass handed its positions and seqs out
+--    again. Both passes now set synchronous_commit = on for their transaction (it stayed off).
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_red4;
 CREATE DATABASE pg_outbox_red4;
@@ -51,5 +55,19 @@ SELECT * FROM dblink('b', 'SELECT outbox._log_pass(10)') AS t(n bigint);
 SELECT u.ch, b.first_seqs[u.i] AS first_seq FROM outbox.batches b, unnest(b.channels) WITH ORDINALITY u(ch, i)
  ORDER BY b.first_pos, u.ch;
 SELECT dblink_disconnect('b'), dblink_disconnect('c');
+-- 2. the pass's transaction commits durably, whatever the session says
+SELECT outbox._log_insert('x', '{}') IS NOT NULL AS inserted;
+BEGIN;
+SET LOCAL synchronous_commit = off;
+SELECT outbox._log_pass(10);
+SELECT current_setting('synchronous_commit') AS c_pass_commit;
+COMMIT;
+SELECT outbox._log_insert('x', '{}') IS NOT NULL AS inserted;
+BEGIN;
+SET LOCAL synchronous_commit = off;
+SELECT outbox._log_pass_sql(10);
+SELECT current_setting('synchronous_commit') AS reference_pass_commit;
+COMMIT;
+SHOW synchronous_commit;
 \c contrib_regression
 DROP DATABASE pg_outbox_red4;

@@ -985,6 +985,12 @@ int64 log_pass(int max_events) {
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 		                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
+	// The notifications reach listeners at commit: that commit must be durable first, or a crash
+	// would hand the same positions and seqs out again (as drain(); SET LOCAL; the
+	// worker has it pinned)
+	if (!compat::am_background_worker())
+		(void)set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+		                        false);
 	// 1. the batch lock (SHARE ROW EXCLUSIVE on outbox.batches, as the SQL pass and rotation take
 	//    it), then a snapshot taken after it.
 	//    The parent's lock alone serialises passes and keeps rotation out (it asks for the same lock
