@@ -10,6 +10,9 @@
 --    outbox.drain() makes it): under synchronous_commit = off a crash right after the commit
 --    lost the batch that listeners had seen, and the next pass handed its positions and seqs out
 --    again. Both passes now set synchronous_commit = on for their transaction (it stayed off).
+-- 3. The C pass in a READ ONLY transaction wrote its batch row (without the executor, which
+--    checks) and sent its notifications, where the reference pass's INSERT is refused; only a
+--    write-behind that happened to be due failed. It is now refused with check_writable()'s error.
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_red4;
 CREATE DATABASE pg_outbox_red4;
@@ -69,5 +72,20 @@ SELECT outbox._log_pass_sql(10);
 SELECT current_setting('synchronous_commit') AS reference_pass_commit;
 COMMIT;
 SHOW synchronous_commit;
+-- 3. a read-only transaction: refused, as the reference pass is (right after a pass, so that no
+-- write-behind is due)
+SELECT outbox._log_insert('x', '{}') IS NOT NULL AS inserted;
+SELECT outbox._log_pass(10);
+SELECT outbox._log_insert('x', '{}') IS NOT NULL AS inserted;
+BEGIN READ ONLY;
+SELECT outbox._log_pass(10);
+ROLLBACK;
+\set VERBOSITY terse
+BEGIN READ ONLY;
+SELECT outbox._log_pass_sql(10);
+ROLLBACK;
+\set VERBOSITY default
+SELECT count(*) AS unpublished FROM outbox.log l
+ WHERE NOT EXISTS (SELECT FROM outbox._log_replay(0, 1000) r WHERE r.id = l.id);
 \c contrib_regression
 DROP DATABASE pg_outbox_red4;

@@ -985,6 +985,9 @@ int64 log_pass(int max_events) {
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 		                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
+	// the batch row goes in without the executor, which would refuse it in a read-only transaction
+	// (the reference pass's INSERT is refused; NOTIFY is not)
+	check_writable("outbox._log_pass()");
 	// The notifications reach listeners at commit: that commit must be durable first, or a crash
 	// would hand the same positions and seqs out again (as drain(); SET LOCAL; the
 	// worker has it pinned)
