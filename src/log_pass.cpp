@@ -449,6 +449,10 @@ void log_seqs_forget(Oid relid) {
 }
 
 void log_pass_subxact_event(SubXactEvent event, int) {
+	// a flush that failed in a subtransaction the caller rolled back (a PL/pgSQL EXCEPTION block):
+	// the transaction goes on, and its own writes into outbox.log_channels must invalidate
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		cache.flushing = false;
 	if (cache.pass_in_xact && event == SUBXACT_EVENT_ABORT_SUB)
 		cache_drop(); // the pass may have run in the subtransaction rolled back
 }
@@ -973,11 +977,23 @@ static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
 	SPI_finish();
 }
 
+bool log_pass_cut = false;
+
 int64 log_pass(int max_events) {
+	log_pass_cut = false;
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
 		                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
+	// the batch row goes in without the executor, which would refuse it in a read-only transaction
+	// (the reference pass's INSERT is refused; NOTIFY is not)
+	check_writable("outbox._log_pass()");
+	// The notifications reach listeners at commit: that commit must be durable first, or a crash
+	// would hand the same positions and seqs out again (as drain(); SET LOCAL; the
+	// worker has it pinned)
+	if (!compat::am_background_worker())
+		(void)set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+		                        false);
 	// 1. the batch lock (SHARE ROW EXCLUSIVE on outbox.batches, as the SQL pass and rotation take
 	//    it), then a snapshot taken after it.
 	//    The parent's lock alone serialises passes and keeps rotation out (it asks for the same lock
@@ -1164,6 +1180,7 @@ int64 log_pass(int max_events) {
 		cache_clear_entries();
 		cache.complete = false;
 	}
+	log_pass_cut = cut;
 	return n;
 }
 

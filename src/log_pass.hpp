@@ -11,6 +11,9 @@ namespace pg_outbox {
 // one segment, NOTIFYed and/or written to the WAL by their channels' targets, and one batch row.
 // Returns how many. Errors propagate.
 int64 log_pass(int max_events);
+// The last log_pass() ended its batch cut short (more of its window is committed and waits): the
+// drain worker runs the next pass at once.
+extern bool log_pass_cut;
 
 // Until the switch moves producers onto the log (doc/storage.md): does the drain worker also run
 // passes over the log? (pg_outbox.drain_log)

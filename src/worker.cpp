@@ -342,9 +342,11 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			bool failed = !run_pass(drain_pass, &pass, &published, loop_cxt);
 			// the write-once log (issue #15, until the switch): a pass of its own after the 1.2 one
 			int64 log_published = 0;
+			bool log_cut = false; // the log pass's batch was cut: the rest of its window is committed
 			if (!failed && pass == Pass::Drained && guc_drain_log) {
 				Pass log_result;
 				failed = !run_pass(log_drain_pass, &log_result, &log_published, loop_cxt);
+				log_cut = !failed && log_pass_cut;
 			}
 
 			long timeout = guc_idle_interval_ms;
@@ -402,8 +404,10 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 					// a new turn (too few worker processes, see the launcher) is not worth a LOG line each
 					ereport(my_slot->quiet_start ? DEBUG1 : LOG, (errmsg("pg_outbox drain worker started")));
 				}
-				if (published >= guc_batch_size || log_published >= guc_batch_size)
-					continue; // more may be waiting: no sleep
+				// more may be waiting: no sleep (a log batch is also cut short where its window goes on
+				// into the next segment; the commits' wake-ups were spent on this round)
+				if (published >= guc_batch_size || log_published >= guc_batch_size || log_cut)
+					continue;
 			}
 			int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);

@@ -322,6 +322,9 @@ DECLARE
     chs text[]; firsts bigint[]; cnts integer[]; ep bigint;
     r record; id_only boolean;
 BEGIN
+    -- the notifications reach listeners at commit: that commit must be durable first, or a crash
+    -- would hand the same positions out again (as outbox.drain(); SET LOCAL, for the transaction)
+    PERFORM pg_catalog.set_config('synchronous_commit', 'on', true);
     PERFORM outbox._check_max_events(max_events);
     -- the latest batch must be read after the batch lock is granted: with a transaction snapshot
     -- (taken before the lock) a pass that waited for another would hand out its positions again
