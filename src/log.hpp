@@ -5,6 +5,7 @@
 extern "C" {
 #include "postgres.h"
 #include "access/xact.h"
+#include "utils/snapshot.h"
 }
 
 namespace pg_outbox {
@@ -24,6 +25,10 @@ void insert_log(const PendingEvent *ev, int n, int64 *ids);
 // change trigger's outbox mode writes its events into the log (insert_log) instead of
 // outbox.pending. Nothing drains the log but outbox._log_pass() yet.
 extern bool guc_log_producer;
+
+// Does the database store its events in the log (outbox.log_state.active under snap; false when
+// the row is missing)? src/storage_mode.cpp.
+bool log_storage_active(Snapshot snap);
 
 // End of a transaction (xact_events.cpp): the producer forgets the segment it read.
 void log_publish_xact_event(XactEvent event);

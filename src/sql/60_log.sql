@@ -101,10 +101,19 @@ CREATE TABLE outbox.log_state (
     base_pos             bigint NOT NULL DEFAULT 0,
     base_snap            pg_snapshot NOT NULL DEFAULT '1:1:',
     purged_pos           bigint NOT NULL DEFAULT 0,
-    channels_flushed_pos bigint NOT NULL DEFAULT 0
+    channels_flushed_pos bigint NOT NULL DEFAULT 0,
+    -- the database's events are stored in the log (true), or in 1.2's outbox.pending and
+    -- outbox.history (false); set once, by the switch, never back (issue #15)
+    active               boolean NOT NULL DEFAULT false
 );
-COMMENT ON TABLE outbox.log_state IS 'internal (issue #15, not used yet): the log''s segment and horizons';
+COMMENT ON TABLE outbox.log_state IS 'internal (issue #15): the log''s segment and horizons, and whether the database uses it';
 INSERT INTO outbox.log_state DEFAULT VALUES;
+-- Whether the database stores its events in the log (outbox.log_state.active), as the
+-- statement's snapshot shows it; C code reads it with log_storage_active() (src/storage_mode.cpp).
+CREATE FUNCTION outbox._log_active() RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT coalesce((SELECT s.active FROM outbox.log_state s), false) $$;
+COMMENT ON FUNCTION outbox._log_active() IS 'internal: does this database store its events in the log (issue #15)?';
 -- pg_restore inserting the dumped row merges it into the one CREATE EXTENSION made (as
 -- outbox.state does): horizons never go backwards, the segment comes from the dump.
 CREATE FUNCTION outbox._log_state_merge() RETURNS trigger
@@ -113,7 +122,8 @@ BEGIN
     UPDATE outbox.log_state
        SET cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, base_pos = greatest(base_pos, NEW.base_pos),
            base_snap = NEW.base_snap, purged_pos = greatest(purged_pos, NEW.purged_pos),
-           channels_flushed_pos = greatest(channels_flushed_pos, NEW.channels_flushed_pos);
+           channels_flushed_pos = greatest(channels_flushed_pos, NEW.channels_flushed_pos),
+           active = active OR NEW.active;
     IF FOUND THEN
         RETURN NULL;
     END IF;

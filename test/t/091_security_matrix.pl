@@ -97,6 +97,7 @@ my %functions = (
     'outbox._waiting_databases()'                 => ['',     q{SELECT * FROM outbox._waiting_databases()}],
     # the write-once log (issue #15, part 1: internal, granted to nobody)
     'outbox._log_segments()'                      => ['',     q{SELECT outbox._log_segments()}],
+    'outbox._log_active()'                        => ['',     q{SELECT outbox._log_active()}],
     'outbox._log_latest()'                        => ['',     q{SELECT outbox._log_latest()}],
     'outbox._log_window(integer,pg_snapshot,pg_snapshot,xid8,bigint,integer)'
                                                   => ['',     q{SELECT * FROM outbox._log_window(0, '1:1:', '1:1:', '0', 0, 1)}],
