@@ -169,12 +169,12 @@ SELECT pg_temp.err($$SELECT outbox._log_publish('a')$$);
 ALTER TABLE outbox.log_0 DISABLE ROW LEVEL SECURITY;
 SELECT outbox._log_publish('a') > 0 AS ok;
 
--- the change trigger's outbox mode into the log (pg_outbox._log_producer, internal: the C trigger
--- of test/bench/log_producer_bench.sh until the switch): its events are rows of the log, in the
+-- the change trigger's outbox mode in log mode (set by hand: this log is not empty, so
+-- outbox.use_log_storage() would refuse it): its events are rows of the log, in the
 -- writer's transaction (a savepoint rolled back takes its event with it), outbox.pending stays empty
 CREATE TABLE u (id int PRIMARY KEY, name text);
 SELECT outbox.attach('u', mode => 'outbox') IS NOT NULL AS attached;
-SET pg_outbox._log_producer = on;
+UPDATE outbox.log_state SET active = true;
 BEGIN;
 INSERT INTO u VALUES (1, 'a'), (2, 'b');
 SAVEPOINT s;
@@ -182,11 +182,10 @@ INSERT INTO u VALUES (3, 'c');
 ROLLBACK TO s;
 SELECT count(*) AS rows, bool_and(xid = pg_current_xact_id()) AS top_level_xid FROM outbox.log WHERE channel = 'public.u';
 COMMIT;
-RESET pg_outbox._log_producer;
 SELECT count(*) AS pending_u FROM outbox.pending WHERE channel = 'public.u';
 CALL pg_temp.drain_all(1000);
 SELECT r.channel, r.seq, r.key, r.type, r.payload FROM outbox._log_replay(0, 1000) r WHERE r.channel = 'public.u' ORDER BY r.pos;
--- ... off: outbox.pending again
+-- ... and after that transaction: the log again, never outbox.pending
 INSERT INTO u VALUES (4, 'd');
 SELECT count(*) AS pending_u FROM outbox.pending WHERE channel = 'public.u';
 

@@ -21,14 +21,17 @@ struct PendingEvent; // publish.hpp
 // Callers have checked the events as publish_arguments() does.
 void insert_log(const PendingEvent *ev, int n, int64 *ids);
 
-// pg_outbox._log_producer (internal, for the benchmarks of issue #15 until the switch): the
-// change trigger's outbox mode writes its events into the log (insert_log) instead of
-// outbox.pending. Nothing drains the log but outbox._log_pass() yet.
-extern bool guc_log_producer;
-
 // Does the database store its events in the log (outbox.log_state.active under snap; false when
 // the row is missing)? src/storage_mode.cpp.
 bool log_storage_active(Snapshot snap);
+
+// Does this transaction's producer write the log (true) or outbox.pending (false)? Read once per
+// transaction: the first call locks outbox.pending (ROW EXCLUSIVE, kept to the transaction's end
+// even if a savepoint is rolled back) and only then reads outbox.log_state.active with the latest
+// snapshot. The switch (outbox.use_log_storage()) holds EXCLUSIVE on outbox.pending from before
+// it reads pending to its commit, so a producer either saw the switch committed (log) or holds
+// its lock first and the switch waits for it and moves its rows (src/storage_mode.cpp).
+bool producer_writes_log(void);
 
 // End of a transaction (xact_events.cpp): the producer forgets the segment it read.
 void log_publish_xact_event(XactEvent event);

@@ -97,8 +97,6 @@ static int current_segment(void) {
 	return seg;
 }
 
-bool guc_log_producer = false;
-
 void insert_log(const PendingEvent *ev, int n, int64 *ids) {
 	check_events_encoding(ev, n);
 	wake_worker_at_commit(); // the drain worker publishes the log with pg_outbox.drain_log on

@@ -104,11 +104,6 @@ static void define_gucs(void) {
 	                           nullptr, &guc_databases, "*", PGC_SIGHUP, 0, check_databases, nullptr, nullptr);
 	DefineCustomIntVariable("pg_outbox.retention", "How long published events are kept for replay.", nullptr,
 	                        &guc_retention_s, 86400, 1, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
-	DefineCustomBoolVariable("pg_outbox._log_producer",
-	                         "Internal (issue #15, benchmarks): the change trigger's outbox mode writes into the "
-	                         "write-once log instead of outbox.pending.",
-	                         "Nothing but outbox._log_pass() drains the log yet: leave it off.", &guc_log_producer, false,
-	                         PGC_SUSET, GUC_NOT_IN_SAMPLE, nullptr, nullptr, nullptr);
 }
 
 } // namespace pg_outbox

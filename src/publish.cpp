@@ -5,6 +5,7 @@
 #include "pg_outbox.hpp"
 #include "publish.hpp"
 #include "guard.hpp"
+#include "log.hpp"
 #include "pg_compat.hpp"
 #include "direct.hpp"
 #include "rights.hpp"
@@ -179,6 +180,13 @@ void insert_pending(const PendingEvent *ev, int n, int64 *ids) {
 	wake_worker_at_commit();
 }
 
+void insert_events(const PendingEvent *ev, int n, int64 *ids) {
+	if (producer_writes_log())
+		insert_log(ev, n, ids);
+	else
+		insert_pending(ev, n, ids);
+}
+
 PendingEvent publish_arguments(FunctionCallInfo fcinfo, const char *what) {
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("channel name cannot be NULL"),
@@ -208,8 +216,8 @@ using namespace pg_outbox;
 PGO_FUNCTION(outbox_publish) {
 	PendingEvent e = publish_arguments(fcinfo, "outbox.publish()");
 	int64 id;
-	insert_pending(&e, 1, &id);
-	if (id == 0) // a BEFORE trigger a DBA put on outbox.pending skipped the event
+	insert_events(&e, 1, &id);
+	if (id == 0) // a BEFORE trigger a DBA put on outbox.pending (the log's segment) skipped the event
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(id);
 }
@@ -220,6 +228,65 @@ PGO_FUNCTION(outbox_wake_trigger) {
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 		                errmsg("outbox._wake() must be called as a trigger")));
+	wake_worker_at_commit();
+	return PointerGetDatum(nullptr);
+}
+
+// BEFORE INSERT row trigger on outbox.pending (outbox._pending_to_log(), 65_log_switch.sql): an
+// INSERT by hand, a COPY or outbox.retry() of a dead letter in log mode. The row goes into the
+// log's current segment with the id it was given (its default took it from outbox.pending_id_seq,
+// the log's sequence too) and its created_at, as the table's owner; outbox.pending keeps nothing
+// (the trigger returns NULL, so INSERT ... RETURNING returns no row). In 1.2 mode the row is
+// inserted as before.
+PGO_FUNCTION(outbox_pending_to_log_trigger) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._pending_to_log() must be called as a trigger")));
+	TriggerData *td = (TriggerData *)fcinfo->context;
+	if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+	    !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._pending_to_log() must be a BEFORE INSERT row trigger")));
+	HeapTuple row = td->tg_trigtuple;
+	if (!producer_writes_log())
+		return PointerGetDatum(row);
+	TupleDesc desc = RelationGetDescr(td->tg_relation);
+	Datum vals[6];
+	char nulls[6];
+	static const char *const cols[6] = {"id", "channel", "key", "type", "payload", "created_at"};
+	for (int i = 0; i < 6; i++) {
+		int att = SPI_fnumber(desc, cols[i]);
+		if (att <= 0)
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			                errmsg("column \"%s\" of table outbox.pending does not exist", cols[i]),
+			                errhint("Reinstall the extension.")));
+		bool isnull;
+		vals[i] = SPI_getbinval(row, desc, att, &isnull);
+		nulls[i] = isnull ? 'n' : ' ';
+	}
+	if (nulls[1] == 'n')
+		ereport(ERROR, (errcode(ERRCODE_NOT_NULL_VIOLATION), errmsg("channel name cannot be NULL"),
+		                errhint("Every event is published on a channel.")));
+	text *ch = DatumGetTextPP(vals[1]);
+	check_channel_or_error(text_to_cstring(ch), VARSIZE_ANY_EXHDR(ch), "channel name");
+	Oid owner = td->tg_relation->rd_rel->relowner;
+	(void)check_trusted_schema();
+	Oid save_user;
+	int save_sec;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	int guc_level = pin_search_path();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	static SPIPlanPtr plan = nullptr;
+	if (!plan) {
+		Oid types[] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
+		plan = keep_plan("SELECT outbox._log_put($1, $2, $3, $4, $5, $6)", 6, types);
+	}
+	spi_check(SPI_execute_plan(plan, vals, nulls, false, 0), SPI_OK_SELECT, "routing the row into the log");
+	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
+	SetUserIdAndSecContext(save_user, save_sec);
 	wake_worker_at_commit();
 	return PointerGetDatum(nullptr);
 }

@@ -33,6 +33,10 @@ Oid pending_owner(void);
 // DBA's BEFORE trigger on outbox.pending skipped).
 void insert_pending(const PendingEvent *ev, int n, int64 *ids);
 
+// What every producer calls (publish(), the change trigger): insert_log() (log.hpp) in log mode,
+// insert_pending() in 1.2 mode (producer_writes_log(), once per transaction).
+void insert_events(const PendingEvent *ev, int n, int64 *ids);
+
 // The arguments (channel text, payload jsonb, key text, type text) of outbox.publish() and of the
 // functions that publish as it does (outbox._log_publish()), checked as publish() checks them: the
 // channel (NULL, its rule), a writable transaction (what names the function in the error), the

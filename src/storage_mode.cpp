@@ -4,6 +4,7 @@
 #include "pg_outbox.hpp"
 #include "direct.hpp"
 #include "log.hpp"
+#include "publish.hpp"
 
 extern "C" {
 #include "access/heapam.h"
@@ -11,7 +12,10 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_type.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 }
 
@@ -33,6 +37,30 @@ bool log_storage_active(Snapshot snap) {
 	}
 	table_endscan(scan);
 	table_close(rel, NoLock);
+	return active;
+}
+
+// The producers' mode, once per transaction (log.hpp). MyProc->lxid names the transaction: no
+// end-of-transaction callback is needed to forget it.
+static LocalTransactionId mode_lxid = InvalidLocalTransactionId;
+static bool mode_log = false;
+
+bool producer_writes_log(void) {
+	if (mode_lxid == MyProc->lxid && mode_lxid != InvalidLocalTransactionId)
+		return mode_log;
+	// the lock first, owned by the top-level transaction: a lock taken in a subtransaction would
+	// go with a ROLLBACK TO SAVEPOINT, and the switch could then commit between this read and the
+	// transaction's next insert into outbox.pending
+	ResourceOwner save = CurrentResourceOwner;
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	Relation pending = open_layout(&pending_layout, RowExclusiveLock); // and its relcache ref: both this owner's
+	table_close(pending, NoLock);
+	CurrentResourceOwner = save;
+	// the latest snapshot, not the transaction's: a REPEATABLE READ snapshot taken before the
+	// switch committed would say 1.2 and strand the event in outbox.pending
+	bool active = log_storage_active(GetLatestSnapshot());
+	mode_lxid = MyProc->lxid;
+	mode_log = active;
 	return active;
 }
 

@@ -56,7 +56,7 @@ namespace pg_outbox {
 // ---- outbox mode: events are buffered per statement and written 64 at a time ----
 //
 // A row only appends its event to a buffer (in TopTransactionContext); the events are written
-// into outbox.pending (insert_pending(), 64 rows per table_multi_insert) at the end of the
+// into outbox.pending or, in log mode, the log (insert_events(), 64 rows per table_multi_insert) at the end of the
 // statement that fired the row trigger, in the order the rows were changed:
 //   - the statement trigger outbox_flush (AFTER ... FOR EACH STATEMENT, created by attach in
 //     outbox mode);
@@ -127,10 +127,7 @@ static void write_events(int first) {
 		ev[k].payload = e->payload;
 	}
 	flushing_level = GetCurrentTransactionNestLevel();
-	if (guc_log_producer) // internal, issue #15's benchmarks: into the log
-		insert_log(ev, n, nullptr);
-	else
-		insert_pending(ev, n, nullptr);
+	insert_events(ev, n, nullptr); // the log in log mode, outbox.pending in 1.2 mode
 	flushing_level = 0;
 	for (int k = 0; k < n; k++) {
 		pfree(DatumGetPointer(ev[k].channel));

@@ -61,40 +61,7 @@ CREATE TABLE outbox.discarded (
 COMMENT ON TABLE outbox.discarded IS 'events removed by outbox.discard(), with who, when, why and their last error';
 SELECT pg_catalog.pg_extension_config_dump('outbox.discarded', '');
 
-CREATE FUNCTION outbox.retry(event_id bigint) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE moved bigint; stored bigint;
-BEGIN
-    IF event_id IS NULL THEN
-        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- a pending event being retried: try it at the next drain, with a fresh count
-    DELETE FROM outbox.failures f WHERE f.id = event_id
-       AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
-    IF FOUND THEN
-        PERFORM outbox._wake_at_commit();
-        RETURN event_id;
-    END IF;
-    WITH d AS (DELETE FROM outbox.dead_letter WHERE id = event_id RETURNING *),
-         i AS (INSERT INTO outbox.pending (id, channel, key, type, payload, created_at)
-               SELECT id, channel, key, type, payload, created_at FROM d RETURNING id)
-    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
-    IF moved = 0 THEN
-        RAISE EXCEPTION 'event % is neither a dead letter nor being retried', event_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'outbox.dead_letters lists the events that failed, outbox.failures those being retried.';
-    END IF;
-    IF stored <> moved THEN
-        RAISE EXCEPTION 'event % could not be put back into outbox.pending', event_id
-            USING ERRCODE = 'triggered_action_exception',
-                  DETAIL = 'A trigger, rule or policy on outbox.pending skipped the row.',
-                  HINT = 'Drop what was added to outbox.pending.';
-    END IF;
-    PERFORM outbox._wake_at_commit();
-    RETURN event_id;
-END $$;
-COMMENT ON FUNCTION outbox.retry(bigint) IS
-    'put a dead letter back into the outbox, or try an event being retried at once with a fresh count';
+-- outbox.retry(event_id): 65_log_switch.sql (it also puts a dead letter back in log mode)
 
 CREATE FUNCTION outbox.discard(event_id bigint, reason text DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -1,0 +1,1 @@
+../65_log_switch.sql
