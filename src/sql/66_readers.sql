@@ -464,11 +464,7 @@ DECLARE
 BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF outbox._log_active() THEN -- log mode (issue #15): the frozen history, then the log
-        RETURN QUERY SELECT * FROM outbox._event_log(event_id);
-        RETURN;
-    END IF;
+    END IF; IF outbox._log_active() THEN RETURN QUERY SELECT * FROM outbox._event_log(event_id); RETURN; END IF; -- log mode (#15); one line: 1.2's line numbers
     RETURN QUERY
         SELECT h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.pos, h.seq, h.published_at
           FROM outbox.history h WHERE h.id = event_id
