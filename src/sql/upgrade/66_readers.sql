@@ -1,0 +1,1 @@
+../66_readers.sql
