@@ -168,13 +168,28 @@ void direct_begin(DirectInsert *d, TableLayout *layout, int buffer_rows) {
 		d->use_sql = true;
 }
 
+// own: one trigger name or several, comma-separated ("pending_wake,pending_to_log")
+static bool is_own_trigger(const char *name, const char *own) {
+	size_t len = strlen(name);
+	for (const char *p = own; *p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n == len && strncmp(p, name, n) == 0)
+			return true;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return false;
+}
+
 bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {
 	TriggerDesc *tg = rel->trigdesc;
 	for (int i = 0; tg && i < tg->numtriggers; i++) {
 		const Trigger *t = &tg->triggers[i];
 		if (t->tgenabled == TRIGGER_DISABLED || !(t->tgtype & event))
 			continue;
-		if (own_trigger && strcmp(t->tgname, own_trigger) == 0)
+		if (own_trigger && is_own_trigger(t->tgname, own_trigger))
 			continue;
 		return true;
 	}

@@ -40,7 +40,7 @@ struct TableLayout {
 	int ncols;
 	const char *own_check;  // a CHECK constraint of the table that the callers enforce themselves
 	                        // (not evaluated per row unless the table has others), or nullptr
-	const char *own_trigger; // a trigger of the table that the callers stand in for, or nullptr
+	const char *own_trigger; // the table's triggers the callers stand in for (comma-separated names), or nullptr
 	// resolved
 	bool valid;
 	Oid relid;

@@ -32,9 +32,10 @@ static const ColumnSpec pending_cols[] = {{"id", INT8OID},      {"channel", TEXT
                                           {"type", TEXTOID},    {"payload", JSONBOID}, {"created_at", TIMESTAMPTZOID}};
 // pending_channel_length (1 to 63 bytes) is checked by insert_pending() itself.
 // pending_wake is the statement trigger that wakes the worker for INSERTs by hand: pg_outbox's
-// own writes call wake_worker_at_commit() instead.
+// own writes call wake_worker_at_commit() instead; pending_to_log routes INSERTs by hand into the
+// log in log mode, where pg_outbox's own writes call insert_log() instead.
 TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_cols), "pending_channel_length",
-                                     "pending_wake", false,   InvalidOid,             -1,
+                                     "pending_wake,pending_to_log", false,   InvalidOid,             -1,
                                      {},         0};
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
