@@ -61,6 +61,7 @@ my %functions = (
     'outbox.retry(bigint)'                        => ['a',    q{SELECT outbox.retry(-1)}],
     'outbox.purge(interval)'                      => ['a',    q{SELECT outbox.purge('100 years')}],
     'outbox.pause()'                              => ['a',    q{SELECT outbox.pause()}],
+    'outbox.use_log_storage()'                    => ['a',    q{SELECT * FROM outbox.use_log_storage()}],
     'outbox.resume()'                             => ['a',    q{SELECT outbox.resume()}],
     'outbox._worker_status()'                     => ['ra',   q{SELECT * FROM outbox._worker_status()}],
     'outbox.set_target(text,text)'                => ['a',    q{SELECT outbox.set_target('m_chan', 'notify')}],
@@ -119,6 +120,15 @@ my %functions = (
     'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'
                                                   => ['',     q{SELECT outbox._log_envelope(1, 1, 1, NULL, NULL, NULL, 0, false)}],
     'outbox._log_state_check()'                   => ['',     'trigger'],
+    # the switch (issue #15: internal, granted to nobody)
+    'outbox._log_put(bigint,text,text,text,jsonb,timestamp with time zone)'
+                                                  => ['',     q{SELECT outbox._log_put(1, 'm_chan', NULL, NULL, NULL, now())}],
+    'outbox._pending_to_log()'                    => ['',     'trigger'],
+    'outbox._event_log(bigint)'                   => ['',     q{SELECT * FROM outbox._event_log(1)}],
+    'outbox._replay_channel_log(text,bigint,integer,bigint)'
+                                                  => ['',     q{SELECT * FROM outbox._replay_channel_log('m_chan', 0, 1, 0)}],
+    'outbox._replay_log(bigint,text[],integer,bigint,boolean)'
+                                                  => ['',     q{SELECT * FROM outbox._replay_log(0, NULL, 1, 0, false)}],
     # the log's readers (issue #15, part 3: internal, granted to nobody)
     'outbox._log_check_rotation(text)'            => ['',     q{SELECT outbox._log_check_rotation('x')}],
     'outbox._log_replay_channel_rows(text,bigint,integer)' => ['', q{SELECT * FROM outbox._log_replay_channel_rows('m_chan', 0, 1)}],
