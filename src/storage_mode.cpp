@@ -51,10 +51,14 @@ bool producer_writes_log(void) {
 	// the lock first, owned by the top-level transaction: a lock taken in a subtransaction would
 	// go with a ROLLBACK TO SAVEPOINT, and the switch could then commit between this read and the
 	// transaction's next insert into outbox.pending
+	// (open_layout() can raise, a DBA's ALTER TABLE: it runs under the current owner, so an error
+	// leaks nothing; the lock it took is then granted again to the top owner without waiting)
+	Relation pending = open_layout(&pending_layout, RowExclusiveLock);
+	Oid pending_relid = RelationGetRelid(pending);
+	table_close(pending, NoLock);
 	ResourceOwner save = CurrentResourceOwner;
 	CurrentResourceOwner = TopTransactionResourceOwner;
-	Relation pending = open_layout(&pending_layout, RowExclusiveLock); // and its relcache ref: both this owner's
-	table_close(pending, NoLock);
+	LockRelationOid(pending_relid, RowExclusiveLock);
 	CurrentResourceOwner = save;
 	// the latest snapshot, not the transaction's: a REPEATABLE READ snapshot taken before the
 	// switch committed would say 1.2 and strand the event in outbox.pending
