@@ -9,7 +9,7 @@ CXX_SRCS = src/rights.cpp src/guard.cpp src/limits.cpp src/json_writer.cpp src/e
            src/xact_events.cpp src/invalidation.cpp src/jsonb_text.cpp src/spi_util.cpp src/publish.cpp src/drain.cpp src/drain_failures.cpp src/history.cpp \
            src/direct.cpp src/worker_settings.cpp src/launcher.cpp src/worker.cpp src/admin.cpp \
            src/schema_guard.cpp src/consumers.cpp src/health.cpp src/log_pass.cpp src/log_publish.cpp \
-           src/storage_mode.cpp
+           src/storage_mode.cpp src/log_epoch.cpp
 OBJS = $(CXX_SRCS:.cpp=.o)
 
 # The install script is assembled from one piece per feature (src/sql/NN_*.sql). The scripts

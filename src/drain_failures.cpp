@@ -5,6 +5,8 @@
 #include "drain_failures.hpp"
 #include "drain.hpp"
 #include "guard.hpp"
+#include "log.hpp"
+#include "log_pass.hpp"
 #include "pg_compat.hpp"
 #include "spi_util.hpp"
 
@@ -17,6 +19,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 }
 
 namespace pg_outbox {
@@ -447,5 +450,17 @@ PGO_FUNCTION(outbox_drain) {
 		                errhint("One call publishes at most %d events in one transaction: call it again for more.",
 		                        kMaxDrainEvents)));
 	check_writable("outbox.drain()");
+	// [log mode] the database stores its events in the write-once log (issue #15): one C pass over
+	// it (log_pass.cpp), as the drain worker runs; the log's failure path is not built yet
+	check_installed_version();
+	if (log_storage_active(GetActiveSnapshot())) {
+		if (XactIsoLevel != XACT_READ_COMMITTED)
+			ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			                errmsg("outbox.drain() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+			                errdetail("This database stores its events in the write-once log, whose pass takes its "
+			                          "snapshot after the batch lock."),
+			                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
+		PG_RETURN_INT64(log_pass(max_events));
+	}
 	PG_RETURN_INT64(drain(max_events));
 }

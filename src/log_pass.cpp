@@ -981,6 +981,7 @@ static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
 }
 
 bool log_pass_cut = false;
+int64 log_pass_last_pos = 0;
 
 int64 log_pass(int max_events) {
 	log_pass_cut = false;
@@ -1065,7 +1066,7 @@ int64 log_pass(int max_events) {
 	sink.n = 0;
 	sink.last_xid = 0;
 	sink.last_id = 0;
-	sink.epoch = read_epoch(snap);
+	sink.epoch = log_pass_epoch(snap, first_pos, read_epoch(snap)); // [log mode] log_epoch.cpp
 	sink.id_only = notifications_id_only();
 	sink.payload_text = makeStringInfo();
 	sink.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_outbox pass row", ALLOCSET_SMALL_SIZES);
@@ -1184,6 +1185,11 @@ int64 log_pass(int max_events) {
 		cache.complete = false;
 	}
 	log_pass_cut = cut;
+	log_pass_last_pos = first_pos + n - 1;
+	// outbox.wait() and outbox.next() return at commit, as after a 1.2 drain (consumers.cpp)
+	wake_waiters_at_commit();
+	for (int j = 0; j < nchannels; j++)
+		wake_channel_waiters_at_commit(sorted[j]->name);
 	return n;
 }
 

@@ -10,6 +10,7 @@
 #include "drain_failures.hpp"
 #include "guard.hpp"
 #include "history.hpp"
+#include "log.hpp"
 #include "log_pass.hpp"
 #include "spi_util.hpp"
 #include "worker_settings.hpp"
@@ -143,10 +144,34 @@ void maybe_vacuum_pending(void) {
 	PG_END_TRY();
 }
 
+// [log mode] The wake-up's pass over the write-once log (issue #15, doc/storage.md), in the
+// transaction drain_pass() opened and checked (extension, schema, version, pause read): the C pass
+// alone, nothing of 1.2 (nothing is in outbox.pending; outbox.history is frozen). Backpressure:
+// over pg_outbox.max_queue_usage the worker waits, without asking whether the log holds anything
+// (the log's pending count is a recomputation, too dear every 100 ms of a wait). Retention and
+// rotation are log_maintenance(), in transactions of their own.
+bool pass_log_mode = false; // the last wake-up's pass was over the log
+TimestampTz last_log_rotation = 0;
+
+Pass log_drain_pass(bool paused, int64 *published) {
+	pass_log_mode = true;
+	double usage = notify_queue_usage();
+	my_slot->queue_usage = usage;
+	if (paused)
+		return Pass::Paused;
+	if (usage > guc_max_queue_usage)
+		return Pass::Backpressure;
+	set_state(WorkerState::Draining);
+	pgstat_report_activity(STATE_RUNNING, "pg_outbox: draining the log");
+	*published = log_pass(guc_batch_size);
+	return Pass::Drained;
+}
+
 // One pass in one transaction. *published gets the number of events published.
 Pass drain_pass(int64 *published) {
 	Pass result = Pass::Drained;
 	*published = 0;
+	pass_log_mode = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -180,6 +205,12 @@ Pass drain_pass(int64 *published) {
 			result = Pass::NeedsUpdate;
 			goto done;
 		}
+		// [log mode] the database stores its events in the write-once log (issue #15): the pass of
+		// this wake-up is the C pass over the log, in this transaction (log_drain_pass)
+		if (log_storage_active(GetActiveSnapshot())) {
+			result = log_drain_pass(paused && !isnull, published);
+			goto done;
+		}
 		// the history segments first, as every drain and purge() lock them: retention below takes
 		// the state row, and a purge() waiting for a segment between the two would deadlock
 		lock_history_segments();
@@ -208,12 +239,10 @@ done:
 	return result;
 }
 
-// One pass over the write-once log in a transaction of its own (pg_outbox.drain_log; issue #15),
-// after the 1.2 pass of the same round, which checked the extension, its version and the pause.
-// About once a second it also tries a rotation (outbox._log_rotate(): NOWAIT, it never waits).
-TimestampTz last_log_rotation = 0;
-
-Pass log_drain_pass(int64 *published) {
+// A pass over the log with pg_outbox.drain_log in 1.2 mode (development, until the switch): in a
+// transaction of its own, after the 1.2 pass of the same round, which checked the extension, its
+// version and the pause.
+Pass log_dev_pass(int64 *published) {
 	*published = 0;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -223,23 +252,42 @@ Pass log_drain_pass(int64 *published) {
 	*published = log_pass(guc_batch_size);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	return Pass::Drained;
+}
+
+// About once a second, after a pass over the log (log mode, or pg_outbox.drain_log): the log's
+// rotation (outbox._log_rotate(pg_outbox.retention): NOWAIT, it never waits) and, in log mode, the
+// 1.2 retention of the frozen outbox.history, each in a transaction of its own.
+Pass log_maintenance(int64 *) {
 	TimestampTz now = GetCurrentTimestamp();
-	if (now - last_log_rotation >= USECS_PER_SEC) {
-		last_log_rotation = now;
+	if (now - last_log_rotation < USECS_PER_SEC)
+		return Pass::Drained;
+	last_log_rotation = now;
+	if (pass_log_mode) {
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "pg_outbox: SPI_connect failed");
-		char sql[128];
-		snprintf(sql, sizeof sql, "SELECT outbox._log_rotate(make_interval(secs => %d))", guc_retention_s);
-		int rc = SPI_execute(sql, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_outbox: rotating the log failed: %s", SPI_result_code_string(rc));
-		SPI_finish();
+		(void)check_trusted_schema();
+		lock_history_segments(); // as the 1.2 pass: before the state row retention takes
+		maintain_retention();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	(void)check_trusted_schema();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	char sql[128];
+	snprintf(sql, sizeof sql, "SELECT outbox._log_rotate(make_interval(secs => %d))", guc_retention_s);
+	int rc = SPI_execute(sql, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: rotating the log failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	return Pass::Drained;
 }
@@ -340,13 +388,33 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			int64 published = 0;
 			Pass pass = Pass::Drained;
 			bool failed = !run_pass(drain_pass, &pass, &published, loop_cxt);
-			// the write-once log (issue #15, until the switch): a pass of its own after the 1.2 one
+			if (failed)
+				published = 0; // its transaction rolled back
 			int64 log_published = 0;
 			bool log_cut = false; // the log pass's batch was cut: the rest of its window is committed
-			if (!failed && pass == Pass::Drained && guc_drain_log) {
-				Pass log_result;
-				failed = !run_pass(log_drain_pass, &log_result, &log_published, loop_cxt);
+			int64 noted_pos = last_drained_pos;
+			if (pass_log_mode) {
+				// log mode: that was the wake-up's one pass, over the log
 				log_cut = !failed && log_pass_cut;
+				noted_pos = log_pass_last_pos;
+			} else if (!failed && pass == Pass::Drained && guc_drain_log) {
+				// pg_outbox.drain_log in 1.2 mode: a pass of its own over the log after the 1.2 one (its
+				// positions are the log's own space: not the status's)
+				Pass log_result;
+				failed = !run_pass(log_dev_pass, &log_result, &log_published, loop_cxt);
+				log_cut = !failed && log_pass_cut;
+			}
+			if (published > 0) {
+				LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+				note_published(my_slot, (uint64)published, noted_pos);
+				LWLockRelease(shared->lock);
+				if (!pass_log_mode)
+					published_since_vacuum += published;
+			}
+			if (!failed && pass == Pass::Drained && (pass_log_mode || guc_drain_log)) {
+				Pass maint_result;
+				int64 none = 0;
+				failed = !run_pass(log_maintenance, &maint_result, &none, loop_cxt);
 			}
 
 			long timeout = guc_idle_interval_ms;
@@ -390,13 +458,8 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 				if (in_backpressure)
 					ereport(LOG, (errmsg("pg_outbox: NOTIFY queue below pg_outbox.max_queue_usage again, publishing")));
 				in_backpressure = false;
-				if (published > 0) {
-					LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-					note_published(my_slot, (uint64)published, last_drained_pos);
-					LWLockRelease(shared->lock);
-					published_since_vacuum += published;
-				}
-				maybe_vacuum_pending();
+				if (!pass_log_mode)
+					maybe_vacuum_pending(); // log mode: nothing writes outbox.pending
 				set_state(WorkerState::Idle);
 				pgstat_report_activity(STATE_IDLE, "pg_outbox: idle, waiting for commits");
 				if (!announced) {
