@@ -923,9 +923,6 @@ static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t
 			e->count = 0;
 			e->targets = targets_of(sink->targets, key);
 			sink->nchannels++;
-			// consumers.cpp: outbox.wait() and outbox.next() return at commit, as after drain()
-			wake_waiters_at_commit();
-			wake_channel_waiters_at_commit(key);
 		}
 		sink->prev = e;
 	}
