@@ -1220,6 +1220,17 @@ PGO_FUNCTION(outbox_log_pass) {
 		                errhint("Pass the most events one pass may publish, for example 1000.")));
 	if (max_events == PG_INT32_MAX)
 		max_events--; // one more row is read to know whether the batch is cut
+	// The pass writes its batch row and takes the batch lock without the executor's privilege
+	// checks: a role a careless DBA granted EXECUTE would publish (hand positions and seqs out)
+	// and hold up every producer's rotation without any right on the log's tables. As the other
+	// internal writers: the owner of the log's tables (the extension's) or a superuser. The drain
+	// worker and outbox.drain() call log_pass() itself, not this entry.
+	Oid batches = extension_relation("batches");
+	if (!OidIsValid(batches) || !compat::class_ownercheck(batches, GetUserId()))
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+		                errmsg("permission denied for function outbox._log_pass()"),
+		                errdetail("Only the owner of outbox.batches or a superuser may run the log pass."),
+		                errhint("The drain worker runs the pass; a role that needs to trigger one calls outbox.drain().")));
 	PG_RETURN_INT64(log_pass(max_events));
 }
 

@@ -154,11 +154,42 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Rotate after a pass that finished its window (the latest batch has cut = false).';
     END IF;
+    -- the horizons only grow: positions at or below base_pos are 1.2's (the readers send them to
+    -- outbox.history), those at or below purged_pos are gone; either moved back, the readers would
+    -- look for events in the wrong storage or answer for removed ones. The switch is one-way.
+    IF NEW.base_pos < OLD.base_pos OR NEW.purged_pos < OLD.purged_pos THEN
+        RAISE EXCEPTION 'the log''s % cannot go back from % to %',
+                        CASE WHEN NEW.base_pos < OLD.base_pos THEN 'base_pos' ELSE 'purged_pos' END,
+                        CASE WHEN NEW.base_pos < OLD.base_pos THEN OLD.base_pos ELSE OLD.purged_pos END,
+                        CASE WHEN NEW.base_pos < OLD.base_pos THEN NEW.base_pos ELSE NEW.purged_pos END
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Positions are handed out once: base_pos and purged_pos only grow.';
+    END IF;
+    IF OLD.active AND NOT NEW.active THEN
+        RAISE EXCEPTION 'the log''s storage cannot be switched off'
+            USING ERRCODE = 'check_violation',
+                  HINT = 'The switch to the log (outbox.log_state.active) is one-way: 1.2''s tables no longer hold the events published since.';
+    END IF;
+    -- channels_flushed_pos tells a cold seq cache (and outbox._log_last_seq()) that
+    -- outbox.log_channels covers every batch up to it: above the log's head, the batches after
+    -- the head would be skipped and their seqs handed out again. It may go back (more is read).
+    IF NEW.channels_flushed_pos > OLD.channels_flushed_pos
+       AND NEW.channels_flushed_pos > greatest(coalesce((SELECT b.first_pos + b.n - 1 FROM outbox._log_latest() b), 0),
+                                               NEW.base_pos, OLD.purged_pos) THEN
+        RAISE EXCEPTION 'the log''s channels_flushed_pos cannot be %, above the log''s head %', NEW.channels_flushed_pos,
+                        greatest(coalesce((SELECT b.first_pos + b.n - 1 FROM outbox._log_latest() b), 0), NEW.base_pos,
+                                 OLD.purged_pos)
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Only a log pass moves it, to the last position it has written into outbox.log_channels.';
+    END IF;
     RETURN NEW;
 END $$;
-COMMENT ON FUNCTION outbox._log_state_check() IS 'internal: refuse a cur_seg out of range, or a change of it in the middle of a cut window';
+COMMENT ON FUNCTION outbox._log_state_check() IS
+    'internal: refuse a cur_seg out of range or changed in the middle of a cut window, horizons going back, the switch undone, channels_flushed_pos above the head';
 CREATE TRIGGER log_state_check BEFORE UPDATE ON outbox.log_state
     FOR EACH ROW EXECUTE FUNCTION outbox._log_state_check();
+-- also under session_replication_role = replica (a DBA's or a replication tool's session)
+ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_check;
 
 -- last_seq per channel, written behind by the pass (the batches after channels_flushed_pos
 -- are the truth for a channel they name).
