@@ -146,10 +146,14 @@ SELECT * FROM dblink('rr', 'SELECT outbox.head(), count(*), min(pos), max(pos), 
 
 -- the consumer acked below the boundary reads across it
 SELECT min(pos), max(pos), count(*) FROM outbox.next('lmr_c', 100, timeout => '0');
--- (ack() above the 1.2 head is refused in log mode: consumers.cpp's read_positions() reads the
--- 1.2 head only; not fixed yet)
+-- ack() above the 1.2 head: the head is the log's (50); above it OB002
+SELECT pg_temp.err($$SELECT outbox.ack('lmr_c', 51)$$);
+SELECT outbox.ack('lmr_c', 30);
 SELECT name, state, acked_pos FROM outbox.consumers;
-SELECT count(*) FROM outbox.next('lmr_c', 100, timeout => '0');
+SELECT min(pos), max(pos), count(*) FROM outbox.next('lmr_c', 100, timeout => '0');
+SELECT outbox.create_consumer('lmr_now', NULL, 'now');
+SELECT name, acked_pos FROM outbox.consumers WHERE name = 'lmr_now';
+SELECT outbox.drop_consumer('lmr_now');
 
 -- an event pending in the log: NULL pos, seq and published_at, as 1.2 says of a pending event
 SELECT outbox._log_publish('a', '{"pending": true}') AS pend_id \gset
@@ -210,7 +214,7 @@ SELECT min(pos), max(pos), count(*) FROM allev;
 SELECT pg_temp.err('SELECT count(*) FROM outbox.replay(0)');
 SELECT pg_temp.err($$SELECT count(*) FROM outbox.replay_channel('a', 0)$$);
 SELECT * FROM pg_temp.check_readers(ARRAY['a', 'b', 'c', 's']) WHERE reader <> 'event';
--- the frozen history's events are still there
+-- the consumer acked at 30 no longer holds the frozen history: purge('0') removed it (P0002)
 SELECT pg_temp.err('SELECT * FROM outbox.event(1)');
 
 -- rotations of the log: its oldest segment is truncated, replay below its horizon is OB001

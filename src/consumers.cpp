@@ -534,8 +534,16 @@ static void consumer_lost(const char *name, const Consumer &c) {
 // connected, as the owner, outbox.history locked by the caller if it needs the horizon stable).
 static void read_positions(int64 *head, int64 *purged) {
 	PushActiveSnapshot(GetLatestSnapshot());
-	int rc = SPI_execute("SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),"
-	                     " s.purged_pos FROM outbox.state s",
+	// in log mode (issue #15) the log's head and horizon are above 1.2's (SQL objects older than
+	// 1.3 have no log)
+	Oid nsp = get_namespace_oid("outbox", true);
+	bool has_log = OidIsValid(nsp) && OidIsValid(get_relname_relid("log_state", nsp));
+	int rc = SPI_execute(!has_log ? "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),"
+	                                " s.purged_pos FROM outbox.state s"
+	                              : "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h),"
+	                     "                CASE WHEN l.active THEN outbox._log_head() ELSE 0 END),"
+	                     " greatest(s.purged_pos, CASE WHEN l.active THEN l.purged_pos ELSE 0 END)"
+	                     " FROM outbox.state s LEFT JOIN outbox.log_state l ON true",
 	                     true, 1);
 	PopActiveSnapshot();
 	spi_ok(rc, SPI_OK_SELECT, "reading outbox.state");
