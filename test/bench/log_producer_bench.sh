@@ -9,7 +9,7 @@
 #               the log drained meanwhile by one client looping over outbox._log_pass(1000) (a
 #               procedure: one pass per transaction, pg_sleep(0.001) when a pass publishes nothing)
 #   log_c       the C trigger: 1.2's change trigger (outbox.attach(mode => 'outbox')) with
-#               pg_outbox._log_producer = on in the producers' sessions (internal: its outbox mode
+#               the database in log mode (outbox.log_state.active) for the run (its outbox mode
 #               then writes into the log with the C producer, src/log_publish.cpp), drained as log_plpgsql
 #   log_nodrain the PL/pgSQL trigger with nobody draining (what the producer's own insert costs; the
 #               log is drained after the run)
@@ -85,6 +85,12 @@ set_variant() {
     log_plpgsql | log_nodrain) q -c "CREATE TRIGGER log_change AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION log_user_change()" ;;
     esac
 }
+# set_log_mode true|false: outbox.log_state.active (bench only: false is refused by its check trigger)
+set_log_mode() {
+    q -c "ALTER TABLE outbox.log_state DISABLE TRIGGER log_state_check" \
+      -c "UPDATE outbox.log_state SET active = $1" \
+      -c "ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_check" >/dev/null
+}
 # every run starts alike: the outbox drained, the tables empty, a checkpoint
 reset_state() {
     wait_idle 300
@@ -100,7 +106,9 @@ run() {
     case $v in log_plpgsql | log_c) drain_start ;; esac
     [ -n "$pin" ] && pre=(taskset -c "$PIN_CPU")
     local opts=$PGOPTIONS
-    [ "$v" = log_c ] && opts="$opts -c pg_outbox._log_producer=on"
+    # log_c: the database in log mode for this run only (the switch is one-way for users; the
+    # bench turns it back off with the check trigger disabled, with the log drained and empty)
+    [ "$v" = log_c ] && set_log_mode true
     tps=$(PGOPTIONS=$opts "${pre[@]}" "$BIN/pgbench" -n -M prepared -f "$W/insert.sql" -c "$c" -j "$c" -T "$SECS" bench 2>/dev/null |
           sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
     if [ "$v" = log_plpgsql ] || [ "$v" = log_c ] || [ "$v" = log_nodrain ]; then
@@ -111,6 +119,7 @@ run() {
         while [ "$(q -c "SELECT outbox._log_pass(1000)")" != 0 ]; do :; done
         [ "$(log_backlog)" = 0 ] || { echo "log_producer_bench: the log is not drained" >&2; exit 1; }
     fi
+    [ "$v" = log_c ] && set_log_mode false
     printf '%.0f' "$tps"
 }
 
