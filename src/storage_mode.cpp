@@ -11,9 +11,11 @@ extern "C" {
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -26,6 +28,11 @@ static TableLayout log_state_active_layout = {"log_state", log_state_active_cols
                                               InvalidOid,  -1,                    {}, 0};
 
 bool log_storage_active(Snapshot snap) {
+	// SQL objects older than 1.3 (the library is updated before ALTER EXTENSION UPDATE): no log,
+	// the 1.2 storage
+	Oid nsp = get_namespace_oid("outbox", true);
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("log_state", nsp)))
+		return false;
 	Relation rel = open_layout(&log_state_active_layout, AccessShareLock);
 	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
 	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
