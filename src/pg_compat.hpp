@@ -36,6 +36,7 @@ extern "C" {
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "replication/message.h"
+#include "storage/proc.h"
 #include "access/xlog.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
@@ -96,6 +97,15 @@ inline Oid identity_sequence(Relation rel, AttrNumber attnum, bool missing_ok) {
 	return getIdentitySequence(rel, attnum, missing_ok);
 #else
 	return getIdentitySequence(RelationGetRelid(rel), attnum, missing_ok);
+#endif
+}
+
+// This backend's local transaction id (17 moved it into PGPROC.vxid).
+inline LocalTransactionId my_local_xid() {
+#if PG_VERSION_NUM >= 170000
+	return MyProc->vxid.lxid;
+#else
+	return MyProc->lxid;
 #endif
 }
 

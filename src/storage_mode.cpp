@@ -2,6 +2,7 @@
 // write-once log (outbox.log_state.active, set once by the switch) or 1.2's outbox.pending and
 // outbox.history. Producers, the drain worker and the readers ask log_storage_active().
 #include "pg_outbox.hpp"
+#include "pg_compat.hpp"
 #include "direct.hpp"
 #include "log.hpp"
 #include "publish.hpp"
@@ -47,13 +48,13 @@ bool log_storage_active(Snapshot snap) {
 	return active;
 }
 
-// The producers' mode, once per transaction (log.hpp). MyProc->lxid names the transaction: no
+// The producers' mode, once per transaction (log.hpp). the local transaction id names the transaction: no
 // end-of-transaction callback is needed to forget it.
 static LocalTransactionId mode_lxid = InvalidLocalTransactionId;
 static bool mode_log = false;
 
 bool producer_writes_log(void) {
-	if (mode_lxid == MyProc->lxid && mode_lxid != InvalidLocalTransactionId)
+	if (mode_lxid == compat::my_local_xid() && mode_lxid != InvalidLocalTransactionId)
 		return mode_log;
 	// the lock first, owned by the top-level transaction: a lock taken in a subtransaction would
 	// go with a ROLLBACK TO SAVEPOINT, and the switch could then commit between this read and the
@@ -70,7 +71,7 @@ bool producer_writes_log(void) {
 	// the latest snapshot, not the transaction's: a REPEATABLE READ snapshot taken before the
 	// switch committed would say 1.2 and strand the event in outbox.pending
 	bool active = log_storage_active(GetLatestSnapshot());
-	mode_lxid = MyProc->lxid;
+	mode_lxid = compat::my_local_xid();
 	mode_log = active;
 	return active;
 }
