@@ -11,7 +11,7 @@
 #                        contrib/prometheus/pg_outbox_queries.yaml, scraped on 127.0.0.1).
 # Servers run as an unprivileged OS user (postgres, when called as root). Exits non-zero on
 # any failure. Usage: bash test/run_tests.sh [unit|regress|isolation|tap|python|kafka|fuzz|prometheus ...]
-# (TAP_FILES=t/040_admin.pl runs only some TAP files)
+# (TAP_FILES=t/040_admin.pl runs only some TAP files; REGRESS_TESTS="a b", ISOLATION_TESTS="c" likewise)
 # PG_MAJOR=17 bash test/run_tests.sh runs them against PostgreSQL 17 (15, 16, 17, 18; default 15):
 # natively when that major is installed here (or is this Debian release's own), else inside a
 # Debian chroot of it that test/pgchroot.sh makes once and reuses. PG_CONFIG=/path/to/pg_config
@@ -58,8 +58,9 @@ show_diffs() {
     if [ -s "$diffs" ]; then echo "--- $diffs (first 200 lines)"; head -200 "$diffs"; fi
 }
 
-regress_tests=$(cd sql && ls *.sql | sed 's/\.sql$//' | sort | tr '\n' ' ')
-isolation_tests=$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | sort | tr '\n' ' ')
+# REGRESS_TESTS="log_switch wal" / ISOLATION_TESTS="log_switch" run only those (each sets itself up)
+regress_tests=${REGRESS_TESTS:-$(cd sql && ls *.sql | sed 's/\.sql$//' | sort | tr '\n' ' ')}
+isolation_tests=${ISOLATION_TESTS:-$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | sort | tr '\n' ' ')}
 
 run_regress() {
     (cd "$WORK" && "${RUN[@]}" "$PGXS_DIR/test/regress/pg_regress" --bindir="$BINDIR" \
