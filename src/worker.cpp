@@ -380,6 +380,7 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 			my_slot->state = WorkerState::Starting;
 			my_slot->exit_reason = ExitReason::Error; // replaced on a clean exit
 			my_slot->started_at = GetCurrentTimestamp();
+			my_slot->ignores_commits = false;
 			my_slot->published_total = 0;
 		}
 		LWLockRelease(shared->lock);
@@ -444,6 +445,8 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 				failed = !run_pass(log_maintenance, &maint_result, &none, loop_cxt);
 			}
 
+			// paused: commits need not wake it (wakeup.hpp); outbox.resume() does
+			my_slot->ignores_commits = !failed && pass == Pass::Paused;
 			long timeout = guc_idle_interval_ms;
 			if (failed) {
 				set_state(WorkerState::Idle);
