@@ -14,7 +14,9 @@
 --    trigger disabled: the switch refuses (they would stop applying to publish() and the change
 --    trigger);
 -- 6. a transaction that holds its lock on outbox.pending: the switch waits at most lock_timeout
---    (5s when it is 0) and fails with 55P03 instead of waiting forever.
+--    (5s when it is 0) and fails with 55P03 instead of waiting forever;
+-- 7. found attacking the fixes: in log mode a row inserted into outbox.pending under
+--    session_replication_role = replica (by hand, retry() of a dead letter) stayed there forever.
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_swattack;
 CREATE DATABASE pg_outbox_swattack;
@@ -127,7 +129,7 @@ SELECT outbox._log_publish('z', '{}') IS NOT NULL AS published;
 SELECT outbox._log_pass(100) AS passed;
 SELECT outbox._log_rotate('0') AS rotation;
 SELECT outbox._log_rotate('0') AS rotation;
-SELECT cur_seg, base_pos, purged_pos, channels_flushed_pos FROM outbox.log_state;
+SELECT cur_seg, base_pos, purged_pos FROM outbox.log_state;
 SELECT pg_temp.err('SELECT outbox.use_log_storage()');
 TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches_0, outbox.batches_1, outbox.batches_2;
 SELECT events_moved, base_pos FROM outbox.use_log_storage();
@@ -178,7 +180,7 @@ ALTER TRIGGER pending_wake_renamed ON outbox.pending RENAME TO pending_wake;
 -- the extension's own trigger disabled (an INSERT by hand in log mode would stay in outbox.pending)
 ALTER TABLE outbox.pending DISABLE TRIGGER pending_to_log;
 SELECT pg_temp.err('SELECT outbox.use_log_storage()', 'message');
-ALTER TABLE outbox.pending ENABLE TRIGGER pending_to_log;
+ALTER TABLE outbox.pending ENABLE ALWAYS TRIGGER pending_to_log;
 CREATE RULE no_tests AS ON INSERT TO outbox.pending WHERE NEW.channel = 'test' DO INSTEAD NOTHING;
 SELECT pg_temp.err('SELECT outbox.use_log_storage()', 'message');
 DROP RULE no_tests ON outbox.pending;
@@ -218,6 +220,27 @@ SELECT dblink_disconnect('holder');
 SELECT events_moved, base_pos FROM outbox.use_log_storage();
 SELECT outbox._log_pass(100) AS passed;
 SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+
+-- 7. (found attacking the fixes) in log mode, a row inserted into outbox.pending under
+-- session_replication_role = replica (a replication tool's or a DBA's session), by hand or by
+-- retry() of a dead letter: pending_to_log is ALWAYS, so it goes into the log, not into
+-- outbox.pending, where nothing drains it in log mode
+CALL fresh();
+SELECT events_moved, base_pos FROM outbox.use_log_storage();
+INSERT INTO outbox.dead_letter VALUES (1000000, 'd', 'dk', 'dt', '{"n": 9}', now(), now(), 'boom', 'XX000');
+SET session_replication_role = replica;
+INSERT INTO outbox.pending (channel, payload) VALUES ('a', jsonb_build_object('n', 1));
+SELECT outbox.retry(1000000);
+RESET session_replication_role;
+SELECT (SELECT count(*) FROM outbox.pending) AS pending, (SELECT count(*) FROM outbox.dead_letter) AS dead_letters,
+       outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+-- and the switch refuses while pending_to_log is not ALWAYS (ENABLE TRIGGER ALL leaves it ORIGIN)
+CALL fresh();
+ALTER TABLE outbox.pending ENABLE TRIGGER pending_to_log;
+SELECT pg_temp.err('SELECT outbox.use_log_storage()', 'message');
+ALTER TABLE outbox.pending ENABLE ALWAYS TRIGGER pending_to_log;
+SELECT events_moved, base_pos FROM outbox.use_log_storage();
 
 \c contrib_regression
 DROP DATABASE pg_outbox_swattack;

@@ -30,6 +30,11 @@ COMMENT ON FUNCTION outbox._pending_to_log() IS
     'internal (issue #15): in log mode, a row inserted into outbox.pending goes into the log instead';
 CREATE TRIGGER pending_to_log BEFORE INSERT ON outbox.pending
     FOR EACH ROW EXECUTE FUNCTION outbox._pending_to_log();
+-- ALWAYS: under session_replication_role = replica (a replication tool's or a DBA's session) an
+-- ORIGIN trigger does not fire, and a row inserted by hand or by retry() in log mode stayed in
+-- outbox.pending, where nothing drains it in log mode. (pg_restore --disable-triggers leaves it
+-- ORIGIN, as log_channels_changed: the switch refuses then, doc/storage.md.)
+ALTER TABLE outbox.pending ENABLE ALWAYS TRIGGER pending_to_log;
 
 -- Tells the producers of the switch's own transaction to read the mode again (src/storage_mode.cpp):
 -- those that ran before the switch read 1.2. Internal, granted to no role.
@@ -112,16 +117,18 @@ BEGIN
                   DETAIL = format('%s event(s) in outbox.failures; the log cannot retry or dead-letter an event yet, so one that keeps failing would stop its publication.', n),
                   HINT = 'Wait until the drain worker delivers them or moves them to outbox.dead_letter (see outbox.failures), or remove them with outbox.discard(id); then call outbox.use_log_storage() again.';
     END IF;
-    -- what a DBA added to outbox.pending: the extension's own are the triggers pending_to_log and
-    -- pending_wake on their functions, enabled, and the constraints pending_pkey and
-    -- pending_channel_length (NOT NULL constraints, PostgreSQL 18's, are the columns')
+    -- what a DBA added to outbox.pending: the extension's own are the triggers pending_to_log
+    -- (ENABLE ALWAYS) and pending_wake (enabled) on their functions, and the constraints pending_pkey
+    -- and pending_channel_length (NOT NULL constraints, PostgreSQL 18's, are the columns')
     SELECT string_agg(a, ', ' ORDER BY a) INTO added FROM (
-        SELECT format('trigger %I%s', t.tgname, CASE WHEN t.tgenabled = 'D' THEN ' (disabled)' ELSE '' END) AS a
+        SELECT format('trigger %I%s', t.tgname, CASE WHEN t.tgenabled = 'D' THEN ' (disabled)'
+                                                     WHEN t.tgname = 'pending_to_log' THEN ' (not ENABLE ALWAYS)'
+                                                     ELSE '' END) AS a
           FROM pg_catalog.pg_trigger t
          WHERE t.tgrelid = 'outbox.pending'::regclass AND NOT t.tgisinternal
            AND ((t.tgname, t.tgfoid) NOT IN (('pending_to_log', 'outbox._pending_to_log()'::regprocedure),
                                              ('pending_wake', 'outbox._wake()'::regprocedure))
-                OR t.tgenabled = 'D')
+                OR t.tgenabled = 'D' OR (t.tgname = 'pending_to_log' AND t.tgenabled <> 'A'))
         UNION ALL
         SELECT format('rule %I', r.rulename) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = 'outbox.pending'::regclass
         UNION ALL
@@ -135,7 +142,7 @@ BEGIN
         RAISE EXCEPTION 'outbox.pending has what the switch would silently bypass: %', added
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'In log mode outbox.publish() and the change trigger write the log, not outbox.pending: triggers, rules, constraints and row security on outbox.pending would no longer apply to their events.',
-                  HINT = 'Move that logic into the application (or the tables the change trigger is attached to) and drop it from outbox.pending (DROP TRIGGER, DROP RULE, ALTER TABLE ... DROP CONSTRAINT, ALTER TABLE ... DISABLE ROW LEVEL SECURITY); then call outbox.use_log_storage() again.';
+                  HINT = 'Move that logic into the application (or the tables the change trigger is attached to) and drop it from outbox.pending (DROP TRIGGER, DROP RULE, ALTER TABLE ... DROP CONSTRAINT, ALTER TABLE ... DISABLE ROW LEVEL SECURITY); the extension''s own trigger pending_to_log must be ENABLE ALWAYS, pending_wake enabled. Then call outbox.use_log_storage() again.';
     END IF;
     -- the 1.2 head (outbox.head()'s rule: a restore may leave the history ahead of the state row)
     head := greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history h));
