@@ -1,6 +1,6 @@
 -- The switch to the write-once log, outbox.use_log_storage() (src/sql/65_log_switch.sql), and the
 -- producers in log mode (src/storage_mode.cpp: producer_writes_log()): rights, the refusals
--- (already active, a log that is not empty, REPEATABLE READ, READ ONLY), the move of pending
+-- (already active, a log that is not empty, failures being retried, REPEATABLE READ, READ ONLY), the move of pending
 -- events (same ids, payloads, created_at), positions and seqs continuing across the boundary
 -- (1.2 history + the log's replay = one gap-free sequence), and every producer in log mode:
 -- publish(), the change trigger, INSERT INTO outbox.pending by hand, COPY, retry() of a dead letter,
@@ -53,8 +53,11 @@ SELECT pg_temp.err('SELECT outbox.use_log_storage()');
 ROLLBACK;
 SELECT outbox._log_active(), (SELECT count(*) FROM outbox.pending) AS pending;
 
--- 3. a failure being retried in 1.2 is dropped by the switch (the log pass publishes the event)
+-- 3. a failure being retried in 1.2: the switch refuses (the log cannot retry it yet); retry()
+-- clears it (the event stays pending, a fresh count) and the switch moves the event
 INSERT INTO outbox.failures VALUES (:b2, 1, now(), now(), now(), 'boom', 'XX000');
+SELECT pg_temp.err('SELECT outbox.use_log_storage()');
+SELECT outbox.retry(:b2) = :b2 AS retried;
 
 -- the switch, by an outbox_admin (as pause(), purge())
 SET ROLE sw_admin;

@@ -4,8 +4,10 @@
 #include "pg_outbox.hpp"
 #include "pg_compat.hpp"
 #include "direct.hpp"
+#include "guard.hpp"
 #include "log.hpp"
 #include "publish.hpp"
+#include "xact_events.hpp"
 
 extern "C" {
 #include "access/heapam.h"
@@ -49,9 +51,15 @@ bool log_storage_active(Snapshot snap) {
 }
 
 // The producers' mode, once per transaction (log.hpp). the local transaction id names the transaction: no
-// end-of-transaction callback is needed to forget it.
+// end-of-transaction callback is needed to forget it. Forgotten (read again by the next producer)
+// when it may have changed inside the transaction: the switch ran in it (outbox._log_mode_changed())
+// or a subtransaction was rolled back (the switch may have run in it).
 static LocalTransactionId mode_lxid = InvalidLocalTransactionId;
 static bool mode_log = false;
+
+static void mode_forget(void) {
+	mode_lxid = InvalidLocalTransactionId;
+}
 
 bool producer_writes_log(void) {
 	if (mode_lxid == compat::my_local_xid() && mode_lxid != InvalidLocalTransactionId)
@@ -76,4 +84,25 @@ bool producer_writes_log(void) {
 	return active;
 }
 
+// A rolled-back savepoint or PL/pgSQL EXCEPTION block may have held the switch (its update of
+// outbox.log_state is gone with it): the events after it go where the mode now says, 1.2's
+// outbox.pending, not the log of a database still in 1.2 mode. Reading again costs a lock the
+// transaction already holds and one row.
+void storage_mode_subxact_event(SubXactEvent event, int) {
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		mode_forget();
+}
+
 } // namespace pg_outbox
+
+using namespace pg_outbox;
+
+// outbox._log_mode_changed() — called by outbox.use_log_storage() after it set
+// outbox.log_state.active: the producers of its own transaction read the mode again (they had
+// cached 1.2 if they ran before it, and would strand their events in outbox.pending). Only
+// forgets: the mode is read again under the lock with the latest snapshot, so a call outside the
+// switch changes nothing. Internal, granted to no role.
+PGO_FUNCTION(outbox_log_mode_changed) {
+	mode_forget();
+	PG_RETURN_VOID();
+}

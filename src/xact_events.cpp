@@ -25,6 +25,7 @@ static void subxact_callback(SubXactEvent event, SubTransactionId, SubTransactio
 		wakeup_subxact_event(event, level);
 		consumers_subxact_event(event, level);
 		log_pass_subxact_event(event, level);
+		storage_mode_subxact_event(event, level);
 	});
 }
 

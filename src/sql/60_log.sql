@@ -157,7 +157,12 @@ BEGIN
     -- the horizons only grow: positions at or below base_pos are 1.2's (the readers send them to
     -- outbox.history), those at or below purged_pos are gone; either moved back, the readers would
     -- look for events in the wrong storage or answer for removed ones. The switch is one-way.
-    IF NEW.base_pos < OLD.base_pos OR NEW.purged_pos < OLD.purged_pos THEN
+    -- One exception: the switch (active false -> true) in an empty log resets purged_pos to 0..base_pos
+    -- (nothing of the log removed), which a use of the log by hand before it had moved.
+    IF NEW.base_pos < OLD.base_pos
+       OR (NEW.purged_pos < OLD.purged_pos
+           AND NOT (NOT OLD.active AND NEW.active AND NEW.purged_pos BETWEEN 0 AND NEW.base_pos
+                    AND outbox._log_latest() IS NULL)) THEN
         RAISE EXCEPTION 'the log''s % cannot go back from % to %',
                         CASE WHEN NEW.base_pos < OLD.base_pos THEN 'base_pos' ELSE 'purged_pos' END,
                         CASE WHEN NEW.base_pos < OLD.base_pos THEN OLD.base_pos ELSE OLD.purged_pos END,

@@ -30,22 +30,45 @@ COMMENT ON FUNCTION outbox._pending_to_log() IS
     'internal (issue #15): in log mode, a row inserted into outbox.pending goes into the log instead';
 CREATE TRIGGER pending_to_log BEFORE INSERT ON outbox.pending
     FOR EACH ROW EXECUTE FUNCTION outbox._pending_to_log();
+-- ALWAYS: under session_replication_role = replica (a replication tool's or a DBA's session) an
+-- ORIGIN trigger does not fire, and a row inserted by hand or by retry() in log mode stayed in
+-- outbox.pending, where nothing drains it in log mode. (pg_restore --disable-triggers leaves it
+-- ORIGIN, as log_channels_changed: the switch refuses then, doc/storage.md.)
+ALTER TABLE outbox.pending ENABLE ALWAYS TRIGGER pending_to_log;
+
+-- Tells the producers of the switch's own transaction to read the mode again (src/storage_mode.cpp):
+-- those that ran before the switch read 1.2. Internal, granted to no role.
+CREATE FUNCTION outbox._log_mode_changed() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_log_mode_changed';
+COMMENT ON FUNCTION outbox._log_mode_changed() IS
+    'internal (issue #15): the producers of this transaction read the storage mode again (the switch ran in it)';
 
 -- The switch, once per database, never back (doc/storage.md, "The switch"). In one transaction:
 --   1. EXCLUSIVE on outbox.pending: every producer that inserted into it (each took ROW EXCLUSIVE,
 --      publish() and the change trigger before reading the mode) and every 1.2 drain (which
 --      deletes from it) has ended, and none starts until this commits; producers that come after
---      it read the mode with the latest snapshot and write the log;
+--      it read the mode with the latest snapshot and write the log. The wait is bounded (the
+--      caller's lock_timeout, 5s when it is 0): a forgotten prepared transaction that wrote pending
+--      would hold the switch forever, and every new producer queues behind the switch's request;
 --   2. the batch lock (as a pass and rotation), then the row of outbox.log_state;
---   3. base_pos := the 1.2 head; outbox.log_channels := every channel's 1.2 last seq and pos;
---   4. pending's rows into the current segment (same ids, this transaction's xid), pending empty;
---      1.2's retry bookkeeping of them (outbox.failures) is dropped: the log pass publishes them;
---   5. active := true.
+--   3. refusals, under those locks: a log already active or not empty; events being retried by the
+--      1.2 drain (outbox.failures: the log has no failure path yet, one poison event would stop
+--      every pass); a DBA's trigger, rule, constraint or row security on outbox.pending (in log mode
+--      publish() and the change trigger no longer go through it: they would silently stop applying);
+--   4. the log's state as a log never used has it (a log used by hand before, then truncated as the
+--      hint below says, left its purged_pos, channels_flushed_pos and log_channels rows):
+--      base_pos := the 1.2 head, channels_flushed_pos := the 1.2 head, purged_pos := 0 (nothing of the
+--      log removed; the history's horizon is outbox.state's); outbox.log_channels := every channel's
+--      1.2 last seq and pos;
+--   5. pending's rows into the current segment (same ids, this transaction's xid), pending empty;
+--   6. active := true; this transaction's producers read the mode again (outbox._log_mode_changed()).
 -- READ COMMITTED only: each statement then reads what committed before the locks were granted;
 -- an older snapshot (REPEATABLE READ, SERIALIZABLE) could miss pending rows.
-CREATE FUNCTION outbox.use_log_storage(OUT events_moved bigint, OUT base_pos bigint, OUT failures_dropped bigint)
+CREATE FUNCTION outbox.use_log_storage(OUT events_moved bigint, OUT base_pos bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE st outbox.log_state; s integer; head bigint;
+DECLARE
+    st outbox.log_state; s integer; head bigint; n bigint; added text;
+    caller_lock_timeout text := current_setting('lock_timeout'); locking text;
 BEGIN
     PERFORM outbox._check_writable('outbox.use_log_storage()');
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -55,10 +78,24 @@ BEGIN
                   DETAIL = 'An older snapshot could miss events committed into outbox.pending before the switch''s lock.',
                   HINT = 'Call it on its own: SELECT * FROM outbox.use_log_storage();';
     END IF;
-    LOCK TABLE outbox.pending IN EXCLUSIVE MODE;
-    LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE;
-    SELECT * INTO st FROM outbox.log_state FOR UPDATE;
-    IF NOT FOUND THEN
+    IF caller_lock_timeout = '0' THEN
+        PERFORM set_config('lock_timeout', '5s', true);
+    END IF;
+    BEGIN
+        locking := 'outbox.pending';
+        LOCK TABLE outbox.pending IN EXCLUSIVE MODE;
+        locking := 'outbox.batches';
+        LOCK TABLE outbox.batches IN SHARE ROW EXCLUSIVE MODE;
+        locking := 'the row of outbox.log_state';
+        SELECT * INTO st FROM outbox.log_state FOR UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'outbox.use_log_storage() could not lock % within lock_timeout %', locking, current_setting('lock_timeout')
+            USING ERRCODE = 'lock_not_available',
+                  DETAIL = 'Another transaction holds it: a producer or a 1.2 drain that wrote outbox.pending and is still open, a prepared transaction, a log pass. New producers wait behind the switch while it waits. Nothing was changed.',
+                  HINT = 'Look at pg_prepared_xacts and at pg_locks for outbox.pending (SELECT * FROM pg_locks WHERE relation = ''outbox.pending''::regclass), end what holds it, and call outbox.use_log_storage() again. The switch waits at most lock_timeout, 5s when it is 0.';
+    END;
+    PERFORM set_config('lock_timeout', caller_lock_timeout, true);
+    IF st.singleton IS NULL THEN
         RAISE EXCEPTION 'the row of outbox.log_state is missing' USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'Reinstall the extension.';
     END IF;
@@ -73,24 +110,58 @@ BEGIN
                   DETAIL = 'The switch continues 1.2''s positions in a log that was never used.',
                   HINT = 'Something wrote the log before the switch (outbox._log_publish(), a restore): TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches_0, outbox.batches_1, outbox.batches_2 if those events are not needed.';
     END IF;
+    n := (SELECT count(*) FROM outbox.failures);
+    IF n > 0 THEN
+        RAISE EXCEPTION 'database % has events being retried by the 1.2 drain', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s event(s) in outbox.failures; the log cannot retry or dead-letter an event yet, so one that keeps failing would stop its publication.', n),
+                  HINT = 'Wait until the drain worker delivers them or moves them to outbox.dead_letter (see outbox.failures), or remove them with outbox.discard(id); then call outbox.use_log_storage() again.';
+    END IF;
+    -- what a DBA added to outbox.pending: the extension's own are the triggers pending_to_log
+    -- (ENABLE ALWAYS) and pending_wake (enabled) on their functions, and the constraints pending_pkey
+    -- and pending_channel_length (NOT NULL constraints, PostgreSQL 18's, are the columns')
+    SELECT string_agg(a, ', ' ORDER BY a) INTO added FROM (
+        SELECT format('trigger %I%s', t.tgname, CASE WHEN t.tgenabled = 'D' THEN ' (disabled)'
+                                                     WHEN t.tgname = 'pending_to_log' THEN ' (not ENABLE ALWAYS)'
+                                                     ELSE '' END) AS a
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = 'outbox.pending'::regclass AND NOT t.tgisinternal
+           AND ((t.tgname, t.tgfoid) NOT IN (('pending_to_log', 'outbox._pending_to_log()'::regprocedure),
+                                             ('pending_wake', 'outbox._wake()'::regprocedure))
+                OR t.tgenabled = 'D' OR (t.tgname = 'pending_to_log' AND t.tgenabled <> 'A'))
+        UNION ALL
+        SELECT format('rule %I', r.rulename) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = 'outbox.pending'::regclass
+        UNION ALL
+        SELECT format('constraint %I', c.conname) FROM pg_catalog.pg_constraint c
+         WHERE c.conrelid = 'outbox.pending'::regclass AND c.contype <> 'n'
+           AND c.conname NOT IN ('pending_pkey', 'pending_channel_length')
+        UNION ALL
+        SELECT 'row level security' FROM pg_catalog.pg_class k
+         WHERE k.oid = 'outbox.pending'::regclass AND (k.relrowsecurity OR k.relforcerowsecurity)) x;
+    IF added IS NOT NULL THEN
+        RAISE EXCEPTION 'outbox.pending has what the switch would silently bypass: %', added
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'In log mode outbox.publish() and the change trigger write the log, not outbox.pending: triggers, rules, constraints and row security on outbox.pending would no longer apply to their events.',
+                  HINT = 'Move that logic into the application (or the tables the change trigger is attached to) and drop it from outbox.pending (DROP TRIGGER, DROP RULE, ALTER TABLE ... DROP CONSTRAINT, ALTER TABLE ... DISABLE ROW LEVEL SECURITY); the extension''s own trigger pending_to_log must be ENABLE ALWAYS, pending_wake enabled. Then call outbox.use_log_storage() again.';
+    END IF;
     -- the 1.2 head (outbox.head()'s rule: a restore may leave the history ahead of the state row)
     head := greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history h));
-    INSERT INTO outbox.log_channels AS lc (channel, last_seq, last_pos)
+    DELETE FROM outbox.log_channels;
+    INSERT INTO outbox.log_channels (channel, last_seq, last_pos)
     SELECT c.channel, c.last_seq,
            coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = c.channel ORDER BY h.seq DESC LIMIT 1), 0)
-      FROM outbox.channels c
-    ON CONFLICT (channel) DO UPDATE SET last_seq = greatest(lc.last_seq, EXCLUDED.last_seq),
-                                        last_pos = greatest(lc.last_pos, EXCLUDED.last_pos);
+      FROM outbox.channels c;
     s := st.cur_seg;
     EXECUTE format('WITH d AS (DELETE FROM outbox.pending RETURNING id, channel, key, type, payload, created_at) '
                    'INSERT INTO outbox.log_%s (id, channel, key, type, payload, created_at) '
                    'SELECT id, channel, key, type, payload, created_at FROM d ORDER BY id', s);
     GET DIAGNOSTICS events_moved = ROW_COUNT;
-    DELETE FROM outbox.failures;
-    GET DIAGNOSTICS failures_dropped = ROW_COUNT;
+    -- (outbox._log_state_check() lets purged_pos go back in this update alone: active false -> true)
     UPDATE outbox.log_state
-       SET active = true, base_pos = head, channels_flushed_pos = greatest(channels_flushed_pos, head);
+       SET active = true, base_pos = head, purged_pos = 0, channels_flushed_pos = head,
+           seg_started_at = clock_timestamp();
     base_pos := head;
+    PERFORM outbox._log_mode_changed();
     PERFORM outbox._wake_at_commit();
 END $$;
 COMMENT ON FUNCTION outbox.use_log_storage() IS

@@ -124,6 +124,7 @@ my %functions = (
     'outbox._log_put(bigint,text,text,text,jsonb,timestamp with time zone)'
                                                   => ['',     q{SELECT outbox._log_put(1, 'm_chan', NULL, NULL, NULL, now())}],
     'outbox._pending_to_log()'                    => ['',     'trigger'],
+    'outbox._log_mode_changed()'                  => ['',     q{SELECT outbox._log_mode_changed()}],
     'outbox._event_log(bigint)'                   => ['',     q{SELECT * FROM outbox._event_log(1)}],
     'outbox._check_replay_range(bigint,bigint,bigint)' => ['', q{SELECT outbox._check_replay_range(0, 0, 0)}],
     'outbox._check_channel_ahead(text,bigint,bigint)' => ['', q{SELECT outbox._check_channel_ahead('m_chan', 0, 0)}],
