@@ -20,6 +20,7 @@ static void relation_changed(Datum, Oid relid) {
 		schema_trust_forget();
 		direct_layouts_forget(relid);
 		log_seqs_forget(relid);
+		storage_mode_forget_relation(relid);
 	});
 }
 
@@ -30,6 +31,7 @@ static void catalog_changed(Datum, int cacheid, uint32) {
 			trigger_configs_forget(InvalidOid);
 			schema_trust_forget();
 			direct_layouts_forget(InvalidOid);
+			storage_mode_forget_relation(InvalidOid);
 			break;
 		case AUTHOID: // a role dropped or re-created changes the OIDs of outbox_admin, outbox_reader
 			rights_forget_roles();

@@ -7,6 +7,7 @@
 #include "guard.hpp"
 #include "log.hpp"
 #include "publish.hpp"
+#include "invalidation.hpp"
 #include "xact_events.hpp"
 
 extern "C" {
@@ -61,7 +62,20 @@ static void mode_forget(void) {
 	mode_lxid = InvalidLocalTransactionId;
 }
 
+// Log mode is one-way (outbox._log_state_check refuses active true -> false): once a transaction
+// of this backend that wrote the log has committed, every later one writes the log too, without
+// the lock and the read (which exist for transactions that may still see 1.2 mode: the switch
+// waits for them). What could make it false again changes outbox.log_state's relation, and its
+// relcache invalidation forgets this (storage_mode_forget_relation): DROP EXTENSION, TRUNCATE,
+// ALTER TABLE ... DISABLE TRIGGER. A pgbench backend spent 2.5% of its time on the read and the
+// lock of each single-row transaction.
+static Oid log_known_relid = InvalidOid; // outbox.log_state, whose committed row said active
+static Oid mode_relid = InvalidOid;      // outbox.log_state as this transaction's read found it
+static bool log_seen_in_xact = false;    // this transaction chose the log (to be remembered at commit)
+
 bool producer_writes_log(void) {
+	if (OidIsValid(log_known_relid))
+		return true;
 	if (mode_lxid == compat::my_local_xid() && mode_lxid != InvalidLocalTransactionId)
 		return mode_log;
 	// the lock first, owned by the top-level transaction: a lock taken in a subtransaction would
@@ -81,7 +95,27 @@ bool producer_writes_log(void) {
 	bool active = log_storage_active(GetLatestSnapshot());
 	mode_lxid = compat::my_local_xid();
 	mode_log = active;
+	if (active) {
+		Oid nsp = get_namespace_oid("outbox", true);
+		mode_relid = OidIsValid(nsp) ? get_relname_relid("log_state", nsp) : InvalidOid;
+		log_seen_in_xact = true;
+	}
 	return active;
+}
+
+// At commit the mode this transaction wrote in is committed (its own switch included): remember
+// the log for the next transactions. At abort, nothing (a switch of its own is gone).
+void storage_mode_xact_event(XactEvent event) {
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) && log_seen_in_xact)
+		log_known_relid = mode_relid;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_ABORT ||
+	    event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+		log_seen_in_xact = false;
+}
+
+void storage_mode_forget_relation(Oid relid) {
+	if (!OidIsValid(relid) || relid == log_known_relid || relid == mode_relid)
+		log_known_relid = InvalidOid;
 }
 
 // A rolled-back savepoint or PL/pgSQL EXCEPTION block may have held the switch (its update of
@@ -89,8 +123,10 @@ bool producer_writes_log(void) {
 // outbox.pending, not the log of a database still in 1.2 mode. Reading again costs a lock the
 // transaction already holds and one row.
 void storage_mode_subxact_event(SubXactEvent event, int) {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
+	if (event == SUBXACT_EVENT_ABORT_SUB) {
 		mode_forget();
+		log_seen_in_xact = false; // read again; a later read in this transaction sets it again
+	}
 }
 
 } // namespace pg_outbox

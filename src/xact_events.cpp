@@ -15,6 +15,7 @@ static void xact_callback(XactEvent event, void *) {
 		rights_xact_event(event);
 		log_pass_xact_event(event);
 		log_publish_xact_event(event);
+		storage_mode_xact_event(event);
 	});
 }
 

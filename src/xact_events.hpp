@@ -59,6 +59,7 @@ void rights_xact_event(XactEvent event);                   // rights.cpp
 void log_pass_xact_event(XactEvent event);                 // log_pass.cpp
 void log_pass_subxact_event(SubXactEvent event, int level);
 void storage_mode_subxact_event(SubXactEvent event, int level); // storage_mode.cpp
+void storage_mode_xact_event(XactEvent event);                    // storage_mode.cpp
 
 // Register the two callbacks (_PG_init).
 void xact_events_init(void);
