@@ -242,5 +242,26 @@ SELECT pg_temp.err('SELECT outbox.use_log_storage()', 'message');
 ALTER TABLE outbox.pending ENABLE ALWAYS TRIGGER pending_to_log;
 SELECT events_moved, base_pos FROM outbox.use_log_storage();
 
+-- 8. a backend that wrote the log remembers log mode across its transactions (src/storage_mode.cpp:
+-- no lock and no read per transaction once a log-writing transaction committed); the extension
+-- dropped and created again (1.2 mode) makes it forget: the next publish() is in outbox.pending
+CALL fresh();
+SELECT events_moved, base_pos FROM outbox.use_log_storage();
+SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0 AS published; -- commits: log mode remembered
+SELECT outbox.publish('a', jsonb_build_object('n', 2)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
+CALL fresh();
+SELECT outbox._log_active() AS log_mode;
+SELECT outbox.publish('a', jsonb_build_object('n', 3)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
+-- ... and a switch rolled back after a committed log-mode transaction cannot happen: 1.2 is read
+-- again by every transaction until one that wrote the log commits
+BEGIN;
+SELECT events_moved FROM outbox.use_log_storage();
+SELECT outbox.publish('a', jsonb_build_object('n', 4)) > 0 AS published;
+ROLLBACK;
+SELECT outbox.publish('a', jsonb_build_object('n', 5)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
+
 \c contrib_regression
 DROP DATABASE pg_outbox_swattack;
