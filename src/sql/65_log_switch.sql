@@ -105,9 +105,15 @@ BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- a pending event being retried: try it at the next drain, with a fresh count
-    DELETE FROM outbox.failures f WHERE f.id = event_id
-       AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
+    -- a pending event being retried: try it at the next drain, with a fresh count. In log mode its
+    -- failures row is what keeps its failed row out of the batches and copies it when it is due
+    -- (68_log_failures.sql): kept, due now, its count started again
+    IF outbox._log_active() THEN
+        UPDATE outbox.failures f SET attempts = 0, next_attempt_at = now() WHERE f.id = event_id AND f.xid IS NOT NULL;
+    ELSE
+        DELETE FROM outbox.failures f WHERE f.id = event_id
+           AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
+    END IF;
     IF FOUND THEN
         PERFORM outbox._wake_at_commit();
         RETURN event_id;
