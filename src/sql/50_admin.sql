@@ -140,7 +140,9 @@ CREATE VIEW outbox.status AS
                coalesce(current_setting('pg_outbox.max_attempts', true), '?'), f.next_attempt_at) AS stuck_error,
            f.first_failed_at AS stuck_since
       FROM outbox.state s CROSS JOIN outbox._worker_status() w
-      LEFT JOIN LATERAL (SELECT * FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
+      -- the columns of 1.2 by name: the view an upgrade keeps is the same as a fresh one
+      LEFT JOIN LATERAL (SELECT id, attempts, first_failed_at, last_failed_at, next_attempt_at, error, sqlstate
+                           FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
 
 -- The processes whose notifications are pg_outbox envelopes: NOTIFY needs no privilege, so a
