@@ -205,6 +205,28 @@ static const ColumnSpec targets_cols[] = {{"channel", TEXTOID}, {"target", TEXTO
 static TableLayout targets_layout = {"channel_targets", targets_cols, lengthof(targets_cols), nullptr, nullptr,
                                      false,             InvalidOid,   -1,                     {},      0};
 
+// The failure path's tables (drain_failures.cpp: log_pass()), only looked at: are they empty?
+static const ColumnSpec failure_id_cols[] = {{"id", INT8OID}};
+static TableLayout failures_layout = {"failures", failure_id_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
+static TableLayout withheld_layout = {"withheld", failure_id_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
+
+static bool layout_has_rows(TableLayout *t, Snapshot snap) {
+	Relation rel = open_layout(t, AccessShareLock);
+	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	bool any = heap_getnext(scan, ForwardScanDirection) != nullptr;
+	table_endscan(scan);
+	table_close(rel, NoLock);
+	return any;
+}
+
+bool log_failure_rows_exist(void) {
+	PushActiveSnapshot(GetTransactionSnapshot());
+	Snapshot snap = GetActiveSnapshot();
+	bool any = layout_has_rows(&failures_layout, snap) || layout_has_rows(&withheld_layout, snap);
+	PopActiveSnapshot();
+	return any;
+}
+
 // The one row of a one-row table (outbox.log_state, outbox.state), copied; errors if missing.
 static HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc) {
 	Relation rel = open_layout(t, AccessShareLock);

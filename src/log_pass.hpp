@@ -62,6 +62,9 @@ struct LogPassFault {
 };
 extern LogPassFault log_pass_fault;
 
+// Has outbox.failures or outbox.withheld a row (the failure path has work)? Two heap looks, no SPI.
+bool log_failure_rows_exist(void);
+
 // Will a pass still read this row of segment seg (it is in the open window, in no batch yet)? Reads
 // the latest batch with the active snapshot.
 bool log_row_pending(int seg, uint64 xid, int64 id);

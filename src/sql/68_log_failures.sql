@@ -61,6 +61,9 @@ BEGIN
             DELETE FROM outbox.failures x WHERE x.id = f.id;
         END IF;
     END LOOP;
+    IF n > 0 THEN
+        PERFORM outbox._wake_at_commit(); -- the next pass tries the copies at once, not at the idle tick
+    END IF;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION outbox._log_retry_due() IS

@@ -1,7 +1,7 @@
 # The failure path over the write-once log with the drain worker running (issue #15;
 # src/drain_failures.cpp: log_pass()). A poison event (the test-only fault hook
 # pg_outbox._fail_event_ids, set in the configuration and reloaded) among 10: the worker publishes
-# the 9 others at once, retries the poison (pg_outbox.retry_delay) and dead-letters it after
+# the 9 others (its first pass, without subtransactions, fails whole; the next narrows), retries the poison (pg_outbox.retry_delay) and dead-letters it after
 # pg_outbox.max_attempts. Then SIGKILL of a backend inside outbox.drain() — once after a pass that
 # left a poison out and recorded it, once after a pass that copied it for its retry, both before
 # commit: the crash loses nothing (no failures row, no copy, no position survives), and once the
@@ -61,6 +61,8 @@ is($node->safe_psql('postgres', $gap_free), '9 9 1-9', 'positions 1..9, each eve
 wait_for(q{SELECT count(*) FROM outbox.dead_letter WHERE id = } . $poison, '1',
 	'the poison is retried and dead-lettered after pg_outbox.max_attempts');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox.failures}), '0', 'no failures row left');
+ok($node->log_contains("ERROR:  pg_outbox: the hand-off of event $poison failed by pg_outbox._fail_event_ids"),
+	'the worker\'s first pass (no subtransaction while nothing fails) failed whole; the next one narrowed');
 ok($node->log_contains("event $poison could not be published and was moved to outbox.dead_letters after 3 attempts"),
 	'the dead letter is logged with its attempts');
 
