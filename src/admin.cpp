@@ -84,7 +84,7 @@ PGO_FUNCTION(outbox_worker_status) {
 
 // outbox._wake_at_commit() — wake this database's drain worker when the transaction commits.
 PGO_FUNCTION(outbox_wake_at_commit) {
-	wake_worker_at_commit();
+	wake_worker_always_at_commit();
 	PG_RETURN_VOID();
 }
 

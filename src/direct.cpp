@@ -5,6 +5,7 @@
 #include "invalidation.hpp"
 
 extern "C" {
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -181,6 +182,22 @@ static bool is_own_trigger(const char *name, const char *own) {
 		p = end + 1;
 	}
 	return false;
+}
+
+bool single_row_bool(TableLayout *t, int c, Snapshot snap, bool if_missing) {
+	Relation rel = open_layout(t, AccessShareLock);
+	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
+	bool value = if_missing;
+	if (tup) {
+		bool isnull = true;
+		Datum d = heap_getattr(tup, t->attnum[c], RelationGetDescr(rel), &isnull);
+		if (!isnull)
+			value = DatumGetBool(d);
+	}
+	table_endscan(scan);
+	table_close(rel, NoLock);
+	return value;
 }
 
 bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger) {

@@ -17,6 +17,7 @@ extern "C" {
 #include "nodes/execnodes.h"
 #include "storage/lockdefs.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
 }
 
 namespace pg_outbox {
@@ -52,6 +53,10 @@ struct TableLayout {
 // Open (and lock) the layout's table, resolving it first if needed. Errors if the table is
 // missing or its columns are not the ones the code writes.
 Relation open_layout(TableLayout *t, LOCKMODE mode);
+
+// The boolean column c of the first row of a one-row table (outbox.state, outbox.log_state) as
+// snap sees it; if_missing when there is no row or the value is NULL.
+bool single_row_bool(TableLayout *t, int c, Snapshot snap, bool if_missing);
 
 // An open insertion into one table: its indexes, a slot, the command id.
 struct DirectInsert {

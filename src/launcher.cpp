@@ -251,6 +251,7 @@ Start start_worker(int i, DbEntry *db, uint32 generation) {
 	slot->yield_requested = false;
 	slot->has_extension = false;
 	slot->quiet_start = db->yielded;
+	slot->ignores_commits = false;
 	LWLockRelease(shared->lock);
 
 	if (handles[i]) {

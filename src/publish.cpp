@@ -52,7 +52,10 @@ Oid pending_owner(void) {
 // *plan keeps it), as the table's owner (publish() is not SECURITY DEFINER) with search_path
 // pinned. Not a security-restricted operation: deferred triggers (a deferred foreign key, say)
 // could not fire at commit. ids[i] is 0 for an event a BEFORE trigger of the DBA's skipped.
-void insert_events_sql(Oid owner, SPIPlanPtr *plan, const char *sql, const PendingEvent *ev, int n, int64 *ids) {
+// Run body (SPI statements by name) as owner, with search_path pinned and SPI connected: what
+// both SQL paths into our tables need (an error on the way restores the user and the GUCs with the
+// transaction's abort).
+template <typename Body> static void spi_as_owner(Oid owner, Body &&body) {
 	(void)check_trusted_schema(); // SQL by name, as the owner of the table
 	Oid save_user;
 	int save_sec;
@@ -61,23 +64,29 @@ void insert_events_sql(Oid owner, SPIPlanPtr *plan, const char *sql, const Pendi
 	int guc_level = pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
-	if (!*plan) {
-		Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
-		*plan = keep_plan(sql, 4, types);
-	}
-	for (int i = 0; i < n; i++) {
-		Datum args[] = {ev[i].channel, ev[i].key, ev[i].type, ev[i].payload};
-		char nulls[] = {' ', ev[i].key_null ? 'n' : ' ', ev[i].type_null ? 'n' : ' ', ev[i].payload_null ? 'n' : ' '};
-		spi_check(SPI_execute_plan(*plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
-		if (ids && SPI_processed == 1) {
-			bool isnull;
-			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		} else if (ids)
-			ids[i] = 0; // a BEFORE trigger of the DBA's skipped the row
-	}
+	body();
 	SPI_finish();
 	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+void insert_events_sql(Oid owner, SPIPlanPtr *plan, const char *sql, const PendingEvent *ev, int n, int64 *ids) {
+	spi_as_owner(owner, [&] {
+		if (!*plan) {
+			Oid types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+			*plan = keep_plan(sql, 4, types);
+		}
+		for (int i = 0; i < n; i++) {
+			Datum args[] = {ev[i].channel, ev[i].key, ev[i].type, ev[i].payload};
+			char nulls[] = {' ', ev[i].key_null ? 'n' : ' ', ev[i].type_null ? 'n' : ' ', ev[i].payload_null ? 'n' : ' '};
+			spi_check(SPI_execute_plan(*plan, args, nulls, false, 0), SPI_OK_INSERT_RETURNING, "publishing");
+			if (ids && SPI_processed == 1) {
+				bool isnull;
+				ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			} else if (ids)
+				ids[i] = 0; // a BEFORE trigger of the DBA's skipped the row
+		}
+	});
 }
 
 static void insert_pending_sql(const PendingEvent *ev, int n, int64 *ids) {
@@ -270,24 +279,14 @@ PGO_FUNCTION(outbox_pending_to_log_trigger) {
 		                errhint("Every event is published on a channel.")));
 	text *ch = DatumGetTextPP(vals[1]);
 	check_channel_or_error(text_to_cstring(ch), VARSIZE_ANY_EXHDR(ch), "channel name");
-	Oid owner = td->tg_relation->rd_rel->relowner;
-	(void)check_trusted_schema();
-	Oid save_user;
-	int save_sec;
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	int guc_level = pin_search_path();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "pg_outbox: SPI_connect failed");
-	static SPIPlanPtr plan = nullptr;
-	if (!plan) {
-		Oid types[] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
-		plan = keep_plan("SELECT outbox._log_put($1, $2, $3, $4, $5, $6)", 6, types);
-	}
-	spi_check(SPI_execute_plan(plan, vals, nulls, false, 0), SPI_OK_SELECT, "routing the row into the log");
-	SPI_finish();
-	AtEOXact_GUC(true, guc_level);
-	SetUserIdAndSecContext(save_user, save_sec);
+	spi_as_owner(td->tg_relation->rd_rel->relowner, [&] {
+		static SPIPlanPtr plan = nullptr;
+		if (!plan) {
+			Oid types[] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
+			plan = keep_plan("SELECT outbox._log_put($1, $2, $3, $4, $5, $6)", 6, types);
+		}
+		spi_check(SPI_execute_plan(plan, vals, nulls, false, 0), SPI_OK_SELECT, "routing the row into the log");
+	});
 	wake_worker_at_commit();
 	return PointerGetDatum(nullptr);
 }

@@ -49,6 +49,9 @@ struct WorkerSlot {
 	bool dropped;               // DROP DATABASE succeeded: never start a worker for dbid again
 	bool has_extension;         // the worker found pg_outbox installed (a probe that did not exit)
 	bool quiet_start;           // a new turn after stepping aside: the worker does not log its start
+	bool ignores_commits;       // the worker is paused (outbox.pause()): producers' commits do not wake
+	                            // it (written by the worker alone, read without the lock: a stale value
+	                            // costs one wake-up or one idle interval, never an event)
 	TimestampTz hold_until;     // with stop_requested: restart allowed again after this time
 	TimestampTz started_at;
 	TimestampTz last_batch_at;

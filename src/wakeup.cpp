@@ -17,18 +17,24 @@ namespace pg_outbox {
 
 static LevelMark wrote_events; // the live subtransaction levels that wrote events
 static bool rescan_pending = false; // CREATE EXTENSION or CREATE DATABASE: the launcher re-probes at commit
+static bool wake_always = false;    // wake the worker even while it is paused (wakeup.hpp)
 
 void wake_worker_at_commit(void) {
 	wrote_events.mark();
 }
 
-static void wake_worker_now(Oid dbid) {
+void wake_worker_always_at_commit(void) {
+	wrote_events.mark();
+	wake_always = true;
+}
+
+static void wake_worker_now(Oid dbid, bool always) {
 	if (!shared)
 		return;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	WorkerSlot *slot = find_slot(dbid);
 	bool running = slot && slot->pid != 0;
-	if (running && slot->latch)
+	if (running && slot->latch && (always || !slot->ignores_commits))
 		SetLatch(slot->latch);
 	bool maybe_waiting = !running && shared->nwaiting > 0;
 	LWLockRelease(shared->lock);
@@ -51,17 +57,19 @@ void wakeup_xact_event(XactEvent event) {
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_PARALLEL_COMMIT:
 		if (wrote_events.live())
-			wake_worker_now(MyDatabaseId);
+			wake_worker_now(MyDatabaseId, wake_always);
 		if (rescan_pending)
 			request_rescan();
 		wrote_events.clear();
 		rescan_pending = false;
+		wake_always = false;
 		break;
 	case XACT_EVENT_ABORT:
 	case XACT_EVENT_PARALLEL_ABORT:
 	case XACT_EVENT_PREPARE: // its events become visible at COMMIT PREPARED, which wakes then
 		wrote_events.clear();
 		rescan_pending = false;
+		wake_always = false;
 		break;
 	default:
 		break;
@@ -74,6 +82,7 @@ void wakeup_subxact_event(SubXactEvent event, int level) {
 
 void wake_worker_at_top_commit(void) {
 	wrote_events.mark_top();
+	wake_always = true;
 }
 
 void rescan_at_commit(void) {

@@ -506,7 +506,14 @@ BEGIN
     -- base_pos + 1, the log's first), and each batch gives all of its events (as 1.2's replay
     -- checks the history's positions); a gap is a batch or an event that is gone
     expect := greatest(after_pos, (SELECT s.base_pos FROM outbox.log_state s)) + 1;
-    FOR b IN SELECT * FROM outbox.batches x WHERE x.n > 0 AND x.first_pos + x.n - 1 > after_pos ORDER BY x.first_pos LOOP
+    -- from the batch that holds after_pos + 1 (the last non-empty one that begins at or before it),
+    -- through the first_pos keys: a filter on first_pos + n alone read every earlier batch (29 ms
+    -- per call after 126,000 batches), so paging through the log was quadratic
+    FOR b IN SELECT * FROM outbox.batches x
+              WHERE x.first_pos >= coalesce((SELECT max(y.first_pos) FROM outbox.batches y
+                                              WHERE y.first_pos <= after_pos + 1 AND y.n > 0), 0)
+                AND x.n > 0 AND x.first_pos + x.n - 1 > after_pos
+              ORDER BY x.first_pos LOOP
         IF greatest(b.first_pos, after_pos + 1) <> expect THEN
             RAISE EXCEPTION 'position % is missing from the log', expect
                 USING ERRCODE = 'serialization_failure',

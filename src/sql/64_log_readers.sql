@@ -147,6 +147,29 @@ CREATE FUNCTION outbox._log_replay_channel(channel text, after_seq bigint, max_e
 COMMENT ON FUNCTION outbox._log_replay_channel(text, bigint, integer) IS
     'internal (issue #15): the events of one channel after a seq, recomputed from its batches; OB001 if they have been removed';
 
+-- outbox.event()'s no_data_found, in both storages: the hint says which it is, a dead letter, an
+-- id never handed out, or an event removed (or rolled back).
+CREATE FUNCTION outbox._raise_no_event(event_id bigint) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE last_id bigint;
+BEGIN
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
+    IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
+        RAISE EXCEPTION 'event % does not exist', event_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
+                                event_id);
+    ELSIF event_id < 1 OR event_id > last_id THEN
+        RAISE EXCEPTION 'event % does not exist', event_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
+    END IF;
+    RAISE EXCEPTION 'event % does not exist', event_id
+        USING ERRCODE = 'no_data_found',
+              HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
+END $$;
+COMMENT ON FUNCTION outbox._raise_no_event(bigint) IS 'internal: outbox.event()''s no_data_found with the hint that says why';
+
 -- One event by id, as 1.2's outbox.event(): its row with pos, seq and published_at, NULL in them
 -- while it is not published; no_data_found (with 1.2's hints) for an id that is not in the log.
 -- The row: the BRIN index on each log_N.id. Its batch: the window it was published in is that
@@ -167,7 +190,7 @@ CREATE FUNCTION outbox._log_event(event_id bigint)
                    pos bigint, seq bigint, published_at timestamptz)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    e record; b outbox.batches; e_seg integer; lo_p bigint; hi_p bigint; mid bigint; last_id bigint;
+    e record; b outbox.batches; e_seg integer; lo_p bigint; hi_p bigint; mid bigint;
     seqscan text := current_setting('enable_seqscan'); jit text := current_setting('jit'); found_row boolean;
 BEGIN
     IF event_id IS NULL THEN
@@ -183,22 +206,7 @@ BEGIN
                        AND NOT EXISTS (SELECT FROM outbox.discarded d WHERE d.id = event_id);
     PERFORM set_config('enable_seqscan', seqscan, true), set_config('jit', jit, true);
     IF NOT found_row THEN
-        -- the hint says which it is (as 1.2): a dead letter, an id never handed out, or removed
-        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
-        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
-                                    event_id);
-        ELSIF event_id < 1 OR event_id > last_id THEN
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
-        ELSE
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
-        END IF;
+        PERFORM outbox._raise_no_event(event_id);
     END IF;
     -- channel rights (95_channels.sql): 42501 (and no row) if the caller may not read its channel
     PERFORM outbox._check_read(ARRAY[e.channel]);

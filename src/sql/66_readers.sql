@@ -19,6 +19,50 @@
 -- MVCC-safe). The retention horizon is the highest of the history's (outbox.state.purged_pos)
 -- and the log's (outbox.log_state.purged_pos), each read with the latest snapshot too.
 
+-- The replays' OB001/OB002, one definition for both storages: a replay after after_pos when the
+-- events up to purged are gone (OB001) or when head_pos, the latest published position, is behind
+-- it (OB002); per channel, after_seq above the channel's latest seq (OB002), or the events up to
+-- seq upto gone (OB001).
+CREATE FUNCTION outbox._check_replay_range(after_pos bigint, purged bigint, head_pos bigint) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF after_pos < purged THEN
+        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
+            USING ERRCODE = 'OB001',
+                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
+                                  after_pos + 1, purged),
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+    IF after_pos > head_pos THEN
+        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
+    END IF;
+END $$;
+CREATE FUNCTION outbox._check_channel_ahead(ch text, after_seq bigint, last bigint) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF after_seq > last THEN
+        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
+            USING ERRCODE = 'OB002',
+                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
+                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+    END IF;
+END $$;
+CREATE FUNCTION outbox._raise_channel_removed(ch text, after_seq bigint, upto bigint) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed', ch, after_seq, upto
+        USING ERRCODE = 'OB001',
+              DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
+                              after_seq + 1, upto),
+              HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+END $$;
+COMMENT ON FUNCTION outbox._check_replay_range(bigint, bigint, bigint) IS 'internal: replay()''s OB001 and OB002';
+COMMENT ON FUNCTION outbox._check_channel_ahead(text, bigint, bigint) IS 'internal: replay_channel()''s OB002';
+COMMENT ON FUNCTION outbox._raise_channel_removed(text, bigint, bigint) IS 'internal: replay_channel()''s OB001';
+
 -- outbox.replay() in log mode, after its argument and rights checks (all_channels: theirs).
 CREATE FUNCTION outbox._replay_log(after_pos bigint, channels text[], max_events integer, after_epoch bigint,
                                    all_channels boolean)
@@ -38,19 +82,7 @@ BEGIN
     END IF;
     head_pos := greatest(base, outbox._log_head());
     PERFORM outbox._check_epoch(after_pos, after_epoch);
-    IF after_pos < purged THEN
-        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
-            USING ERRCODE = 'OB001',
-                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
-                                  after_pos + 1, purged),
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
-    END IF;
-    IF after_pos > head_pos THEN
-        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
-            USING ERRCODE = 'OB002',
-                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
-    END IF;
+    PERFORM outbox._check_replay_range(after_pos, purged, head_pos);
 
     -- the frozen history: positions after_pos + 1 .. base, contiguous as in 1.2
     expect := after_pos + 1;
@@ -145,24 +177,14 @@ BEGIN
         END IF;
         PERFORM outbox._check_epoch(at_pos, after_epoch);
     END IF;
-    IF after_seq > last THEN
-        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
-            USING ERRCODE = 'OB002',
-                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
-    END IF;
+    PERFORM outbox._check_channel_ahead(ch, after_seq, last);
 
     -- the frozen history: seqs after_seq + 1 .. frozen, gap-free as in 1.2
     expect := after_seq + 1;
     IF after_seq < frozen THEN
         first_kept := (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch);
         IF first_kept IS NULL OR first_kept > after_seq + 1 THEN
-            RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed',
-                            ch, after_seq, coalesce(first_kept - 1, frozen)
-                USING ERRCODE = 'OB001',
-                      DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
-                                      after_seq + 1, coalesce(first_kept - 1, frozen)),
-                      HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+            PERFORM outbox._raise_channel_removed(ch, after_seq, coalesce(first_kept - 1, frozen));
         END IF;
         FOR r IN
             SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
@@ -313,19 +335,7 @@ BEGIN
     END IF;
     -- [epochs] OB003 first: a diverged consumer is told so, even while it is still ahead of the head
     PERFORM outbox._check_epoch(after_pos, after_epoch);
-    IF after_pos < purged THEN
-        RAISE EXCEPTION 'cannot replay after position %: the events up to position % have been removed', after_pos, purged
-            USING ERRCODE = 'OB001',
-                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss positions %s to %s.',
-                                  after_pos + 1, purged),
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
-    END IF;
-    IF after_pos > head_pos THEN
-        RAISE EXCEPTION 'cannot replay after position %: the latest published position is %', after_pos, head_pos
-            USING ERRCODE = 'OB002',
-                  DETAIL = 'The outbox was reset or restored from an older backup, so positions are being handed out again.',
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head().';
-    END IF;
+    PERFORM outbox._check_replay_range(after_pos, purged, head_pos);
 
     expect := after_pos + 1;
     FOR r IN
@@ -400,19 +410,9 @@ BEGIN
     SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
            (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
       INTO last, first_kept;
-    IF after_seq > last THEN
-        RAISE EXCEPTION 'cannot replay channel "%" after seq %: its latest seq is %', ch, after_seq, last
-            USING ERRCODE = 'OB002',
-                  DETAIL = 'The outbox was reset or restored from an older backup, so seqs are being handed out again.',
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
-    END IF;
+    PERFORM outbox._check_channel_ahead(ch, after_seq, last);
     IF after_seq < last AND (first_kept IS NULL OR first_kept > after_seq + 1) THEN
-        RAISE EXCEPTION 'cannot replay channel "%" after seq %: the events up to seq % have been removed',
-                        ch, after_seq, coalesce(first_kept - 1, last)
-            USING ERRCODE = 'OB001',
-                  DETAIL = format('Events are kept for pg_outbox.retention; the replay would miss seqs %s to %s.',
-                                  after_seq + 1, coalesce(first_kept - 1, last)),
-                  HINT = 'The consumer must resynchronise from the source of truth, then continue from outbox.head(channel).';
+        PERFORM outbox._raise_channel_removed(ch, after_seq, coalesce(first_kept - 1, last));
     END IF;
 
     expect := after_seq + 1;
@@ -459,8 +459,6 @@ CREATE OR REPLACE FUNCTION outbox.event(event_id bigint)
     RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
                    pos bigint, seq bigint, published_at timestamptz)
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    last_id bigint;
 BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
@@ -473,22 +471,7 @@ BEGIN
                NULL::timestamptz
           FROM outbox.pending p WHERE p.id = event_id;
     IF NOT FOUND THEN
-        -- [consumers] the hint says which it is: a dead letter, an id never handed out, or removed
-        SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END INTO last_id FROM outbox.pending_id_seq q;
-        IF EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id) THEN
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = format('It could not be published and is a dead letter: SELECT * FROM outbox.dead_letters WHERE id = %s.',
-                                    event_id);
-        ELSIF event_id < 1 OR event_id > last_id THEN
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = format('No event ever had this id: the ids handed out so far are 1 to %s.', last_id);
-        ELSE
-            RAISE EXCEPTION 'event % does not exist', event_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'Published events are kept for pg_outbox.retention; this one has been removed, or its transaction rolled back.';
-        END IF;
+        PERFORM outbox._raise_no_event(event_id); -- [consumers] a dead letter, an id never handed out, or removed
     END IF;
     -- channel rights (95_channels.sql): 42501 (and no row) if the caller may not read its channel
     PERFORM outbox._check_read(ARRAY(SELECT h.channel FROM outbox.history h WHERE h.id = event_id

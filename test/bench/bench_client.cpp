@@ -139,17 +139,14 @@ static double pct(std::vector<double> v, double p) {
 
 static int latency(const char *conninfo, const std::string &system, double rate, double seconds, int nprod) {
 	const char *channel, *produce;
-	if (system == "outbox") {
+	if (system == "outbox" || system == "log") {
+		// log: the same calls in a database switched to the write-once log of issue #15
+		// (outbox.use_log_storage(): the C producer into the log, the worker's C pass)
 		channel = "bench_lat";
 		produce = "SELECT outbox.publish('bench_lat', jsonb_build_object('i', $1::int, 'status', 'paid'))";
 	} else if (system == "notify") {
 		channel = "bench_lat";
 		produce = "SELECT pg_notify('bench_lat', json_build_object('i', $1::int, 'status', 'paid')::text)";
-	} else if (system == "log") {
-		// the write-once log of issue #15: the C producer, drained by the worker with
-		// pg_outbox.drain_log = on (drain_bench.sh sets it for this system only)
-		channel = "bench_lat";
-		produce = "SELECT outbox._log_publish('bench_lat', jsonb_build_object('i', $1::int, 'status', 'paid'))";
 	} else if (system == "python") {
 		channel = "bench_lat";
 		produce = "INSERT INTO bench_py.outbox (channel, payload)"

@@ -77,6 +77,7 @@ g++ -O2 -Wall -Wextra -std=c++17 -I"$("$PG_CONFIG" --includedir)" test/bench/ben
 CLIENT=$W/bench_client
 PORT=5432 # the socket lives in our private directory: no clash with other clusters
 DSN="host=$W port=$PORT user=postgres dbname=bench"
+DSN_LOG="host=$W port=$PORT user=postgres dbname=benchlog" # the latency phase's log system
 PYDSN="postgres@/bench?host=$W&port=$PORT"
 export PGHOST=$W PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
 PIDS=()
@@ -105,7 +106,9 @@ checkpoint_timeout = 30min
 logging_collector = off
 EOF
 runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w start >/dev/null
-psql -q -d postgres -c "CREATE DATABASE bench"
+psql -q -d postgres -c "CREATE DATABASE bench" -c "CREATE DATABASE benchlog"
+# benchlog: a database switched to the write-once log (issue #15), for the latency phase's log system
+psql -XAtq -v ON_ERROR_STOP=1 -d benchlog -c "CREATE EXTENSION pg_outbox" -c "SELECT events_moved FROM outbox.use_log_storage()" >/dev/null
 q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 
@@ -260,17 +263,16 @@ for run in $(seq "$RUNS"); do
 	PYSERVE=$!
 	PIDS+=("$PYSERVE")
 	for system in ${LAT_SYSTEMS:-notify outbox log python}; do
-		# log: the write-once log (issue #15) through its C producer and the worker's C pass
-		if [ $system = log ]; then q -c "ALTER SYSTEM SET pg_outbox.drain_log = on" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
+		# log: outbox.publish() in database benchlog, switched to the write-once log (issue #15)
+		dsn=$DSN; [ $system = log ] && dsn=$DSN_LOG
 		for r in 500 2000; do
-			out=$(BENCH_LAT_SAMPLES="$OUT/lat_${system}_${r}_$run.txt" taskset -c "$LAT_CPU" "$CLIENT" latency "$DSN" "$system" "$r" "$LAT_SECONDS" "$PRODUCERS") ||
+			out=$(BENCH_LAT_SAMPLES="$OUT/lat_${system}_${r}_$run.txt" taskset -c "$LAT_CPU" "$CLIENT" latency "$dsn" "$system" "$r" "$LAT_SECONDS" "$PRODUCERS") ||
 				echo "drain_bench: latency $system $r: not every event arrived: $out" >&2
 			for f in sent_p50 sent_p99 ack_p50 ack_p99 commit_p50 commit_p99 achieved; do
 				record "lat_${system}_${r}_$f" "$run" "$(sed -n "s/.* $f=\([^ ]*\).*/\1/p" <<<"$out")"
 			done
 			echo "   latency: $out" >&2
 		done
-		if [ $system = log ]; then q -c "ALTER SYSTEM RESET pg_outbox.drain_log" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; fi
 	done
 	kill "$PYSERVE"
 	wait "$PYSERVE" 2>/dev/null || true

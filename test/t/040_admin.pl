@@ -171,5 +171,26 @@ ok($node->poll_query_until('postgres', "SELECT count(*) = 5 FROM outbox.history 
 is($node->safe_psql('postgres', "SELECT count(DISTINCT published_at) FROM outbox.history WHERE channel = 'delayed'"),
    '1', 'five commits, one drain transaction');
 
+# A paused worker is not woken by producers' commits (src/wakeup.hpp: each wake-up cost the worker
+# a transaction and the producer a kill()); outbox.resume() wakes it. With pg_outbox.idle_interval
+# at an hour nothing else wakes it: its last activity report (state_change) stays put through 20
+# commits, and resume() publishes them at once.
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pg_outbox.batch_delay");
+$node->safe_psql('postgres', "ALTER SYSTEM SET pg_outbox.idle_interval = '1h'");
+$node->reload;
+$node->safe_psql('postgres', "SELECT outbox.pause()");
+ok($node->poll_query_until('postgres', "SELECT state = 'paused' FROM outbox.status"), 'paused again');
+sleep 1;    # the reload and the pause seen, the worker asleep
+my $worker_activity = "SELECT state_change FROM pg_stat_activity WHERE backend_type = 'pg_outbox drain' AND datname = current_database()";
+my $asleep_since = $node->safe_psql('postgres', $worker_activity);
+$node->safe_psql('postgres', join("\n", map { "SELECT outbox.publish('while_paused', '{\"n\": $_}');" } 1 .. 20));
+sleep 1;
+is($node->safe_psql('postgres', $worker_activity), $asleep_since, 'a paused worker is not woken by 20 commits');
+is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.history WHERE channel = 'while_paused'"), '0',
+   'nothing published while paused');
+$node->safe_psql('postgres', "SELECT outbox.resume()");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 20 FROM outbox.history WHERE channel = 'while_paused'"),
+   'outbox.resume() wakes it: the 20 events are published without waiting for the idle interval');
+
 $node->stop;
 done_testing();

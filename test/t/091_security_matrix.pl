@@ -127,6 +127,10 @@ my %functions = (
                                                   => ['',     q{SELECT outbox._log_put(1, 'm_chan', NULL, NULL, NULL, now())}],
     'outbox._pending_to_log()'                    => ['',     'trigger'],
     'outbox._event_log(bigint)'                   => ['',     q{SELECT * FROM outbox._event_log(1)}],
+    'outbox._check_replay_range(bigint,bigint,bigint)' => ['', q{SELECT outbox._check_replay_range(0, 0, 0)}],
+    'outbox._check_channel_ahead(text,bigint,bigint)' => ['', q{SELECT outbox._check_channel_ahead('m_chan', 0, 0)}],
+    'outbox._raise_channel_removed(text,bigint,bigint)' => ['', q{SELECT outbox._raise_channel_removed('m_chan', 0, 1)}],
+    'outbox._raise_no_event(bigint)'              => ['',     q{SELECT outbox._raise_no_event(-1)}],
     'outbox._replay_channel_log(text,bigint,integer,bigint)'
                                                   => ['',     q{SELECT * FROM outbox._replay_channel_log('m_chan', 0, 1, 0)}],
     'outbox._replay_log(bigint,text[],integer,bigint,boolean)'
