@@ -20,6 +20,7 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/xid8.h"
 }
 
 namespace pg_outbox {
@@ -48,7 +49,86 @@ int guc_retry_delay_ms = 1000;
 constexpr int kMaxRetryDelayMs = 300 * 1000;
 constexpr int kMaxLoneFailuresPerPass = 10;
 
+// pg_outbox._fail_event_ids: "id[:SQLSTATE]" separated by commas, at most kMaxFaults (tests only)
+constexpr int kMaxFaults = 32;
+static char *guc_fail_event_ids = nullptr;
+static struct {
+	int64 id;
+	int sqlstate;
+} faults[kMaxFaults];
+static int nfaults = 0;
+bool fault_hook_armed = false;
+
+// Parse s into out (nullptr: only check); the number of entries, or -1 if s is not such a list.
+static int parse_faults(const char *s, decltype(faults) *out) {
+	int n = 0;
+	const char *p = s ? s : "";
+	while (*p == ' ')
+		p++;
+	while (*p) {
+		char *end;
+		errno = 0;
+		long long id = strtoll(p, &end, 10);
+		if (end == p || errno != 0 || id < 1 || n == kMaxFaults)
+			return -1;
+		p = end;
+		int code = ERRCODE_DATA_EXCEPTION;
+		if (*p == ':') {
+			p++;
+			for (int i = 0; i < 5; i++)
+				if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z')))
+					return -1;
+			code = MAKE_SQLSTATE(p[0], p[1], p[2], p[3], p[4]);
+			p += 5;
+		}
+		if (out) {
+			(*out)[n].id = id;
+			(*out)[n].sqlstate = code;
+		}
+		n++;
+		while (*p == ' ')
+			p++;
+		if (*p == ',') {
+			p++;
+			while (*p == ' ')
+				p++;
+			if (!*p)
+				return -1;
+		} else if (*p)
+			return -1;
+	}
+	return n;
+}
+
+static bool check_fail_event_ids(char **newval, void **, GucSource) {
+	if (parse_faults(*newval, nullptr) >= 0)
+		return true;
+	GUC_check_errdetail("A comma-separated list of event ids, each optionally followed by :SQLSTATE "
+	                    "(five digits or capital letters), at most %d, is expected.",
+	                    kMaxFaults);
+	return false;
+}
+
+static void assign_fail_event_ids(const char *newval, void *) {
+	nfaults = Max(parse_faults(newval, &faults), 0);
+	fault_hook_armed = nfaults > 0;
+}
+
+void fault_hook(int64 id) {
+	for (int i = 0; i < nfaults; i++)
+		if (faults[i].id == id)
+			ereport(ERROR, (errcode(faults[i].sqlstate),
+			                errmsg("pg_outbox: the hand-off of event %lld failed by pg_outbox._fail_event_ids",
+			                       (long long)id),
+			                errdetail("A fault injected for tests."),
+			                errhint("RESET pg_outbox._fail_event_ids.")));
+}
+
 void define_retry_gucs(void) {
+	DefineCustomStringVariable("pg_outbox._fail_event_ids",
+	                           "Tests only: the hand-off of these events over the log fails (id[:SQLSTATE],...).",
+	                           nullptr, &guc_fail_event_ids, "", PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+	                           check_fail_event_ids, assign_fail_event_ids, nullptr);
 	DefineCustomIntVariable("pg_outbox.max_attempts",
 	                        "How many times an event that fails alone is tried before it moves to outbox.dead_letter.",
 	                        nullptr, &guc_max_attempts, 5, 1, 1000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
@@ -59,8 +139,7 @@ void define_retry_gucs(void) {
 	                        nullptr, nullptr);
 }
 
-// Is this failure the system's (retried, never counted against an event)?
-static bool error_of_system(int sqlerrcode) {
+bool error_of_system(int sqlerrcode) {
 	// a unique violation is about positions or ids (a counter behind the history, say), never
 	// about one event's data: dead-lettering would move the whole backlog away
 	if (sqlerrcode == ERRCODE_UNIQUE_VIOLATION || sqlerrcode == ERRCODE_DISK_FULL ||
@@ -84,21 +163,32 @@ static bool error_of_system(int sqlerrcode) {
 	}
 }
 
-static void dead_letter(int64 id, ErrorData *edata, int attempts);
+// An event that failed alone in a pass: in log mode also the row of the log that failed (row, seg).
+struct LoneFailure {
+	int64 id;
+	ErrorData *edata;
+	bool known; // it had failed before (a retry that failed again)
+	bool log;
+	LogRow row;
+	int seg;
+};
+
+static void dead_letter(const LoneFailure *f, int attempts);
 
 // dead_letter() in a subtransaction: if even moving the event fails (a foreign key a DBA made
 // reference outbox.pending, say), say so and leave the event pending — the events behind it are
 // still published.
-static void dead_letter_guarded(int64 id, ErrorData *cause, int attempts) {
+static void dead_letter_guarded(const LoneFailure *f, int attempts) {
+	int64 id = f->id;
+	ErrorData *cause = f->edata;
 	struct Args {
-		int64 id;
-		ErrorData *cause;
+		const LoneFailure *f;
 		int attempts;
-	} args{id, cause, attempts};
+	} args{f, attempts};
 	ErrorData *edata = run_in_subxact(
 	    [](void *p) {
 		    Args *a = static_cast<Args *>(p);
-		    dead_letter(a->id, a->cause, a->attempts);
+		    dead_letter(a->f, a->attempts);
 	    },
 	    &args);
 	if (!edata)
@@ -134,21 +224,46 @@ static int64 drain_in_subxact(int max_events, int64 only_id, const int64 *skip, 
 	return *edata ? -1 : args.n;
 }
 
-static void dead_letter(int64 id, ErrorData *edata, int attempts) {
+static void dead_letter(const LoneFailure *f, int attempts) {
+	int64 id = f->id;
+	ErrorData *edata = f->edata;
+	// [log mode] the row stays in the log, left out of its batch: withheld while a pass would still
+	// read it (it failed in a window no batch was written for)
+	bool withhold = false;
+	if (f->log) {
+		CommandCounterIncrement(); // the batches this transaction wrote
+		PushActiveSnapshot(GetTransactionSnapshot());
+		withhold = log_row_pending(f->seg, f->row.xid, f->row.id);
+		PopActiveSnapshot();
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
-	Oid types[] = {INT8OID, TEXTOID, TEXTOID};
+	Oid types[] = {INT8OID, TEXTOID, TEXTOID, XID8OID, INT4OID};
 	Datum args[] = {Int64GetDatum(id), CStringGetTextDatum(edata->message ? edata->message : "unknown error"),
-	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))};
+	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode)),
+	                FullTransactionIdGetDatum(FullTransactionIdFromU64(f->row.xid)), Int32GetDatum(f->seg)};
+	char log_sql[640];
+	if (f->log)
+		snprintf(log_sql, sizeof log_sql,
+		         "WITH d AS (SELECT l.* FROM outbox.log_%d l WHERE l.xid = $4 AND l.id = $1),"
+		         " w AS (INSERT INTO outbox.withheld (id, xid, seg) SELECT $1, $4, $5 WHERE %s"
+		         "  ON CONFLICT DO NOTHING),"
+		         " i AS (INSERT INTO outbox.dead_letter (id, channel, key, type, payload, created_at,"
+		         "                                 failed_at, error, sqlstate)"
+		         "  SELECT id, channel, key, type, payload, created_at, now(), $2, $3 FROM d"
+		         "  RETURNING id)"
+		         " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i)",
+		         f->seg, withhold ? "true" : "false");
 	// both counts: a DBA's trigger or rule on outbox.dead_letter that skips the row must not make
 	// the event vanish
-	int rc = SPI_execute_with_args("WITH d AS (DELETE FROM outbox.pending WHERE id = $1 RETURNING *),"
-	                               " i AS (INSERT INTO outbox.dead_letter (id, channel, key, type, payload, created_at,"
-	                               "                                 failed_at, error, sqlstate)"
-	                               "  SELECT id, channel, key, type, payload, created_at, now(), $2, $3 FROM d"
-	                               "  RETURNING id)"
-	                               " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i)",
-	                               3, types, args, nullptr, false, 0);
+	int rc = SPI_execute_with_args(f->log ? log_sql
+	                                      : "WITH d AS (DELETE FROM outbox.pending WHERE id = $1 RETURNING *),"
+	                                        " i AS (INSERT INTO outbox.dead_letter (id, channel, key, type, payload,"
+	                                        "                                 created_at, failed_at, error, sqlstate)"
+	                                        "  SELECT id, channel, key, type, payload, created_at, now(), $2, $3 FROM d"
+	                                        "  RETURNING id)"
+	                                        " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i)",
+	                               f->log ? 5 : 3, types, args, nullptr, false, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pg_outbox: moving event %lld to the dead letters failed: %s", (long long)id,
 		     SPI_result_code_string(rc));
@@ -268,28 +383,34 @@ static void add_failure(Failures *f, int64 id) {
 	f->n++;
 }
 
-// Record one more failure of event id alone; returns its attempts so far.
-static int record_failure(int64 id, ErrorData *edata) {
+// Record one more failure of event id alone; returns its attempts so far. [log mode] The failures
+// row names the row of the log that failed (xid, seg), which the passes leave out until it is due.
+static int record_failure(const LoneFailure *lf) {
+	int64 id = lf->id;
+	ErrorData *edata = lf->edata;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	static SPIPlanPtr plan = nullptr, plan_next = nullptr;
 	if (!plan) {
-		Oid types[] = {INT8OID, TEXTOID, TEXTOID};
+		Oid types[] = {INT8OID, TEXTOID, TEXTOID, XID8OID, INT4OID};
 		plan = keep_plan("INSERT INTO outbox.failures AS f (id, attempts, first_failed_at, last_failed_at,"
-		                 "                                 next_attempt_at, error, sqlstate)"
-		                 " VALUES ($1, 1, now(), now(), now(), $2, $3)"
+		                 "                                 next_attempt_at, error, sqlstate, xid, seg, copied)"
+		                 " VALUES ($1, 1, now(), now(), now(), $2, $3, $4, $5, false)"
 		                 " ON CONFLICT (id) DO UPDATE SET attempts = f.attempts + 1, last_failed_at = now(),"
-		                 "   error = excluded.error, sqlstate = excluded.sqlstate"
+		                 "   error = excluded.error, sqlstate = excluded.sqlstate, xid = excluded.xid,"
+		                 "   seg = excluded.seg, copied = false"
 		                 " RETURNING attempts",
-		                 3, types);
+		                 5, types);
 		Oid ntypes[] = {INT8OID, FLOAT8OID};
 		plan_next = keep_plan("UPDATE outbox.failures SET next_attempt_at = now() + $2 * interval '1 ms'"
 		                      " WHERE id = $1",
 		                      2, ntypes);
 	}
 	Datum args[] = {Int64GetDatum(id), CStringGetTextDatum(edata->message ? edata->message : "unknown error"),
-	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode))};
-	int rc = SPI_execute_plan(plan, args, nullptr, false, 0);
+	                CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode)),
+	                FullTransactionIdGetDatum(FullTransactionIdFromU64(lf->row.xid)), Int32GetDatum(lf->seg)};
+	const char nulls[] = {' ', ' ', ' ', lf->log ? ' ' : 'n', lf->log ? ' ' : 'n'};
+	int rc = SPI_execute_plan(plan, args, nulls, false, 0);
 	int attempts = guc_max_attempts; // a DBA's trigger that skips the row: no count, dead-letter now
 	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1) {
 		bool isnull;
@@ -336,10 +457,28 @@ static int64 first_pending_id(const Failures *f, int64 after_id) {
 	return id;
 }
 
-struct LoneFailure {
-	int64 id;
-	ErrorData *edata;
-};
+// Count the lone failures of a pass — unless nothing at all was published and two or more events
+// that had not failed before failed alone (a retry that fails again while others work, or while
+// it is alone, is the event's): the system's fault, not each event's, retried and not counted.
+static void count_lone_failures(LoneFailure *lone, int nlone, int64 published) {
+	int first_new = -1, nnew = 0;
+	for (int k = 0; k < nlone; k++)
+		if (!lone[k].known && nnew++ == 0)
+			first_new = k;
+	if (published == 0 && nnew >= 2)
+		ReThrowError(lone[first_new].edata);
+	for (int k = 0; k < nlone; k++) {
+		int attempts = record_failure(&lone[k]);
+		if (attempts >= guc_max_attempts)
+			dead_letter_guarded(&lone[k], attempts);
+		else
+			ereport(LOG, (errmsg("pg_outbox: event %lld failed (attempt %d of %d), publishing the events behind it",
+			                     (long long)lone[k].id, attempts, guc_max_attempts),
+			              errdetail("%s (SQLSTATE %s)", lone[k].edata->message ? lone[k].edata->message : "unknown error",
+			                        unpack_sql_state(lone[k].edata->sqlerrcode))));
+		FreeErrorData(lone[k].edata);
+	}
+}
 
 int64 drain(int max_events) {
 	if (!compat::am_background_worker()) // the worker checks once per pass, with its own saved plan
@@ -352,8 +491,8 @@ int64 drain(int max_events) {
 	Failures f;
 	load_failures(&f);
 	int64 published = 0;
-	LoneFailure lone[kMaxLoneFailuresPerPass + 1];
-	int nlone = 0, nknown = 0; // lone failures, of which nknown were recorded before
+	LoneFailure lone[kMaxLoneFailuresPerPass + 1] = {};
+	int nlone = 0; // lone failures
 	ErrorData *edata;
 
 	// 1. the events being retried whose time has come, one at a time
@@ -367,8 +506,7 @@ int64 drain(int max_events) {
 		else if (one < 0) {
 			if (error_of_system(edata->sqlerrcode))
 				ReThrowError(edata);
-			lone[nlone++] = {f.ids[k], edata};
-			nknown++;
+			lone[nlone++] = {f.ids[k], edata, true, false, {}, -1};
 		}
 	}
 
@@ -407,28 +545,220 @@ int64 drain(int max_events) {
 		}
 		if (error_of_system(edata->sqlerrcode))
 			ReThrowError(edata);
-		lone[nlone++] = {id, edata};
+		lone[nlone++] = {id, edata, false, false, {}, -1};
 		add_failure(&f, id);
 		size = max_events;
 	}
 
-	// 3. count the lone failures — unless nothing at all worked and several new ones failed (an
-	// event recorded before was found to fail alone while others worked, or while it was alone)
-	if (nlone == 0)
-		return published;
-	if (published == 0 && nlone - nknown >= 2)
-		ReThrowError(lone[nknown].edata); // the system's fault, not each event's: retried, not counted
-	for (int k = 0; k < nlone; k++) {
-		int attempts = record_failure(lone[k].id, lone[k].edata);
-		if (attempts >= guc_max_attempts)
-			dead_letter_guarded(lone[k].id, lone[k].edata, attempts);
+	// 3. count the lone failures
+	count_lone_failures(lone, nlone, published);
+	return published;
+}
+
+// ---------------------------------------------------------------------------------------
+// [log mode] The same failure path over the write-once log (issue #15; doc/storage.md, "Failures,
+// retries, dead letters, discard")
+//
+// log_pass() runs the batch (log_pass_batch(), log_pass.cpp) in a subtransaction. When the hand-off
+// of an event fails, the pass knows which event it was (log_pass_fault): no halving is needed (1.2
+// halves because its set-based statements do not say which row failed). The events before it go
+// out first, in a batch cut before it; the event is then the first of the next batch, and if it
+// fails there too it fails alone: the batch is run again with its row left out (its id in the
+// batch's skipped; positions stay gap-free), and it is counted as in 1.2 (count_lone_failures():
+// the same rules, the same systemic exception, the same error_of_system()). A failed row stays in
+// its segment; when it is due, outbox._log_retry_due() copies it into the current segment with the
+// pass's own xid (a later window tries the copy, the copy gets the event's one position) and the
+// failures row follows the copy (copied). A failed row that a pass would still read (no batch was
+// written for its window: it had no other event) is withheld (outbox.withheld) once it is copied,
+// dead-lettered or discarded; a batch that leaves it out retires it. The normal path reads none of
+// this: one look at each of the two tables, and a pass without SPI when both are empty.
+// ---------------------------------------------------------------------------------------
+
+static LogRow row_of(HeapTuple tup, TupleDesc desc) {
+	bool isnull;
+	LogRow r;
+	r.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	r.xid = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 2, &isnull)));
+	return r;
+}
+
+// The due retries copied, stale withheld rows gone; then the rows the batches must leave out
+// (failed rows not yet copied, withheld rows) and the copies to watch, each sorted by (id, xid).
+// skip has room for `room` more.
+static void load_known(LogPassKnown *k, LogRow **skip, int room) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute("SELECT outbox._log_retry_due()", false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: copying the retries that are due failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute("DELETE FROM outbox.withheld w WHERE NOT outbox._log_row_pending(w.seg, w.xid, w.id)", false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "pg_outbox: cleaning outbox.withheld failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute("SELECT f.id, f.xid, f.copied FROM outbox.failures f WHERE f.xid IS NOT NULL"
+	                 " UNION ALL SELECT w.id, w.xid, false FROM outbox.withheld w ORDER BY 1, 2",
+	                 false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_outbox: reading outbox.failures failed: %s", SPI_result_code_string(rc));
+	int n = (int)SPI_processed;
+	LogRow *sk = (LogRow *)MemoryContextAlloc(CurTransactionContext, sizeof(LogRow) * (n + room + 1));
+	LogRow *wa = (LogRow *)MemoryContextAlloc(CurTransactionContext, sizeof(LogRow) * (n + 1));
+	int nsk = 0, nwa = 0;
+	for (int r = 0; r < n; r++) {
+		HeapTuple tup = SPI_tuptable->vals[r];
+		bool isnull;
+		bool copied = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+		if (copied)
+			wa[nwa++] = row_of(tup, SPI_tuptable->tupdesc);
 		else
-			ereport(LOG, (errmsg("pg_outbox: event %lld failed (attempt %d of %d), publishing the events behind it",
-			                     (long long)lone[k].id, attempts, guc_max_attempts),
-			              errdetail("%s (SQLSTATE %s)", lone[k].edata->message ? lone[k].edata->message : "unknown error",
-			                        unpack_sql_state(lone[k].edata->sqlerrcode))));
-		FreeErrorData(lone[k].edata);
+			sk[nsk++] = row_of(tup, SPI_tuptable->tupdesc);
 	}
+	SPI_finish();
+	*skip = sk;
+	k->skip = sk;
+	k->nskip = nsk;
+	k->watch = wa;
+	k->nwatch = nwa;
+}
+
+static void insert_row(LogRow *rows, int *n, LogRow r) {
+	int k = *n;
+	while (k > 0 && (rows[k - 1].id > r.id || (rows[k - 1].id == r.id && rows[k - 1].xid > r.xid))) {
+		rows[k] = rows[k - 1];
+		k--;
+	}
+	rows[k] = r;
+	(*n)++;
+}
+
+static Datum rows_array(const LogRow *rows, int n, bool xids) {
+	Datum *d = (Datum *)palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		d[i] = xids ? FullTransactionIdGetDatum(FullTransactionIdFromU64(rows[i].xid)) : Int64GetDatum(rows[i].id);
+	return PointerGetDatum(construct_array(d, n, xids ? XID8OID : INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+// What the committed batches did: withheld rows they left out are retired, and the events whose
+// watched copy they published leave outbox.failures.
+static void forget_known(const LogRow *left_out, int nleft, const LogRow *published, int npub) {
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	Oid types[] = {INT8ARRAYOID, XID8ARRAYOID};
+	Datum a[] = {rows_array(left_out, nleft, false), rows_array(left_out, nleft, true)};
+	int rc = SPI_execute_with_args("DELETE FROM outbox.withheld w USING unnest($1, $2) u(id, xid)"
+	                               " WHERE w.id = u.id AND w.xid = u.xid",
+	                               2, types, a, nullptr, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "pg_outbox: cleaning outbox.withheld failed: %s", SPI_result_code_string(rc));
+	Datum b[] = {rows_array(published, npub, false), rows_array(published, npub, true)};
+	rc = SPI_execute_with_args("DELETE FROM outbox.failures f USING unnest($1, $2) u(id, xid)"
+	                           " WHERE f.id = u.id AND f.xid = u.xid AND f.copied",
+	                           2, types, b, nullptr, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "pg_outbox: cleaning outbox.failures failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+// log_pass_batch() in a subtransaction. Returns the count, or -1 with *edata set on error.
+static int64 batch_in_subxact(int max_events, const LogPassKnown *known, LogPassOutcome *out, ErrorData **edata) {
+	struct Args {
+		int max_events;
+		const LogPassKnown *known;
+		LogPassOutcome *out;
+		int64 n;
+	} args{max_events, known, out, -1};
+	*edata = run_in_subxact(
+	    [](void *p) {
+		    Args *a = static_cast<Args *>(p);
+		    a->n = log_pass_batch(a->max_events, a->known, a->out);
+	    },
+	    &args);
+	return *edata ? -1 : args.n;
+}
+
+// The drain worker's passes run without a subtransaction while nothing fails: a one-event pass
+// costs about 330,000 instructions with its commit in a subtransaction, 15,000 of them the
+// subtransaction itself and its xid (callgrind, one-event passes in a single-user backend). A
+// pass that fails then aborts the worker's transaction (logged, retried after a second, as any
+// failed pass), and the worker's next pass, not having seen this one end, runs in
+// subtransactions, as outbox.drain() and outbox._log_pass() always do.
+static bool worker_pass_unfinished = false;
+
+int64 log_pass(int max_events) {
+	log_pass_prepare(); // the checks, the batch lock: held across the batches below
+	bool worker = compat::am_background_worker();
+	bool known_rows = log_failure_rows_exist();
+	if (worker && !known_rows && !worker_pass_unfinished) {
+		worker_pass_unfinished = true; // until it returns
+		LogPassOutcome none{};
+		int64 n = log_pass_batch(max_events, nullptr, &none);
+		worker_pass_unfinished = false;
+		return n;
+	}
+	if (worker)
+		worker_pass_unfinished = true;
+	LogPassKnown known{nullptr, 0, nullptr, 0};
+	LogRow *skip = nullptr;
+	if (known_rows)
+		load_known(&known, &skip, kMaxLoneFailuresPerPass);
+	else {
+		skip = (LogRow *)palloc(sizeof(LogRow) * (kMaxLoneFailuresPerPass + 1));
+		known.skip = skip;
+	}
+	int room = known.nskip + kMaxLoneFailuresPerPass + 1;
+	LogPassOutcome out;
+	out.left_out = (LogRow *)palloc(sizeof(LogRow) * room);
+	out.published = (LogRow *)palloc(sizeof(LogRow) * (known.nwatch + 1));
+	// what the batches that stay did with the known rows (a row is left out or published once)
+	LogRow *left_all = (LogRow *)palloc(sizeof(LogRow) * room);
+	LogRow *pub_all = (LogRow *)palloc(sizeof(LogRow) * (known.nwatch + 1));
+	int nleft_all = 0, npub_all = 0;
+
+	LoneFailure lone[kMaxLoneFailuresPerPass + 1] = {};
+	int nlone = 0;
+	int64 published = 0;
+	int cap = max_events;
+	bool cut_before_culprit = false;
+	bool failed_last = false;
+	while (published < max_events && nlone < kMaxLoneFailuresPerPass) {
+		CHECK_FOR_INTERRUPTS();
+		ErrorData *edata;
+		int64 n = batch_in_subxact(cap, &known, &out, &edata);
+		failed_last = edata != nullptr;
+		if (!edata) {
+			published += n;
+			if (out.wrote_batch) {
+				memcpy(left_all + nleft_all, out.left_out, sizeof(LogRow) * out.nleft_out);
+				nleft_all += out.nleft_out;
+				memcpy(pub_all + npub_all, out.published, sizeof(LogRow) * out.npublished);
+				npub_all += out.npublished;
+			}
+			if (!cut_before_culprit || n < cap)
+				break;
+			cut_before_culprit = false; // the failing event comes first in the next batch
+			cap = (int)(max_events - published);
+			continue;
+		}
+		if (error_of_system(edata->sqlerrcode) || log_pass_fault.id == 0)
+			ReThrowError(edata); // the system's, or no event's (the batch row, the channels): retried
+		LogPassFault f = log_pass_fault;
+		if (f.before > 0) { // publish the events before it first
+			cap = f.before;
+			cut_before_culprit = true;
+			FreeErrorData(edata);
+			continue;
+		}
+		LogRow r{f.id, f.xid};
+		lone[nlone++] = {f.id, edata, rows_contain(known.watch, known.nwatch, r), true, r, f.seg};
+		insert_row(skip, &known.nskip, r);
+		cut_before_culprit = false;
+		cap = (int)(max_events - published);
+	}
+	if (failed_last)
+		log_pass_cut = true; // stopped at kMaxLoneFailuresPerPass: the worker comes back at once
+	if (nleft_all > 0 || npub_all > 0)
+		forget_known(left_all, nleft_all, pub_all, npub_all);
+	count_lone_failures(lone, nlone, published);
+	worker_pass_unfinished = false;
 	return published;
 }
 

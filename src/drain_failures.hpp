@@ -19,7 +19,16 @@ constexpr int kMaxDrainEvents = 1000000;
 // read-only) propagate uncounted (error_of_system() in drain_failures.cpp has the rules).
 int64 drain(int max_events);
 
-// pg_outbox.max_attempts and pg_outbox.retry_delay (called from _PG_init).
+// Is this failure the system's (retried, never counted against an event)? The rules of both
+// storages' failure paths (drain() here, log_pass() over the log).
+bool error_of_system(int sqlerrcode);
+
+// The test-only fault hook pg_outbox._fail_event_ids ("id[:SQLSTATE],..."): the hand-off of those
+// events over the log raises that error (22000 when none is given). Armed: the list is not empty.
+extern bool fault_hook_armed;
+void fault_hook(int64 id);
+
+// pg_outbox.max_attempts, pg_outbox.retry_delay and pg_outbox._fail_event_ids (called from _PG_init).
 void define_retry_gucs(void);
 extern int guc_max_attempts;
 extern int guc_retry_delay_ms;

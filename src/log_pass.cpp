@@ -29,6 +29,7 @@
 #include "direct.hpp"
 #include "log_pass.hpp"
 #include "drain.hpp"
+#include "drain_failures.hpp"
 #include "guard.hpp"
 #include "invalidation.hpp"
 #include "log.hpp"
@@ -203,6 +204,28 @@ static TableLayout epochs_layout = {"epochs", state_epoch_cols, 1, nullptr, null
 static const ColumnSpec targets_cols[] = {{"channel", TEXTOID}, {"target", TEXTOID}};
 static TableLayout targets_layout = {"channel_targets", targets_cols, lengthof(targets_cols), nullptr, nullptr,
                                      false,             InvalidOid,   -1,                     {},      0};
+
+// The failure path's tables (drain_failures.cpp: log_pass()), only looked at: are they empty?
+static const ColumnSpec failure_id_cols[] = {{"id", INT8OID}};
+static TableLayout failures_layout = {"failures", failure_id_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
+static TableLayout withheld_layout = {"withheld", failure_id_cols, 1, nullptr, nullptr, false, InvalidOid, -1, {}, 0};
+
+static bool layout_has_rows(TableLayout *t, Snapshot snap) {
+	Relation rel = open_layout(t, AccessShareLock);
+	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	bool any = heap_getnext(scan, ForwardScanDirection) != nullptr;
+	table_endscan(scan);
+	table_close(rel, NoLock);
+	return any;
+}
+
+bool log_failure_rows_exist(void) {
+	PushActiveSnapshot(GetTransactionSnapshot());
+	Snapshot snap = GetActiveSnapshot();
+	bool any = layout_has_rows(&failures_layout, snap) || layout_has_rows(&withheld_layout, snap);
+	PopActiveSnapshot();
+	return any;
+}
 
 // The one row of a one-row table (outbox.log_state, outbox.state), copied; errors if missing.
 static HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc) {
@@ -769,6 +792,9 @@ static void flush_channels(bool force) {
 // ---------------------------------------------------------------------------------------
 struct PassSink;
 static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t, uint64 xid, int64 id);
+enum class RowFate { Emit, LeftOut, EndsBatch };
+static RowFate pass_known_row(PassSink *sink, uint64 xid, int64 id);
+static bool sink_has_known(const PassSink *sink);
 
 struct WindowReader {
 	Relation rel, idx;
@@ -777,6 +803,7 @@ struct WindowReader {
 	TupleTableSlot *slot;
 	int n, cap;
 	PassSink *sink; // the first cap - 1 rows are handed to it as they are read (nullptr: only count)
+	bool known;     // the sink has rows of the failure path to look for
 };
 
 // One index scan: xid = eq (and id > after_id when with_id), or eq_or_from <= / < xid < below.
@@ -793,8 +820,18 @@ static void scan_keys(WindowReader *w, const ScanKeyData *keys, int nkeys, const
 		if (isnull || !visible_in(hi, x))
 			continue; // in progress in hi: a later window's
 		int64 id = DatumGetInt64(slot_getattr(w->slot, w->t->attnum[kLogId], &isnull));
-		if (w->sink && w->n < w->cap - 1)
+		if (w->sink && w->n < w->cap - 1) {
+			if (w->known) { // the failure path's rows (drain_failures.cpp)
+				RowFate fate = pass_known_row(w->sink, x, id);
+				if (fate == RowFate::LeftOut)
+					continue;
+				if (fate == RowFate::EndsBatch) {
+					w->n = w->cap; // as if the batch were full: cut, the next one starts with this row
+					break;
+				}
+			}
 			pass_emit(w->sink, w->slot, w->t, x, id);
+		}
 		w->n++;
 	}
 	index_endscan(scan);
@@ -849,6 +886,7 @@ static void reader_open(WindowReader *w, int seg, Snapshot snap, int cap, PassSi
 	w->cap = cap;
 	w->n = 0;
 	w->sink = sink;
+	w->known = sink && sink_has_known(sink);
 }
 
 static void reader_close(WindowReader *w) {
@@ -966,9 +1004,78 @@ struct PassSink {
 	MemoryContext row_cxt; // what one row's hand-off allocates
 	TargetReader *targets;
 	Snapshot snap;
+	int seg; // the segment being read
+	// the failure path's rows (nullptr: none, the usual pass): rows left out of the batch go into
+	// out->left_out; those after its first event also into skipped (the batch's column), those before
+	// it move the batch's start (after) past them
+	const LogPassKnown *known;
+	LogPassOutcome *out;
+	int64 *skipped;
+	int nskipped;
+	bool after_moved;
+	uint64 after_xid;
+	int64 after_id;
 };
 
+static int compare_rows(const LogRow &a, const LogRow &b) {
+	if (a.id != b.id)
+		return a.id < b.id ? -1 : 1;
+	return a.xid < b.xid ? -1 : a.xid > b.xid ? 1 : 0;
+}
+
+bool rows_contain(const LogRow *rows, int n, const LogRow &r) {
+	int lo = 0, hi = n;
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+		int c = compare_rows(rows[mid], r);
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+// A row of the window when the failure path knows rows: left out (a failed row waiting for its
+// retry, a withheld one), the end of the batch (a newer row of an event the batch already left out:
+// skipped names ids, so the two cannot share a batch), or handed off (a watched retry copy is noted).
+static RowFate pass_known_row(PassSink *sink, uint64 xid, int64 id) {
+	const LogPassKnown *k = sink->known;
+	LogRow r{id, xid};
+	if (rows_contain(k->skip, k->nskip, r)) {
+		if (sink->n == 0) { // before the batch's first event: the batch starts after it
+			sink->after_moved = true;
+			sink->after_xid = xid;
+			sink->after_id = id;
+		} else {
+			sink->skipped[sink->nskipped++] = id;
+			sink->last_xid = xid;
+			sink->last_id = id;
+		}
+		sink->out->left_out[sink->out->nleft_out++] = r;
+		return RowFate::LeftOut;
+	}
+	for (int i = 0; i < sink->nskipped; i++)
+		if (sink->skipped[i] == id)
+			return RowFate::EndsBatch;
+	if (rows_contain(k->watch, k->nwatch, r))
+		sink->out->published[sink->out->npublished++] = r;
+	return RowFate::Emit;
+}
+
+static bool sink_has_known(const PassSink *sink) {
+	return sink->known != nullptr;
+}
+
+LogPassFault log_pass_fault;
+
 static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t, uint64 xid, int64 id) {
+	// an error from here to the end is this event's hand-off (log_pass() narrows on it)
+	log_pass_fault = {id, xid, sink->seg, sink->n};
+	if (unlikely(fault_hook_armed))
+		fault_hook(id); // drain_failures.cpp: pg_outbox._fail_event_ids, tests only
 	MemoryContext old = MemoryContextSwitchTo(sink->row_cxt);
 	bool isnull;
 	text *ct = DatumGetTextPP(slot_getattr(slot, t->attnum[kLogChannel], &isnull));
@@ -1010,6 +1117,7 @@ static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t
 	sink->last_id = id;
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(sink->row_cxt);
+	log_pass_fault.id = 0;
 }
 
 static int compare_names(const void *a, const void *b) {
@@ -1047,8 +1155,8 @@ static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
 bool log_pass_cut = false;
 int64 log_pass_last_pos = 0;
 
-int64 log_pass(int max_events) {
-	log_pass_cut = false;
+// What every pass checks first, and the batch lock (log_pass() takes it once for its batches).
+void log_pass_prepare(void) {
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("outbox._log_pass() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
@@ -1067,6 +1175,15 @@ int64 log_pass(int max_events) {
 	//    The parent's lock alone serialises passes and keeps rotation out (it asks for the same lock
 	//    NOWAIT); the segments' tables are locked as they are read (ACCESS SHARE: a TRUNCATE waits).
 	table_close(open_layout(&batch_parent_layout, ShareRowExclusiveLock), NoLock);
+}
+
+int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *out) {
+	log_pass_cut = false;
+	log_pass_fault.id = 0;
+	out->wrote_batch = false;
+	out->nleft_out = 0;
+	out->npublished = 0;
+	table_close(open_layout(&batch_parent_layout, ShareRowExclusiveLock), NoLock); // held: a no-op
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	Snapshot snap = GetActiveSnapshot();
@@ -1138,6 +1255,14 @@ int64 log_pass(int max_events) {
 	targets_open(&targets, snap);
 	sink.targets = &targets;
 	sink.snap = snap;
+	sink.seg = -1;
+	sink.known = known && (known->nskip > 0 || known->nwatch > 0) ? known : nullptr;
+	sink.out = out;
+	sink.skipped = sink.known ? (int64 *)palloc(sizeof(int64) * Max(known->nskip, 1)) : nullptr;
+	sink.nskipped = 0;
+	sink.after_moved = false;
+	sink.after_xid = 0;
+	sink.after_id = 0;
 
 	int cap = max_events + 1; // one more: is the batch cut?
 	WindowReader w;
@@ -1153,8 +1278,13 @@ int64 log_pass(int max_events) {
 		}
 		for (int k = start; k < kLogSegments; k++) {
 			int s = (oldest + k) % kLogSegments;
+			sink.seg = s;
 			reader_open(&w, s, snap, cap, &sink);
 			read_window(&w, lo, hi, k == start ? ax : 0, k == start ? ai : 0);
+			if (w.n == 0) { // nothing to publish here: rows left out in it stay in no batch
+				out->nleft_out = 0;
+				sink.after_moved = false;
+			}
 			if (w.n > 0) {
 				seg = s;
 				if (k != start) {
@@ -1171,13 +1301,18 @@ int64 log_pass(int max_events) {
 		next_window = true; // the cut window had nothing left: open the next one
 	}
 	if (seg < 0) {
+		out->nleft_out = 0;
 		targets_close(&targets);
 		PopActiveSnapshot();
 		return 0;
 	}
-	bool cut = w.n > max_events;
 	int n = sink.n;
-	Assert(n == (cut ? max_events : w.n));
+	bool cut = w.n > n; // a row after the batch was read (or ended it: pass_known_row)
+	Assert(n > 0 && (cut ? n <= max_events : n == w.n));
+	if (sink.after_moved) { // the batch starts after the rows it left out before its first event
+		ax = sink.after_xid;
+		ai = sink.after_id;
+	}
 	if (!cut) // rows of this window in a newer segment?
 		for (int k = start + 1; k < kLogSegments && !cut; k++)
 			cut = window_has_rows((oldest + k) % kLogSegments, snap, lo, hi, 0, 0);
@@ -1216,7 +1351,13 @@ int64 log_pass(int max_events) {
 	vals[kBUptoXid] = FullTransactionIdGetDatum(FullTransactionIdFromU64(sink.last_xid));
 	vals[kBUptoId] = Int64GetDatum(sink.last_id);
 	vals[kBCut] = BoolGetDatum(cut);
-	vals[kBSkipped] = PointerGetDatum(construct_empty_array(INT8OID));
+	{
+		Datum *sk = (Datum *)palloc(sizeof(Datum) * Max(sink.nskipped, 1));
+		for (int j = 0; j < sink.nskipped; j++)
+			sk[j] = Int64GetDatum(sink.skipped[j]);
+		vals[kBSkipped] =
+		    PointerGetDatum(construct_array(sk, sink.nskipped, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	}
 	vals[kBChannels] = PointerGetDatum(construct_array(cn, nchannels, TEXTOID, -1, false, TYPALIGN_INT));
 	vals[kBFirstSeqs] =
 	    PointerGetDatum(construct_array(cf, nchannels, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -1250,11 +1391,42 @@ int64 log_pass(int max_events) {
 	}
 	log_pass_cut = cut;
 	log_pass_last_pos = first_pos + n - 1;
+	out->wrote_batch = true;
+	out->first_pos = first_pos;
 	// outbox.wait() and outbox.next() return at commit, as after a 1.2 drain (consumers.cpp)
 	wake_waiters_at_commit();
 	for (int j = 0; j < nchannels; j++)
 		wake_channel_waiters_at_commit(sorted[j]->name);
 	return n;
+}
+
+bool log_row_pending(int seg, uint64 xid, int64 id) {
+	Snapshot snap = GetActiveSnapshot();
+	TupleDesc sdesc;
+	HeapTuple st = single_row(&log_state_layout, snap, &sdesc);
+	Batch b{};
+	if (!latest_batch(snap, &b)) // the first window is (base_snap, now]
+		return !visible_in((PgSnapshot *)PG_DETOAST_DATUM(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap)), xid);
+	if (!visible_in(b.hi, xid))
+		return true; // a later window's
+	if (!b.cut || visible_in(b.lo, xid))
+		return false; // a window that is published
+	// the cut window of the latest batch: read on after it, in segment order (oldest first)
+	int cur_seg = DatumGetInt32(col_notnull(st, sdesc, &log_state_layout, kSCurSeg));
+	int oldest = (cur_seg + 1) % kLogSegments;
+	int k_row = (seg - oldest + kLogSegments) % kLogSegments, k_batch = (b.seg - oldest + kLogSegments) % kLogSegments;
+	if (k_row != k_batch)
+		return k_row > k_batch;
+	return xid > b.upto_xid || (xid == b.upto_xid && id > b.upto_id);
+}
+
+// outbox._log_row_pending(seg integer, xid xid8, id bigint) RETURNS boolean (68_log_failures.sql)
+PGO_FUNCTION(outbox_log_row_pending) {
+	int32 seg = PG_GETARG_INT32(0);
+	if (seg < 0 || seg >= kLogSegments)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		                errmsg("segment must be between 0 and %d, not %d", kLogSegments - 1, seg)));
+	PG_RETURN_BOOL(log_row_pending(seg, fxid(PG_GETARG_FULLTRANSACTIONID(1)), PG_GETARG_INT64(2)));
 }
 
 // Statement trigger on outbox.log_channels (62_log_pass.sql): every process's seq cache loads the

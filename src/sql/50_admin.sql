@@ -30,6 +30,9 @@ CREATE FUNCTION outbox._wake_at_commit() RETURNS void
 -- Events that failed alone and are being retried (pg_outbox.max_attempts, pg_outbox.retry_delay);
 -- the drain leaves them out of its batches until next_attempt_at. Rows go when the event is
 -- published, dead-lettered or discarded.
+-- [log mode] (issue #15, 68_log_failures.sql) xid and seg name the row of the log that failed (the
+-- passes leave it out); copied: it is due and was copied into the current segment with the pass's
+-- xid (xid and seg name the copy, which a later window tries). NULL and false in 1.2 mode.
 CREATE TABLE outbox.failures (
     id              bigint PRIMARY KEY,
     attempts        integer NOT NULL,
@@ -37,7 +40,10 @@ CREATE TABLE outbox.failures (
     last_failed_at  timestamptz NOT NULL,
     next_attempt_at timestamptz NOT NULL,
     error           text NOT NULL,
-    sqlstate        text NOT NULL
+    sqlstate        text NOT NULL,
+    xid             xid8,
+    seg             integer,
+    copied          boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE outbox.failures IS
     'pending events that failed alone and are retried; after pg_outbox.max_attempts they become dead letters';
@@ -63,47 +69,7 @@ SELECT pg_catalog.pg_extension_config_dump('outbox.discarded', '');
 
 -- outbox.retry(event_id): 65_log_switch.sql (it also puts a dead letter back in log mode)
 
-CREATE FUNCTION outbox.discard(event_id bigint, reason text DEFAULT NULL) RETURNS text
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE moved bigint; stored bigint; source text;
-BEGIN
-    IF event_id IS NULL THEN
-        RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    source := 'dead letter';
-    WITH d AS (DELETE FROM outbox.dead_letter WHERE id = event_id RETURNING *),
-         i AS (INSERT INTO outbox.discarded (id, channel, key, type, payload_bytes, created_at, discarded_at,
-                                             discarded_by, was, reason, error, sqlstate)
-               SELECT id, channel, key, type, pg_column_size(payload), created_at, clock_timestamp(),
-                      session_user, 'dead letter', reason, error, sqlstate FROM d RETURNING id)
-    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
-    IF moved = 0 THEN
-        source := 'pending';
-        WITH d AS (DELETE FROM outbox.pending WHERE id = event_id RETURNING *),
-             i AS (INSERT INTO outbox.discarded (id, channel, key, type, payload_bytes, created_at, discarded_at,
-                                                 discarded_by, was, reason, error, sqlstate)
-                   SELECT d.id, d.channel, d.key, d.type, pg_column_size(d.payload), d.created_at, clock_timestamp(),
-                          session_user, 'pending', reason, f.error, f.sqlstate
-                     FROM d LEFT JOIN outbox.failures f ON f.id = d.id RETURNING id)
-        SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i) INTO moved, stored;
-    END IF;
-    IF moved = 0 THEN
-        RAISE EXCEPTION 'event % is neither pending nor a dead letter', event_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'outbox.event(id) tells whether it was published; outbox.discarded lists what was discarded.';
-    END IF;
-    IF stored <> moved THEN
-        RAISE EXCEPTION 'event % could not be recorded in outbox.discarded', event_id
-            USING ERRCODE = 'triggered_action_exception',
-                  DETAIL = 'A trigger, rule or policy on outbox.discarded skipped the row; nothing was discarded.',
-                  HINT = 'Drop what was added to outbox.discarded.';
-    END IF;
-    DELETE FROM outbox.failures WHERE id = event_id;
-    RAISE LOG 'pg_outbox: event % (%) discarded by %: %', event_id, source, session_user, coalesce(reason, 'no reason given');
-    RETURN format('discarded event %s (%s); recorded in outbox.discarded', event_id, source);
-END $$;
-COMMENT ON FUNCTION outbox.discard(bigint, text) IS
-    'remove a pending or dead-letter event without publishing it; recorded in outbox.discarded';
+-- outbox.discard(event_id, reason): 68_log_failures.sql (it also withholds an event of the log)
 
 
 CREATE FUNCTION outbox.purge(older_than interval) RETURNS bigint
@@ -174,7 +140,9 @@ CREATE VIEW outbox.status AS
                coalesce(current_setting('pg_outbox.max_attempts', true), '?'), f.next_attempt_at) AS stuck_error,
            f.first_failed_at AS stuck_since
       FROM outbox.state s CROSS JOIN outbox._worker_status() w
-      LEFT JOIN LATERAL (SELECT * FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
+      -- the columns of 1.2 by name: the view an upgrade keeps is the same as a fresh one
+      LEFT JOIN LATERAL (SELECT id, attempts, first_failed_at, last_failed_at, next_attempt_at, error, sqlstate
+                           FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
 COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
 
 -- The processes whose notifications are pg_outbox envelopes: NOTIFY needs no privilege, so a

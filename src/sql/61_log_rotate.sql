@@ -52,6 +52,10 @@ BEGIN
     IF b.seg = k THEN
         RETURN format('deferred: the latest batch is in segment %s', k); -- the next pass needs it
     END IF;
+    -- an event being retried (68_log_failures.sql): its failed row is what the retry copies
+    IF EXISTS (SELECT FROM outbox.failures f WHERE f.seg = k) THEN
+        RETURN format('deferred: segment %s holds events being retried', k);
+    END IF;
     EXECUTE format('SELECT max(published_at), max(first_pos + n - 1) FROM outbox.batches_%s', k) INTO newest, top;
     -- the time of this check, not of the transaction's start (batches record theirs with clock_timestamp())
     IF newest > clock_timestamp() - retention THEN

@@ -198,9 +198,12 @@ BEGIN
     END IF;
     LOCK TABLE outbox.log, outbox.batches IN ACCESS SHARE MODE;
     PERFORM set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
+    -- the event's newest row: a retry copies the failed row (same id, a later xid), and only the
+    -- last copy can be published (68_log_failures.sql); a dead letter or a discarded event is none
     SELECT r.*, c.relname INTO e
-      FROM outbox.log r JOIN pg_class c ON c.oid = r.tableoid WHERE r.id = event_id;
-    found_row := FOUND;
+      FROM outbox.log r JOIN pg_class c ON c.oid = r.tableoid WHERE r.id = event_id ORDER BY r.xid DESC LIMIT 1;
+    found_row := FOUND AND NOT EXISTS (SELECT FROM outbox.dead_letter d WHERE d.id = event_id)
+                       AND NOT EXISTS (SELECT FROM outbox.discarded d WHERE d.id = event_id);
     PERFORM set_config('enable_seqscan', seqscan, true), set_config('jit', jit, true);
     IF NOT found_row THEN
         PERFORM outbox._raise_no_event(event_id);

@@ -52,8 +52,8 @@ COMMENT ON FUNCTION outbox._log_mode_changed() IS
 --      would hold the switch forever, and every new producer queues behind the switch's request;
 --   2. the batch lock (as a pass and rotation), then the row of outbox.log_state;
 --   3. refusals, under those locks: a log already active or not empty; events being retried by the
---      1.2 drain (outbox.failures: the log has no failure path yet, one poison event would stop
---      every pass); a DBA's trigger, rule, constraint or row security on outbox.pending (in log mode
+--      1.2 drain (their outbox.failures rows track rows of outbox.pending; the log's failure path
+--      tracks rows of the log, by xid and segment: 1.2's attempts and delays do not carry over); a DBA's trigger, rule, constraint or row security on outbox.pending (in log mode
 --      publish() and the change trigger no longer go through it: they would silently stop applying);
 --   4. the log's state as a log never used has it (a log used by hand before, then truncated as the
 --      hint below says, left its purged_pos, channels_flushed_pos and log_channels rows):
@@ -114,7 +114,7 @@ BEGIN
     IF n > 0 THEN
         RAISE EXCEPTION 'database % has events being retried by the 1.2 drain', current_database()
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s event(s) in outbox.failures; the log cannot retry or dead-letter an event yet, so one that keeps failing would stop its publication.', n),
+                  DETAIL = format('%s event(s) in outbox.failures are being retried by the 1.2 drain; their attempts and delays do not carry over into the log.', n),
                   HINT = 'Wait until the drain worker delivers them or moves them to outbox.dead_letter (see outbox.failures), or remove them with outbox.discard(id); then call outbox.use_log_storage() again.';
     END IF;
     -- what a DBA added to outbox.pending: the extension's own are the triggers pending_to_log
@@ -176,9 +176,15 @@ BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION 'event id cannot be NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- a pending event being retried: try it at the next drain, with a fresh count
-    DELETE FROM outbox.failures f WHERE f.id = event_id
-       AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
+    -- a pending event being retried: try it at the next drain, with a fresh count. In log mode its
+    -- failures row is what keeps its failed row out of the batches and copies it when it is due
+    -- (68_log_failures.sql): kept, due now, its count started again
+    IF outbox._log_active() THEN
+        UPDATE outbox.failures f SET attempts = 0, next_attempt_at = now() WHERE f.id = event_id AND f.xid IS NOT NULL;
+    ELSE
+        DELETE FROM outbox.failures f WHERE f.id = event_id
+           AND EXISTS (SELECT FROM outbox.pending p WHERE p.id = event_id);
+    END IF;
     IF FOUND THEN
         PERFORM outbox._wake_at_commit();
         RETURN event_id;

@@ -117,6 +117,8 @@ my %functions = (
     'outbox._log_publish(text,jsonb,text,text)'   => ['',     q{SELECT outbox._log_publish('m_chan')}],
     'outbox._log_state_merge()'                   => ['',     'trigger'],
     'outbox._log_rotate(interval)'                => ['',     q{SELECT outbox._log_rotate('1 day')}],
+    'outbox._log_retry_due()'                     => ['',     q{SELECT outbox._log_retry_due()}],
+    'outbox._log_row_pending(integer,xid8,bigint)' => ['',    q{SELECT outbox._log_row_pending(0, '1', 1)}],
     'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'
                                                   => ['',     q{SELECT outbox._log_envelope(1, 1, 1, NULL, NULL, NULL, 0, false)}],
     'outbox._log_state_check()'                   => ['',     'trigger'],
@@ -173,6 +175,7 @@ my %relations = (
     'outbox.batches_2'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.log_state'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.log_channels'    => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
+    'outbox.withheld'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.consumers'       => { kind => 'view',     S => 'ra' },
     'outbox.failures'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.discarded'       => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },

@@ -6,3 +6,5 @@ REVOKE ALL ON outbox.log, outbox.log_0, outbox.log_1, outbox.log_2, outbox.batch
 GRANT SELECT ON outbox.log, outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches, outbox.batches_0, outbox.batches_1,
                 outbox.batches_2, outbox.log_state, outbox.log_channels TO outbox_admin;
 GRANT EXECUTE ON FUNCTION outbox.use_log_storage() TO outbox_admin;
+REVOKE ALL ON outbox.withheld FROM PUBLIC;
+GRANT SELECT ON outbox.withheld TO outbox_admin;

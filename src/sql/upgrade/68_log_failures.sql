@@ -1,0 +1,1 @@
+../68_log_failures.sql
