@@ -29,7 +29,7 @@ BEGIN
     IF need IS NULL THEN
         RETURN NULL;
     END IF;
-    IF newest > clock_timestamp() - current_setting('pg_outbox.consumer_max_retention')::interval THEN
+    IF newest > clock_timestamp() - coalesce(current_setting('pg_outbox.consumer_max_retention', true), '7d')::interval THEN
         RETURN format('deferred: segment %s holds events named consumer %s has not acknowledged', k, need[1]);
     END IF;
     SELECT count(*) INTO locked FROM (SELECT FROM outbox.consumer c WHERE c.name = ANY (need) FOR UPDATE SKIP LOCKED) l;

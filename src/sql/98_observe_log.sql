@@ -241,6 +241,8 @@ GRANT EXECUTE ON FUNCTION outbox._pending_summary(), outbox.head() TO outbox_rea
 GRANT EXECUTE ON FUNCTION outbox._pending_channels(), outbox._log_channel_figures()
     TO outbox_reader, outbox_consumer, outbox_admin;
 GRANT EXECUTE ON FUNCTION outbox._consumer_lag(bigint, text[]) TO outbox_reader;
-GRANT SELECT ON outbox.status, outbox.consumers TO outbox_reader;
+-- (admin: as 90_privileges.sql grants every table; in the order an upgraded database has them)
+GRANT SELECT ON outbox.status TO outbox_reader, outbox_admin;
+GRANT SELECT ON outbox.consumers TO outbox_admin, outbox_reader;
 REVOKE ALL ON outbox.channel_stats FROM PUBLIC;
 GRANT SELECT ON outbox.channel_stats TO outbox_reader, outbox_consumer, outbox_admin;
