@@ -57,6 +57,9 @@ SELECT count(outbox.publish('c', jsonb_build_object('n', n))) FROM generate_seri
 SELECT pg_sleep(0.01);
 SELECT * FROM pg_temp.status();
 SELECT * FROM pg_temp.channels();
+-- resume() says how many wait (then paused again)
+SELECT outbox.resume();
+SELECT outbox.pause() LIKE 'paused%' AS paused;
 -- health() against low thresholds: 9 pending is critical at '5,8'
 SET pg_outbox.health_pending = '5,8';
 SELECT * FROM pg_temp.health();
@@ -83,7 +86,7 @@ SELECT outbox._log_pass(1000);
 SELECT * FROM pg_temp.status();
 SELECT * FROM pg_temp.channels();
 SELECT * FROM pg_temp.health();
-SELECT outbox.resume() LIKE 'resumed%' AS resumed;
+SELECT outbox.resume();
 
 -- 4. an event being retried (a row of outbox.failures: the failure path's skipped event) is
 -- pending until it is published, counted once whether or not it is in the window yet

@@ -125,20 +125,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION outbox.pause() IS 'stop publishing in this database (persistent; producers keep writing)';
 
-CREATE FUNCTION outbox.resume() RETURNS text
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE was boolean; n bigint;
-BEGIN
-    PERFORM outbox._check_writable('outbox.resume()');
-    SELECT paused INTO was FROM outbox.state FOR UPDATE;
-    UPDATE outbox.state SET paused = false;
-    PERFORM outbox._wake_at_commit();
-    n := (SELECT count(*) FROM outbox.pending);
-    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
-        || format(': database %I publishes again; %s pending', current_database(),
-                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
-END $$;
-COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
+-- outbox.resume(): 98_observe_log.sql (it reports what is pending in either storage)
 
 CREATE FUNCTION outbox._worker_status(
     OUT pid integer, OUT state text, OUT events_per_sec double precision, OUT last_error text,

@@ -45,7 +45,7 @@ GRANT EXECUTE ON FUNCTION outbox.event(bigint), outbox.notify_queue_usage(), out
     TO outbox_reader;
 GRANT SELECT ON outbox.history TO outbox_reader; -- outbox.status: 98_observe_log.sql
 
-GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.resume(), outbox.purge(interval), outbox.use_log_storage(),
+GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.purge(interval), outbox.use_log_storage(),
                           outbox.retry(bigint), outbox.discard(bigint, text)
     TO outbox_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA outbox TO outbox_admin;

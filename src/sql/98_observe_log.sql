@@ -208,6 +208,21 @@ CREATE OR REPLACE VIEW outbox.consumers AS
 COMMENT ON VIEW outbox.consumers IS
     'named consumers: acknowledged position, lag in events and seconds (age of the oldest unacknowledged event), state';
 
+CREATE OR REPLACE FUNCTION outbox.resume() RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE was boolean; n bigint;
+BEGIN
+    PERFORM outbox._check_writable('outbox.resume()');
+    SELECT paused INTO was FROM outbox.state FOR UPDATE;
+    UPDATE outbox.state SET paused = false;
+    PERFORM outbox._wake_at_commit();
+    n := (SELECT p.pending FROM outbox._pending_summary() p);
+    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
+        || format(': database %I publishes again; %s pending', current_database(),
+                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
+END $$;
+COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
+
 -- outbox.purge() in log mode (history.cpp calls it after purging the frozen history): the log's
 -- segments whose batches are all older than older_than, by rotation (outbox._log_rotate(), as the
 -- worker's, with its rules: every row published, the segment of the latest batch kept, named
@@ -233,7 +248,8 @@ COMMENT ON FUNCTION outbox._log_purge(interval) IS
     'internal (issue #15): outbox.purge() of the log: rotate out the segments older than older_than';
 
 REVOKE ALL ON FUNCTION outbox._pending_rows(), outbox._pending_summary(), outbox._pending_channels(),
-                       outbox._log_channel_figures(), outbox._consumer_lag(bigint, text[]), outbox._log_purge(interval)
+                       outbox._log_channel_figures(), outbox._consumer_lag(bigint, text[]), outbox._log_purge(interval),
+                       outbox.resume()
     FROM PUBLIC;
 -- the views' functions are checked against the view's user: granted to the roles that read them;
 -- each returns only what its view shows (the per-channel ones filter by channel rights)
@@ -241,6 +257,7 @@ GRANT EXECUTE ON FUNCTION outbox._pending_summary(), outbox.head() TO outbox_rea
 GRANT EXECUTE ON FUNCTION outbox._pending_channels(), outbox._log_channel_figures()
     TO outbox_reader, outbox_consumer, outbox_admin;
 GRANT EXECUTE ON FUNCTION outbox._consumer_lag(bigint, text[]) TO outbox_reader;
+GRANT EXECUTE ON FUNCTION outbox.resume() TO outbox_admin;
 -- (admin: as 90_privileges.sql grants every table; in the order an upgraded database has them)
 GRANT SELECT ON outbox.status TO outbox_reader, outbox_admin;
 GRANT SELECT ON outbox.consumers TO outbox_admin, outbox_reader;
