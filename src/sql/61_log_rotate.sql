@@ -22,6 +22,11 @@ CREATE FUNCTION outbox._log_consumers_release(k integer, newest timestamptz, top
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE need text[]; locked integer; r record;
 BEGIN
+    -- consumers' positions are the log's only in log mode (pg_outbox.drain_log, a development
+    -- setting, rotates a log whose positions are its own while consumers read 1.2's)
+    IF NOT outbox._log_active() THEN
+        RETURN NULL;
+    END IF;
     EXECUTE format('SELECT array_agg(c.name ORDER BY c.name) FROM outbox.consumer c'
                    ' WHERE c.state = ''active'' AND c.acked_pos < $1 AND (c.channels IS NULL OR EXISTS ('
                    '   SELECT FROM outbox.batches_%s b WHERE b.first_pos + b.n - 1 > c.acked_pos AND b.channels && c.channels))', k)
