@@ -467,19 +467,26 @@ static void spi_ok(int rc, int expected, const char *what) {
 		elog(ERROR, "pg_outbox: %s failed: %s", what, SPI_result_code_string(rc));
 }
 
+// Does the database have the log's tables (SQL objects of 1.3 or later)?
+static bool has_log_tables(void) {
+	Oid nsp = get_namespace_oid("outbox", true);
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("log_state", nsp));
+}
+
 // Read a consumer (SPI connected, as the owner). for_update: lock its row.
 static Consumer read_consumer(const char *name, bool for_update) {
 	Consumer c{};
 	Oid types[] = {TEXTOID};
 	Datum args[] = {CStringGetTextDatum(name)};
-	// purged_pos in the same statement, hence the same snapshot: retention marks the consumers it
-	// removes unacknowledged events of lost in the transaction that moves purged_pos (next())
-	const char *sql = for_update ? "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
-	                               " (SELECT s.purged_pos FROM outbox.state s)"
-	                               " FROM outbox.consumer WHERE name = $1 FOR UPDATE"
-	                             : "SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,"
-	                               " (SELECT s.purged_pos FROM outbox.state s)"
-	                               " FROM outbox.consumer WHERE name = $1";
+	// purged_pos in the same statement, hence the same snapshot: retention (and in log mode a
+	// rotation of the log, outbox._log_consumers_release()) marks the consumers it removes
+	// unacknowledged events of lost in the transaction that moves purged_pos (next())
+	const char *horizon = has_log_tables() ? " greatest((SELECT s.purged_pos FROM outbox.state s),"
+	                                         " (SELECT l.purged_pos FROM outbox.log_state l WHERE l.active))"
+	                                       : " (SELECT s.purged_pos FROM outbox.state s)";
+	char *sql = psprintf("SELECT owner::oid, acked_pos, state = 'lost', lost_reason, channels, created_at,%s"
+	                     " FROM outbox.consumer WHERE name = $1%s",
+	                     horizon, for_update ? " FOR UPDATE" : "");
 	spi_ok(SPI_execute_with_args(sql, 1, types, args, nullptr, false, 1), SPI_OK_SELECT, "reading the consumer");
 	if (SPI_processed != 1)
 		return c;
@@ -536,8 +543,7 @@ static void read_positions(int64 *head, int64 *purged) {
 	PushActiveSnapshot(GetLatestSnapshot());
 	// in log mode (issue #15) the log's head and horizon are above 1.2's (SQL objects older than
 	// 1.3 have no log)
-	Oid nsp = get_namespace_oid("outbox", true);
-	bool has_log = OidIsValid(nsp) && OidIsValid(get_relname_relid("log_state", nsp));
+	bool has_log = has_log_tables();
 	int rc = SPI_execute(!has_log ? "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),"
 	                                " s.purged_pos FROM outbox.state s"
 	                              : "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h),"
@@ -657,10 +663,13 @@ PGO_FUNCTION(outbox_create_consumer) {
 
 	AsOwner as;
 	become_owner(&as);
-	// the history locked before the positions are read: no TRUNCATE can remove events between
-	// the horizon read here and the consumer's row becoming visible to retention
-	spi_ok(SPI_execute("LOCK TABLE outbox.history IN ACCESS SHARE MODE", false, 0), SPI_OK_UTILITY,
-	       "locking the history");
+	// the history (and the log) locked before the positions are read: no TRUNCATE can remove
+	// events between the horizon read here and the consumer's row becoming visible to retention
+	// or to a rotation of the log
+	spi_ok(SPI_execute(has_log_tables() ? "LOCK TABLE outbox.history, outbox.log, outbox.batches IN ACCESS SHARE MODE"
+	                                    : "LOCK TABLE outbox.history IN ACCESS SHARE MODE",
+	                   false, 0),
+	       SPI_OK_UTILITY, "locking the history");
 	int64 head, purged;
 	read_positions(&head, &purged);
 	if (mode == Now)

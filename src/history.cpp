@@ -4,6 +4,7 @@
 // worker runs about once a second.
 #include "pg_outbox.hpp"
 #include "history.hpp"
+#include "log.hpp"
 #include "guard.hpp"
 #include "pg_compat.hpp"
 #include "spi_util.hpp"
@@ -299,6 +300,18 @@ PGO_FUNCTION(outbox_purge) {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "pg_outbox: SPI_connect failed");
 	int64 removed = purge_segments(threshold == now ? DT_NOEND : threshold, false, true);
+	// log mode (issue #15): the history is frozen (purged above); the log's old segments go by
+	// rotation, with its rules (outbox._log_purge(), 98_observe_log.sql), read with the latest
+	// snapshot as the history's segments are
+	if (log_storage_active(GetLatestSnapshot())) {
+		Oid types[] = {INTERVALOID};
+		Datum args[] = {IntervalPGetDatum(iv)};
+		int rc = SPI_execute_with_args("SELECT outbox._log_purge($1)", 1, types, args, nullptr, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "pg_outbox: purging the log failed: %s", SPI_result_code_string(rc));
+		bool isnull;
+		removed += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
 	SPI_finish();
 	PG_RETURN_INT64(removed);
 }

@@ -59,25 +59,4 @@ CREATE FUNCTION outbox.drop_consumer(name text)
     RETURNS void LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'outbox_drop_consumer';
 COMMENT ON FUNCTION outbox.drop_consumer(text) IS 'remove a named consumer: retention no longer keeps events for it';
 
-CREATE VIEW outbox.consumers AS
-    SELECT c.name,
-           c.channels,
-           c.owner,
-           c.state,
-           c.acked_pos,
-           CASE WHEN c.channels IS NULL THEN greatest(hd.head - c.acked_pos, 0)
-                ELSE (SELECT count(*) FROM outbox.history h
-                       WHERE h.pos > c.acked_pos AND h.channel = ANY (c.channels)) END AS lag_events,
-           coalesce(extract(epoch FROM now() - (SELECT h.published_at FROM outbox.history h
-                                                 WHERE h.pos > c.acked_pos
-                                                   AND (c.channels IS NULL OR h.channel = ANY (c.channels))
-                                                 ORDER BY h.pos LIMIT 1)), 0)::double precision AS lag_seconds,
-           c.last_ack_at,
-           c.created_at,
-           c.lost_at,
-           c.lost_reason
-      FROM outbox.consumer c,
-           LATERAL (SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)) AS head
-                      FROM outbox.state s) hd;
-COMMENT ON VIEW outbox.consumers IS
-    'named consumers: acknowledged position, lag in events and seconds (age of the oldest unacknowledged event), state';
+-- outbox.consumers (the view): 98_observe_log.sql (lag over the frozen history and the log)

@@ -91,20 +91,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION outbox.pause() IS 'stop publishing in this database (persistent; producers keep writing)';
 
-CREATE FUNCTION outbox.resume() RETURNS text
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE was boolean; n bigint;
-BEGIN
-    PERFORM outbox._check_writable('outbox.resume()');
-    SELECT paused INTO was FROM outbox.state FOR UPDATE;
-    UPDATE outbox.state SET paused = false;
-    PERFORM outbox._wake_at_commit();
-    n := (SELECT count(*) FROM outbox.pending);
-    RETURN CASE WHEN was THEN 'resumed' ELSE 'not paused' END  -- [consumers] 1 event, 2 events
-        || format(': database %I publishes again; %s pending', current_database(),
-                  CASE WHEN n = 1 THEN '1 event' ELSE n || ' events' END);
-END $$;
-COMMENT ON FUNCTION outbox.resume() IS 'publish again after outbox.pause()';
+-- outbox.resume(): 98_observe_log.sql (it reports what is pending in either storage)
 
 CREATE FUNCTION outbox._worker_status(
     OUT pid integer, OUT state text, OUT events_per_sec double precision, OUT last_error text,
@@ -112,38 +99,7 @@ CREATE FUNCTION outbox._worker_status(
     OUT worker_published bigint)
     RETURNS record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'outbox_worker_status';
 
-CREATE VIEW outbox.status AS
-    SELECT current_database() AS database,
-           w.pid,
-           CASE WHEN w.pid IS NOT NULL AND s.paused AND w.state IN ('idle', 'paused') THEN 'paused'
-                ELSE w.state END AS state,
-           (SELECT count(*) FROM outbox.pending) AS pending,
-           now() - (SELECT p.created_at FROM outbox.pending p ORDER BY p.id LIMIT 1) AS oldest_pending_age,
-           s.last_pos AS published_total,
-           s.last_pos,
-           round(w.events_per_sec::numeric, 1) AS events_per_sec,
-           round(outbox.notify_queue_usage()::numeric, 4) AS queue_usage,
-           (SELECT count(*) FROM outbox.dead_letter) AS dead_letters,
-           w.last_error,
-           w.last_error_at,
-           s.paused,
-           s.purged_pos,
-           w.started_at,
-           w.last_batch_at,
-           -- [consumers] named consumers (outbox.consumers has the details)
-           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'active') AS consumers,
-           (SELECT count(*) FROM outbox.consumer c WHERE c.state = 'lost') AS lost_consumers,
-           -- [rob-events] events that fail alone and are retried (outbox.failures has them all)
-           (SELECT count(*) FROM outbox.failures) AS retrying,
-           f.id AS stuck_event,
-           f.sqlstate || ': ' || f.error || format(' (attempt %s of %s, next at %s)', f.attempts,
-               coalesce(current_setting('pg_outbox.max_attempts', true), '?'), f.next_attempt_at) AS stuck_error,
-           f.first_failed_at AS stuck_since
-      FROM outbox.state s CROSS JOIN outbox._worker_status() w
-      -- the columns of 1.2 by name: the view an upgrade keeps is the same as a fresh one
-      LEFT JOIN LATERAL (SELECT id, attempts, first_failed_at, last_failed_at, next_attempt_at, error, sqlstate
-                           FROM outbox.failures ORDER BY id LIMIT 1) f ON true;
-COMMENT ON VIEW outbox.status IS 'the drain worker of this database: state, backlog, throughput, errors';
+-- outbox.status (the view): 98_observe_log.sql (it reads the pending figures of both storages)
 
 -- The processes whose notifications are pg_outbox envelopes: NOTIFY needs no privilege, so a
 -- consumer accepts an envelope only when the notification's be_pid is in this list.

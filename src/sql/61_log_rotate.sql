@@ -9,11 +9,57 @@
 -- at once (a producer still inside its transaction on k, a reader of k) defers the rotation.
 -- Returns what it did: 'rotated', or why not.
 -- ---------------------------------------------------------------------------------------
+-- Named consumers and a rotation (as 1.2's retention, consumers_release_segment() in
+-- src/consumers.cpp): segment k, whose batches hold positions up to top and were published up to
+-- newest, is needed by every active consumer that has not acknowledged an event of its channels in
+-- it. While newest is younger than pg_outbox.consumer_max_retention the segment is kept (the
+-- reason is returned); past it those consumers are marked lost in the rotation's transaction (a
+-- WARNING names each) and NULL lets the rotation go on. A consumer row locked by an ack() in
+-- progress keeps the segment this round. (Called with log_k and batches_k locked ACCESS
+-- EXCLUSIVE: create_consumer() locks the log before it reads the horizon, so none is created
+-- behind the new horizon unseen.)
+CREATE FUNCTION outbox._log_consumers_release(k integer, newest timestamptz, top bigint) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE need text[]; locked integer; r record;
+BEGIN
+    -- consumers' positions are the log's only in log mode (pg_outbox.drain_log, a development
+    -- setting, rotates a log whose positions are its own while consumers read 1.2's)
+    IF NOT outbox._log_active() THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT array_agg(c.name ORDER BY c.name) FROM outbox.consumer c'
+                   ' WHERE c.state = ''active'' AND c.acked_pos < $1 AND (c.channels IS NULL OR EXISTS ('
+                   '   SELECT FROM outbox.batches_%s b WHERE b.first_pos + b.n - 1 > c.acked_pos AND b.channels && c.channels))', k)
+        INTO need USING top;
+    IF need IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF newest > clock_timestamp() - coalesce(current_setting('pg_outbox.consumer_max_retention', true), '7d')::interval THEN
+        RETURN format('deferred: segment %s holds events named consumer %s has not acknowledged', k, need[1]);
+    END IF;
+    SELECT count(*) INTO locked FROM (SELECT FROM outbox.consumer c WHERE c.name = ANY (need) FOR UPDATE SKIP LOCKED) l;
+    IF locked < cardinality(need) THEN
+        RETURN format('deferred: a named consumer of segment %s is acknowledging', k);
+    END IF;
+    FOR r IN UPDATE outbox.consumer c SET state = 'lost', lost_at = now(),
+                    lost_reason = format('Retention removed the events it had not acknowledged (positions %s to %s):'
+                                         ' they were older than pg_outbox.consumer_max_retention.', c.acked_pos + 1, top)
+              WHERE c.name = ANY (need) AND c.state = 'active' RETURNING c.name, c.acked_pos LOOP
+        RAISE WARNING 'pg_outbox: consumer "%" is lost: retention removed events it had not acknowledged', r.name
+            USING DETAIL = format('Its acknowledged position is %s; the events were older than pg_outbox.consumer_max_retention (%s).',
+                                  r.acked_pos, current_setting('pg_outbox.consumer_max_retention')),
+                  HINT = 'Its next call raises OB001; resynchronise it, then drop it and create it again.';
+    END LOOP;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION outbox._log_consumers_release(integer, timestamptz, bigint) IS
+    'internal (issue #15): may a rotation truncate a log segment named consumers need? marks them lost past pg_outbox.consumer_max_retention';
+
 CREATE FUNCTION outbox._log_rotate(retention interval) RETURNS text
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     nseg integer := outbox._log_segments();
-    st outbox.log_state; b outbox.batches; k integer; newest timestamptz; top bigint;
+    st outbox.log_state; b outbox.batches; k integer; newest timestamptz; top bigint; held text;
 BEGIN
     IF retention IS NULL OR retention < interval '0' THEN
         RAISE EXCEPTION 'retention must be an interval of 0 or more, not %', coalesce(retention::text, 'NULL')
@@ -60,6 +106,11 @@ BEGIN
     -- the time of this check, not of the transaction's start (batches record theirs with clock_timestamp())
     IF newest > clock_timestamp() - retention THEN
         RETURN format('deferred: segment %s holds events published less than %s ago', k, retention);
+    END IF;
+    -- named consumers keep what they have not acknowledged, up to pg_outbox.consumer_max_retention
+    held := outbox._log_consumers_release(k, newest, top);
+    IF held IS NOT NULL THEN
+        RETURN held;
     END IF;
     -- the channels' last seqs leave with batches_k: a channel whose newest batch is one of k's
     -- would get its seqs again from the older batches elsewhere or from 0 (_log_last_seq reads

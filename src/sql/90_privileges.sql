@@ -43,9 +43,9 @@ GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.notify
 
 GRANT EXECUTE ON FUNCTION outbox.event(bigint), outbox.notify_queue_usage(), outbox._worker_status()
     TO outbox_reader;
-GRANT SELECT ON outbox.history, outbox.status TO outbox_reader;
+GRANT SELECT ON outbox.history TO outbox_reader; -- outbox.status: 98_observe_log.sql
 
-GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.resume(), outbox.purge(interval), outbox.use_log_storage(),
+GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.purge(interval), outbox.use_log_storage(),
                           outbox.retry(bigint), outbox.discard(bigint, text)
     TO outbox_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA outbox TO outbox_admin;
@@ -85,7 +85,7 @@ GRANT SELECT ON outbox.attachments TO outbox_publisher, outbox_reader;
 GRANT EXECUTE ON FUNCTION outbox.wait(bigint, text[], interval, integer), outbox.create_consumer(text, text[], text),
                           outbox.next(text, integer, interval), outbox.ack(text, bigint), outbox.drop_consumer(text)
     TO outbox_reader;
-GRANT SELECT ON outbox.consumers TO outbox_reader;
+-- (outbox.consumers: granted in 98_observe_log.sql)
 
 -- [epochs] identity and epochs (22_epochs.sql): readers check where their positions stand
 ALTER FUNCTION outbox.identity() SECURITY DEFINER;

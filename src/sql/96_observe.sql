@@ -20,38 +20,7 @@ COMMENT ON COLUMN outbox.channels.minute_start IS 'start of the minute minute_co
 -- leader): PARALLEL UNSAFE keeps every query that calls it (this view, replay()) serial.
 ALTER FUNCTION outbox._may_read(text) PARALLEL UNSAFE;
 
--- Per channel, cheap to read: the channels' own rows, plus what is pending (outbox.pending is
--- the backlog, kept small by the drain) and the dead letters. A role sees the channels it may
--- read (channel rights, 95_channels.sql): every channel while no read right exists, and always
--- for superusers and members of outbox_admin or outbox_reader. published_last_minute is an
--- estimate over the last 60 s from the two buckets (the previous minute weighted by the part of
--- it still inside the window), exact while the current minute is the only one that counts.
-CREATE VIEW outbox.channel_stats WITH (security_barrier) AS
-    SELECT k.channel,
-           coalesce(c.published, 0) AS published,
-           coalesce(CASE
-               WHEN c.minute_start = date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz)
-                   THEN c.minute_count + round(c.prev_minute_count
-                                               * (1 - extract(epoch FROM now() - c.minute_start) / 60))
-               WHEN c.minute_start = date_bin('1 minute', now(), '2000-01-01 00:00+00'::timestamptz) - interval '1 minute'
-                   THEN round(c.minute_count * (1 - extract(epoch FROM now() - c.minute_start - interval '1 minute') / 60))
-               ELSE 0 END, 0)::bigint AS published_last_minute,
-           coalesce(p.pending, 0) AS pending,
-           now() - p.oldest AS oldest_pending_age,
-           coalesce(c.last_seq, 0) AS last_seq,
-           c.last_published_at,
-           coalesce(d.dead_letters, 0) AS dead_letters,
-           coalesce((SELECT t.target FROM outbox.channel_targets t WHERE t.channel = k.channel),
-                    (SELECT t.target FROM outbox.channel_targets t WHERE t.channel = '*'), 'notify') AS target
-      -- each table read once, aggregated before the joins; the rights test runs on the result rows
-      FROM outbox.channels c
-      FULL JOIN (SELECT pe.channel, count(*) AS pending, min(pe.created_at) AS oldest
-                   FROM outbox.pending pe GROUP BY pe.channel) p USING (channel)
-      FULL JOIN (SELECT dl.channel, count(*) AS dead_letters
-                   FROM outbox.dead_letter dl GROUP BY dl.channel) d USING (channel) AS k
-     WHERE outbox._may_read(k.channel);
-COMMENT ON VIEW outbox.channel_stats IS
-    'per channel: events published (total, last minute), pending, oldest pending age, last seq, dead letters, target';
+-- outbox.channel_stats (the view): 98_observe_log.sql (both storages)
 
 -- ---------------------------------------------------------------------------------------
 -- outbox.health(): one row per check, for a person in psql or a monitoring system
@@ -118,8 +87,8 @@ BEGIN
     RETURN NEXT;
 
     -- 2. publishing lag: events pending, and the age of the oldest
-    SELECT count(*)::double precision, extract(epoch FROM now() - min(pe.created_at))::double precision
-      INTO n, age FROM outbox.pending pe;
+    SELECT ps.pending::double precision, extract(epoch FROM now() - ps.oldest)::double precision
+      INTO n, age FROM outbox._pending_summary() ps; -- both storages (98_observe_log.sql)
     "check" := 'pending_events';
     value := n;
     SELECT * INTO lv FROM outbox._health_level(value, 'pending');
@@ -159,10 +128,7 @@ BEGIN
     RETURN NEXT;
 
     -- 5. named consumers: the oldest unacknowledged event of any active one, and lost ones
-    SELECT cn.name, extract(epoch FROM now() - (SELECT h.published_at FROM outbox.history h
-                                                  WHERE h.pos > cn.acked_pos
-                                                    AND (cn.channels IS NULL OR h.channel = ANY (cn.channels))
-                                                  ORDER BY h.pos LIMIT 1))::double precision AS lag
+    SELECT cn.name, extract(epoch FROM now() - (SELECT g.oldest FROM outbox._consumer_lag(cn.acked_pos, cn.channels) g))::double precision AS lag
       INTO c FROM outbox.consumer cn WHERE cn.state = 'active'
      ORDER BY 2 DESC NULLS LAST, 1 LIMIT 1;
     "check" := 'consumer_lag';
@@ -220,9 +186,7 @@ COMMENT ON FUNCTION outbox.health() IS
 
 REVOKE ALL ON FUNCTION outbox._health_threshold(text), outbox._waiting_databases(),
                        outbox._health_level(double precision, text), outbox.health() FROM PUBLIC;
-REVOKE ALL ON outbox.channel_stats FROM PUBLIC;
--- channel_stats filters by channel rights: tenants (outbox_consumer) see their channels
-GRANT SELECT ON outbox.channel_stats TO outbox_reader, outbox_consumer, outbox_admin;
+-- channel_stats (98_observe_log.sql) filters by channel rights: tenants (outbox_consumer) see their channels
 GRANT EXECUTE ON FUNCTION outbox._may_read(text) TO outbox_reader, outbox_consumer, outbox_admin;
 -- health() names consumers and slots of every tenant: for monitoring (outbox_reader) and admins
 GRANT EXECUTE ON FUNCTION outbox.health() TO outbox_reader;

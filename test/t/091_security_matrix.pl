@@ -143,6 +143,15 @@ my %functions = (
     'outbox._log_event(bigint)'                   => ['',     q{SELECT * FROM outbox._log_event(-1)}],
     'outbox._log_head(text)'                      => ['',     q{SELECT outbox._log_head('m_chan')}],
     'outbox._log_pending()'                       => ['',     q{SELECT * FROM outbox._log_pending()}],
+    # observability in both storages (98_observe_log.sql): the views' functions, for the views' readers
+    'outbox._pending_rows()'                      => ['',     q{SELECT * FROM outbox._pending_rows()}],
+    'outbox._pending_summary()'                   => ['ra',   q{SELECT * FROM outbox._pending_summary()}],
+    'outbox._pending_channels()'                  => ['ra',   q{SELECT * FROM outbox._pending_channels()}],
+    'outbox._log_channel_figures()'               => ['ra',   q{SELECT * FROM outbox._log_channel_figures()}],
+    'outbox._consumer_lag(bigint,text[])'         => ['ra',   q{SELECT * FROM outbox._consumer_lag(0, NULL)}],
+    'outbox._log_purge(interval)'                 => ['',     q{SELECT outbox._log_purge('1 day')}],
+    'outbox._log_consumers_release(integer,timestamp with time zone,bigint)'
+                                                  => ['',     q{SELECT outbox._log_consumers_release(0, now(), 0)}],
 );
 my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 

@@ -136,9 +136,12 @@ $node->safe_psql('app', q{SELECT outbox.retry(id) FROM outbox.dead_letter});
 ok(poll_until($node, 'app', q{SELECT dead_letters = 0 AND pending = 0 AND published = 4 FROM outbox.channel_stats WHERE channel = 'a_orders'}, 60),
 	'retried: published once more, dead letter gone')
 	or diag($node->safe_psql('app', q{SELECT * FROM outbox.channel_stats}));
-is($node->safe_psql('app', q{SELECT c.published = (SELECT count(*) FROM outbox.history h WHERE h.channel = c.channel)
+# (the purge above may have removed the first events: the monitor reads the history only for
+# named consumers, of which there are none; the kept seqs are then a gap-free suffix)
+is($node->safe_psql('app', q{SELECT c.published = (SELECT max(h.seq) FROM outbox.history h WHERE h.channel = c.channel)
+                               AND (SELECT count(*) = max(h.seq) - min(h.seq) + 1 FROM outbox.history h WHERE h.channel = c.channel)
                                AND c.published = c.last_seq FROM outbox.channels c WHERE c.channel = 'a_orders'}), 't',
-	'published = events in the history = last seq');
+	'published = the last seq in the history = last seq, and the kept seqs are gap-free');
 is($node->safe_psql('app', q{SELECT bool_and(published_last_minute BETWEEN 0 AND published) FROM outbox.channel_stats}), 't',
 	'the one-minute estimate is between 0 and the total');
 

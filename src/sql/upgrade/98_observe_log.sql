@@ -1,0 +1,1 @@
+../98_observe_log.sql
