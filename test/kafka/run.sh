@@ -442,6 +442,18 @@ connector_state() { # connector -> RUNNING, PAUSED, STOPPED, ... or NONE
 	curl -sf "$REST/connectors/$1/status" 2>/dev/null |
 		sed -n 's/.*"connector":{"state":"\([A-Z]*\)".*/\1/p' | grep . || echo NONE
 }
+# First path 2 has every event committed so far: the offset written below says so (Debezium asks
+# the slot to start at the batch's first insert, and PostgreSQL skips what committed before it).
+caught_up() {
+	local i
+	wait_pending_empty 120 || return 1
+	for i in $(seq 1 150); do
+		[ "$("${CHECK[@]}" count "$KW/records.jsonl" 'outbox\.history\..*')" -ge "$(sql "SELECT count(*) FROM outbox.history")" ] && return 0
+		sleep 2
+	done
+	return 1
+}
+check "fault 4: before the stop, path 2 has every event committed so far" caught_up
 curl -sf -X PUT "$REST/connectors/pg-outbox-history/stop" >/dev/null || die "PUT pg-outbox-history/stop"
 for _ in $(seq 1 120); do
 	[ "$(connector_state pg-outbox-history)" = STOPPED ] &&
