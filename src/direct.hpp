@@ -23,7 +23,7 @@ extern "C" {
 namespace pg_outbox {
 
 // Rows per table_multi_insert() of a batch (about a heap page of history): publish's statements
-// of several events and the drain's history insert.
+// of several events and the drain's history insert; only without logical decoding (direct_begin).
 constexpr int kMultiInsertRows = 64;
 
 // The columns of one of our tables, looked up by name once per relation (relcache callbacks
@@ -84,7 +84,8 @@ bool has_foreign_triggers(Relation rel, int16 event, const char *own_trigger);
 
 // Start inserting into layout's table (opened with RowExclusiveLock). With buffer_rows > 0, rows
 // are written buffer_rows at a time with table_multi_insert (one WAL record per heap page), then
-// their index entries; direct_end() writes what is left.
+// their index entries; direct_end() writes what is left. Not when the table is logically decoded
+// (wal_level = logical): there each row is its own WAL record, with an LSN of its own (direct.cpp).
 void direct_begin(DirectInsert *d, TableLayout *layout, int buffer_rows = 0);
 // Insert one row; vals/nulls are in layout->cols order. CHECK constraints are evaluated;
 // triggers are not (callers see d->use_sql and write through SQL instead).

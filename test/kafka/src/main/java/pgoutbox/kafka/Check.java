@@ -38,6 +38,9 @@ import java.util.regex.Pattern;
  *                                        duplicates, exit 1 on any failed assertion
  *   config FILE KEY=VALUE...             the connector file (README's configuration) with the
  *                                        connection settings of this test put in its "config"
+ *   offset JSON KEY=VALUE...             Connect's GET /connectors/NAME/offsets answer with KEY set
+ *                                        to VALUE (a number if it is one) in each partition's offset: the body
+ *                                        of a PATCH of the offsets
  *   bench BOOTSTRAP TOPIC N SECONDS      consume TOPIC from the beginning until N distinct ids are
  *                                        seen; prints the epoch milliseconds of the last one
  */
@@ -52,6 +55,7 @@ public final class Check {
             case "check" -> System.exit(check(Path.of(args[1]), Path.of(args[2]), args[3],
                     args.length > 4 && args[4].equals("strip-nulls")));
             case "config" -> System.out.println(config(Path.of(args[1]), Arrays.copyOfRange(args, 2, args.length)));
+            case "offset" -> System.out.println(offset(args[1], Arrays.copyOfRange(args, 2, args.length)));
             case "bench" -> bench(args[1], args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]));
             default -> { System.err.println("unknown command " + args[0]); System.exit(2); }
         }
@@ -63,6 +67,20 @@ public final class Check {
         for (String o : overrides) {
             int eq = o.indexOf('=');
             cfg.put(o.substring(0, eq), o.substring(eq + 1));
+        }
+        return JSON.writeValueAsString(root);
+    }
+
+    static String offset(String offsets, String[] sets) throws IOException {
+        JsonNode root = JSON.readTree(offsets);
+        if (root.path("offsets").isEmpty()) throw new IllegalArgumentException("no offsets in " + offsets);
+        for (JsonNode e : root.get("offsets")) {
+            ObjectNode off = (ObjectNode) e.get("offset");
+            for (String o : sets) {
+                int eq = o.indexOf('=');
+                String k = o.substring(0, eq), v = o.substring(eq + 1);
+                if (v.matches("-?[0-9]+")) off.put(k, Long.parseLong(v)); else off.put(k, v);
+            }
         }
         return JSON.writeValueAsString(root);
     }
