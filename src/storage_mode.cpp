@@ -113,9 +113,17 @@ void storage_mode_xact_event(XactEvent event) {
 		log_seen_in_xact = false;
 }
 
+// Also this transaction's mode when it read outbox.log_state: DROP + CREATE EXTENSION in the
+// transaction (1.2 mode again) would otherwise keep its later events in the log, where nothing
+// drains them (sw-red, regress log_redteam_s10 1).
 void storage_mode_forget_relation(Oid relid) {
-	if (!OidIsValid(relid) || relid == log_known_relid || relid == mode_relid)
+	if (!OidIsValid(relid) || relid == log_known_relid || relid == mode_relid) {
 		log_known_relid = InvalidOid;
+		if (!OidIsValid(relid) || relid == mode_relid) {
+			mode_forget();
+			log_seen_in_xact = false; // read again; a later read in this transaction sets it again
+		}
+	}
 }
 
 // A rolled-back savepoint or PL/pgSQL EXCEPTION block may have held the switch (its update of

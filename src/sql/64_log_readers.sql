@@ -277,10 +277,15 @@ COMMENT ON FUNCTION outbox._log_head(text) IS
 -- the later segments of its order), and every row the latest batch's hi does not see (an index
 -- range from hi's xmin on each segment's (xid, id) btree). Rows of transactions in progress are
 -- not visible to the caller; its own are, as its own rows of 1.2's outbox.pending.
+-- The last range runs with enable_seqscan and jit off, as _log_event()'s lookup: without
+-- statistics the planner read every row of the log for it (outbox.status, health(), polled by
+-- monitoring, scanned 1,000,000 published rows to find none pending; sw-red, regress
+-- log_redteam_s10 4).
 CREATE FUNCTION outbox._log_pending() RETURNS SETOF outbox.log
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b outbox.batches; nseg integer := outbox._log_segments(); oldest integer; k integer; hi pg_snapshot;
+    seqscan text := current_setting('enable_seqscan'); jit text := current_setting('jit');
 BEGIN
     LOCK TABLE outbox.log, outbox.batches IN ACCESS SHARE MODE;
     PERFORM outbox._log_check_rotation('the pending events');
@@ -293,10 +298,12 @@ BEGIN
             RETURN QUERY SELECT * FROM outbox._log_window((oldest + k) % nseg, b.lo_snap, b.hi_snap, '0', 0, 2147483647);
         END LOOP;
     END IF;
+    PERFORM set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);
     RETURN QUERY
         SELECT e.* FROM outbox.log e
          WHERE e.xid >= pg_snapshot_xmin(hi) AND NOT pg_visible_in_snapshot(e.xid, hi)
          ORDER BY e.xid, e.id;
+    PERFORM set_config('enable_seqscan', seqscan, true), set_config('jit', jit, true);
 END $$;
 COMMENT ON FUNCTION outbox._log_pending() IS
     'internal (issue #15): the log''s events not published yet';

@@ -92,6 +92,7 @@ BEGIN
     IF moved = 0 AND outbox._log_active() THEN
         source := 'pending';
         -- the row a pass would publish: the one being retried, else the event's newest row in no batch
+        -- and not withheld (a row discarded or dead-lettered already: discarding it again is refused)
         SELECT * INTO fr FROM outbox.failures x WHERE x.id = event_id AND x.xid IS NOT NULL FOR UPDATE;
         IF FOUND THEN
             r_seg := fr.seg;
@@ -100,6 +101,7 @@ BEGIN
             SELECT substr(c.relname, 5)::integer, l.xid INTO r_seg, r_xid
               FROM outbox.log l JOIN pg_class c ON c.oid = l.tableoid
              WHERE l.id = event_id AND outbox._log_row_pending(substr(c.relname, 5)::integer, l.xid, l.id)
+               AND NOT EXISTS (SELECT FROM outbox.withheld w WHERE w.id = l.id AND w.xid = l.xid)
              ORDER BY l.xid DESC LIMIT 1;
         END IF;
         IF r_seg IS NOT NULL THEN

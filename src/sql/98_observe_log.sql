@@ -17,12 +17,20 @@ BEGIN
         RETURN QUERY SELECT p.id, p.channel, p.created_at FROM outbox.pending p;
         RETURN;
     END IF;
+    -- withheld rows (outbox.withheld: discarded, dead-lettered, or the failed row of a retry copy)
+    -- are in no batch but will never be published: not pending. An event being retried is found
+    -- by the row its failures row names, (xid, id): the segments' btree (by id alone, the BRIN
+    -- index, which nothing summarizes, reads every row of the log for each one; sw-red)
     RETURN QUERY
-        WITH w AS MATERIALIZED (SELECT l.id, l.channel, l.created_at FROM outbox._log_pending() l)
+        WITH w AS MATERIALIZED (SELECT l.id, l.channel, l.created_at FROM outbox._log_pending() l
+                                 WHERE NOT EXISTS (SELECT FROM outbox.withheld h WHERE h.id = l.id AND h.xid = l.xid))
         SELECT w.id, w.channel, w.created_at FROM w
         UNION ALL
         SELECT f.id, e.channel, e.created_at FROM outbox.failures f
-          LEFT JOIN LATERAL (SELECT l.channel, l.created_at FROM outbox.log l WHERE l.id = f.id LIMIT 1) e ON true
+          LEFT JOIN LATERAL (SELECT l.channel, l.created_at FROM outbox.log l WHERE l.xid = f.xid AND l.id = f.id
+                             UNION ALL -- a row without xid (1.2's, or made by hand): by id
+                             SELECT l.channel, l.created_at FROM outbox.log l WHERE f.xid IS NULL AND l.id = f.id
+                             LIMIT 1) e ON true
          WHERE NOT EXISTS (SELECT FROM w WHERE w.id = f.id);
 END $$;
 COMMENT ON FUNCTION outbox._pending_rows() IS
