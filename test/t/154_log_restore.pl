@@ -28,11 +28,28 @@ pg_outbox.retention = 3600s
 });
 $node->start;
 
-sub wait_for {
+# runs a client program; returns what it printed on stderr
+sub stderr_of {
+	my ($out, $err) = ('', '');
+	IPC::Run::run(\@_, '>', \$out, '2>', \$err);
+	return $err;
+}
+
+# a pg_restore -L list file of these lines
+my $listfile = $node->basedir . '/order.list';
+sub write_list {
+	open(my $fh, '>', $listfile) or die "cannot write $listfile: $!";
+	print $fh join("\n", @_), "\n";
+	close $fh;
+	return $listfile;
+}
+
+sub wait_for { # on $node, or on the node given first
+	my $n = ref $_[0] ? shift : $node;
 	my ($db, $sql, $want, $what) = @_;
 	my $got;
 	for (1 .. 300) {
-		$got = $node->safe_psql($db, $sql);
+		$got = $n->safe_psql($db, $sql);
 		last if $got eq $want;
 		usleep(100_000);
 	}
@@ -87,24 +104,11 @@ my @dbs = ('r_serial', 'r_jobs', 'r_psql', 'r_order');
 for my $db (@dbs) {
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
 }
-my ($out, $err);
-my @cmd = ('pg_restore', '-d', $node->connstr('r_serial'), $dump);
-($out, $err) = ('', '');
-IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-is($err, '', 'pg_restore: no error');
-@cmd = ('pg_restore', '-j', '2', '-d', $node->connstr('r_jobs'), $dump);
-($out, $err) = ('', '');
-IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-is($err, '', 'pg_restore -j 2: no error');
-@cmd = ('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-d', $node->connstr('r_psql'), '-f', $plain);
-($out, $err) = ('', '');
-IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-is($err, '', 'psql < plain dump: no error');
+is(stderr_of('pg_restore', '-d', $node->connstr('r_serial'), $dump), '', 'pg_restore: no error');
+is(stderr_of('pg_restore', '-j', '2', '-d', $node->connstr('r_jobs'), $dump), '', 'pg_restore -j 2: no error');
+is(stderr_of('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-d', $node->connstr('r_psql'), '-f', $plain), '', 'psql < plain dump: no error');
 # outbox.log_state's data first, before the batches and the log (an order pg_restore -j can take)
-@cmd = ('pg_restore', '-l', $dump);
-($out, $err) = ('', '');
-IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-my @list = split /\n/, $out;
+my @list = split /\n/, `pg_restore -l $dump`;
 my @state = grep { /TABLE DATA outbox log_state / } @list;
 is(scalar(@state), 1, "the dump has the data of outbox.log_state");
 ok(grep({ / EXTENSION - pg_outbox\s*$/ } @list), "... and the extension");
@@ -114,14 +118,24 @@ for my $l (@list) {
 	push @order, $l;
 	push @order, @state if $l =~ / EXTENSION - pg_outbox\s*$/;
 }
-my $listfile = $node->basedir . '/order.list';
-open(my $fh, '>', $listfile) or die;
-print $fh join("\n", @order), "\n";
-close $fh;
-@cmd = ('pg_restore', '-L', $listfile, '-d', $node->connstr('r_order'), $dump);
-($out, $err) = ('', '');
-IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-is($err, '', 'pg_restore with outbox.log_state restored before the batches: no error');
+is(stderr_of('pg_restore', '-L', write_list(@order), '-d', $node->connstr('r_order'), $dump), '',
+	'pg_restore with outbox.log_state restored before the batches: no error');
+
+# a pass while the batches are not restored yet (pg_restore -j with the worker on) would hand their
+# positions out again: outbox.log_state alone first, the pass refuses; then the rest of the data
+$node->safe_psql('postgres', 'CREATE DATABASE r_guard');
+my @first = grep { !/ TABLE DATA / || / TABLE DATA outbox log_state / } @order;
+my @rest = grep { / TABLE DATA / && !/ TABLE DATA outbox log_state / } @order;
+is(stderr_of('pg_restore', '-L', write_list(@first), '-d', $node->connstr('r_guard'), $dump), '', 'r_guard: outbox.log_state restored alone');
+my ($grc, $gout, $gerr) = $node->psql('r_guard', q{SELECT outbox.drain(10)});
+like($gerr, qr/ERROR:  pg_outbox: the log's batches end at position 4, below its channels_flushed_pos 26/,
+	'r_guard: a pass before the batches are restored refuses (it would hand positions 5.. out again)');
+is($node->safe_psql('r_guard', q{SELECT count(*) FROM outbox.batches}), '0', 'r_guard: no batch written');
+is(stderr_of('pg_restore', '--data-only', '-L', write_list(@rest), '-d', $node->connstr('r_guard'), $dump), '', 'r_guard: the rest of the data restored');
+is($node->safe_psql('r_guard', $replay_sql), $replay0, 'r_guard: replay(0) as the source');
+is($node->safe_psql('r_guard', q{SELECT outbox.drain(1000) + outbox.drain(1000)}), '4', 'r_guard: the backlog published by drain()');
+is($node->safe_psql('r_guard', q{SELECT string_agg(format('%s/%s/%s/%s', pos, seq, id, channel), ' ' ORDER BY pos) FROM outbox.replay(26, NULL, 1000)}),
+	$rest0, 'r_guard: ... with the positions, seqs and ids the source gave it');
 
 for my $db (@dbs) {
 	is($node->safe_psql($db, q{SELECT active || ':' || cur_seg || ':' || base_pos FROM outbox.log_state}), "true:$seg:4",
@@ -168,5 +182,102 @@ for my $db (@dbs) {
 	$listener{$db}->quit;
 }
 
+
+# ---- a restore into another cluster whose transaction counter is behind the dump's ----
+# The source cluster is moved ahead first (pg_resetwal -x 10,000,000, with the commit log segment
+# the counter points into); a fresh initdb is then far behind it.
+sub clog_segment { # the commit log segment a next xid points into, 256 kB of zeros
+	my ($datadir, $seg) = @_;
+	my $f = "$datadir/pg_xact/$seg";
+	return if -e $f;
+	open(my $fh, '>', $f) or die "cannot create $f: $!";
+	binmode $fh;
+	print $fh "\0" x (8192 * 32);
+	close $fh;
+}
 $node->stop;
+clog_segment($node->data_dir, '0009');
+command_ok([ 'pg_resetwal', '-x', '10000000', '-D', $node->data_dir ], 'the source cluster moved ahead (pg_resetwal -x 10000000)');
+$node->start;
+cmp_ok($node->safe_psql('app', q{SELECT pg_current_xact_id()::text::bigint}), '>=', 10000000, 'the source cluster is at xid 10,000,000');
+$node->safe_psql('app', q{SELECT outbox.pause()});
+wait_for('app', q{SELECT state FROM outbox.status}, 'paused', 'source paused');
+my $head1 = $node->safe_psql('app', q{SELECT outbox.head()});
+$node->safe_psql('app', q{SELECT outbox.publish('d', jsonb_build_object('far', g)) FROM generate_series(1, 5) g});
+is($node->safe_psql('app', q{SELECT outbox.drain(2)}), '2', 'a pass of 2 of 5 events, at xids above 10,000,000');
+$node->safe_psql('app', q{SELECT outbox.publish('d', '{"far": 6}')});
+my $dump2 = $node->basedir . '/app2.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump2, '-d', $node->connstr('app') ], 'pg_dump -Fc of the cluster ahead');
+$node->safe_psql('app', q{SELECT outbox.resume()});
+wait_for('app', q{SELECT outbox.head()}, $head1 + 6, 'source: the 4 pending events published');
+my $all_sql = q{SELECT string_agg(format('%s/%s/%s/%s', pos, seq, id, channel), ' ' ORDER BY pos) FROM outbox.replay(0, NULL, 1000)};
+my $src_all = $node->safe_psql('app', $all_sql);
+$node->stop;
+
+my $behind = PostgreSQL::Test::Cluster->new('behind');
+$behind->init;
+$behind->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'pg_outbox'
+pg_outbox.databases = 'other'
+pg_outbox.idle_interval = 100ms
+});
+$behind->start;
+$behind->safe_psql('postgres', 'CREATE DATABASE r_behind');
+is(stderr_of('pg_restore', '-d', $behind->connstr('r_behind'), $dump2), '', 'pg_restore into the cluster behind: no error');
+cmp_ok($behind->safe_psql('r_behind', q{SELECT pg_current_xact_id()::text::bigint}), '<', 10000000, 'this cluster\'s counter is behind the dump\'s');
+is($behind->safe_psql('r_behind', q{SELECT active || ':' || outbox.head() FROM outbox.log_state}), 'true:' . ($head1 + 2), 'log mode, the head restored');
+my $log_rows = $behind->safe_psql('r_behind', q{SELECT count(*) FROM outbox.log});
+is($behind->safe_psql('r_behind', q{SELECT paused FROM outbox.state}), 't', 'paused, as dumped');
+$behind->safe_psql('r_behind', q{SELECT outbox.resume()});
+
+my ($rc, $dout, $derr) = $behind->psql('r_behind', q{SELECT outbox.drain(10)});
+like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one: it names transaction 1000\d{4}, this cluster's next is \d+/,
+	'outbox.drain() refuses the log: a clear error');
+like($derr, qr/DETAIL:  Events written here would look published already and never be sent/, '... saying why');
+like($derr, qr/HINT:  Stop the server cleanly, .*pg_resetwal -x \d+ -D <data directory>/, '... and what to do');
+my ($seg) = $derr =~ m{pg_xact/([0-9A-F]{4})};
+my ($x) = $derr =~ /pg_resetwal -x (\d+)/;
+ok($seg && $x, "the hint names the segment ($seg) and the xid ($x)");
+($rc, $dout, $derr) = $behind->psql('r_behind', q{SELECT outbox.publish('d', '{"refused": 1}')});
+like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one.*\nDETAIL:  An event written now would look published already and never be sent/,
+	'a producer is refused too: its event would be lost');
+($rc, $dout, $derr) = $behind->psql('r_behind', q{INSERT INTO outbox.pending (channel, payload) VALUES ('d', '{"refused": 2}')});
+like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one/,
+	'so is a row inserted into outbox.pending (it would go into the log)');
+is($behind->safe_psql('r_behind', q{SELECT count(*) FROM outbox.log}), $log_rows, 'nothing was written into the log');
+
+# the worker refuses it, in the server log and in outbox.status / outbox.health()
+my $log_offset = -s $behind->logfile;
+$behind->safe_psql('postgres', q{ALTER SYSTEM SET pg_outbox.databases = 'other, r_behind'});
+$behind->reload;
+wait_for($behind, 'r_behind', q{SELECT last_error LIKE '%restored from a cluster ahead of this one%' FROM outbox.status}, 't', 'outbox.status: last_error says so');
+like(slurp_file($behind->logfile, $log_offset), qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one/,
+	'the server log says so');
+like($behind->safe_psql('r_behind', q{SELECT status || ' ' || hint FROM outbox.health() WHERE "check" = 'worker'}),
+	qr/^critical .*restored from a cluster ahead of this one/, 'outbox.health(): the worker check is critical and says why');
+is($behind->safe_psql('r_behind', q{SELECT outbox.head()}), $head1 + 2, 'nothing published');
+
+# another database of this cluster switches and publishes as usual
+$behind->safe_psql('postgres', 'CREATE DATABASE other');
+$behind->safe_psql('other', 'CREATE EXTENSION pg_outbox');
+$behind->safe_psql('other', q{SELECT * FROM outbox.use_log_storage()});
+$behind->safe_psql('other', q{SELECT outbox.publish('o', '{"n": 1}')});
+ok($behind->poll_query_until('other', q{SELECT outbox.head() = 1}), 'another database: use_log_storage(), publish() and its worker unaffected');
+
+# the recovery the hint gives: the counter past the dump's
+$behind->stop;
+clog_segment($behind->data_dir, $seg);
+command_ok([ 'pg_resetwal', '-x', $x, '-D', $behind->data_dir ], "pg_resetwal -x $x, as the hint says");
+$behind->start;
+ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 6)), 'after the recovery the worker publishes the restored backlog');
+is($behind->safe_psql('r_behind', $all_sql), $src_all, '... with the positions, seqs and ids the source gave it: nothing lost, nothing twice');
+is($behind->safe_psql('r_behind', q{SELECT last_error FROM outbox.status}), '', 'the error is gone');
+$behind->safe_psql('r_behind', q{SELECT outbox.publish('d', jsonb_build_object('after', g)) FROM generate_series(1, 3) g});
+ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 9)), 'new events are published');
+is($behind->safe_psql('r_behind', q{SELECT count(*) || ' ' || count(DISTINCT pos) || ' ' || min(pos) || ' ' || max(pos) || ' ' || count(DISTINCT id) FROM outbox.replay(0, NULL, 1000)}),
+	join(' ', $head1 + 9, $head1 + 9, 1, $head1 + 9, $head1 + 9), 'positions 1..head, each once');
+is($behind->safe_psql('r_behind', q{SELECT bool_and(ok) FROM (SELECT seq = row_number() OVER (PARTITION BY channel ORDER BY pos) AS ok FROM outbox.replay(0, NULL, 1000)) s}),
+	't', 'seqs per channel 1..n');
+$behind->stop;
+
 done_testing();
