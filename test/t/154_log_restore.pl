@@ -244,6 +244,11 @@ like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored fr
 ($rc, $dout, $derr) = $behind->psql('r_behind', q{INSERT INTO outbox.pending (channel, payload) VALUES ('d', '{"refused": 2}')});
 like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one/,
 	'so is a row inserted into outbox.pending (it would go into the log)');
+$behind->safe_psql('r_behind', q{CREATE TABLE orders (id int PRIMARY KEY); SELECT outbox.attach('orders', 'orders')});
+($rc, $dout, $derr) = $behind->psql('r_behind', q{INSERT INTO orders VALUES (1)});
+like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one/,
+	'and the change trigger (its events are written at commit): the INSERT fails');
+is($behind->safe_psql('r_behind', q{SELECT count(*) FROM orders}), '0', '... and is rolled back');
 is($behind->safe_psql('r_behind', q{SELECT count(*) FROM outbox.log}), $log_rows, 'nothing was written into the log');
 
 # the worker refuses it, in the server log and in outbox.status / outbox.health()
@@ -273,9 +278,10 @@ ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 
 is($behind->safe_psql('r_behind', $all_sql), $src_all, '... with the positions, seqs and ids the source gave it: nothing lost, nothing twice');
 is($behind->safe_psql('r_behind', q{SELECT last_error FROM outbox.status}), '', 'the error is gone');
 $behind->safe_psql('r_behind', q{SELECT outbox.publish('d', jsonb_build_object('after', g)) FROM generate_series(1, 3) g});
-ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 9)), 'new events are published');
+$behind->safe_psql('r_behind', q{INSERT INTO orders VALUES (1)});
+ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 10)), 'new events (publish(), the change trigger) are published');
 is($behind->safe_psql('r_behind', q{SELECT count(*) || ' ' || count(DISTINCT pos) || ' ' || min(pos) || ' ' || max(pos) || ' ' || count(DISTINCT id) FROM outbox.replay(0, NULL, 1000)}),
-	join(' ', $head1 + 9, $head1 + 9, 1, $head1 + 9, $head1 + 9), 'positions 1..head, each once');
+	join(' ', $head1 + 10, $head1 + 10, 1, $head1 + 10, $head1 + 10), 'positions 1..head, each once');
 is($behind->safe_psql('r_behind', q{SELECT bool_and(ok) FROM (SELECT seq = row_number() OVER (PARTITION BY channel ORDER BY pos) AS ok FROM outbox.replay(0, NULL, 1000)) s}),
 	't', 'seqs per channel 1..n');
 $behind->stop;
