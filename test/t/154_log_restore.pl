@@ -137,6 +137,22 @@ is($node->safe_psql('r_guard', q{SELECT outbox.drain(1000) + outbox.drain(1000)}
 is($node->safe_psql('r_guard', q{SELECT string_agg(format('%s/%s/%s/%s', pos, seq, id, channel), ' ' ORDER BY pos) FROM outbox.replay(26, NULL, 1000)}),
 	$rest0, 'r_guard: ... with the positions, seqs and ids the source gave it');
 
+# the merge lets the dump's row replace the pristine one; a DBA's UPDATE of that pristine row is
+# still checked: everything but outbox.log_state first (the latest batch restored, cut), then
+$node->safe_psql('postgres', 'CREATE DATABASE r_plain');
+is(stderr_of('pg_restore', '-L', write_list(grep { !/ TABLE DATA outbox log_state / } @order), '-d', $node->connstr('r_plain'), $dump),
+	'', 'r_plain: everything but outbox.log_state restored');
+($grc, $gout, $gerr) = $node->psql('r_plain', qq{UPDATE outbox.log_state SET cur_seg = $seg});
+like($gerr, qr/the log's current segment cannot change while the latest batch is cut/, 'r_plain: a DBA\'s UPDATE of cur_seg is still refused (a)');
+($grc, $gout, $gerr) = $node->psql('r_plain', q{UPDATE outbox.log_state SET channels_flushed_pos = 27});
+like($gerr, qr/the log's channels_flushed_pos cannot be 27, above the log's head 26/, 'r_plain: ... and channels_flushed_pos above the head (b)');
+($grc, $gout, $gerr) = $node->psql('r_plain', q{INSERT INTO outbox.log_state (cur_seg) VALUES (3)});
+like($gerr, qr/the dumped row of outbox.log_state names segment 3, not 0 to 2/, 'r_plain: a row naming a segment that does not exist is refused');
+is(stderr_of('pg_restore', '--data-only', '-L', write_list((grep { !/ TABLE DATA / } @order), @state), '-d', $node->connstr('r_plain'), $dump),
+	'', 'r_plain: then the dumped row is merged');
+is($node->safe_psql('r_plain', q{SELECT count(*) || ':' || bool_and(active) || ':' || min(cur_seg) FROM outbox.log_state}), "1:true:$seg", 'r_plain: one row, log mode');
+is($node->safe_psql('r_plain', $replay_sql), $replay0, 'r_plain: replay(0) as the source');
+
 for my $db (@dbs) {
 	is($node->safe_psql($db, q{SELECT active || ':' || cur_seg || ':' || base_pos FROM outbox.log_state}), "true:$seg:4",
 		"$db: log mode, cur_seg $seg, base_pos 4");
