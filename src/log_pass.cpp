@@ -1217,8 +1217,11 @@ int64 log_pass(int max_events) {
 		                       head, flushed_pos),
 		                errdetail("Batches that were published are missing (a restore still loading them, or rows "
 		                          "deleted by hand): publishing now would hand their positions out again."),
-		                errhint("Let pg_restore finish; restore into a database that pg_outbox.databases does not "
-		                        "list, then add it (README, \"Backup and restore\").")));
+		                errhint("Let pg_restore finish (next time restore into a database that pg_outbox.databases "
+		                        "does not list, then add it: README, \"Backup and restore\"). If the batches were "
+		                        "removed on purpose: UPDATE outbox.log_state SET channels_flushed_pos = " INT64_FORMAT
+		                        ";",
+		                        Max(head, purged_pos))));
 
 	// 3. the window, and where in it to start
 	int64 first_pos;

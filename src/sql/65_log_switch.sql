@@ -88,8 +88,12 @@ BEGIN
     GET DIAGNOSTICS events_moved = ROW_COUNT;
     DELETE FROM outbox.failures;
     GET DIAGNOSTICS failures_dropped = ROW_COUNT;
+    -- channels_flushed_pos := head: the log and its batches are empty (checked above), so
+    -- log_channels covers every batch up to it; an older, higher value (passes of
+    -- pg_outbox.drain_log before the switch, their batches truncated since as the hint above says)
+    -- would say batches are missing, and the pass refuses such a log
     UPDATE outbox.log_state
-       SET active = true, base_pos = head, channels_flushed_pos = greatest(channels_flushed_pos, head);
+       SET active = true, base_pos = head, channels_flushed_pos = head;
     base_pos := head;
     PERFORM outbox._wake_at_commit();
 END $$;

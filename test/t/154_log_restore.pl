@@ -199,6 +199,18 @@ for my $db (@dbs) {
 }
 
 
+# attack: a log used before the switch (passes by hand, as pg_outbox.drain_log does), emptied as
+# the switch's hint says: the switch sets channels_flushed_pos to base_pos (it kept the passes'
+# higher value: the pass then refused the log, its batches below it)
+$node->safe_psql('postgres', 'CREATE DATABASE r_dev');
+$node->safe_psql('r_dev', q{CREATE EXTENSION pg_outbox; SELECT outbox._log_publish('x') FROM generate_series(1, 3); SELECT outbox._log_pass(10)});
+is($node->safe_psql('r_dev', q{SELECT channels_flushed_pos FROM outbox.log_state}), '3', 'r_dev: passes before the switch flushed up to 3');
+$node->safe_psql('r_dev', q{TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches_0, outbox.batches_1, outbox.batches_2});
+is($node->safe_psql('r_dev', q{SELECT base_pos FROM outbox.use_log_storage()}), '0', 'r_dev: the switch');
+is($node->safe_psql('r_dev', q{SELECT channels_flushed_pos FROM outbox.log_state}), '0', 'r_dev: channels_flushed_pos is base_pos');
+$node->safe_psql('r_dev', q{SELECT outbox.publish('x')});
+is($node->safe_psql('r_dev', q{SELECT outbox.drain(10)}), '1', 'r_dev: the pass publishes');
+
 # attack: a serial pg_restore while the database's worker already runs (pg_outbox.databases lists
 # it): the log's tables are loaded before outbox.log_state, so a pass sees all of them or none
 # (the pause flag comes after: the backlog may be published during the restore, never twice)
