@@ -174,6 +174,8 @@ for my $db (@dbs) {
 	wait_for($db, q{SELECT outbox.head()}, '30', "$db: the restored backlog is published (head 30)");
 	is($node->safe_psql($db, q{SELECT string_agg(format('%s/%s/%s/%s', pos, seq, id, channel), ' ' ORDER BY pos) FROM outbox.replay(26, NULL, 1000)}),
 		$rest0, "$db: ... with the positions, seqs and ids the source gave it");
+	like($node->safe_psql($db, q{SELECT first_pos || ' ' || reason FROM outbox.epochs ORDER BY epoch DESC LIMIT 1}),
+		qr/^27 database OID changed from \d+ to \d+/, "$db: the first pass after the restore began an epoch at 27 (another database)");
 }
 for my $db (@dbs) {
 	$node->safe_psql($db, q{SELECT outbox.publish('a', jsonb_build_object('after', g)), outbox.publish('c', jsonb_build_object('after', g)) FROM generate_series(1, 3) g});
@@ -318,6 +320,8 @@ $behind->start;
 ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 6)), 'after the recovery the worker publishes the restored backlog');
 is($behind->safe_psql('r_behind', $all_sql), $src_all, '... with the positions, seqs and ids the source gave it: nothing lost, nothing twice');
 is($behind->safe_psql('r_behind', q{SELECT last_error FROM outbox.status}), '', 'the error is gone');
+like($behind->safe_psql('r_behind', q{SELECT first_pos || ' ' || reason FROM outbox.epochs ORDER BY epoch DESC LIMIT 1}),
+	qr/^@{[$head1 + 3]} system identifier changed from \d+ to \d+ \(restored into another cluster\)/, 'an epoch begun at the first position published here (another cluster)');
 $behind->safe_psql('r_behind', q{SELECT outbox.publish('d', jsonb_build_object('after', g)) FROM generate_series(1, 3) g});
 $behind->safe_psql('r_behind', q{INSERT INTO orders VALUES (1)});
 ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 10)), 'new events (publish(), the change trigger) are published');
