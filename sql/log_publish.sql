@@ -48,7 +48,7 @@ BEGIN
       FROM outbox._log_replay(0, 100000) r JOIN outbox.log l ON l.id = r.id;
     TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2, outbox.batches_0, outbox.batches_1, outbox.batches_2,
              outbox.log_channels;
-    UPDATE outbox.log_state SET cur_seg = 0;
+    UPDATE outbox.log_state SET cur_seg = 0, channels_flushed_pos = 0;
     RETURN QUERY SELECT (SELECT count(*) FROM got_batches g WHERE g.kind = k),
                         (SELECT count(*) FROM got_events g WHERE g.kind = k);
 END $$;

@@ -21,6 +21,10 @@ struct PendingEvent; // publish.hpp
 // Callers have checked the events as publish_arguments() does.
 void insert_log(const PendingEvent *ev, int n, int64 *ids);
 
+// Refuse (ERROR) to write into a log restored from a cluster whose transaction counter is ahead of
+// this one's: the event would look published already (log_pass.cpp). Reads the log once per process.
+void check_log_xids_producer(void);
+
 // Does the database store its events in the log (outbox.log_state.active under snap; false when
 // the row is missing)? src/storage_mode.cpp.
 bool log_storage_active(Snapshot snap);

@@ -44,6 +44,7 @@ extern "C" {
 #include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/skey.h"
+#include "access/slru.h"
 #include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -52,6 +53,7 @@ extern "C" {
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -906,6 +908,122 @@ static bool window_has_rows(int seg, Snapshot snap, const PgSnapshot *lo, const 
 }
 
 // ---------------------------------------------------------------------------------------
+// A log restored from another cluster (doc/storage.md, "Epochs, dump and restore")
+// ---------------------------------------------------------------------------------------
+// The windows are sets of xid8 values, meaningful only in the cluster that assigned them. A dump
+// restored into a cluster whose counter is behind the dump's would have this cluster's new
+// transactions take xids below the latest batch's hi: its events would look published already
+// (visible in the next window's lo) and never be sent, and the rows that were pending at dump time,
+// with xids above the counter, would wait until it passes them. Until the restored history is
+// materialised (the design's answer, not built), the pass and the producers refuse such a log: the
+// lowest next xid that is safe is above the latest batch's hi (or base_snap) and every row's xid.
+
+// The highest xid of a row of segment s (0: none): the last entry of its (xid, id) btree.
+static uint64 segment_max_xid(int s, Snapshot snap) {
+	WindowReader w;
+	reader_open(&w, s, snap, 1, nullptr);
+	IndexScanDesc scan = compat::index_beginscan(w.rel, w.idx, snap, 0, 0);
+	index_rescan(scan, nullptr, 0, nullptr, 0);
+	uint64 x = 0;
+	if (index_getnext_slot(scan, BackwardScanDirection, w.slot)) {
+		bool isnull;
+		Datum d = slot_getattr(w.slot, w.t->attnum[kLogXid], &isnull);
+		if (!isnull)
+			x = fxid(DatumGetFullTransactionId(d));
+	}
+	index_endscan(scan);
+	reader_close(&w);
+	return x;
+}
+
+// The rows' xids are read once per process and per extension (the segments' layouts resolved
+// again: a new extension, a restore into it): rows written since are this cluster's.
+static uint32 xids_checked_generation[kLogSegments];
+static bool xids_checked = false;
+
+static bool rows_unchecked(void) {
+	bool rows = !xids_checked;
+	for (int s = 0; s < kLogSegments && !rows; s++)
+		rows = xids_checked_generation[s] != log_layout[s].generation;
+	return rows;
+}
+
+// The lowest next xid the log is safe with: above every row's xid (0: none) and window_xmax.
+static uint64 xids_needed(uint64 window_xmax, Snapshot snap) {
+	uint64 row_xid = 0;
+	for (int s = 0; s < kLogSegments; s++)
+		row_xid = Max(row_xid, segment_max_xid(s, snap));
+	return Max(window_xmax, row_xid ? row_xid + 1 : 0);
+}
+
+// the transactions of a pg_xact segment (clog.c: 2 bits a transaction), named %04X by their number
+constexpr uint32 kClogXactsPerSegment = BLCKSZ * 4 * SLRU_PAGES_PER_SEGMENT;
+
+// ERROR when next (this cluster's next xid, or the producer's own) is below need; else the rows
+// are checked for this process.
+static void check_xids_needed(uint64 need, uint64 next, bool producer) {
+	if (need > next) {
+		uint32 epoch = (uint32)(need >> 32), x = (uint32)need;
+		ereport(ERROR,
+		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		         errmsg("pg_outbox: the log of database \"%s\" was restored from a cluster ahead of this one: it names "
+		                "transaction %llu, this cluster's next is %llu",
+		                get_database_name(MyDatabaseId), (unsigned long long)(need - 1), (unsigned long long)next),
+		         errdetail(producer ? "An event written now would look published already and never be sent: nothing "
+		                              "is written into the log until this cluster's transaction counter passes %llu."
+		                            : "Events written here would look published already and never be sent: nothing is "
+		                              "published until this cluster's transaction counter passes %llu.",
+		                   (unsigned long long)(need - 1)),
+		         epoch ? errhint("Stop the server cleanly, run VACUUM FREEZE in every database first, then: pg_resetwal "
+		                         "-e %u -x %u -D <data directory> (README, \"Backup and restore\"); or restore into a "
+		                         "cluster whose pg_current_xact_id() is above %llu.",
+		                         epoch, x, (unsigned long long)(need - 1))
+		               : errhint("Stop the server cleanly, create the commit log segment the new counter points into "
+		                         "if it is missing (dd if=/dev/zero of=<data directory>/pg_xact/%04X bs=%d count=%d), "
+		                         "then run pg_resetwal -x %u -D <data directory> (README, \"Backup and restore\"); or "
+		                         "restore into a cluster whose pg_current_xact_id() is above %llu.",
+		                         x / kClogXactsPerSegment, BLCKSZ, SLRU_PAGES_PER_SEGMENT, x,
+		                         (unsigned long long)(need - 1))));
+	}
+	for (int s = 0; s < kLogSegments; s++)
+		xids_checked_generation[s] = log_layout[s].generation;
+	xids_checked = true;
+}
+
+// The pass's check, every pass: the latest batch's hi.xmax (base_snap's before the first batch)
+// against this cluster's next xid, and the rows' xids once.
+static void check_log_xids(uint64 window_xmax, Snapshot snap) {
+	uint64 need = rows_unchecked() ? xids_needed(window_xmax, snap) : window_xmax;
+	check_xids_needed(need, fxid(ReadNextFullTransactionId()), false);
+}
+
+// The producer's check (log.hpp), once per process: with its own xid if it has one (it is below
+// next), else next. It reads in a subtransaction rolled back at once: the locks the scans take on
+// the batches and the segments (and their indexes) go with it, and an open producer does not hold
+// off a rotation that truncates them.
+void check_log_xids_producer(void) {
+	if (!rows_unchecked())
+		return; // later xids are higher
+	Snapshot snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	ResourceOwner owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(nullptr);
+	Batch b{};
+	uint64 window_xmax;
+	if (latest_batch(snap, &b))
+		window_xmax = fxid(b.hi->xmax);
+	else {
+		TupleDesc sdesc;
+		HeapTuple st = single_row(&log_state_layout, snap, &sdesc);
+		window_xmax = fxid(((PgSnapshot *)PG_DETOAST_DATUM(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap)))->xmax);
+	}
+	uint64 need = xids_needed(window_xmax, snap);
+	RollbackAndReleaseCurrentSubTransaction();
+	CurrentResourceOwner = owner;
+	FullTransactionId own = GetTopFullTransactionIdIfAny();
+	check_xids_needed(need, FullTransactionIdIsValid(own) ? fxid(own) : fxid(ReadNextFullTransactionId()), true);
+}
+
+// ---------------------------------------------------------------------------------------
 // Where a channel's events go: outbox.channel_targets (the channel's row, else '*', else
 // notify), one primary-key probe per channel of the batch (1.2's drain: one query per batch)
 // ---------------------------------------------------------------------------------------
@@ -1200,6 +1318,27 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	int oldest = (cur_seg + 1) % kLogSegments;
 	Batch b{};
 	bool have_b = latest_batch(snap, &b);
+	// a log restored from a cluster whose xids are ahead of this one's is refused (see above)
+	PgSnapshot *base_snap = have_b ? nullptr
+	                               : (PgSnapshot *)PG_DETOAST_DATUM_COPY(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap));
+	check_log_xids(fxid(have_b ? b.hi->xmax : base_snap->xmax), snap);
+	// outbox.log_channels covers the batches up to channels_flushed_pos, so they were all there: a
+	// head below it is batches missing (a restore still loading them, pg_restore -j with the worker
+	// on; a DBA's DELETE), and the pass would hand their positions out again
+	int64 head = have_b ? b.first_pos + b.n - 1 : base_pos;
+	int64 purged_pos = DatumGetInt64(col_notnull(st, sdesc, &log_state_layout, kSPurgedPos));
+	if (flushed_pos > Max(head, purged_pos))
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox: the log's batches end at position " INT64_FORMAT
+		                       ", below its channels_flushed_pos " INT64_FORMAT,
+		                       head, flushed_pos),
+		                errdetail("Batches that were published are missing (a restore still loading them, or rows "
+		                          "deleted by hand): publishing now would hand their positions out again."),
+		                errhint("Let pg_restore finish (next time restore into a database that pg_outbox.databases "
+		                        "does not list, then add it: README, \"Backup and restore\"). If the batches were "
+		                        "removed on purpose: UPDATE outbox.log_state SET channels_flushed_pos = " INT64_FORMAT
+		                        ";",
+		                        Max(head, purged_pos))));
 
 	// 3. the window, and where in it to start
 	int64 first_pos;
@@ -1210,7 +1349,7 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	bool next_window;
 	if (!have_b) {
 		first_pos = base_pos + 1;
-		lo = (PgSnapshot *)PG_DETOAST_DATUM_COPY(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap));
+		lo = base_snap;
 		hi = nullptr;
 		next_window = true;
 	} else {

@@ -101,6 +101,7 @@ void insert_log(const PendingEvent *ev, int n, int64 *ids) {
 	check_events_encoding(ev, n);
 	wake_worker_at_commit(); // the drain worker publishes the log with pg_outbox.drain_log on
 	int seg = current_segment();
+	check_log_xids_producer();
 	TableLayout *layout = &log_pub_layout[seg];
 	DirectInsert d;
 	direct_begin(&d, layout, n > 1 ? kMultiInsertRows : 0);

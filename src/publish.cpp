@@ -260,6 +260,7 @@ PGO_FUNCTION(outbox_pending_to_log_trigger) {
 	HeapTuple row = td->tg_trigtuple;
 	if (!producer_writes_log())
 		return PointerGetDatum(row);
+	check_log_xids_producer(); // as insert_log(): a restored log this cluster's xids have not reached
 	TupleDesc desc = RelationGetDescr(td->tg_relation);
 	Datum vals[6];
 	char nulls[6];

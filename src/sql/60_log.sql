@@ -116,18 +116,41 @@ CREATE FUNCTION outbox._log_active() RETURNS boolean
 COMMENT ON FUNCTION outbox._log_active() IS 'internal: does this database store its events in the log (issue #15)?';
 -- pg_restore inserting the dumped row merges it into the one CREATE EXTENSION made (as
 -- outbox.state does): horizons never go backwards, the segment comes from the dump.
+-- Into that row while it is still pristine (its defaults: nothing was ever published, rotated or
+-- switched here) the dumped row goes in as it is, replacing it (DELETE, then the INSERT goes on):
+-- the UPDATE would go through outbox._log_state_check(), which judges the dump's row against
+-- whatever part of the restore has arrived. With the latest batch restored first and cut, a dumped
+-- cur_seg other than 0 was refused (a); with log_state restored before the batches (pg_restore -j),
+-- a dumped channels_flushed_pos above the head they make was refused (b). pg_restore went on
+-- without the row: the database stayed in 1.2 mode with its log restored, and handed positions
+-- out again. A DBA's UPDATE of the row still goes through the check; only the singleton's INSERT
+-- (a restore) comes here, and a row that is not pristine is merged by that UPDATE, checked.
 CREATE FUNCTION outbox._log_state_merge() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE cur outbox.log_state;
 BEGIN
+    SELECT * INTO cur FROM outbox.log_state FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NEW;
+    END IF;
+    IF NOT cur.active AND cur.cur_seg = 0 AND cur.base_pos = 0 AND cur.purged_pos = 0
+       AND cur.channels_flushed_pos = 0 AND cur.base_snap::text = '1:1:' THEN
+        -- what the check would refuse on an UPDATE whatever was restored: a segment that does not exist
+        IF NEW.cur_seg IS NULL OR NEW.cur_seg NOT BETWEEN 0 AND outbox._log_segments() - 1 THEN
+            RAISE EXCEPTION 'the dumped row of outbox.log_state names segment %, not 0 to %',
+                            coalesce(NEW.cur_seg::text, 'NULL'), outbox._log_segments() - 1
+                USING ERRCODE = 'check_violation',
+                      HINT = 'The dump was edited or comes from another version; restore an unmodified dump.';
+        END IF;
+        DELETE FROM outbox.log_state;
+        RETURN NEW;
+    END IF;
     UPDATE outbox.log_state
        SET cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, base_pos = greatest(base_pos, NEW.base_pos),
            base_snap = NEW.base_snap, purged_pos = greatest(purged_pos, NEW.purged_pos),
            channels_flushed_pos = greatest(channels_flushed_pos, NEW.channels_flushed_pos),
            active = active OR NEW.active;
-    IF FOUND THEN
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
+    RETURN NULL;
 END $$;
 CREATE TRIGGER log_state_merge BEFORE INSERT ON outbox.log_state
     FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION outbox._log_state_merge();

@@ -156,7 +156,9 @@ BEGIN
                    'INSERT INTO outbox.log_%s (id, channel, key, type, payload, created_at) '
                    'SELECT id, channel, key, type, payload, created_at FROM d ORDER BY id', s);
     GET DIAGNOSTICS events_moved = ROW_COUNT;
-    -- (outbox._log_state_check() lets purged_pos go back in this update alone: active false -> true)
+    -- (outbox._log_state_check() lets purged_pos go back in this update alone: active false -> true;
+    -- channels_flushed_pos := head: the log and its batches are empty, checked above, and an older,
+    -- higher value would say batches are missing, which the pass refuses)
     UPDATE outbox.log_state
        SET active = true, base_pos = head, purged_pos = 0, channels_flushed_pos = head,
            seg_started_at = clock_timestamp();

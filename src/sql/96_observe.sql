@@ -67,6 +67,11 @@ BEGIN
     ELSIF paused THEN
         status := 'warning';
         hint := 'publishing is paused: SELECT outbox.resume()';
+    ELSIF w.state IN ('idle', 'draining', 'starting') AND w.last_error IS NOT NULL THEN
+        -- its passes fail and are retried: nothing is published (a log restored from a cluster
+        -- ahead of this one, a DBA's trigger on the batches, ...); cleared by the next pass that works
+        status := 'critical';
+        hint := 'the drain worker''s passes fail, nothing is published: ' || w.last_error;
     ELSIF w.state IN ('idle', 'draining', 'starting') THEN
         status := 'ok';
         hint := 'the drain worker is ' || w.state;
