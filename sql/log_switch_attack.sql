@@ -263,5 +263,22 @@ ROLLBACK;
 SELECT outbox.publish('a', jsonb_build_object('n', 5)) > 0 AS published;
 SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
 
+-- 9. a transaction that took its xid before passes ran, in a new connection (its first write into
+-- the log in that process: the check of a log restored from a cluster ahead runs then): those
+-- passes' hi snapshots have its xid in progress, their xmax above it; its publish() is not refused
+-- (it was, comparing the batches' xmax with the producer's own xid) and the event is published once
+CALL fresh();
+SELECT events_moved, base_pos FROM outbox.use_log_storage();
+SELECT conn('early');
+SELECT dblink_exec('early', 'BEGIN');
+SELECT * FROM dblink('early', $$SELECT pg_current_xact_id() IS NOT NULL$$) AS t(has_xid boolean);
+SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0 AS published;
+SELECT outbox._log_pass(100) AS passed; -- its hi: 'early' in progress
+SELECT * FROM dblink('early', $$SELECT outbox.publish('a', jsonb_build_object('n', 2)) > 0$$) AS t(published boolean);
+SELECT dblink_exec('early', 'COMMIT');
+SELECT dblink_disconnect('early');
+SELECT outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+
 \c contrib_regression
 DROP DATABASE pg_outbox_swattack;

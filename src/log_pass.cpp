@@ -997,8 +997,13 @@ static void check_log_xids(uint64 window_xmax, Snapshot snap) {
 	check_xids_needed(need, fxid(ReadNextFullTransactionId()), false);
 }
 
-// The producer's check (log.hpp), once per process: with its own xid if it has one (it is below
-// next), else next. It reads in a subtransaction rolled back at once: the locks the scans take on
+// The producer's check (log.hpp), once per process, against this cluster's next xid. Not against
+// the producer's own xid: a transaction that took its xid before passes ran (an UPDATE, then
+// publish() in a new connection while the worker publishes) is in those batches' hi as in
+// progress, so their xmax is above its xid, rightly (its events go into a later window), and the
+// switch in the producer's own transaction moved rows with its xid into the log. (Left: a
+// transaction that took its xid while the counter was still behind a restored log, whose first
+// write into it comes after the counter passed it.) It reads in a subtransaction rolled back at once: the locks the scans take on
 // the batches and the segments (and their indexes) go with it, and an open producer does not hold
 // off a rotation that truncates them.
 void check_log_xids_producer(void) {
@@ -1019,8 +1024,7 @@ void check_log_xids_producer(void) {
 	uint64 need = xids_needed(window_xmax, snap);
 	RollbackAndReleaseCurrentSubTransaction();
 	CurrentResourceOwner = owner;
-	FullTransactionId own = GetTopFullTransactionIdIfAny();
-	check_xids_needed(need, FullTransactionIdIsValid(own) ? fxid(own) : fxid(ReadNextFullTransactionId()), true);
+	check_xids_needed(need, fxid(ReadNextFullTransactionId()), true);
 }
 
 // ---------------------------------------------------------------------------------------
