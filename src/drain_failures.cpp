@@ -101,17 +101,21 @@ static int parse_faults(const char *s, decltype(faults) *out) {
 }
 
 static bool check_fail_event_ids(char **newval, void **, GucSource) {
-	if (parse_faults(*newval, nullptr) >= 0)
-		return true;
-	GUC_check_errdetail("A comma-separated list of event ids, each optionally followed by :SQLSTATE "
-	                    "(five digits or capital letters), at most %d, is expected.",
-	                    kMaxFaults);
-	return false;
+	return boundary([&]() -> bool {
+		if (parse_faults(*newval, nullptr) >= 0)
+			return true;
+		GUC_check_errdetail("A comma-separated list of event ids, each optionally followed by :SQLSTATE "
+		                    "(five digits or capital letters), at most %d, is expected.",
+		                    kMaxFaults);
+		return false;
+	});
 }
 
 static void assign_fail_event_ids(const char *newval, void *) {
-	nfaults = Max(parse_faults(newval, &faults), 0);
-	fault_hook_armed = nfaults > 0;
+	boundary([&] {
+		nfaults = Max(parse_faults(newval, &faults), 0);
+		fault_hook_armed = nfaults > 0;
+	});
 }
 
 void fault_hook(int64 id) {
