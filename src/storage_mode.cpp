@@ -73,6 +73,13 @@ static Oid log_known_relid = InvalidOid; // outbox.log_state, whose committed ro
 static Oid mode_relid = InvalidOid;      // outbox.log_state as this transaction's read found it
 static bool log_seen_in_xact = false;    // this transaction chose the log (to be remembered at commit)
 
+// This transaction's mode may be wrong: read again; a later read in this transaction sets
+// log_seen_in_xact again.
+static void mode_forget_xact(void) {
+	mode_forget();
+	log_seen_in_xact = false;
+}
+
 bool producer_writes_log(void) {
 	if (OidIsValid(log_known_relid))
 		return true;
@@ -119,10 +126,8 @@ void storage_mode_xact_event(XactEvent event) {
 void storage_mode_forget_relation(Oid relid) {
 	if (!OidIsValid(relid) || relid == log_known_relid || relid == mode_relid) {
 		log_known_relid = InvalidOid;
-		if (!OidIsValid(relid) || relid == mode_relid) {
-			mode_forget();
-			log_seen_in_xact = false; // read again; a later read in this transaction sets it again
-		}
+		if (!OidIsValid(relid) || relid == mode_relid)
+			mode_forget_xact();
 	}
 }
 
@@ -131,10 +136,8 @@ void storage_mode_forget_relation(Oid relid) {
 // outbox.pending, not the log of a database still in 1.2 mode. Reading again costs a lock the
 // transaction already holds and one row.
 void storage_mode_subxact_event(SubXactEvent event, int) {
-	if (event == SUBXACT_EVENT_ABORT_SUB) {
-		mode_forget();
-		log_seen_in_xact = false; // read again; a later read in this transaction sets it again
-	}
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		mode_forget_xact();
 }
 
 } // namespace pg_outbox
