@@ -192,19 +192,30 @@ static bool is_own_trigger(const char *name, const char *own) {
 	return false;
 }
 
-bool single_row_bool(TableLayout *t, int c, Snapshot snap, bool if_missing) {
+HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc, bool missing_ok) {
 	Relation rel = open_layout(t, AccessShareLock);
 	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
 	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
-	bool value = if_missing;
-	if (tup) {
-		bool isnull = true;
-		Datum d = heap_getattr(tup, t->attnum[c], RelationGetDescr(rel), &isnull);
-		if (!isnull)
-			value = DatumGetBool(d);
-	}
+	HeapTuple copy = tup ? heap_copytuple(tup) : nullptr;
 	table_endscan(scan);
+	*desc = RelationGetDescr(rel);
 	table_close(rel, NoLock);
+	if (!copy && !missing_ok)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("pg_outbox: the row of outbox.%s is missing", t->relname),
+		                errhint("Reinstall the extension.")));
+	return copy;
+}
+
+bool single_row_bool(TableLayout *t, int c, Snapshot snap, bool if_missing) {
+	TupleDesc desc;
+	HeapTuple tup = single_row(t, snap, &desc, true);
+	if (!tup)
+		return if_missing;
+	bool isnull = true;
+	Datum d = heap_getattr(tup, t->attnum[c], desc, &isnull);
+	bool value = isnull ? if_missing : DatumGetBool(d);
+	heap_freetuple(tup);
 	return value;
 }
 

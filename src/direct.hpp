@@ -13,6 +13,7 @@
 
 extern "C" {
 #include "postgres.h"
+#include "access/htup.h"
 #include "access/tupdesc.h"
 #include "nodes/execnodes.h"
 #include "storage/lockdefs.h"
@@ -54,8 +55,12 @@ struct TableLayout {
 // missing or its columns are not the ones the code writes.
 Relation open_layout(TableLayout *t, LOCKMODE mode);
 
-// The boolean column c of the first row of a one-row table (outbox.state, outbox.log_state) as
-// snap sees it; if_missing when there is no row or the value is NULL.
+// The first row of a one-row table (outbox.state, outbox.log_state) as snap sees it, copied (its
+// columns through t->attnum and *desc, the table's descriptor). No row: an error, or nullptr if
+// missing_ok.
+HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc, bool missing_ok = false);
+
+// The boolean column c of that row; if_missing when there is no row or the value is NULL.
 bool single_row_bool(TableLayout *t, int c, Snapshot snap, bool if_missing);
 
 // An open insertion into one table: its indexes, a slot, the command id.

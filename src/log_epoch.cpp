@@ -22,10 +22,7 @@
 #include "spi_util.hpp"
 
 extern "C" {
-#include "access/heapam.h"
 #include "access/htup_details.h"
-#include "access/table.h"
-#include "access/tableam.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -45,12 +42,10 @@ static TableLayout state_identity_layout = {"state", state_identity_cols, length
 
 // Is the cluster the current epoch began on (as outbox.state records it) this one?
 static bool same_cluster(Snapshot snap, TimeLineID tli, const char *sysid) {
-	Relation rel = open_layout(&state_identity_layout, AccessShareLock);
-	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
-	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
+	TupleDesc desc;
+	HeapTuple tup = single_row(&state_identity_layout, snap, &desc, true);
 	bool same = false;
 	if (tup) {
-		TupleDesc desc = RelationGetDescr(rel);
 		bool tnull, snull, dnull;
 		Datum t = heap_getattr(tup, state_identity_layout.attnum[kETimeline], desc, &tnull);
 		Datum s = heap_getattr(tup, state_identity_layout.attnum[kESysid], desc, &snull);
@@ -61,8 +56,6 @@ static bool same_cluster(Snapshot snap, TimeLineID tli, const char *sysid) {
 			same = len == strlen(sysid) && memcmp(VARDATA_ANY(st), sysid, len) == 0;
 		}
 	}
-	table_endscan(scan);
-	table_close(rel, NoLock);
 	return same; // a missing row: _epoch_begin() raises its error
 }
 

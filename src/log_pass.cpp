@@ -229,22 +229,6 @@ bool log_failure_rows_exist(void) {
 	return any;
 }
 
-// The one row of a one-row table (outbox.log_state, outbox.state), copied; errors if missing.
-static HeapTuple single_row(TableLayout *t, Snapshot snap, TupleDesc *desc) {
-	Relation rel = open_layout(t, AccessShareLock);
-	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
-	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
-	HeapTuple copy = tup ? heap_copytuple(tup) : nullptr;
-	table_endscan(scan);
-	*desc = RelationGetDescr(rel);
-	table_close(rel, NoLock);
-	if (!copy)
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		                errmsg("pg_outbox: the row of outbox.%s is missing", t->relname),
-		                errhint("Reinstall the extension.")));
-	return copy;
-}
-
 static Datum col_notnull(HeapTuple tup, TupleDesc desc, const TableLayout *t, int c) {
 	bool isnull;
 	Datum d = heap_getattr(tup, t->attnum[c], desc, &isnull);

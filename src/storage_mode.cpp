@@ -11,10 +11,7 @@
 #include "xact_events.hpp"
 
 extern "C" {
-#include "access/heapam.h"
-#include "access/htup_details.h"
 #include "access/table.h"
-#include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "storage/lmgr.h"
@@ -37,17 +34,7 @@ bool log_storage_active(Snapshot snap) {
 	Oid nsp = get_namespace_oid("outbox", true);
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("log_state", nsp)))
 		return false;
-	Relation rel = open_layout(&log_state_active_layout, AccessShareLock);
-	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
-	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
-	bool isnull = true;
-	bool active = false;
-	if (tup) {
-		Datum d = heap_getattr(tup, log_state_active_layout.attnum[0], RelationGetDescr(rel), &isnull);
-		active = !isnull && DatumGetBool(d);
-	}
-	table_endscan(scan);
-	table_close(rel, NoLock);
+	bool active = single_row_bool(&log_state_active_layout, 0, snap, false);
 	return active;
 }
 
