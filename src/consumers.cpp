@@ -34,6 +34,7 @@
 // lost (in the transaction that truncates) and its next call raises OB001.
 #include "pg_outbox.hpp"
 #include "guard.hpp"
+#include "log.hpp"
 #include "spi_util.hpp"
 #include "xact_events.hpp"
 
@@ -469,8 +470,7 @@ static void spi_ok(int rc, int expected, const char *what) {
 
 // Does the database have the log's tables (SQL objects of 1.3 or later)?
 static bool has_log_tables(void) {
-	Oid nsp = get_namespace_oid("outbox", true);
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("log_state", nsp));
+	return OidIsValid(log_state_relid());
 }
 
 // Read a consumer (SPI connected, as the owner). for_update: lock its row.

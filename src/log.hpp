@@ -29,6 +29,10 @@ void check_log_xids_producer(void);
 // the row is missing)? src/storage_mode.cpp.
 bool log_storage_active(Snapshot snap);
 
+// outbox.log_state's OID by name, InvalidOid when the SQL objects are older than 1.3 (remembered
+// until that relation or a schema changes). src/storage_mode.cpp.
+Oid log_state_relid(void);
+
 // Does this transaction's producer write the log (true) or outbox.pending (false)? Read once per
 // transaction: the first call locks outbox.pending (ROW EXCLUSIVE, kept to the transaction's end
 // even if a savepoint is rolled back) and only then reads outbox.log_state.active with the latest

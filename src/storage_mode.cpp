@@ -28,14 +28,45 @@ static const ColumnSpec log_state_active_cols[] = {{"active", BOOLOID}};
 static TableLayout log_state_active_layout = {"log_state", log_state_active_cols, 1, nullptr, nullptr, false,
                                               InvalidOid,  -1,                    {}, 0};
 
-bool log_storage_active(Snapshot snap) {
+// outbox.log_state's OID, remembered once found (the worker and every producer transaction that
+// does not know the log mode yet ask): forgotten by the relcache invalidation of that relation
+// (DROP EXTENSION, a rename, SET SCHEMA) and by any schema's change (a cache reset, a schema renamed
+// to or from "outbox": storage_mode_forget_relation(InvalidOid)), as log_known_relid below. Not
+// remembered while missing: a 1.2 database's ALTER EXTENSION UPDATE creates it, and a catalog
+// change of some other relation sends no invalidation of this one; the lookup is then two
+// syscache probes, as before.
+static Oid log_state_oid = InvalidOid;
+// storage_mode_forget_relation() calls: a lookup's catalog scan locks pg_class, which can process
+// invalidations between its two probes (a schema renamed after get_namespace_oid()); its result is
+// then used, as before, but not remembered (as open_layout() resolves a layout again)
+static uint64 relation_forgets = 0;
+
+Oid log_state_relid(void) {
+	if (OidIsValid(log_state_oid))
+		return log_state_oid;
+	uint64 before = relation_forgets;
+	Oid nsp = get_namespace_oid("outbox", true);
+	Oid relid = OidIsValid(nsp) ? get_relname_relid("log_state", nsp) : InvalidOid;
+	if (relation_forgets == before)
+		log_state_oid = relid;
+	return relid;
+}
+
+// outbox.log_state.active under snap; *read_relid: the outbox.log_state read (InvalidOid: none)
+static bool log_active_row(Snapshot snap, Oid *read_relid) {
+	*read_relid = InvalidOid;
 	// SQL objects older than 1.3 (the library is updated before ALTER EXTENSION UPDATE): no log,
 	// the 1.2 storage
-	Oid nsp = get_namespace_oid("outbox", true);
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("log_state", nsp)))
+	if (!OidIsValid(log_state_relid()))
 		return false;
 	bool active = single_row_bool(&log_state_active_layout, 0, snap, false);
+	*read_relid = log_state_active_layout.relid; // the relation open_layout() locked and read
 	return active;
+}
+
+bool log_storage_active(Snapshot snap) {
+	Oid relid;
+	return log_active_row(snap, &relid);
 }
 
 // The producers' mode, once per transaction (log.hpp). the local transaction id names the transaction: no
@@ -86,12 +117,12 @@ bool producer_writes_log(void) {
 	CurrentResourceOwner = save;
 	// the latest snapshot, not the transaction's: a REPEATABLE READ snapshot taken before the
 	// switch committed would say 1.2 and strand the event in outbox.pending
-	bool active = log_storage_active(GetLatestSnapshot());
+	Oid read_relid;
+	bool active = log_active_row(GetLatestSnapshot(), &read_relid);
 	mode_lxid = compat::my_local_xid();
 	mode_log = active;
 	if (active) {
-		Oid nsp = get_namespace_oid("outbox", true);
-		mode_relid = OidIsValid(nsp) ? get_relname_relid("log_state", nsp) : InvalidOid;
+		mode_relid = read_relid;
 		log_seen_in_xact = true;
 	}
 	return active;
@@ -111,6 +142,9 @@ void storage_mode_xact_event(XactEvent event) {
 // transaction (1.2 mode again) would otherwise keep its later events in the log, where nothing
 // drains them (sw-red, regress log_redteam_s10 1).
 void storage_mode_forget_relation(Oid relid) {
+	relation_forgets++;
+	if (!OidIsValid(relid) || relid == log_state_oid)
+		log_state_oid = InvalidOid;
 	if (!OidIsValid(relid) || relid == log_known_relid || relid == mode_relid) {
 		log_known_relid = InvalidOid;
 		if (!OidIsValid(relid) || relid == mode_relid)
