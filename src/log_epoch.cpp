@@ -59,8 +59,8 @@ static bool same_cluster(Snapshot snap, TimeLineID tli, const char *sysid) {
 	return same; // a missing row: _epoch_begin() raises its error
 }
 
-int64 log_pass_epoch(Snapshot snap, int64 first_pos, int64 epoch) {
-	if (!log_storage_active(snap))
+int64 log_pass_epoch(bool log_mode, Snapshot snap, int64 first_pos, int64 epoch) {
+	if (!log_mode)
 		return epoch;
 	static char sysid[32] = "";
 	if (!sysid[0])

@@ -183,12 +183,13 @@ static TableLayout batch_layout[kLogSegments] = {
 static TableLayout batch_parent_layout = {"batches", batch_cols, lengthof(batch_cols), nullptr, nullptr,
                                           false,     InvalidOid, -1,                  {},      0};
 
-enum { kSCurSeg, kSBasePos, kSBaseSnap, kSPurgedPos, kSFlushedPos };
+enum { kSCurSeg, kSBasePos, kSBaseSnap, kSPurgedPos, kSFlushedPos, kSActive };
 static const ColumnSpec log_state_cols[] = {{"cur_seg", INT4OID},
                                             {"base_pos", INT8OID},
                                             {"base_snap", PG_SNAPSHOTOID},
                                             {"purged_pos", INT8OID},
-                                            {"channels_flushed_pos", INT8OID}};
+                                            {"channels_flushed_pos", INT8OID},
+                                            {"active", BOOLOID}};
 static TableLayout log_state_layout = {"log_state", log_state_cols, lengthof(log_state_cols), nullptr, nullptr, false,
                                        InvalidOid,  -1,             {},                       0};
 
@@ -1374,7 +1375,11 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	sink.n = 0;
 	sink.last_xid = 0;
 	sink.last_id = 0;
-	sink.epoch = log_pass_epoch(snap, first_pos, read_epoch(snap)); // [log mode] log_epoch.cpp
+	// [log mode] log_epoch.cpp; the mode from the row read above (the same snapshot): the pass reads
+	// outbox.log_state once (a NULL active is 1.2 mode, as log_storage_active() reads it)
+	bool active_null;
+	Datum active = heap_getattr(st, log_state_layout.attnum[kSActive], sdesc, &active_null);
+	sink.epoch = log_pass_epoch(!active_null && DatumGetBool(active), snap, first_pos, read_epoch(snap));
 	sink.id_only = notifications_id_only();
 	sink.payload_text = makeStringInfo();
 	sink.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_outbox pass row", ALLOCSET_SMALL_SIZES);

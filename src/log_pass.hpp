@@ -76,8 +76,9 @@ extern int64 log_pass_last_pos;
 
 // The epoch a pass's batch at first_pos is stamped with, given the current one (log_epoch.cpp): in
 // log mode, when the timeline, system identifier or database differs from the one outbox.state
-// records, a new epoch begun in the current transaction (outbox._epoch_begin()).
-int64 log_pass_epoch(Snapshot snap, int64 first_pos, int64 epoch);
+// records, a new epoch begun in the current transaction (outbox._epoch_begin()). log_mode:
+// outbox.log_state.active as the pass read it under snap.
+int64 log_pass_epoch(bool log_mode, Snapshot snap, int64 first_pos, int64 epoch);
 
 // Until the switch moves producers onto the log (doc/storage.md): does the drain worker also run
 // passes over the log? (pg_outbox.drain_log)

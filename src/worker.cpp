@@ -240,7 +240,13 @@ Pass drain_pass(int64 *published) {
 			goto done;
 		}
 		// [log mode] the database stores its events in the write-once log (issue #15): the pass of
-		// this wake-up is the C pass over the log, in this transaction (log_drain_pass)
+		// this wake-up is the C pass over the log, in this transaction (log_drain_pass).
+		// The pass reads outbox.log_state again (log_pass_batch(), once per batch, the epoch's
+		// mode from the same row), and this read cannot serve it, nor it this one: this one
+		// chooses the pass, under the transaction's snapshot, before the batch lock that only the
+		// log's pass takes (a 1.2 pass holding it would keep the log's rotation out, which asks for
+		// it NOWAIT); the pass's read comes after that lock, under a snapshot that sees the batches
+		// a pass holding it committed meanwhile (outbox._log_pass(), outbox.drain()).
 		if (log_storage_active(GetActiveSnapshot())) {
 			result = log_drain_pass(paused, published);
 			goto done;
