@@ -2,6 +2,8 @@
 -- ---------------------------------------------------------------------------------------
 -- Observability (issue #19): per-channel figures, outbox.channel_stats, outbox.health()
 -- ---------------------------------------------------------------------------------------
+-- Also the upgrade 1.2 -> 1.3 (src/sql/upgrade/40_observe.sql links to this file): one definition
+-- of each object for both scripts.
 -- The drain keeps each channel's figures in the statement that bumps its last_seq (the same
 -- row, the same transaction: an aborted batch counts nothing): events published, when last,
 -- and a one-minute rate as two buckets, the current minute (minute_start, minute_count) and the
@@ -14,6 +16,8 @@ ALTER TABLE outbox.channels
     ADD COLUMN prev_minute_count bigint NOT NULL DEFAULT 0;
 COMMENT ON COLUMN outbox.channels.published IS 'events published on the channel';
 COMMENT ON COLUMN outbox.channels.minute_start IS 'start of the minute minute_count counts (UTC minutes)';
+-- every event of a channel got one seq: what was published before the upgrade (no row at install)
+UPDATE outbox.channels SET published = last_seq;
 
 -- The rights test of the rows below loads the rules on first use, which PostgreSQL forbids while a
 -- parallel query runs ("cannot update SecondarySnapshot during a parallel operation", also in the
