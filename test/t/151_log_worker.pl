@@ -10,27 +10,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OutboxNode qw(outbox_node poll_is);
 
-my $node = PostgreSQL::Test::Cluster->new('log_worker');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = '*'
-pg_outbox.idle_interval = 100ms
-});
-$node->start;
+my $node = outbox_node('log_worker');
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
 
-sub wait_for {
-	my ($sql, $want, $what) = @_;
-	my $got;
-	for (1 .. 300) {
-		$got = $node->safe_psql('postgres', $sql);
-		last if $got eq $want;
-		select(undef, undef, undef, 0.1);
-	}
-	is($got, $want, $what);
-}
+sub wait_for { poll_is($node, 'postgres', @_) }
 
 $node->safe_psql('postgres', q{SELECT count(outbox._log_insert('ch' || (g % 3), jsonb_build_object('g', g))) FROM generate_series(1, 30) g});
 $node->safe_psql('postgres', q{SELECT outbox.publish('old', '{"v": 1}')});

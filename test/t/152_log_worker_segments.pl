@@ -10,29 +10,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OutboxNode qw(outbox_node poll_is);
 
-my $node = PostgreSQL::Test::Cluster->new('log_worker_segments');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = '*'
-pg_outbox.idle_interval = 3600s
-pg_outbox.drain_log = on
-pg_outbox.retention = 3600s
-});
-$node->start;
+my $node = outbox_node('log_worker_segments', 'pg_outbox.idle_interval' => '3600s', 'pg_outbox.drain_log' => 'on',
+	'pg_outbox.retention' => '3600s');
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
 
-sub wait_for {
-	my ($sql, $want, $what, $tries) = @_;
-	my $got;
-	for (1 .. ($tries // 300)) {
-		$got = $node->safe_psql('postgres', $sql);
-		last if $got eq $want;
-		select(undef, undef, undef, 0.1);
-	}
-	is($got, $want, $what);
-}
+sub wait_for { poll_is($node, 'postgres', @_) } # ($sql, $want, $what[, $tries])
 
 # the worker publishes nothing while paused (no log pass, no rotation of its own)
 $node->safe_psql('postgres', q{SELECT outbox.pause()});

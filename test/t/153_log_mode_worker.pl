@@ -12,31 +12,15 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
+use OutboxNode qw(outbox_node poll_is);
 
 # The switch, by hand, until outbox.use_log_storage() (helper sw-mode) lands: one statement.
 my $switch_sql = q{WITH s AS (UPDATE outbox.log_state SET active = true, base_pos = (SELECT last_pos FROM outbox.state) RETURNING base_pos) INSERT INTO outbox.log_channels (channel, last_seq, last_pos) SELECT c.channel, c.last_seq, s.base_pos FROM outbox.channels c, s};
 
-my $node = PostgreSQL::Test::Cluster->new('log_mode');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = '*'
-pg_outbox.idle_interval = 100ms
-restart_after_crash = on
-});
-$node->start;
+my $node = outbox_node('log_mode', 'restart_after_crash' => 'on');
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
 
-sub wait_for {
-	my ($sql, $want, $what) = @_;
-	my $got;
-	for (1 .. 300) {
-		$got = $node->safe_psql('postgres', $sql);
-		last if $got eq $want;
-		usleep(100_000);
-	}
-	is($got, $want, $what);
-}
+sub wait_for { poll_is($node, 'postgres', @_) }
 
 # 1.2 first: 5 events, a (3) and b (2), published by the 1.2 pass
 $node->safe_psql('postgres', q{SELECT outbox.publish(CASE WHEN g % 5 < 3 THEN 'a' ELSE 'b' END, jsonb_build_object('old', g)) FROM generate_series(0, 4) g});

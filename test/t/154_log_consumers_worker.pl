@@ -12,17 +12,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
+use OutboxNode qw(outbox_node);
 
-my $node = PostgreSQL::Test::Cluster->new('log_consumers');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = '*'
-pg_outbox.idle_interval = 100ms
-pg_outbox.retention = 1s
-pg_outbox.consumer_max_retention = 4s
-});
-$node->start;
+my $node = outbox_node('log_consumers', 'pg_outbox.retention' => '1s', 'pg_outbox.consumer_max_retention' => '4s');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sql('CREATE EXTENSION pg_outbox');
 sql('SELECT * FROM outbox.use_log_storage()');

@@ -12,18 +12,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use OutboxNode qw(outbox_node poll_is);
 
-my $node = PostgreSQL::Test::Cluster->new('log_failures');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = '*'
-pg_outbox.idle_interval = 100ms
-pg_outbox.retry_delay = 200ms
-pg_outbox.max_attempts = 3
-restart_after_crash = on
-});
-$node->start;
+my $node = outbox_node('log_failures', 'pg_outbox.retry_delay' => '200ms', 'pg_outbox.max_attempts' => '3',
+	'restart_after_crash' => 'on');
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_outbox');
 $node->safe_psql('postgres', 'SELECT * FROM outbox.use_log_storage()');
 
@@ -36,16 +28,7 @@ sub kill_and_wait {
 	ok($node->wait_for_log(qr/database system is ready to accept connections/, $offset), 'the server is back after the crash');
 }
 
-sub wait_for {
-	my ($sql, $want, $what) = @_;
-	my $got;
-	for (1 .. 300) {
-		$got = eval { $node->safe_psql('postgres', $sql) } // '';
-		last if $got eq $want;
-		usleep(100_000);
-	}
-	is($got, $want, $what);
-}
+sub wait_for { poll_is($node, 'postgres', @_) }
 
 # the hook for the worker: postgresql.conf and a reload, while the worker is paused
 sub set_hook {

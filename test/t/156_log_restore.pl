@@ -15,18 +15,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 use IPC::Run;
+use OutboxNode qw(outbox_node poll_is);
 
-my $node = PostgreSQL::Test::Cluster->new('log_restore');
-$node->init;
 # the restored databases get a worker once restored (the documented procedure: restore into a
 # database pg_outbox.databases does not list, then add it)
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = 'app'
-pg_outbox.idle_interval = 100ms
-pg_outbox.retention = 3600s
-});
-$node->start;
+my $node = outbox_node('log_restore', 'pg_outbox.databases' => q{'app'}, 'pg_outbox.retention' => '3600s');
 
 # runs a client program; returns what it printed on stderr
 sub stderr_of {
@@ -44,16 +37,9 @@ sub write_list {
 	return $listfile;
 }
 
-sub wait_for { # on $node, or on the node given first
+sub wait_for { # ($db, $sql, $want, $what) on $node, or on the node given first
 	my $n = ref $_[0] ? shift : $node;
-	my ($db, $sql, $want, $what) = @_;
-	my $got;
-	for (1 .. 300) {
-		$got = $n->safe_psql($db, $sql);
-		last if $got eq $want;
-		usleep(100_000);
-	}
-	is($got, $want, $what);
+	poll_is($n, @_);
 }
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
@@ -257,14 +243,7 @@ my $all_sql = q{SELECT string_agg(format('%s/%s/%s/%s', pos, seq, id, channel), 
 my $src_all = $node->safe_psql('app', $all_sql);
 $node->stop;
 
-my $behind = PostgreSQL::Test::Cluster->new('behind');
-$behind->init;
-$behind->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'pg_outbox'
-pg_outbox.databases = 'other'
-pg_outbox.idle_interval = 100ms
-});
-$behind->start;
+my $behind = outbox_node('behind', 'pg_outbox.databases' => q{'other'});
 $behind->safe_psql('postgres', 'CREATE DATABASE r_behind');
 is(stderr_of('pg_restore', '-d', $behind->connstr('r_behind'), $dump2), '', 'pg_restore into the cluster behind: no error');
 cmp_ok($behind->safe_psql('r_behind', q{SELECT pg_current_xact_id()::text::bigint}), '<', 10000000, 'this cluster\'s counter is behind the dump\'s');
