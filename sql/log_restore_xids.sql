@@ -10,7 +10,10 @@
 --    xid only, and the event never published;
 -- 2. a connection that wrote the log before the extension was dropped, created and restored into
 --    again (a pooled connection): its "checked once per process" memo survived the new extension,
---    its publish() was not checked, and the event never published.
+--    its publish() was not checked, and the event never published;
+-- 3. a REPEATABLE READ transaction whose snapshot is older than the restore: the check read the
+--    log with that snapshot (no restored batch, the pristine base_snap), passed, and called the
+--    log checked for the process: its events and those of its later transactions were lost.
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_rxids;
 CREATE DATABASE pg_outbox_rxids;
@@ -100,6 +103,21 @@ SELECT regexp_replace(pg_temp.err($$SELECT * FROM dblink('pooled', 'SELECT outbo
 CALL catch_up();
 SELECT * FROM dblink('pooled', $$SELECT outbox.publish('a', '{"n": 3}') > 0$$) AS t(published boolean);
 SELECT dblink_disconnect('pooled');
+SELECT outbox._log_pass(100) AS passed;
+SELECT storage, pos, channel, n FROM everything() ORDER BY pos, n;
+
+-- 3. a REPEATABLE READ transaction whose snapshot was taken before the restore
+CALL fresh();
+SELECT conn('rr');
+SELECT dblink_exec('rr', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+SELECT * FROM dblink('rr', $$SELECT count(*) FROM outbox.log$$) AS t(n bigint);
+CALL restored_ahead();
+SELECT regexp_replace(pg_temp.err($$SELECT * FROM dblink('rr', 'SELECT outbox.publish(''a'', ''{"n": 1}'')') AS t(id bigint)$$, 'message'), '(transaction|next is) [0-9]+', '\1 N', 'g') AS rr;
+SELECT dblink_exec('rr', 'COMMIT');
+SELECT regexp_replace(pg_temp.err($$SELECT * FROM dblink('rr', 'SELECT outbox.publish(''a'', ''{"n": 2}'')') AS t(id bigint)$$, 'message'), '(transaction|next is) [0-9]+', '\1 N', 'g') AS rr_next;
+CALL catch_up();
+SELECT * FROM dblink('rr', $$SELECT outbox.publish('a', '{"n": 3}') > 0$$) AS t(published boolean);
+SELECT dblink_disconnect('rr');
 SELECT outbox._log_pass(100) AS passed;
 SELECT storage, pos, channel, n FROM everything() ORDER BY pos, n;
 

@@ -1000,7 +1000,8 @@ static void check_log_xids(uint64 window_xmax, Snapshot snap) {
 	check_xids_needed(need, fxid(ReadNextFullTransactionId()), false);
 }
 
-// The producer's check (log.hpp), once per process, against this cluster's next xid. Not against
+// The producer's check (log.hpp), once per process, against this cluster's next xid, on what is
+// committed (the latest snapshot). Not against
 // the producer's own xid: a transaction that took its xid before passes ran (an UPDATE, then
 // publish() in a new connection while the worker publishes) is in those batches' hi as in
 // progress, so their xmax is above its xid, rightly (its events go into a later window), and the
@@ -1015,10 +1016,13 @@ static void check_log_xids(uint64 window_xmax, Snapshot snap) {
 void check_log_xids_producer(void) {
 	if (!rows_unchecked())
 		return; // later xids are higher
-	Snapshot snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 	FullTransactionId own = GetTopFullTransactionIdIfAny();
 	ResourceOwner owner = CurrentResourceOwner;
 	BeginInternalSubTransaction(nullptr);
+	// What is committed now, not what the producer's snapshot shows: a REPEATABLE READ transaction
+	// begun before the restore saw no restored batch and the pristine base_snap, passed, and the
+	// rows were called checked for the process (its events, and its later transactions', lost).
+	Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
 	Batch b{};
 	const PgSnapshot *hi;
 	if (latest_batch(snap, &b))
@@ -1031,6 +1035,7 @@ void check_log_xids_producer(void) {
 	uint64 window_xmax = fxid(hi->xmax);
 	bool own_published = FullTransactionIdIsValid(own) && visible_in(hi, fxid(own));
 	uint64 need = xids_needed(window_xmax, snap);
+	UnregisterSnapshot(snap);
 	RollbackAndReleaseCurrentSubTransaction();
 	CurrentResourceOwner = owner;
 	if (own_published) // before the rows are called checked: the next transaction checks again
