@@ -1038,7 +1038,10 @@ void check_log_xids_producer(void) {
 	UnregisterSnapshot(snap);
 	RollbackAndReleaseCurrentSubTransaction();
 	CurrentResourceOwner = owner;
-	if (own_published) // before the rows are called checked: the next transaction checks again
+	uint64 next = fxid(ReadNextFullTransactionId());
+	// a counter still behind the log: the general error (a new transaction would be refused too);
+	// past it, this transaction alone, before the rows are called checked (its next one checks again)
+	if (own_published && need <= next)
 		ereport(ERROR,
 		        (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 		         errmsg("pg_outbox: this transaction took its id %llu before this cluster's transaction counter passed "
@@ -1047,7 +1050,7 @@ void check_log_xids_producer(void) {
 		                (unsigned long long)window_xmax),
 		         errdetail("An event written by this transaction would look published already and never be sent."),
 		         errhint("Roll the transaction back and run it again: a new transaction's id is above the restored log's.")));
-	check_xids_needed(need, fxid(ReadNextFullTransactionId()), true);
+	check_xids_needed(need, next, true);
 }
 
 // ---------------------------------------------------------------------------------------
