@@ -237,9 +237,10 @@ static SPIPlanPtr plan_head = nullptr;
 // end of the transaction, as for a direct call); nothing found: it rolls back, releasing that
 // lock. *head (filtered checks only) gets the latest position read before the replay: no event
 // of the channels lies between after and it. Errors of replay (OB001, OB002, permission) are
-// raised again as they are.
+// raised again as they are; but with behind, OB001 (after lies behind the retention horizon) sets
+// *behind and the check returns 0 (next(): the consumer may have been acknowledged past it since).
 static uint64 check_once(int64 after, Datum channels, bool channels_null, int32 max_events, Tuplestorestate *ts,
-                         int64 *head) {
+                         int64 *head, bool *behind) {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile uint64 n = 0;
@@ -284,7 +285,11 @@ static uint64 check_once(int64 after, Datum channels, bool channels_null, int32 
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		ReThrowError(edata);
+		if (!behind || edata->sqlerrcode != ERRCODE_OB001)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		*behind = true;
+		n = 0;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
@@ -294,9 +299,10 @@ static uint64 check_once(int64 after, Datum channels, bool channels_null, int32 
 
 // Wait for events after *after (of channels) for up to timeout_us; the rows go into the SRF's
 // tuplestore. Returns how many. For a filtered wait that found nothing, *after is moved to the
-// latest position up to which the channels had no event (what next() records).
+// latest position up to which the channels had no event (what next() records). behind: as for
+// check_once(), the wait ends at once with *behind set.
 static uint64 wait_for_events(FunctionCallInfo fcinfo, int64 *after, Datum channels, bool channels_null,
-                              int32 max_events, int64 timeout_us) {
+                              int32 max_events, int64 timeout_us, bool *behind = nullptr) {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;
 	if (!wait_shared)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -320,8 +326,8 @@ static uint64 wait_for_events(FunctionCallInfo fcinfo, int64 *after, Datum chann
 		uint64 gen = pg_atomic_read_u64(&b->generation);
 		pg_memory_barrier();
 		int64 head = 0;
-		n = check_once(*after, channels, channels_null, max_events, rsinfo->setResult, &head);
-		if (n > 0)
+		n = check_once(*after, channels, channels_null, max_events, rsinfo->setResult, &head, behind);
+		if (n > 0 || (behind && *behind))
 			break;
 		if (!channels_null && head > *after)
 			*after = head; // nothing of these channels up to head: the next check starts there
@@ -734,7 +740,34 @@ PGO_FUNCTION(outbox_next) {
 	// the history was cut by hand: replay says OB001.
 	if (!c.channels_null && c.purged_pos > from)
 		from = c.purged_pos;
-	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us);
+	// Behind the retention horizon at the replay, though not when the consumer was read: another
+	// client of this consumer acknowledged past from meanwhile and a rotation (retention) removed
+	// what it acknowledged (a consumer it removed unacknowledged events of is lost in the same
+	// transaction). Read the consumer again and go on after what it has acknowledged now; OB001
+	// ("resynchronise") only when that did not move (the history cut by hand).
+	bool behind = false;
+	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us, &behind);
+	for (int again = 0; behind; again++) {
+		become_owner(&as);
+		Consumer now = read_consumer(name, false);
+		end_owner(&as);
+		if (!now.found || now.created_at != c.created_at)
+			consumer_missing(name); // dropped (and created again) meanwhile
+		if (now.lost)
+			consumer_lost(name, now);
+		behind = false;
+		int64 after = now.acked_pos;
+		if (!now.channels_null && now.purged_pos > after)
+			after = now.purged_pos; // as above: a filtered consumer lost only other channels' events
+		bool moved = after > from && again < 3;
+		if (moved) {
+			from = after;
+			c.acked_pos = now.acked_pos;
+		}
+		// not moved: the check again, raising the horizon's error as it is
+		n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us,
+		                    moved ? &behind : nullptr);
+	}
 	if (n == 0 && from > c.acked_pos) {
 		// nothing of its channels up to from: record that, so that retention need not keep the
 		// events of other channels for it (an implicit acknowledgement of nothing)

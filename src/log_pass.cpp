@@ -922,14 +922,17 @@ static uint64 segment_max_xid(int s, Snapshot snap) {
 }
 
 // The rows' xids are read once per process and per extension (the segments' layouts resolved
-// again: a new extension, a restore into it): rows written since are this cluster's.
+// again: a new extension, a restore into it): rows written since are this cluster's. A layout
+// made stale by an invalidation counts too: a producer opens the pass's layouts only in its check,
+// so their generations stay as they were after DROP EXTENSION, CREATE EXTENSION and a restore
+// into it (a pooled connection that had written the log skipped the check of the restored one).
 static uint32 xids_checked_generation[kLogSegments];
 static bool xids_checked = false;
 
 static bool rows_unchecked(void) {
 	bool rows = !xids_checked;
 	for (int s = 0; s < kLogSegments && !rows; s++)
-		rows = xids_checked_generation[s] != log_layout[s].generation;
+		rows = !log_layout[s].valid || xids_checked_generation[s] != log_layout[s].generation;
 	return rows;
 }
 
@@ -982,34 +985,57 @@ static void check_log_xids(uint64 window_xmax, Snapshot snap) {
 	check_xids_needed(need, fxid(ReadNextFullTransactionId()), false);
 }
 
-// The producer's check (log.hpp), once per process, against this cluster's next xid. Not against
+// The producer's check (log.hpp), once per process, against this cluster's next xid, on what is
+// committed (the latest snapshot). Not against
 // the producer's own xid: a transaction that took its xid before passes ran (an UPDATE, then
 // publish() in a new connection while the worker publishes) is in those batches' hi as in
 // progress, so their xmax is above its xid, rightly (its events go into a later window), and the
-// switch in the producer's own transaction moved rows with its xid into the log. (Left: a
-// transaction that took its xid while the counter was still behind a restored log, whose first
-// write into it comes after the counter passed it.) It reads in a subtransaction rolled back at once: the locks the scans take on
-// the batches and the segments (and their indexes) go with it, and an open producer does not hold
-// off a rotation that truncates them.
+// switch in the producer's own transaction moved rows with its xid into the log. What decides for
+// the producer's own xid is whether the latest window's hi (base_snap before the first batch)
+// counts it committed: then its events would look published already. Only a log restored from a
+// cluster ahead does (a transaction that took its xid while the counter was still behind it, and
+// writes into the log once the counter has passed it): a pass's hi has every running transaction
+// in progress, its own included. It reads in a subtransaction rolled back at once: the locks the
+// scans take on the batches and the segments (and their indexes) go with it, and an open producer
+// does not hold off a rotation that truncates them.
 void check_log_xids_producer(void) {
 	if (!rows_unchecked())
 		return; // later xids are higher
-	Snapshot snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	FullTransactionId own = GetTopFullTransactionIdIfAny();
 	ResourceOwner owner = CurrentResourceOwner;
 	BeginInternalSubTransaction(nullptr);
+	// What is committed now, not what the producer's snapshot shows: a REPEATABLE READ transaction
+	// begun before the restore saw no restored batch and the pristine base_snap, passed, and the
+	// rows were called checked for the process (its events, and its later transactions', lost).
+	Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
 	Batch b{};
-	uint64 window_xmax;
+	const PgSnapshot *hi;
 	if (latest_batch(snap, &b))
-		window_xmax = fxid(b.hi->xmax);
+		hi = b.hi;
 	else {
 		TupleDesc sdesc;
 		HeapTuple st = single_row(&log_state_layout, snap, &sdesc);
-		window_xmax = fxid(((PgSnapshot *)PG_DETOAST_DATUM(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap)))->xmax);
+		hi = (const PgSnapshot *)PG_DETOAST_DATUM(col_notnull(st, sdesc, &log_state_layout, kSBaseSnap));
 	}
+	uint64 window_xmax = fxid(hi->xmax);
+	bool own_published = FullTransactionIdIsValid(own) && visible_in(hi, fxid(own));
 	uint64 need = xids_needed(window_xmax, snap);
+	UnregisterSnapshot(snap);
 	RollbackAndReleaseCurrentSubTransaction();
 	CurrentResourceOwner = owner;
-	check_xids_needed(need, fxid(ReadNextFullTransactionId()), true);
+	uint64 next = fxid(ReadNextFullTransactionId());
+	// a counter still behind the log: the general error (a new transaction would be refused too);
+	// past it, this transaction alone, before the rows are called checked (its next one checks again)
+	if (own_published && need <= next)
+		ereport(ERROR,
+		        (errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+		         errmsg("pg_outbox: this transaction took its id %llu before this cluster's transaction counter passed "
+		                "the log of database \"%s\", restored from a cluster ahead (its latest window ends at %llu)",
+		                (unsigned long long)fxid(own), get_database_name(MyDatabaseId),
+		                (unsigned long long)window_xmax),
+		         errdetail("An event written by this transaction would look published already and never be sent."),
+		         errhint("Roll the transaction back and run it again: a new transaction's id is above the restored log's.")));
+	check_xids_needed(need, next, true);
 }
 
 // ---------------------------------------------------------------------------------------
