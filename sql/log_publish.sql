@@ -189,5 +189,71 @@ SELECT r.channel, r.seq, r.key, r.type, r.payload FROM outbox._log_replay(0, 100
 INSERT INTO u VALUES (4, 'd');
 SELECT count(*) AS pending_u FROM outbox.pending WHERE channel = 'public.u';
 
+-- A DBA's CHECK constraint, column default or index expression on the segment runs with
+-- search_path pinned, as the SQL path does, whoever writes (publish() as its caller, the change
+-- trigger as the owner): a writer's own length() ahead of pg_catalog is not what the DBA's
+-- function calls. (The extension's own tables have none of these: their rows are written without
+-- the pin.)
+CREATE FUNCTION public.dba_channel_ok(c text) RETURNS boolean LANGUAGE plpgsql AS
+    $$ BEGIN RETURN length(c) > 0; END $$;
+CREATE FUNCTION public.dba_tag() RETURNS text LANGUAGE plpgsql AS
+    $$ BEGIN RETURN 'tag' || length('xyz'); END $$;
+CREATE FUNCTION public.dba_len(c text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+    $$ BEGIN RETURN length(c); END $$;
+CREATE ROLE logpub_writer IN ROLE outbox_publisher;
+GRANT INSERT ON u TO logpub_writer;
+CREATE SEQUENCE u_ids START 1000;
+GRANT USAGE ON u_ids TO logpub_writer;
+CREATE SCHEMA logpub_evil AUTHORIZATION logpub_writer;
+SET ROLE logpub_writer;
+CREATE FUNCTION logpub_evil.length(text) RETURNS int LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hijacked by %', current_user; END $$;
+RESET ROLE;
+-- what each path writes, one DBA object at a time
+CREATE FUNCTION pg_temp.writes(what text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE n int := 10;
+BEGIN
+    FOR n IN 10..11 LOOP
+        BEGIN
+            SET LOCAL ROLE logpub_writer;
+            PERFORM set_config('search_path', 'logpub_evil, pg_catalog, public', true);
+            IF n = 10 THEN
+                PERFORM outbox.publish('dba', '{}');
+            ELSE
+                INSERT INTO public.u VALUES (nextval('public.u_ids'), 'x');
+            END IF;
+            RESET ROLE;
+            RESET search_path;
+            RETURN NEXT format('%s, %s: written', what, CASE n WHEN 10 THEN 'publish()' ELSE 'change trigger' END);
+        EXCEPTION WHEN OTHERS THEN
+            RESET ROLE;
+            RESET search_path;
+            RETURN NEXT format('%s, %s: %s', what, CASE n WHEN 10 THEN 'publish()' ELSE 'change trigger' END, SQLERRM);
+        END;
+    END LOOP;
+END $$;
+ALTER TABLE outbox.log_0 ADD CONSTRAINT dba_check CHECK (public.dba_channel_ok(channel));
+SELECT * FROM pg_temp.writes('check constraint');
+SELECT count(*) AS written_into_log_0 FROM outbox.log_0 WHERE channel IN ('dba', 'public.u');
+ALTER TABLE outbox.log_0 DROP CONSTRAINT dba_check;
+ALTER TABLE outbox.log_0 ADD COLUMN dba_tag text DEFAULT public.dba_tag();
+SELECT * FROM pg_temp.writes('column default');
+SELECT DISTINCT dba_tag FROM outbox.log_0 WHERE dba_tag IS NOT NULL;
+ALTER TABLE outbox.log_0 DROP COLUMN dba_tag;
+CREATE INDEX dba_index ON outbox.log_0 (public.dba_len(channel));
+SELECT * FROM pg_temp.writes('index expression');
+DROP INDEX outbox.dba_index;
+-- ... and nothing of the DBA's: written, the writer's search_path untouched by the write
+SELECT * FROM pg_temp.writes('nothing');
+SET ROLE logpub_writer;
+SET search_path = logpub_evil, pg_catalog, public;
+SELECT outbox.publish('dba', '{}') > 0 AS published, current_setting('search_path') AS search_path;
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA logpub_evil CASCADE;
+REVOKE INSERT ON u FROM logpub_writer;
+REVOKE USAGE ON u_ids FROM logpub_writer;
+DROP ROLE logpub_writer;
+
 \c contrib_regression
 DROP DATABASE pg_outbox_logpub;

@@ -81,6 +81,7 @@ struct DirectInsert {
 	int nextra;    // columns a DBA added: filled with their defaults, as an INSERT would
 	AttrNumber *extra_attnum;
 	ExprState **extra_default; // nullptr: no default (NULL)
+	int guc_level;             // > 0: search_path pinned until direct_end() (a DBA's expression runs)
 };
 
 // Does rel have triggers for event (TRIGGER_TYPE_INSERT, _DELETE, ...) other than own_trigger

@@ -111,9 +111,10 @@ static void write_events(int first) {
 	// As the owner, with search_path pinned: a CHECK constraint, an index expression or a trigger
 	// a DBA put on outbox.pending runs with the owner's rights, so nothing the writer put in its
 	// own search_path may resolve inside it. (Not a security-restricted operation: a deferred
-	// trigger of the DBA's, a deferred foreign key say, must be able to fire at commit.)
+	// trigger of the DBA's, a deferred foreign key say, must be able to fire at commit.) The pin is
+	// made where such a thing runs: direct_begin() when the table has one, spi_as_owner() for the
+	// SQL path.
 	SetUserIdAndSecContext(pending_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	int guc_level = pin_search_path();
 	int n = buffer_len - first;
 	PendingEvent *ev = (PendingEvent *)palloc(n * sizeof(PendingEvent));
 	for (int k = 0; k < n; k++) {
@@ -136,7 +137,6 @@ static void write_events(int first) {
 		pfree(DatumGetPointer(ev[k].type));
 	}
 	pfree(ev);
-	AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_user, save_sec);
 	// only now: an error above leaves the buffer to the (sub)transaction's abort. Events a DBA's
 	// trigger on outbox.pending made meanwhile (appended after first + n) stay buffered: the
