@@ -14,6 +14,8 @@
 # (taskset -c $PIN_CPU on pgbench) with fsync on. Rounds go through every variant in turn;
 # medians of ROUNDS. Prints the TPS and the ratios to notify and to none, and the targets.
 #   SECONDS_PER_RUN=10 ROUNDS=3 PIN_CPU=1 bash test/bench/log_producer_bench.sh
+# CASES="c1_on" (any of c2_off c2_on c1_on, default all) runs only those cases; the targets of
+# the cases left out print as n/a.
 # Not a test: prints figures (and $OUT/figures.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -91,10 +93,16 @@ run() {
 }
 
 VARIANTS=(none notify outbox12 log log_nodrain)
+CASES=${CASES:-c2_off c2_on c1_on}
+for k in $CASES; do
+    case $k in c2_off | c2_on | c1_on) ;; *) echo "log_producer_bench: CASES takes c2_off c2_on c1_on, not $k" >&2; exit 2 ;; esac
+done
+has_case() { case " $CASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 declare -A T
 # set_fsync on|off
 set_fsync() { q -c "ALTER SYSTEM SET fsync = $1" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.5; }
 for fs in off on; do
+    has_case "c2_$fs" || continue
     set_fsync "$fs"
     fig_title "c2_fsync_$fs" "pgbench single-row INSERTs, 2 clients, fsync $fs, TPS"
     for r in $(seq "$ROUNDS"); do
@@ -106,8 +114,9 @@ for fs in off on; do
         echo "  fsync $fs, 2 clients, round $r: $(for v in "${VARIANTS[@]}"; do printf '%s %s  ' "$v" "${T[c2_${fs}_${v}_$r]}"; done)" >&2
     done
 done
-fig_title c1_pinned "pgbench single-row INSERTs, 1 client pinned (taskset -c $PIN_CPU), fsync on, TPS"
-for r in $(seq "$ROUNDS"); do
+has_case c1_on && set_fsync on
+has_case c1_on && fig_title c1_pinned "pgbench single-row INSERTs, 1 client pinned (taskset -c $PIN_CPU), fsync on, TPS"
+for r in $(has_case c1_on && seq "$ROUNDS"); do
     for v in "${VARIANTS[@]}"; do
         t=$(run "$v" 1 pin)
         T[c1_on_${v}_$r]=$t
@@ -121,7 +130,7 @@ declare -A M
 echo
 echo "median TPS of $ROUNDS runs of ${SECS}s ($(nproc) CPUs, PostgreSQL $PG_MAJOR, synchronous_commit on)"
 printf '%-24s %-12s %10s %10s %10s\n' case variant TPS vs_notify vs_none
-for k in c2_off c2_on c1_on; do
+for k in $CASES; do
     for v in "${VARIANTS[@]}"; do
         vals=(); for r in $(seq "$ROUNDS"); do vals+=("${T[${k}_${v}_$r]}"); done
         M[${k}_$v]=$(median "${vals[@]}")
@@ -139,7 +148,7 @@ ratio() { $PY -c "print('%.2f' % ($1 / $2))"; }
 echo
 echo "median of the per-round ratios"
 printf '%-24s %-12s %10s %10s\n' case variant vs_notify vs_none
-for k in c2_off c2_on c1_on; do
+for k in $CASES; do
     for v in "${VARIANTS[@]}"; do
         rn=(); rz=()
         for r in $(seq "$ROUNDS"); do
@@ -148,9 +157,11 @@ for k in c2_off c2_on c1_on; do
         printf '%-24s %-12s %9sx %9sx\n' "$k" "$v" "$(median "${rn[@]}")" "$(median "${rz[@]}")"
     done
 done
-a=$(ratio "${M[c2_off_log]}" "${M[c2_off_notify]}"); b=$(ratio "${M[c2_on_log]}" "${M[c2_on_notify]}")
-c=$(ratio "${M[c1_on_log]}" "${M[c1_on_none]}")
-met() { $PY -c "print('met' if $1 >= $2 else 'MISSED')"; }
+a=n/a; b=n/a; c=n/a
+has_case c2_off && a=$(ratio "${M[c2_off_log]}" "${M[c2_off_notify]}")
+has_case c2_on && b=$(ratio "${M[c2_on_log]}" "${M[c2_on_notify]}")
+has_case c1_on && c=$(ratio "${M[c1_on_log]}" "${M[c1_on_none]}")
+met() { if [ "$1" = n/a ]; then echo "not run"; else $PY -c "print('met' if $1 >= $2 else 'MISSED')"; fi; }
 echo
 echo "targets (log mode, worker draining): >= 1.5x notify, fsync off: ${a}x ($(met "$a" 1.5)); >= 1.3x notify, fsync on: ${b}x ($(met "$b" 1.3));" \
      "1 client pinned, fsync on, >= 0.8x none: ${c}x ($(met "$c" 0.8))"
