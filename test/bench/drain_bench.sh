@@ -9,6 +9,7 @@
 #   PHASES="worker drain" ...                 # only some of: ceiling worker worker10k drain python pgq latency
 #   LAT_SYSTEMS="outbox log" ...              # the latency phase's systems (notify outbox log python)
 #   OUT=dir CHARTS=0 ...                      # where figures.tsv and the charts go (test/bench/charts.py); no charts
+#   FSYNC=off ...                             # the cluster's fsync (default on; issue #15's latency target is fsync off)
 #
 # Measured, side by side, each round:
 #   ceiling    raw pg_notify, transactions of 1000 distinct notifications (~100-byte payloads),
@@ -104,6 +105,7 @@ shared_buffers = 256MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 logging_collector = off
+fsync = ${FSYNC:-on}
 EOF
 runuser -u postgres -- "$BIN/pg_ctl" -D "$W/data" -l "$W/server.log" -w start >/dev/null
 psql -q -d postgres -c "CREATE DATABASE bench" -c "CREATE DATABASE benchlog"
