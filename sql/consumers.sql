@@ -155,14 +155,14 @@ DROP ROLE regress_cons_bob, regress_cons_dave, regress_cons_carol, regress_cons_
 SELECT pg_temp.err($$SELECT * FROM outbox.event(1000000)$$);
 SELECT pg_temp.err($$SELECT * FROM outbox.event(0)$$);
 SELECT pg_temp.err($$SELECT * FROM outbox.event(1)$$);
-ALTER TABLE outbox.history ADD CONSTRAINT regress_no_bad CHECK (payload IS DISTINCT FROM '"bad"');
+ALTER TABLE outbox.history_frozen ADD CONSTRAINT regress_no_bad CHECK (payload IS DISTINCT FROM '"bad"');
 SELECT outbox.publish('orders', '"bad"') AS bad_id \gset
 SET client_min_messages = error;
 SET pg_outbox.max_attempts = 1; -- dead-lettered at its first failure (retries: drain_failures)
 SELECT outbox.drain();
 RESET pg_outbox.max_attempts;
 RESET client_min_messages;
-ALTER TABLE outbox.history DROP CONSTRAINT regress_no_bad;
+ALTER TABLE outbox.history_frozen DROP CONSTRAINT regress_no_bad;
 SELECT replace(pg_temp.err(format('SELECT * FROM outbox.event(%s)', :bad_id)), :'bad_id', 'N') AS err;
 SELECT outbox.pause() IS NOT NULL AS paused;
 SELECT outbox.publish('orders', '{"n": 8}') > 0 AS ok;

@@ -17,15 +17,16 @@ BEGIN;
 ALTER TABLE outbox.pending RENAME COLUMN key TO swap;
 ALTER TABLE outbox.pending RENAME COLUMN type TO key;
 ALTER TABLE outbox.pending RENAME COLUMN swap TO type;
-ALTER TABLE outbox.history RENAME COLUMN key TO swap; -- the segments inherit the names
-ALTER TABLE outbox.history RENAME COLUMN type TO key;
-ALTER TABLE outbox.history RENAME COLUMN swap TO type;
+ALTER TABLE outbox.history_frozen RENAME COLUMN key TO swap; -- the segments inherit the names
+ALTER TABLE outbox.history_frozen RENAME COLUMN type TO key;
+ALTER TABLE outbox.history_frozen RENAME COLUMN swap TO type;
 SELECT outbox.publish('lc', '{"n": 2}', 'k2', 't2') > 0 AS published;
 -- the key is in the column named "key" (and the type in "type"), whatever their attnums
 SELECT key, type FROM outbox.pending WHERE channel = 'lc';
 SELECT outbox.drain();
--- the drain read them by name and wrote them by name: k2 under "key"
-SELECT key, type FROM outbox.history WHERE channel = 'lc' ORDER BY pos;
+-- the drain read them by name and wrote them by name: k2 under "key" (of the table: the view
+-- outbox.history keeps its columns, bound to the table's columns as they were)
+SELECT key, type FROM outbox.history_frozen WHERE channel = 'lc' ORDER BY pos;
 ROLLBACK;
 
 -- the rollback swapped the names back: the layouts are looked up again

@@ -30,7 +30,7 @@ SELECT count(*) AS epochs FROM outbox.epochs;
 
 -- a fork: the history continues elsewhere (another timeline) without positions 4 and 3,
 -- as after an asynchronous failover
-DELETE FROM outbox.history WHERE pos >= 3;
+DELETE FROM outbox.history_frozen WHERE pos >= 3;
 UPDATE outbox.channels SET last_seq = 2;
 UPDATE outbox.state SET last_pos = 2, timeline = 99;
 SELECT outbox.publish('orders', jsonb_build_object('n', 10 + g)) FROM generate_series(1, 3) g;

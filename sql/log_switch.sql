@@ -111,10 +111,11 @@ SELECT count(*) AS pending FROM outbox.pending;
 
 -- 5. the first pass publishes after base_pos: positions and seqs continue 1.2's
 SELECT outbox._log_pass(1000);
-SELECT pos, seq, channel, key, type, payload FROM outbox.history ORDER BY pos;
+-- (the frozen 1.2 rows, then the log's: the view outbox.history shows both, history_view.sql)
+SELECT pos, seq, channel, key, type, payload FROM outbox.history_frozen ORDER BY pos;
 SELECT pos, seq, channel, key, type, payload FROM outbox._log_replay(0, 1000) ORDER BY pos;
 -- one gap-free sequence of positions, and of seqs per channel, across the boundary
-WITH e AS (SELECT pos, seq, channel FROM outbox.history UNION ALL SELECT pos, seq, channel FROM outbox._log_replay(0, 1000))
+WITH e AS (SELECT pos, seq, channel FROM outbox.history_frozen UNION ALL SELECT pos, seq, channel FROM outbox._log_replay(0, 1000))
 SELECT count(*) AS events, min(pos), max(pos), count(DISTINCT pos) AS distinct_pos,
        bool_and(s.ok) AS seqs_gap_free
   FROM e, LATERAL (SELECT seq = (SELECT count(*) FROM e e2 WHERE e2.channel = e.channel AND e2.pos <= e.pos) AS ok) s;

@@ -152,7 +152,7 @@ RESET pg_outbox.health_dead_letter_window;
 SELECT outbox.create_consumer('obs_consumer', NULL, 'earliest') IS NOT NULL AS created;
 SET pg_outbox.health_consumer_lag = '0,1h';
 SELECT "check", status, value >= 0 AS has_value, threshold, hint FROM outbox.health() WHERE "check" = 'consumer_lag';
-UPDATE outbox.history SET published_at = now() - interval '2 hours';
+UPDATE outbox.history_frozen SET published_at = now() - interval '2 hours';
 SELECT "check", status, value >= 7200 AS two_hours, threshold, hint FROM outbox.health() WHERE "check" = 'consumer_lag';
 SELECT outbox.ack('obs_consumer', (SELECT max(pos) FROM outbox.history)) IS NOT NULL AS acked;
 SELECT "check", status, value, threshold FROM outbox.health() WHERE "check" = 'consumer_lag';

@@ -88,10 +88,10 @@ ALTER TABLE outbox.pending DROP COLUMN dba_a;
 SELECT outbox.publish('lc', '{"n": 7}', 'k7', 't7') > 0 AS published;
 SELECT channel, key, type, payload, dba_b FROM outbox.pending ORDER BY id;
 ALTER TABLE outbox.pending DROP COLUMN dba_b;
-ALTER TABLE outbox.history ADD COLUMN dba_h text DEFAULT 'h-default';
+ALTER TABLE outbox.history_frozen ADD COLUMN dba_h text DEFAULT 'h-default';
 SELECT outbox.drain();
-SELECT pos, key, type, payload, dba_h FROM outbox.history WHERE channel = 'lc' ORDER BY pos;
-ALTER TABLE outbox.history DROP COLUMN dba_h;
+SELECT pos, key, type, payload, dba_h FROM outbox.history_frozen WHERE channel = 'lc' ORDER BY pos;
+ALTER TABLE outbox.history_frozen DROP COLUMN dba_h;
 -- d. the schema renamed and back
 ALTER SCHEMA outbox RENAME TO outbox_renamed;
 SELECT outbox_renamed.publish('lc', '{"n": 8}', 'k8', 't8') > 0 AS published;

@@ -74,7 +74,7 @@ SELECT pg_temp.err($$SELECT * FROM outbox.replay_channel('never-used', 1)$$);
 
 -- retention removed positions 1..4 (what the retention worker does: purged_pos, then the rows)
 UPDATE outbox.state SET purged_pos = 4;
-DELETE FROM outbox.history WHERE pos <= 4;
+DELETE FROM outbox.history_frozen WHERE pos <= 4;
 -- replaying after a position below the horizon is an error (OB001), never a silent gap ...
 SELECT pg_temp.err($$SELECT * FROM outbox.replay(0)$$);
 SELECT pg_temp.err($$SELECT * FROM outbox.replay(3)$$);
@@ -97,12 +97,12 @@ SELECT outbox.head() AS head, outbox.head('audit') AS audit;
 
 -- rows missing above the horizon (removed by hand, or a retention that did not move
 -- purged_pos) are detected as well, in the middle and at the end
-DELETE FROM outbox.history WHERE pos = 6;
+DELETE FROM outbox.history_frozen WHERE pos = 6;
 SELECT pg_temp.err($$SELECT * FROM outbox.replay(4)$$);
 SELECT pos FROM outbox.replay(4, NULL, 1);
 SELECT pos FROM outbox.replay(6);
 SELECT pg_temp.err($$SELECT * FROM outbox.replay_channel('users', 1)$$);
-DELETE FROM outbox.history WHERE pos = 8;
+DELETE FROM outbox.history_frozen WHERE pos = 8;
 SELECT pg_temp.err($$SELECT * FROM outbox.replay(6)$$);
 SELECT pg_temp.err($$SELECT * FROM outbox.replay_channel('orders', 4)$$);
 

@@ -544,15 +544,16 @@ static void consumer_lost(const char *name, const Consumer &c) {
 }
 
 // The latest published position and the retention horizon, under the latest snapshot (SPI
-// connected, as the owner, outbox.history locked by the caller if it needs the horizon stable).
+// connected, as the owner, the history locked by the caller if it needs the horizon stable).
 static void read_positions(int64 *head, int64 *purged) {
 	PushActiveSnapshot(GetLatestSnapshot());
 	// in log mode (issue #15) the log's head and horizon are above 1.2's (SQL objects older than
-	// 1.3 have no log)
+	// 1.3 have no log, and their history table is still named outbox.history: 1.3 made that a view
+	// of outbox.history_frozen and the log)
 	bool has_log = has_log_tables();
 	int rc = SPI_execute(!has_log ? "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),"
 	                                " s.purged_pos FROM outbox.state s"
-	                              : "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h),"
+	                              : "SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h),"
 	                     "                CASE WHEN l.active THEN outbox._log_head() ELSE 0 END),"
 	                     " greatest(s.purged_pos, CASE WHEN l.active THEN l.purged_pos ELSE 0 END)"
 	                     " FROM outbox.state s LEFT JOIN outbox.log_state l ON true",
@@ -672,7 +673,7 @@ PGO_FUNCTION(outbox_create_consumer) {
 	// the history (and the log) locked before the positions are read: no TRUNCATE can remove
 	// events between the horizon read here and the consumer's row becoming visible to retention
 	// or to a rotation of the log
-	spi_ok(SPI_execute(has_log_tables() ? "LOCK TABLE outbox.history, outbox.log, outbox.batches IN ACCESS SHARE MODE"
+	spi_ok(SPI_execute(has_log_tables() ? "LOCK TABLE outbox.history_frozen, outbox.log, outbox.batches IN ACCESS SHARE MODE"
 	                                    : "LOCK TABLE outbox.history IN ACCESS SHARE MODE",
 	                   false, 0),
 	       SPI_OK_UTILITY, "locking the history");

@@ -109,7 +109,7 @@ static void prepare_drain_plans(void) {
 	plan_epoch_begin = keep_plan("SELECT outbox._epoch_begin($1, $2, $3, $4)", 4, bump_epoch_types);
 	// A fresh counter (0) may sit below a history that pg_restore loaded before the state row:
 	// then positions start after the history (run only when the counter was 0).
-	plan_history_max = keep_plan("SELECT coalesce(max(pos), 0) FROM outbox.history", 0, nullptr);
+	plan_history_max = keep_plan("SELECT coalesce(max(pos), 0) FROM outbox.history_frozen", 0, nullptr);
 	plan_set_pos = keep_plan("UPDATE outbox.state SET last_pos = $1 RETURNING last_pos, cur_seg", 1, bump_types);
 	// The usual batch has one channel: its counter and its target in one statement.
 	Oid chan1_types[] = {TEXTOID, INT8OID};
@@ -563,7 +563,7 @@ int64 drain_batch(int max_events, int64 only_id, const int64 *skip_ids, int nski
 		// the counter was 0: after a restore, the history may already hold positions
 		spi_check(SPI_execute_plan(plan_history_max, nullptr, nullptr, false, 1), SPI_OK_SELECT,
 		          "reading the history's last position");
-		int64 max_pos = spi_int(0, 1, false, "outbox.history", "reading the last position");
+		int64 max_pos = spi_int(0, 1, false, "outbox.history_frozen", "reading the last position");
 		if (max_pos > 0) {
 			Datum set_args[] = {Int64GetDatum(max_pos + (int64)n)};
 			spi_check(SPI_execute_plan(plan_set_pos, set_args, nullptr, false, 0), SPI_OK_UPDATE_RETURNING,

@@ -52,9 +52,9 @@ namespace pg_outbox {
 
 // The relations pg_outbox's SQL (worker, SECURITY DEFINER functions) names in schema outbox.
 // A helper that adds a table the SQL reads adds it here.
-static const char *const kNamedRelations[] = {"pending",  "history",         "history_0",   "history_1",
-                                              "history_2", "state",          "channels",    "channel_targets",
-                                              "dead_letter", "consumer"};
+static const char *const kNamedRelations[] = {"pending",   "history",        "history_frozen", "history_0",
+                                              "history_1", "history_2",      "state",          "channels",
+                                              "channel_targets", "dead_letter", "consumer"};
 static_assert(kSegments == 3, "kNamedRelations names history_0 .. history_2 (history.hpp: kSegments)");
 
 static bool trusted = false;        // check_trusted_schema() passed, nothing changed since

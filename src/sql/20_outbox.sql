@@ -20,7 +20,10 @@ COMMENT ON TABLE outbox.pending IS 'events written, not yet published';
 
 -- Published events, in three segments that the worker rotates and empties with TRUNCATE
 -- (no row-by-row DELETE, no dead tuples): the parent is always empty, queries read it.
-CREATE TABLE outbox.history (
+-- The 1.2 storage's history (issue #15): the drain writes it in 1.2 mode; in log mode nothing
+-- does (frozen at the switch, retention still purges it). Users read outbox.history, the view
+-- of it and of the log's published events (67_history_view.sql); the extension reads this table.
+CREATE TABLE outbox.history_frozen (
     pos          bigint NOT NULL,
     seq          bigint NOT NULL,
     id           bigint NOT NULL,
@@ -31,13 +34,13 @@ CREATE TABLE outbox.history (
     created_at   timestamptz NOT NULL,
     published_at timestamptz NOT NULL
 );
-COMMENT ON TABLE outbox.history IS 'published events, for replay; kept for pg_outbox.retention';
+COMMENT ON TABLE outbox.history_frozen IS 'events published by the 1.2 storage (frozen in log mode), for replay; kept for pg_outbox.retention';
 -- Three segments (retention rotates them, src/history.cpp). The number is kSegments in C++
 -- (src/history.hpp, which asserts it is 3); SQL names the segments one by one, here, in
 -- 90_privileges.sql (GRANT) and in the comment of 70_wal.sql: a fourth one changes those too.
-CREATE TABLE outbox.history_0 (PRIMARY KEY (pos)) INHERITS (outbox.history);
-CREATE TABLE outbox.history_1 (PRIMARY KEY (pos)) INHERITS (outbox.history);
-CREATE TABLE outbox.history_2 (PRIMARY KEY (pos)) INHERITS (outbox.history);
+CREATE TABLE outbox.history_0 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
+CREATE TABLE outbox.history_1 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
+CREATE TABLE outbox.history_2 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
 -- Lookups by event id (outbox.event()) are rare and ids arrive almost in position order, so a
 -- BRIN index serves them at a fraction of a btree's cost per published event.
 CREATE INDEX ON outbox.history_0 USING brin (id) WITH (pages_per_range = 16);

@@ -145,11 +145,11 @@ BEGIN
                   HINT = 'Move that logic into the application (or the tables the change trigger is attached to) and drop it from outbox.pending (DROP TRIGGER, DROP RULE, ALTER TABLE ... DROP CONSTRAINT, ALTER TABLE ... DISABLE ROW LEVEL SECURITY); the extension''s own trigger pending_to_log must be ENABLE ALWAYS, pending_wake enabled. Then call outbox.use_log_storage() again.';
     END IF;
     -- the 1.2 head (outbox.head()'s rule: a restore may leave the history ahead of the state row)
-    head := greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history h));
+    head := greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h));
     DELETE FROM outbox.log_channels;
     INSERT INTO outbox.log_channels (channel, last_seq, last_pos)
     SELECT c.channel, c.last_seq,
-           coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = c.channel ORDER BY h.seq DESC LIMIT 1), 0)
+           coalesce((SELECT h.pos FROM outbox.history_frozen h WHERE h.channel = c.channel ORDER BY h.seq DESC LIMIT 1), 0)
       FROM outbox.channels c;
     s := st.cur_seg;
     EXECUTE format('WITH d AS (DELETE FROM outbox.pending RETURNING id, channel, key, type, payload, created_at) '

@@ -5,7 +5,7 @@
 -- Each public reader has one definition, here (CREATE OR REPLACE: the upgrade from 1.2 runs
 -- this file too). It checks its arguments and the caller's rights, then chooses: in 1.2 mode
 -- (outbox._log_active() false, the default) its 1.2 body, unchanged; in log mode an internal
--- function of this file that answers from the frozen history (outbox.history, positions up to
+-- function of this file that answers from the frozen history (outbox.history_frozen, positions up to
 -- outbox.log_state.base_pos: nothing writes it in log mode, retention still purges it) and
 -- from the log above it (outbox._log_replay(), outbox._log_replay_channel(), outbox._log_event(),
 -- outbox._log_head(): 60_log.sql, 64_log_readers.sql), with 1.2's columns, errors and hints.
@@ -73,7 +73,7 @@ DECLARE
     base bigint; head_pos bigint; purged bigint; expect bigint; got integer := 0; cur bigint; n integer;
     filtered boolean := channels IS NOT NULL OR NOT all_channels; r record;
 BEGIN
-    LOCK TABLE outbox.history, outbox.log, outbox.batches IN ACCESS SHARE MODE;
+    LOCK TABLE outbox.history_frozen, outbox.log, outbox.batches IN ACCESS SHARE MODE;
     SELECT l.base_pos, greatest(s.purged_pos, outbox._purged_pos(), l.purged_pos, outbox._log_purged_pos())
       INTO base, purged FROM outbox.state s, outbox.log_state l;
     IF NOT FOUND THEN
@@ -90,7 +90,7 @@ BEGIN
         FOR r IN
             SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
                    outbox._epoch_of(h.pos) AS epoch
-              FROM outbox.history h
+              FROM outbox.history_frozen h
              WHERE h.pos > after_pos AND h.pos <= base AND (channels IS NULL OR h.channel = ANY (channels))
                AND (all_channels OR outbox._may_read(h.channel))
              ORDER BY h.pos
@@ -159,13 +159,13 @@ DECLARE
     frozen bigint; last bigint; first_kept bigint; expect bigint; got integer := 0; at_pos bigint; r record;
     msg text; det text;
 BEGIN
-    LOCK TABLE outbox.history, outbox.log, outbox.batches IN ACCESS SHARE MODE;
+    LOCK TABLE outbox.history_frozen, outbox.log, outbox.batches IN ACCESS SHARE MODE;
     frozen := coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0);
     last := greatest(frozen, outbox._log_last_seq(ch));
     IF after_epoch IS NOT NULL THEN -- [epochs] OB003: the position of the consumer's last event decides
         IF after_seq <= frozen THEN
-            at_pos := coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq = after_seq),
-                               (SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
+            at_pos := coalesce((SELECT h.pos FROM outbox.history_frozen h WHERE h.channel = ch AND h.seq = after_seq),
+                               (SELECT h.pos FROM outbox.history_frozen h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
                                0);
         ELSE
             BEGIN -- the log's event of seq after_seq; base_pos if the log no longer has it
@@ -182,14 +182,14 @@ BEGIN
     -- the frozen history: seqs after_seq + 1 .. frozen, gap-free as in 1.2
     expect := after_seq + 1;
     IF after_seq < frozen THEN
-        first_kept := (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch);
+        first_kept := (SELECT min(h.seq) FROM outbox.history_frozen h WHERE h.channel = ch);
         IF first_kept IS NULL OR first_kept > after_seq + 1 THEN
             PERFORM outbox._raise_channel_removed(ch, after_seq, coalesce(first_kept - 1, frozen));
         END IF;
         FOR r IN
             SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
                    outbox._epoch_of(h.pos) AS epoch
-              FROM outbox.history h
+              FROM outbox.history_frozen h
              WHERE h.channel = ch AND h.seq > after_seq AND h.seq <= frozen
              ORDER BY h.seq
              LIMIT max_events
@@ -239,9 +239,9 @@ CREATE FUNCTION outbox._event_log(event_id bigint)
     RETURNS TABLE (id bigint, channel text, key text, type text, payload jsonb, created_at timestamptz,
                    pos bigint, seq bigint, published_at timestamptz)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE h outbox.history;
+DECLARE h outbox.history_frozen;
 BEGIN
-    SELECT * INTO h FROM outbox.history x WHERE x.id = event_id;
+    SELECT * INTO h FROM outbox.history_frozen x WHERE x.id = event_id;
     IF NOT FOUND THEN
         RETURN QUERY SELECT * FROM outbox._log_event(event_id);
         RETURN;
@@ -256,7 +256,7 @@ CREATE OR REPLACE FUNCTION outbox.head() RETURNS bigint
     LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
     -- greatest(): after a restore the history may be ahead of a state row restored later
     -- log mode (issue #15): the log's head, base_pos before its first batch
-    RETURN (SELECT greatest(max(s.last_pos), (SELECT coalesce(max(h.pos), 0) FROM outbox.history h),
+    RETURN (SELECT greatest(max(s.last_pos), (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h),
                             CASE WHEN outbox._log_active() THEN outbox._log_head() END)
               FROM outbox.state s);
 COMMENT ON FUNCTION outbox.head() IS
@@ -324,9 +324,9 @@ BEGIN
     END IF;
 
     -- before the snapshot of the next statement: no TRUNCATE of a segment can slip in between
-    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    LOCK TABLE outbox.history_frozen IN ACCESS SHARE MODE;
     -- [consumers] purged_pos from the latest snapshot: OB001 in every isolation level
-    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history h)),
+    SELECT greatest(s.last_pos, (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h)),
            greatest(s.purged_pos, outbox._purged_pos())
       INTO head_pos, purged FROM outbox.state s;
     IF NOT FOUND THEN
@@ -342,7 +342,7 @@ BEGIN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
                outbox._epoch_of(h.pos) AS epoch,
                outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
-          FROM outbox.history h
+          FROM outbox.history_frozen h
          WHERE h.pos > after_pos AND (replay.channels IS NULL OR h.channel = ANY (replay.channels))
            AND (all_channels OR outbox._may_read(h.channel))
          ORDER BY h.pos
@@ -401,14 +401,14 @@ BEGIN
         RETURN;
     END IF;
 
-    LOCK TABLE outbox.history IN ACCESS SHARE MODE;
+    LOCK TABLE outbox.history_frozen IN ACCESS SHARE MODE;
     IF after_epoch IS NOT NULL THEN -- [epochs] OB003: the position of the consumer's last event decides
-        PERFORM outbox._check_epoch(coalesce((SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq = after_seq),
-                                             (SELECT h.pos FROM outbox.history h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
+        PERFORM outbox._check_epoch(coalesce((SELECT h.pos FROM outbox.history_frozen h WHERE h.channel = ch AND h.seq = after_seq),
+                                             (SELECT h.pos FROM outbox.history_frozen h WHERE h.channel = ch AND h.seq <= after_seq ORDER BY h.seq DESC LIMIT 1),
                                              0), after_epoch);
     END IF;
     SELECT coalesce((SELECT c.last_seq FROM outbox.channels c WHERE c.channel = ch), 0),
-           (SELECT min(h.seq) FROM outbox.history h WHERE h.channel = ch)
+           (SELECT min(h.seq) FROM outbox.history_frozen h WHERE h.channel = ch)
       INTO last, first_kept;
     PERFORM outbox._check_channel_ahead(ch, after_seq, last);
     IF after_seq < last AND (first_kept IS NULL OR first_kept > after_seq + 1) THEN
@@ -420,7 +420,7 @@ BEGIN
         SELECT h.pos, h.seq, h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.published_at,
                outbox._epoch_of(h.pos) AS epoch,
                outbox._envelope(h.pos, h.seq, h.id, h.key, h.type, h.payload, outbox._epoch_of(h.pos)) AS envelope
-          FROM outbox.history h
+          FROM outbox.history_frozen h
          WHERE h.channel = ch AND h.seq > after_seq
          ORDER BY h.seq
          LIMIT max_events
@@ -465,7 +465,7 @@ BEGIN
     END IF; IF outbox._log_active() THEN RETURN QUERY SELECT * FROM outbox._event_log(event_id); RETURN; END IF; -- log mode (#15); one line: 1.2's line numbers
     RETURN QUERY
         SELECT h.id, h.channel, h.key, h.type, h.payload, h.created_at, h.pos, h.seq, h.published_at
-          FROM outbox.history h WHERE h.id = event_id
+          FROM outbox.history_frozen h WHERE h.id = event_id
         UNION ALL
         SELECT p.id, p.channel, p.key, p.type, p.payload, p.created_at, NULL::bigint, NULL::bigint,
                NULL::timestamptz
@@ -474,7 +474,7 @@ BEGIN
         PERFORM outbox._raise_no_event(event_id); -- [consumers] a dead letter, an id never handed out, or removed
     END IF;
     -- channel rights (95_channels.sql): 42501 (and no row) if the caller may not read its channel
-    PERFORM outbox._check_read(ARRAY(SELECT h.channel FROM outbox.history h WHERE h.id = event_id
+    PERFORM outbox._check_read(ARRAY(SELECT h.channel FROM outbox.history_frozen h WHERE h.id = event_id
                                      UNION SELECT p.channel FROM outbox.pending p WHERE p.id = event_id));
 END $$;
 COMMENT ON FUNCTION outbox.event(bigint) IS

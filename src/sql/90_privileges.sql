@@ -43,7 +43,10 @@ GRANT EXECUTE ON FUNCTION outbox.publish(text, jsonb, text, text), outbox.notify
 
 GRANT EXECUTE ON FUNCTION outbox.event(bigint), outbox.notify_queue_usage(), outbox._worker_status()
     TO outbox_reader;
-GRANT SELECT ON outbox.history TO outbox_reader; -- outbox.status: 98_observe_log.sql
+-- the view outbox.history and the table under it (67_history_view.sql; in the order of an upgraded database)
+GRANT SELECT ON outbox.history_frozen, outbox.history TO outbox_reader; -- outbox.status: 98_observe_log.sql
+-- the view outbox.history calls it (67_history_view.sql): it returns what the view shows
+GRANT EXECUTE ON FUNCTION outbox._history_log() TO outbox_reader;
 
 GRANT EXECUTE ON FUNCTION outbox.drain(integer), outbox.pause(), outbox.purge(interval), outbox.use_log_storage(),
                           outbox.retry(bigint), outbox.discard(bigint, text)

@@ -107,11 +107,11 @@ BEGIN
     IF chans IS NULL THEN
         events := greatest(outbox.head() - acked, 0);
     ELSE
-        events := (SELECT count(*) FROM outbox.history h
+        events := (SELECT count(*) FROM outbox.history_frozen h
                     WHERE h.pos > acked AND (base IS NULL OR h.pos <= base) AND h.channel = ANY (chans));
     END IF;
     IF base IS NULL OR acked < base THEN
-        oldest := (SELECT h.published_at FROM outbox.history h
+        oldest := (SELECT h.published_at FROM outbox.history_frozen h
                     WHERE h.pos > acked AND (base IS NULL OR h.pos <= base) AND (chans IS NULL OR h.channel = ANY (chans))
                     ORDER BY h.pos LIMIT 1);
     END IF;

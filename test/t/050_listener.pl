@@ -62,7 +62,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE retention');
 $node->safe_psql('retention', 'CREATE EXTENSION pg_outbox');
 $node->safe_psql('retention', "SELECT outbox.publish('r', jsonb_build_object('n', g)) FROM generate_series(1, 5) g");
 ok($node->poll_query_until('retention', 'SELECT outbox.head() = 5'), 'worker published 5 events in database retention');
-$node->safe_psql('retention', 'UPDATE outbox.state SET purged_pos = 3; DELETE FROM outbox.history WHERE pos <= 3');
+$node->safe_psql('retention', 'UPDATE outbox.state SET purged_pos = 3; DELETE FROM outbox.history_frozen WHERE pos <= 3');
 ($rc, $out, $err) = run_listen($node->connstr('retention'), '-c', 'r', '--from-pos', '1');
 is($rc, 6, 'replay point older than retention: exit 6');
 like($err, qr/events up to position 3 have been removed/, '... says why');

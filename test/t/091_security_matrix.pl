@@ -149,6 +149,7 @@ my %functions = (
     'outbox._pending_channels()'                  => ['ra',   q{SELECT * FROM outbox._pending_channels()}],
     'outbox._log_channel_figures()'               => ['ra',   q{SELECT * FROM outbox._log_channel_figures()}],
     'outbox._consumer_lag(bigint,text[])'         => ['ra',   q{SELECT * FROM outbox._consumer_lag(0, NULL)}],
+    'outbox._history_log()'                       => ['ra',   q{SELECT * FROM outbox._history_log()}],
     'outbox._log_purge(interval)'                 => ['',     q{SELECT outbox._log_purge('1 day')}],
     'outbox._log_consumers_release(integer,timestamp with time zone,bigint)'
                                                   => ['',     q{SELECT outbox._log_consumers_release(0, now(), 0)}],
@@ -160,7 +161,7 @@ my %trigger_args = ('outbox._change()' => q{'outbox', '', '', ''});
 my %relations = (
     'outbox.pending'         => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.pending_id_seq'  => { kind => 'sequence', S => '',    U => '' },
-    'outbox.history'         => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
+    'outbox.history_frozen'  => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
     'outbox.history_0'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
     'outbox.history_1'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
     'outbox.history_2'       => { kind => 'table',    S => 'ra',  I => '', U => '', D => '', T => '' },
@@ -173,6 +174,7 @@ my %relations = (
     'outbox.attachments'     => { kind => 'view',     S => 'pra' },
     'outbox.targets'         => { kind => 'view',     S => 'ra' },
     'outbox.debezium_events' => { kind => 'view',     S => 'ra' },
+    'outbox.history'         => { kind => 'view',     S => 'ra' },
     'outbox.consumer'        => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.log'             => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },
     'outbox.log_0'           => { kind => 'table',    S => 'a',   I => '', U => '', D => '', T => '' },

@@ -50,8 +50,8 @@ is($node->safe_psql('app', q{
      WHERE p.pronamespace = 'outbox'::regnamespace AND p.proname LIKE '\_%'
        AND (has_function_privilege('outbox_publisher', p.oid, 'EXECUTE')
             OR has_function_privilege('outbox_reader', p.oid, 'EXECUTE'))}),
-   '_change,_check_writable,_consumer_lag,_log_channel_figures,_may_read,_pending_channels,_pending_summary,_worker_status',
-   'internal functions anyone holds: only _change (CREATE TRIGGER), _check_writable (raises 25006 in a read-only transaction, nothing else; detach() runs it as its caller), _may_read (the channel_stats view asks it as its caller: it only tells whether the caller may read a channel), _worker_status (the status view) and the figures the monitoring views read in both storages as their caller (98_observe_log.sql: _pending_summary, the backlog count status shows; _pending_channels, _log_channel_figures and _consumer_lag, filtered by the caller\'s channel rights)');
+   '_change,_check_writable,_consumer_lag,_history_log,_log_channel_figures,_may_read,_pending_channels,_pending_summary,_worker_status',
+   'internal functions anyone holds: only _change (CREATE TRIGGER), _check_writable (raises 25006 in a read-only transaction, nothing else; detach() runs it as its caller), _may_read (the channel_stats view asks it as its caller: it only tells whether the caller may read a channel), _worker_status (the status view) and the figures the monitoring views read in both storages as their caller (98_observe_log.sql: _pending_summary, the backlog count status shows; _pending_channels, _log_channel_figures and _consumer_lag, filtered by the caller\'s channel rights; _history_log, the log\'s rows of the outbox.history view, to the readers of that view)');
 like(as_pub(q{SELECT outbox._change()}), qr/39P01: outbox._change\(\) must be called as a trigger/,
      '_change() cannot be called directly');
 

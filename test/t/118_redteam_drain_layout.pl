@@ -139,27 +139,27 @@ verdict('launcher terminated', 30);
 # 6. The worker's cached history layout, DDL committed by another session.
 #    a. key and type swap names (same number of columns): only the invalidation tells.
 sql(q{BEGIN;
-ALTER TABLE outbox.history RENAME COLUMN key TO swap;
-ALTER TABLE outbox.history RENAME COLUMN type TO key;
-ALTER TABLE outbox.history RENAME COLUMN swap TO type;
+ALTER TABLE outbox.history_frozen RENAME COLUMN key TO swap;
+ALTER TABLE outbox.history_frozen RENAME COLUMN type TO key;
+ALTER TABLE outbox.history_frozen RENAME COLUMN swap TO type;
 COMMIT;});
 sql(q{SELECT outbox.publish('rt', '{"n": 31}', 'K31', 'T31')});
 verdict('columns swapped', 31);
-is(sql(q{SELECT key || '/' || type FROM outbox.history WHERE pos = 31}), 'K31/T31',
+is(sql(q{SELECT key || '/' || type FROM outbox.history_frozen WHERE pos = 31}), 'K31/T31',
 	'the worker writes the key under the column now named key');
 #    b. a DBA's column with a default
-sql(q{ALTER TABLE outbox.history ADD COLUMN dba_note text DEFAULT 'from the default'});
+sql(q{ALTER TABLE outbox.history_frozen ADD COLUMN dba_note text DEFAULT 'from the default'});
 sql(q{SELECT outbox.publish('rt', '{"n": 32}', 'K32', 'T32')});
 verdict('a DBA column', 32);
-is(sql(q{SELECT key || '/' || type || '/' || dba_note FROM outbox.history WHERE pos = 32}),
+is(sql(q{SELECT key || '/' || type || '/' || dba_note FROM outbox.history_frozen WHERE pos = 32}),
 	'K32/T32/from the default', 'the DBA column gets its default, ours their values');
-sql(q{ALTER TABLE outbox.history DROP COLUMN dba_note});
+sql(q{ALTER TABLE outbox.history_frozen DROP COLUMN dba_note});
 #    c. a DBA's NOT NULL column without a default: an error in the worker (never a wrong
 #       attribute, never a row without it), then dropped (the view on the history keeps its
 #       columns' types from changing)
 $pid = worker_pid();
-sql(q{ALTER TABLE outbox.history ADD COLUMN dba_required int NOT NULL DEFAULT 0;
-      ALTER TABLE outbox.history ALTER COLUMN dba_required DROP DEFAULT});
+sql(q{ALTER TABLE outbox.history_frozen ADD COLUMN dba_required int NOT NULL DEFAULT 0;
+      ALTER TABLE outbox.history_frozen ALTER COLUMN dba_required DROP DEFAULT});
 # (three events: a whole batch that fails is the worker's error, retried; a lone event that
 # fails would be retried on its own and dead-lettered after pg_outbox's attempts)
 sql(q{SELECT outbox.publish('rt', jsonb_build_object('n', g), 'K' || g, 'T' || g) FROM generate_series(33, 35) g});
@@ -167,9 +167,9 @@ ok(wait_until(q{SELECT last_error LIKE '%dba_required%' FROM outbox.status}, 30)
 	'a DBA column the worker cannot fill is an error in the worker');
 is(worker_pid(), $pid, 'the worker stays and retries');
 is(sql('SELECT count(*) FROM outbox.pending'), '3', 'the events stay pending');
-sql(q{ALTER TABLE outbox.history DROP COLUMN dba_required});
+sql(q{ALTER TABLE outbox.history_frozen DROP COLUMN dba_required});
 verdict('a column it cannot fill, then dropped', 35);
-is(sql(q{SELECT string_agg(key || '/' || type, ',' ORDER BY pos) FROM outbox.history WHERE pos > 32}),
+is(sql(q{SELECT string_agg(key || '/' || type, ',' ORDER BY pos) FROM outbox.history_frozen WHERE pos > 32}),
 	'K33/T33,K34/T34,K35/T35', 'events 33-35 in the right columns');
 is(sql('SELECT count(*) FROM outbox.dead_letters'), '0', 'nothing dead-lettered');
 #    d. DROP EXTENSION and CREATE EXTENSION under the running worker: new relations, new OIDs

@@ -43,8 +43,10 @@ is($node->safe_psql('postgres', q{SELECT string_agg(pos::text, ',' ORDER BY pos)
 	join(',', 6 .. 25), 'positions 6..25, each once');
 is($node->safe_psql('postgres', q{SELECT channel || ':' || string_agg(seq::text, ',' ORDER BY pos) FROM outbox._log_replay(5, 1000) GROUP BY channel ORDER BY channel}),
 	"a:" . join(',', 4 .. 13) . "\nb:" . join(',', 3 .. 12), 'seqs continue from 1.2 (a from 4, b from 3)');
-is($node->safe_psql('postgres', q{SELECT (SELECT count(*) FROM outbox.history) || ' ' || (SELECT count(*) FROM outbox.pending) || ' ' || (SELECT last_pos FROM outbox.state)}),
-	'5 0 5', 'nothing of 1.2 is written in log mode (history 5 rows, pending empty, last_pos 5)');
+is($node->safe_psql('postgres', q{SELECT (SELECT count(*) FROM outbox.history_frozen) || ' ' || (SELECT count(*) FROM outbox.pending) || ' ' || (SELECT last_pos FROM outbox.state)}),
+	'5 0 5', 'nothing of 1.2 is written in log mode (history_frozen 5 rows, pending empty, last_pos 5)');
+is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || max(pos) || ' ' || count(DISTINCT pos) FROM outbox.history}), '25 25 25',
+	'the view outbox.history: the 5 frozen rows and the log\'s 20');
 
 my $got = '';
 for (1 .. 100) {
@@ -83,8 +85,8 @@ is($node->safe_psql('postgres', q{SELECT outbox._log_head()}), '55', 'paused: no
 is($node->safe_psql('postgres', q{SELECT outbox.drain(1)}), '1', 'outbox.drain(1) in log mode publishes 1');
 is($node->safe_psql('postgres', q{SELECT outbox.drain(1000)}), '1', 'outbox.drain(1000) the other one');
 is($node->safe_psql('postgres', q{SELECT outbox.drain(1000)}), '0', 'then none');
-is($node->safe_psql('postgres', q{SELECT outbox._log_head() || ' ' || (SELECT count(*) FROM outbox.history)}), '57 5',
-	'drain() published through the log (head 57), not 1.2');
+is($node->safe_psql('postgres', q{SELECT outbox._log_head() || ' ' || (SELECT count(*) FROM outbox.history_frozen)}), '57 5',
+	'drain() published through the log (head 57), not 1.2 (history_frozen)');
 my ($rc, $out, $err) = $node->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT outbox.drain(10); COMMIT});
 like($err, qr/outbox.drain\(\) cannot run in a REPEATABLE READ or SERIALIZABLE transaction/, 'drain() in REPEATABLE READ: a clear error');
 ($rc, $out, $err) = $node->psql('postgres', q{SELECT outbox.drain(0)});

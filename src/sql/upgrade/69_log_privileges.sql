@@ -8,3 +8,8 @@ GRANT SELECT ON outbox.log, outbox.log_0, outbox.log_1, outbox.log_2, outbox.bat
 GRANT EXECUTE ON FUNCTION outbox.use_log_storage() TO outbox_admin;
 REVOKE ALL ON outbox.withheld FROM PUBLIC;
 GRANT SELECT ON outbox.withheld TO outbox_admin;
+-- the view outbox.history (67_history_view.sql): granted as the table it replaces was (the table,
+-- renamed history_frozen, keeps its grants), in the order of 90_privileges.sql
+GRANT SELECT ON outbox.history TO outbox_reader;
+GRANT SELECT ON outbox.history TO outbox_admin;
+GRANT EXECUTE ON FUNCTION outbox._history_log() TO outbox_reader;

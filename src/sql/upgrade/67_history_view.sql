@@ -1,0 +1,1 @@
+../67_history_view.sql
