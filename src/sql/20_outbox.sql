@@ -23,7 +23,7 @@ COMMENT ON TABLE outbox.pending IS 'events written, not yet published';
 -- The 1.2 storage's history (issue #15): the drain writes it in 1.2 mode; in log mode nothing
 -- does (frozen at the switch, retention still purges it). Users read outbox.history, the view
 -- of it and of the log's published events (67_history_view.sql); the extension reads this table.
-CREATE TABLE outbox.history_frozen (
+CREATE TABLE outbox.history (
     pos          bigint NOT NULL,
     seq          bigint NOT NULL,
     id           bigint NOT NULL,
@@ -34,13 +34,12 @@ CREATE TABLE outbox.history_frozen (
     created_at   timestamptz NOT NULL,
     published_at timestamptz NOT NULL
 );
-COMMENT ON TABLE outbox.history_frozen IS 'events published by the 1.2 storage (frozen in log mode), for replay; kept for pg_outbox.retention';
 -- Three segments (retention rotates them, src/history.cpp). The number is kSegments in C++
 -- (src/history.hpp, which asserts it is 3); SQL names the segments one by one, here, in
 -- 90_privileges.sql (GRANT) and in the comment of 70_wal.sql: a fourth one changes those too.
-CREATE TABLE outbox.history_0 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
-CREATE TABLE outbox.history_1 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
-CREATE TABLE outbox.history_2 (PRIMARY KEY (pos)) INHERITS (outbox.history_frozen);
+CREATE TABLE outbox.history_0 (PRIMARY KEY (pos)) INHERITS (outbox.history);
+CREATE TABLE outbox.history_1 (PRIMARY KEY (pos)) INHERITS (outbox.history);
+CREATE TABLE outbox.history_2 (PRIMARY KEY (pos)) INHERITS (outbox.history);
 -- Lookups by event id (outbox.event()) are rare and ids arrive almost in position order, so a
 -- BRIN index serves them at a fraction of a btree's cost per published event.
 CREATE INDEX ON outbox.history_0 USING brin (id) WITH (pages_per_range = 16);
@@ -50,6 +49,13 @@ CREATE INDEX ON outbox.history_2 USING brin (id) WITH (pages_per_range = 16);
 CREATE INDEX ON outbox.history_0 (channel, seq) WITH (deduplicate_items = off);
 CREATE INDEX ON outbox.history_1 (channel, seq) WITH (deduplicate_items = off);
 CREATE INDEX ON outbox.history_2 (channel, seq) WITH (deduplicate_items = off);
+-- Created as outbox.history and renamed, so that a fresh install has the same catalog as an
+-- upgrade from 1.2 (upgrade/50_history_frozen.sql renames the table): PostgreSQL 18 names a
+-- NOT NULL constraint after the table that creates it (history_pos_not_null), and inherited
+-- constraints keep their names; created under its final name, the table's constraints would be
+-- history_frozen_* on a fresh install only, and t/080 compares the two catalogs.
+ALTER TABLE outbox.history RENAME TO history_frozen;
+COMMENT ON TABLE outbox.history_frozen IS 'events published by the 1.2 storage (frozen in log mode), for replay; kept for pg_outbox.retention';
 
 -- The delivery position counter and the worker's persistent settings: one row, updated by
 -- every drain. No CHECK constraints: the executor reads and plans them again on every UPDATE,

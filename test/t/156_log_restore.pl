@@ -257,9 +257,9 @@ like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored fr
 	'outbox.drain() refuses the log: a clear error');
 like($derr, qr/DETAIL:  Events written here would look published already and never be sent/, '... saying why');
 like($derr, qr/HINT:  Stop the server cleanly, .*pg_resetwal -x \d+ -D <data directory>/, '... and what to do');
-my ($seg) = $derr =~ m{pg_xact/([0-9A-F]{4})};
+my ($xact_seg) = $derr =~ m{pg_xact/([0-9A-F]{4})};
 my ($x) = $derr =~ /pg_resetwal -x (\d+)/;
-ok($seg && $x, "the hint names the segment ($seg) and the xid ($x)");
+ok($xact_seg && $x, "the hint names the segment ($xact_seg) and the xid ($x)");
 ($rc, $dout, $derr) = $behind->psql('r_behind', q{SELECT outbox.publish('d', '{"refused": 1}')});
 like($derr, qr/ERROR:  pg_outbox: the log of database "r_behind" was restored from a cluster ahead of this one.*\nDETAIL:  An event written now would look published already and never be sent/,
 	'a producer is refused too: its event would be lost');
@@ -293,7 +293,7 @@ ok($behind->poll_query_until('other', q{SELECT outbox.head() = 1}), 'another dat
 
 # the recovery the hint gives: the counter past the dump's
 $behind->stop;
-clog_segment($behind->data_dir, $seg);
+clog_segment($behind->data_dir, $xact_seg);
 command_ok([ 'pg_resetwal', '-x', $x, '-D', $behind->data_dir ], "pg_resetwal -x $x, as the hint says");
 $behind->start;
 ok($behind->poll_query_until('r_behind', q{SELECT outbox.head() = } . ($head1 + 6)), 'after the recovery the worker publishes the restored backlog');

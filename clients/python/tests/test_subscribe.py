@@ -298,7 +298,7 @@ async def test_two_channels_interleaved_with_kills(db):
 async def test_resync_and_errors(cluster, edb):
     edb.publish(5)
     edb.wait_published(5)
-    edb.sql("UPDATE outbox.state SET purged_pos = 3; DELETE FROM outbox.history WHERE pos <= 3")
+    edb.sql("UPDATE outbox.state SET purged_pos = 3; DELETE FROM outbox.history_frozen WHERE pos <= 3")
     with pytest.raises(pg_outbox.ResyncRequired, match="events up to position 3 have been removed") as ei:
         await collect(pg_outbox.subscribe(edb.url, ["orders"], after=1), 1)
     assert ei.value.sqlstate == "OB001"
