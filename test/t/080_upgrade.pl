@@ -117,5 +117,43 @@ for my $v (@from) {
     is($node->safe_psql($db, 'SELECT purged_pos FROM outbox.state'), '0', "$v: state column purged_pos filled");
 }
 
+# Issue #15's promise for old databases: after the upgrade, with events both published (the 1.2
+# history) and pending, outbox.use_log_storage() moves them into the log without loss. The
+# positions, seqs and ids go on; the view, replay(), replay_channel() and event() read both parts.
+my $rows = q{SELECT string_agg(pos || ':' || channel || ':' || seq || ':' || id || ':' || (payload->>'n'), ',' ORDER BY pos) FROM };
+for my $v (@from) {
+    (my $db = "switch_$v") =~ s/\./_/;
+    $node->safe_psql('postgres', "CREATE DATABASE $db");
+    $node->safe_psql($db, "CREATE EXTENSION pg_outbox VERSION '$v'");
+    $node->safe_psql($db, q{
+        SELECT outbox.publish(CASE WHEN g % 3 = 0 THEN 'audit' ELSE 'orders' END, jsonb_build_object('n', g))
+          FROM generate_series(1, 9) g;
+    });
+    my $ids = $node->safe_psql($db, q{SELECT string_agg(id::text, ',' ORDER BY id) FROM outbox.pending});
+    $node->safe_psql($db, 'ALTER EXTENSION pg_outbox UPDATE');
+    is($node->safe_psql($db, 'SELECT outbox.drain(5)'), '5', "$v, switch: five of nine published by the 1.2 drain");
+    is($node->safe_psql($db, 'SELECT count(*) FROM outbox.pending'), '4', "$v, switch: four still pending");
+    is($node->safe_psql($db, 'SELECT events_moved || \':\' || base_pos FROM outbox.use_log_storage()'), '4:5',
+       "$v, switch: use_log_storage() moves the four pending events, positions go on after 5");
+    is($node->safe_psql($db, 'SELECT active FROM outbox.log_state'), 't', "$v, switch: log mode");
+    is($node->safe_psql($db, 'SELECT outbox.drain()'), '4', "$v, switch: the log pass publishes the moved events");
+    is($node->safe_psql($db, 'SELECT outbox.publish(\'orders\', \'{"n": 10}\') > 0'), 't', "$v, switch: a new event into the log");
+    is($node->safe_psql($db, 'SELECT outbox.drain()'), '1', "$v, switch: ... published");
+    my $view = $node->safe_psql($db, $rows . 'outbox.history');
+    my @ev = split /,/, $view;
+    is(join(',', map { (split /:/)[0] } @ev), '1,2,3,4,5,6,7,8,9,10', "$v, switch: positions 1..10, no gap, none twice");
+    is(join(',', map { my @f = split /:/; "$f[1]:$f[2]:$f[4]" } @ev),
+       'orders:1:1,orders:2:2,audit:1:3,orders:3:4,orders:4:5,audit:2:6,orders:5:7,orders:6:8,audit:3:9,orders:7:10',
+       "$v, switch: per-channel seqs go on across the switch, payloads in order");
+    is(join(',', map { (split /:/)[3] } @ev[0 .. 8]), $ids, "$v, switch: the moved events keep their ids");
+    is($node->safe_psql($db, $rows . 'outbox.replay(0)'), $view, "$v, switch: replay(0) returns what the view shows");
+    is($node->safe_psql($db, q{SELECT string_agg(seq || ':' || (payload->>'n'), ',' ORDER BY seq) FROM outbox.replay_channel('audit', 1)}),
+       '2:6,3:9', "$v, switch: replay_channel() reads across the frozen history and the log");
+    my ($frozen_id, $log_id) = ((split /:/, $ev[2])[3], (split /:/, $ev[7])[3]);
+    is($node->safe_psql($db, "SELECT (outbox.event($frozen_id)).pos || ',' || (outbox.event($log_id)).pos"), '3,8',
+       "$v, switch: event() finds an event of the frozen history and one of the log");
+    is($node->safe_psql($db, q{SELECT outbox.head() || ':' || outbox.head('audit')}), '10:3', "$v, switch: head() and head(channel)");
+}
+
 $node->stop;
 done_testing();
