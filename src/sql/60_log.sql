@@ -218,6 +218,33 @@ CREATE TRIGGER log_state_check BEFORE UPDATE ON outbox.log_state
     FOR EACH ROW EXECUTE FUNCTION outbox._log_state_check();
 -- also under session_replication_role = replica (a DBA's or a replication tool's session)
 ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_check;
+-- The row of a database in log mode is not deleted (nor truncated): without it the database is in
+-- 1.2 mode, with its events in the log, while a backend that wrote the log keeps writing it (its
+-- remembered mode, src/storage_mode.cpp, is forgotten by a change of the relation, not by a DELETE
+-- of its row), and a data-only restore of a 1.2 dump then inserted active = false under it: events
+-- written into a log nothing drains. The switch is one-way; a restore merges into the row
+-- (outbox._log_state_merge()). The pristine row of 1.2 mode may go (the merge deletes it).
+CREATE FUNCTION outbox._log_state_keep() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND NOT OLD.active THEN
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'TRUNCATE' AND NOT EXISTS (SELECT FROM outbox.log_state s WHERE s.active) THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'the row of outbox.log_state cannot be removed: this database stores its events in the log'
+        USING ERRCODE = 'check_violation',
+              HINT = 'The switch to the log is one-way. To restore a dump, restore it into a new database (or after DROP EXTENSION pg_outbox and CREATE EXTENSION pg_outbox): the dumped row is merged into the one there.';
+END $$;
+COMMENT ON FUNCTION outbox._log_state_keep() IS
+    'internal: refuse DELETE and TRUNCATE of outbox.log_state in log mode (the switch is one-way)';
+CREATE TRIGGER log_state_keep BEFORE DELETE ON outbox.log_state
+    FOR EACH ROW EXECUTE FUNCTION outbox._log_state_keep();
+CREATE TRIGGER log_state_keep_truncate BEFORE TRUNCATE ON outbox.log_state
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox._log_state_keep();
+ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_keep;
+ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_keep_truncate;
 
 -- last_seq per channel, written behind by the pass (the batches after channels_flushed_pos
 -- are the truth for a channel they name).
