@@ -41,6 +41,7 @@ DO $$ BEGIN
     FOR i IN 1..300 LOOP
         EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Lock');
         PERFORM pg_sleep(0.01);
+        PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
     END LOOP;
 END $$;
 SELECT count(*) AS reader_waits FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Lock';
@@ -69,6 +70,7 @@ BEGIN
     FOR i IN 1..300 LOOP
         EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = event_type);
         PERFORM pg_sleep(0.01);
+        PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
     END LOOP;
 END $$;
 CALL wait_reader('Extension');

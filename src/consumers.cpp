@@ -798,8 +798,8 @@ PGO_FUNCTION(outbox_ack) {
 		                errhint("Pass the position of the last event the consumer has processed.")));
 	int64 pos = PG_GETARG_INT64(1);
 	if (pos < 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("pos must be 0 or more, not %lld",
-		                                                                (long long)pos)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("pos must be 0 or more, not %lld", (long long)pos),
+		                errhint("Pass the position of the last event the consumer has processed (positions start at 1).")));
 	Oid caller = GetUserId();
 
 	AsOwner as;
