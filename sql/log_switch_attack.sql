@@ -19,7 +19,8 @@
 --    session_replication_role = replica (by hand, retry() of a dead letter) stayed there forever.
 -- (8, 9: see below) 10. DELETE FROM outbox.log_state before a data-only restore: a pooled backend
 --    that remembered log mode wrote a log nothing drained; 11. ALTER SCHEMA outbox RENAME and back,
---    DROP/CREATE EXTENSION: the mode and outbox.log_state a session remembered.
+--    DROP/CREATE EXTENSION: the mode and outbox.log_state a session remembered; 12. log mode whose
+--    base_pos is below the 1.2 head (a data-only restore into a database that published meanwhile).
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_swattack;
 CREATE DATABASE pg_outbox_swattack;
@@ -350,6 +351,25 @@ SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox
        outbox._log_pass(100) AS passed;
 SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
 SELECT dblink_disconnect('switcher');
+
+-- 12. log mode whose positions start below the 1.2 head: a data-only restore of a log-mode dump
+-- (its row inserted: active, base_pos 0) into a database that published in 1.2 mode meanwhile
+-- replaced the pristine row, and the log handed out position 1 again (1.2's event at 1 was then
+-- invisible to replay(), which reads 1.2's history up to base_pos only). Refused, as is the same
+-- switch by UPDATE; the row the switch computes (base_pos at the 1.2 head) goes in (with the
+-- channels' seqs in log_channels, as a restore brings them)
+CALL fresh(); -- the 1.2 head is 1
+SELECT pg_temp.err($$INSERT INTO outbox.log_state (cur_seg, base_pos, active) VALUES (0, 0, true)$$);
+SELECT pg_temp.err($$UPDATE outbox.log_state SET active = true$$, 'message');
+UPDATE outbox.log_state SET cur_seg = 1; -- not pristine: the restored row is merged by the check
+SELECT pg_temp.err($$INSERT INTO outbox.log_state (cur_seg, base_pos, active) VALUES (0, 0, true)$$, 'message');
+SELECT active, base_pos FROM outbox.log_state;
+INSERT INTO outbox.log_channels (channel, last_seq, last_pos) SELECT channel, last_seq, 1 FROM outbox.channels;
+INSERT INTO outbox.log_state (cur_seg, base_pos, channels_flushed_pos, active) VALUES (1, 1, 1, true);
+SELECT active, base_pos FROM outbox.log_state;
+SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0 AS published;
+SELECT outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
 
 \c contrib_regression
 DROP DATABASE pg_outbox_swattack;

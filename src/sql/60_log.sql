@@ -125,6 +125,28 @@ COMMENT ON FUNCTION outbox._log_active() IS 'internal: does this database store 
 -- without the row: the database stayed in 1.2 mode with its log restored, and handed positions
 -- out again. A DBA's UPDATE of the row still goes through the check; only the singleton's INSERT
 -- (a restore) comes here, and a row that is not pristine is merged by that UPDATE, checked.
+-- The 1.2 head, where the log's positions continue (base_pos) at the switch: outbox.head()'s rule
+-- (a restore may leave the history ahead of the state row).
+CREATE FUNCTION outbox._frozen_head() RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h)) $$;
+COMMENT ON FUNCTION outbox._frozen_head() IS 'internal: the highest position of 1.2''s storage';
+-- Log mode with base_pos below the 1.2 head would hand the positions between them out twice (the
+-- readers read 1.2's history only up to base_pos): refused by the merge and the check below, e.g. a
+-- data-only restore of a log-mode dump into a database that published in 1.2 mode meanwhile.
+CREATE FUNCTION outbox._log_refuse_base(base_pos bigint) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE head bigint := outbox._frozen_head();
+BEGIN
+    IF base_pos < head THEN
+        RAISE EXCEPTION 'log mode cannot begin after position %: 1.2''s storage of this database is at position %',
+                        base_pos, head
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'Positions from ' || (base_pos + 1) || ' to ' || head || ' would be handed out twice.',
+                  HINT = 'Restore a dump into a new database (or after DROP EXTENSION and CREATE EXTENSION pg_outbox) that published nothing meanwhile; outbox.use_log_storage() switches with the right base_pos.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._log_refuse_base(bigint) IS 'internal: refuse log mode whose base_pos is below the 1.2 head';
 CREATE FUNCTION outbox._log_state_merge() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE cur outbox.log_state;
@@ -142,8 +164,14 @@ BEGIN
                 USING ERRCODE = 'check_violation',
                       HINT = 'The dump was edited or comes from another version; restore an unmodified dump.';
         END IF;
+        IF NEW.active THEN
+            PERFORM outbox._log_refuse_base(NEW.base_pos);
+        END IF;
         DELETE FROM outbox.log_state;
         RETURN NEW;
+    END IF;
+    IF NEW.active AND NOT cur.active THEN
+        PERFORM outbox._log_refuse_base(greatest(cur.base_pos, NEW.base_pos));
     END IF;
     UPDATE outbox.log_state
        SET cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, base_pos = greatest(base_pos, NEW.base_pos),
@@ -192,6 +220,9 @@ BEGIN
                         CASE WHEN NEW.base_pos < OLD.base_pos THEN NEW.base_pos ELSE NEW.purged_pos END
             USING ERRCODE = 'check_violation',
                   HINT = 'Positions are handed out once: base_pos and purged_pos only grow.';
+    END IF;
+    IF NEW.active AND NOT OLD.active THEN
+        PERFORM outbox._log_refuse_base(NEW.base_pos);
     END IF;
     IF OLD.active AND NOT NEW.active THEN
         RAISE EXCEPTION 'the log''s storage cannot be switched off'
