@@ -96,9 +96,11 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
         RETURN format('deferred: segment %s is in use', k);
     END;
-    -- ... and a row of k with such an xid (restored, or forged by the tables' owner): one index probe
-    EXECUTE format('SELECT EXISTS (SELECT FROM outbox.log_%s WHERE xid >= $1)', k)
-        INTO ahead USING pg_snapshot_xmax(pg_current_snapshot());
+    -- ... and a row of k with such an xid (restored, or forged by the tables' owner): one index probe.
+    -- Committed rows are below the snapshot's xmax; of the running transactions, whose xids may be
+    -- at or above it, only this one can have rows in k (the lock above): its own are checked below.
+    EXECUTE format('SELECT EXISTS (SELECT FROM outbox.log_%s WHERE xid >= $1 AND xid IS DISTINCT FROM $2)', k)
+        INTO ahead USING pg_snapshot_xmax(pg_current_snapshot()), pg_current_xact_id_if_assigned();
     IF ahead THEN
         RETURN format('deferred: segment %s holds events of transactions this cluster has not reached', k);
     END IF;
