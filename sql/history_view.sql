@@ -26,6 +26,7 @@ GRANT USAGE ON SCHEMA outbox TO hv_nobody;
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set err_style message
 \i :abs_srcdir/sql/include/err.sql
+\i :abs_srcdir/sql/include/wait_event.sql
 
 -- the view has exactly the columns and types of the 1.2 table, now outbox.history_frozen
 SELECT c.relname, c.relkind, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
@@ -133,14 +134,7 @@ SELECT dblink_exec('rot', 'BEGIN');
 SELECT * FROM dblink('rot', $$SELECT outbox._log_rotate('0')$$) AS t(rotated text);
 SELECT * FROM dblink('rot', $$SELECT purged_pos FROM outbox.log_state$$) AS t(purged_pos bigint);
 SELECT dblink_send_query('reader', $$SELECT count(*) FROM outbox.history$$);
-DO $$ BEGIN
-    FOR i IN 1..300 LOOP
-        EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%FROM outbox.history%' AND wait_event_type = 'Lock');
-        PERFORM pg_sleep(0.01);
-        PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
-    END LOOP;
-END $$;
-SELECT count(*) AS reader_waits FROM pg_stat_activity WHERE query LIKE '%FROM outbox.history%' AND wait_event_type = 'Lock';
+SELECT pg_temp.waiting('%FROM outbox.history%', 'Lock') AS reader_waits;
 SELECT dblink_exec('rot', 'COMMIT');
 SELECT * FROM dblink_get_result('reader', false) AS t(n bigint);
 SELECT count(*) AS rows_now FROM outbox.history;

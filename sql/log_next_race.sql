@@ -15,6 +15,8 @@ SET client_min_messages = warning;
 CREATE EXTENSION dblink;
 CREATE EXTENSION pg_outbox;
 RESET client_min_messages;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/wait_event.sql
 SELECT events_moved FROM outbox.use_log_storage();
 SELECT outbox.create_consumer('c', NULL, 'earliest');
 CREATE FUNCTION conn(name text) RETURNS text LANGUAGE sql AS $$
@@ -37,14 +39,7 @@ SELECT conn('reader');
 SELECT dblink_exec('other', 'BEGIN');
 SELECT dblink_exec('other', 'LOCK TABLE outbox.history IN ACCESS EXCLUSIVE MODE');
 SELECT dblink_send_query('reader', $$SELECT pos FROM outbox.next('c', 10, '0 s')$$);
-DO $$ BEGIN
-    FOR i IN 1..300 LOOP
-        EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Lock');
-        PERFORM pg_sleep(0.01);
-        PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
-    END LOOP;
-END $$;
-SELECT count(*) AS reader_waits FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Lock';
+SELECT pg_temp.waiting('%outbox.next(%', 'Lock') AS reader_waits;
 -- meanwhile the other client acknowledges up to 3, and segment 0 is removed (the consumer needs
 -- none of it now)
 SELECT * FROM dblink('other', $$SELECT outbox.ack('c', 3)$$) AS t(acked bigint);
@@ -65,23 +60,13 @@ SELECT outbox.ack('c', 4) AS acked;
 SELECT conn('reader2');
 SELECT dblink_send_query('reader2', $$SELECT (SELECT count(*) FROM outbox.next('c', 10, '2 s')) AS n,
                                             extract(epoch FROM clock_timestamp() - statement_timestamp()) AS secs$$);
-CREATE PROCEDURE wait_reader(event_type text) LANGUAGE plpgsql AS $$
-BEGIN
-    FOR i IN 1..300 LOOP
-        EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = event_type);
-        PERFORM pg_sleep(0.01);
-        PERFORM pg_stat_clear_snapshot(); -- pg_stat_activity is read once per transaction otherwise
-    END LOOP;
-END $$;
-CALL wait_reader('Extension');
-SELECT count(*) AS reader_sleeps FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Extension';
+SELECT pg_temp.waiting('%outbox.next(%', 'Extension') AS reader_sleeps;
 SELECT pg_sleep(1);
 SELECT dblink_exec('other', 'BEGIN');
 SELECT dblink_exec('other', 'LOCK TABLE outbox.history IN ACCESS EXCLUSIVE MODE');
 SELECT outbox.publish('a', jsonb_build_object('n', 5)) > 0 AS published;
 SELECT outbox.drain() AS drained;
-CALL wait_reader('Lock');
-SELECT count(*) AS reader_waits FROM pg_stat_activity WHERE query LIKE '%outbox.next(%' AND wait_event_type = 'Lock';
+SELECT pg_temp.waiting('%outbox.next(%', 'Lock') AS reader_waits;
 SELECT outbox._log_rotate('0 s') AS rotated; -- the segment of 4
 SELECT outbox.publish('a', jsonb_build_object('n', 6)) > 0 AS published;
 SELECT outbox.drain() AS drained;
