@@ -26,6 +26,7 @@ GRANT USAGE ON SCHEMA outbox TO hv_nobody;
 \getenv abs_srcdir PG_ABS_SRCDIR
 \set err_style message
 \i :abs_srcdir/sql/include/err.sql
+\i :abs_srcdir/sql/include/wait_event.sql
 
 -- the view has exactly the columns and types of the 1.2 table, now outbox.history_frozen
 SELECT c.relname, c.relkind, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
@@ -114,6 +115,31 @@ SELECT grantee, privilege_type FROM information_schema.role_table_grants
  WHERE table_schema = 'outbox' AND table_name = 'history' AND grantee <> current_user ORDER BY grantee;
 -- the view cannot be written (the drain and the pass write the tables under it)
 SELECT pg_temp.err($$INSERT INTO outbox.history VALUES (100, 1, 1, 'a', NULL, NULL, NULL, now(), now())$$);
+
+-- 5. a reader of the view while a rotation commits: _history_log() took the log's horizon before
+-- its lock on the log, so a rotation that committed in between (the reader waiting for that lock)
+-- made its first replay start below the new horizon: OB001 for a plain SELECT of the view. It
+-- locks first now, and reads the rows kept
+SET client_min_messages = warning;
+CREATE EXTENSION dblink;
+RESET client_min_messages;
+CREATE FUNCTION conn(name text) RETURNS text LANGUAGE sql AS $$
+    SELECT dblink_connect(name, format('host=%s port=%s dbname=%s', split_part(current_setting('unix_socket_directories'), ',', 1),
+                                       current_setting('port'), current_database())) $$;
+SELECT outbox.publish('c', '{"n": 5}') IS NOT NULL AS c5;
+SELECT outbox._log_pass(1000);
+SELECT conn('rot');
+SELECT conn('reader');
+SELECT dblink_exec('rot', 'BEGIN');
+SELECT * FROM dblink('rot', $$SELECT outbox._log_rotate('0')$$) AS t(rotated text);
+SELECT * FROM dblink('rot', $$SELECT purged_pos FROM outbox.log_state$$) AS t(purged_pos bigint);
+SELECT dblink_send_query('reader', $$SELECT count(*) FROM outbox.history$$);
+SELECT pg_temp.waiting('%FROM outbox.history%', 'Lock') AS reader_waits;
+SELECT dblink_exec('rot', 'COMMIT');
+SELECT * FROM dblink_get_result('reader', false) AS t(n bigint);
+SELECT count(*) AS rows_now FROM outbox.history;
+SELECT dblink_disconnect('reader');
+SELECT dblink_disconnect('rot');
 
 REVOKE USAGE ON SCHEMA outbox FROM hv_nobody;
 \c contrib_regression

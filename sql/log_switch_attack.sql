@@ -17,6 +17,10 @@
 --    (5s when it is 0) and fails with 55P03 instead of waiting forever;
 -- 7. found attacking the fixes: in log mode a row inserted into outbox.pending under
 --    session_replication_role = replica (by hand, retry() of a dead letter) stayed there forever.
+-- (8, 9: see below) 10. DELETE FROM outbox.log_state before a data-only restore: a pooled backend
+--    that remembered log mode wrote a log nothing drained; 11. ALTER SCHEMA outbox RENAME and back,
+--    DROP/CREATE EXTENSION: the mode and outbox.log_state a session remembered; 12. log mode whose
+--    base_pos is below the 1.2 head (a data-only restore into a database that published meanwhile).
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS pg_outbox_swattack;
 CREATE DATABASE pg_outbox_swattack;
@@ -277,6 +281,93 @@ SELECT outbox._log_pass(100) AS passed; -- its hi: 'early' in progress
 SELECT * FROM dblink('early', $$SELECT outbox.publish('a', jsonb_build_object('n', 2)) > 0$$) AS t(published boolean);
 SELECT dblink_exec('early', 'COMMIT');
 SELECT dblink_disconnect('early');
+SELECT outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+
+-- 10. a pooled backend ('pool') that wrote the log remembers log mode; a DBA prepares a data-only
+-- restore (pg_restore --data-only) with DELETE FROM outbox.log_state: that DELETE sends no
+-- invalidation, so 'pool' went on writing the log of a database that was now in 1.2 mode (no row:
+-- active false), and the restored row of a 1.2 dump (active false) kept it there, its events in a
+-- log nothing drains. The row of a database in log mode cannot be removed (DELETE, TRUNCATE, also
+-- under session_replication_role = replica); a restored row is merged into it (active stays true),
+-- and 'pool', a new connection and the pass agree: log mode, every event published once
+CALL fresh();
+SELECT events_moved, base_pos FROM outbox.use_log_storage();
+SELECT conn('pool');
+SELECT * FROM dblink('pool', $$SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0$$) AS t(published boolean);
+SELECT pg_temp.err('DELETE FROM outbox.log_state');
+SELECT pg_temp.err('TRUNCATE outbox.log_state');
+SET session_replication_role = replica;
+SELECT pg_temp.err('DELETE FROM outbox.log_state', 'message');
+RESET session_replication_role;
+-- the 1.2 dump's row, as pg_restore --data-only inserts it
+INSERT INTO outbox.log_state DEFAULT VALUES;
+SELECT active, cur_seg, base_pos FROM outbox.log_state;
+SELECT * FROM dblink('pool', $$SELECT outbox.publish('a', jsonb_build_object('n', 2)) > 0$$) AS t(published boolean);
+SELECT outbox.publish('a', jsonb_build_object('n', 3)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.pending) AS in_pending, outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+SELECT dblink_disconnect('pool');
+-- in 1.2 mode the pristine row may go (a data-only restore's merge deletes it, and so may a DBA)
+CALL fresh();
+BEGIN;
+DELETE FROM outbox.log_state;
+SELECT count(*) AS log_state_rows FROM outbox.log_state;
+ROLLBACK;
+
+-- 11. outbox.log_state found by name (log_state_relid(), remembered): ALTER SCHEMA outbox RENAME TO
+-- and back in a session that remembers it, in 1.2 mode (the switch then runs in another session)
+-- and in log mode; then DROP and CREATE EXTENSION in the same session: each publish() goes where
+-- the mode of the database says
+CALL fresh();
+SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0 AS published; -- 1.2: log_state's relid remembered
+ALTER SCHEMA outbox RENAME TO outbox_away;
+SELECT pg_temp.err($$SELECT outbox_away.publish('a', jsonb_build_object('n', 2))$$, 'message');
+ALTER SCHEMA outbox_away RENAME TO outbox;
+SELECT conn('switcher');
+SELECT * FROM dblink('switcher', $$SELECT events_moved FROM outbox.use_log_storage()$$) AS t(events_moved bigint);
+SELECT outbox.publish('a', jsonb_build_object('n', 3)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
+-- log mode: a producer while the schema has another name (this session, and a new one that has
+-- remembered nothing) writes the log: outbox.log_state was found by the name "outbox", and
+-- publish() through the renamed schema went into outbox.pending, which log mode never publishes
+ALTER SCHEMA outbox RENAME TO outbox_away;
+SELECT outbox_away.publish('a', jsonb_build_object('n', 4)) > 0 AS published;
+SELECT conn('newcomer');
+SELECT * FROM dblink('newcomer', $$SELECT outbox_away.publish('a', jsonb_build_object('n', 5)) > 0$$) AS t(published boolean);
+SELECT dblink_disconnect('newcomer');
+SELECT (SELECT count(*) FROM outbox_away.log) AS in_log, (SELECT count(*) FROM outbox_away.pending) AS in_pending;
+ALTER SCHEMA outbox_away RENAME TO outbox;
+SELECT outbox.publish('a', jsonb_build_object('n', 6)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending,
+       outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+CALL fresh(); -- DROP and CREATE EXTENSION: 1.2 mode, a new outbox.log_state
+SELECT outbox.publish('a', jsonb_build_object('n', 7)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending;
+SELECT * FROM dblink('switcher', $$SELECT events_moved FROM outbox.use_log_storage()$$) AS t(events_moved bigint);
+SELECT outbox.publish('a', jsonb_build_object('n', 8)) > 0 AS published;
+SELECT (SELECT count(*) FROM outbox.log) AS in_log, (SELECT count(*) FROM outbox.pending) AS in_pending,
+       outbox._log_pass(100) AS passed;
+SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
+SELECT dblink_disconnect('switcher');
+
+-- 12. log mode whose positions start below the 1.2 head: a data-only restore of a log-mode dump
+-- (its row inserted: active, base_pos 0) into a database that published in 1.2 mode meanwhile
+-- replaced the pristine row, and the log handed out position 1 again (1.2's event at 1 was then
+-- invisible to replay(), which reads 1.2's history up to base_pos only). Refused, as is the same
+-- switch by UPDATE; the row the switch computes (base_pos at the 1.2 head) goes in (with the
+-- channels' seqs in log_channels, as a restore brings them)
+CALL fresh(); -- the 1.2 head is 1
+SELECT pg_temp.err($$INSERT INTO outbox.log_state (cur_seg, base_pos, active) VALUES (0, 0, true)$$);
+SELECT pg_temp.err($$UPDATE outbox.log_state SET active = true$$, 'message');
+UPDATE outbox.log_state SET cur_seg = 1; -- not pristine: the restored row is merged by the check
+SELECT pg_temp.err($$INSERT INTO outbox.log_state (cur_seg, base_pos, active) VALUES (0, 0, true)$$, 'message');
+SELECT active, base_pos FROM outbox.log_state;
+INSERT INTO outbox.log_channels (channel, last_seq, last_pos) SELECT channel, last_seq, 1 FROM outbox.channels;
+INSERT INTO outbox.log_state (cur_seg, base_pos, channels_flushed_pos, active) VALUES (1, 1, 1, true);
+SELECT active, base_pos FROM outbox.log_state;
+SELECT outbox.publish('a', jsonb_build_object('n', 1)) > 0 AS published;
 SELECT outbox._log_pass(100) AS passed;
 SELECT storage, pos, seq, channel, n FROM everything() ORDER BY pos, n;
 

@@ -297,12 +297,14 @@ static uint64 check_once(int64 after, Datum channels, bool channels_null, int32 
 	return n;
 }
 
-// Wait for events after *after (of channels) for up to timeout_us; the rows go into the SRF's
-// tuplestore. Returns how many. For a filtered wait that found nothing, *after is moved to the
-// latest position up to which the channels had no event (what next() records). behind: as for
-// check_once(), the wait ends at once with *behind set.
+// Wait for events after *after (of channels) until deadline (at least one check, even past it);
+// the rows go into the SRF's tuplestore. Returns how many. For a filtered wait that found nothing,
+// *after is moved to the latest position up to which the channels had no event (what next()
+// records). behind: as for check_once(), the wait ends at once with *behind set. The caller's
+// timeout is one deadline for all its waits: next() waits again after a false OB001, and each
+// wait with a timeout of its own made a call wait up to 4 times the timeout it was given.
 static uint64 wait_for_events(FunctionCallInfo fcinfo, int64 *after, Datum channels, bool channels_null,
-                              int32 max_events, int64 timeout_us, bool *behind = nullptr) {
+                              int32 max_events, TimestampTz deadline, bool *behind = nullptr) {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;
 	if (!wait_shared)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -320,7 +322,6 @@ static uint64 wait_for_events(FunctionCallInfo fcinfo, int64 *after, Datum chann
 			b = &wait_shared->buckets[channel_bucket(MyDatabaseId, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t))];
 		}
 	}
-	TimestampTz deadline = GetCurrentTimestamp() + timeout_us;
 	uint64 n = 0;
 	for (;;) {
 		uint64 gen = pg_atomic_read_u64(&b->generation);
@@ -361,7 +362,7 @@ PGO_FUNCTION(outbox_wait) {
 	max_events_arg(fcinfo, 3);
 	refuse_snapshot_isolation("outbox.wait()");
 	(void)wait_for_events(fcinfo, &after, PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_ARGISNULL(1),
-	                      PG_GETARG_INT32(3), timeout_us);
+	                      PG_GETARG_INT32(3), GetCurrentTimestamp() + timeout_us);
 	return (Datum)0;
 }
 
@@ -747,7 +748,8 @@ PGO_FUNCTION(outbox_next) {
 	// transaction). Read the consumer again and go on after what it has acknowledged now; OB001
 	// ("resynchronise") only when that did not move (the history cut by hand).
 	bool behind = false;
-	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us, &behind);
+	TimestampTz deadline = GetCurrentTimestamp() + timeout_us; // every wait below: the call's timeout
+	uint64 n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), deadline, &behind);
 	for (int again = 0; behind; again++) {
 		become_owner(&as);
 		Consumer now = read_consumer(name, false);
@@ -766,7 +768,7 @@ PGO_FUNCTION(outbox_next) {
 			c.acked_pos = now.acked_pos;
 		}
 		// not moved: the check again, raising the horizon's error as it is
-		n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), timeout_us,
+		n = wait_for_events(fcinfo, &from, c.channels, c.channels_null, PG_GETARG_INT32(1), deadline,
 		                    moved ? &behind : nullptr);
 	}
 	if (n == 0 && from > c.acked_pos) {
@@ -796,8 +798,8 @@ PGO_FUNCTION(outbox_ack) {
 		                errhint("Pass the position of the last event the consumer has processed.")));
 	int64 pos = PG_GETARG_INT64(1);
 	if (pos < 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("pos must be 0 or more, not %lld",
-		                                                                (long long)pos)));
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("pos must be 0 or more, not %lld", (long long)pos),
+		                errhint("Pass the position of the last event the consumer has processed (positions start at 1).")));
 	Oid caller = GetUserId();
 
 	AsOwner as;

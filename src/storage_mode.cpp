@@ -28,7 +28,7 @@ static const ColumnSpec log_state_active_cols[] = {{"active", BOOLOID}};
 static TableLayout log_state_active_layout = {"log_state", log_state_active_cols, 1, nullptr, nullptr, false,
                                               InvalidOid,  -1,                    {}, 0};
 
-// outbox.log_state's OID, remembered once found (the worker and every producer transaction that
+// outbox.log_state's OID (in the extension's schema), remembered once found (the worker and every producer transaction that
 // does not know the log mode yet ask): forgotten by the relcache invalidation of that relation
 // (DROP EXTENSION, a rename, SET SCHEMA) and by any schema's change (a cache reset, a schema renamed
 // to or from "outbox": storage_mode_forget_relation(InvalidOid)), as log_known_relid below. Not
@@ -45,7 +45,11 @@ Oid log_state_relid(void) {
 	if (OidIsValid(log_state_oid))
 		return log_state_oid;
 	uint64 before = relation_forgets;
-	Oid nsp = get_namespace_oid("outbox", true);
+	// in the extension's schema, whatever it is called now, as every table of the extension is
+	// found (open_layout()): found by the name "outbox", a schema renamed in log mode (ALTER SCHEMA
+	// outbox RENAME TO ...) made the database look like 1.2 to a producer, whose publish() went on
+	// through the renamed schema into outbox.pending, where log mode never publishes it
+	Oid nsp = extension_namespace();
 	Oid relid = OidIsValid(nsp) ? get_relname_relid("log_state", nsp) : InvalidOid;
 	if (relation_forgets == before)
 		log_state_oid = relid;

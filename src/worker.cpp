@@ -454,10 +454,17 @@ extern "C" void pg_outbox_drain_main(Datum arg) {
 				if (!pass_log_mode)
 					published_since_vacuum += published;
 			}
-			if (!failed && pass == Pass::Drained && (pass_log_mode || guc_drain_log)) {
+			// Retention goes on whatever the wake-up's pass did in log mode: paused, under backpressure or
+			// failing, the worker still removes what retention lets go (as 1.2's drain_pass() does before
+			// it looks at the pause); else the log grew without bound while nothing published. A pass that
+			// failed before it reached the log (pass_log_mode false: the extension, the schema's trust)
+			// rotates nothing. A log restored from a cluster ahead, whose every pass fails, is safe:
+			// outbox._log_rotate() defers while the log names transactions this cluster has not reached.
+			if (pass_log_mode || (!failed && pass == Pass::Drained && guc_drain_log)) {
 				Pass maint_result;
 				int64 none = 0;
-				failed = !run_pass(log_maintenance, &maint_result, &none, loop_cxt);
+				bool maintained = run_pass(log_maintenance, &maint_result, &none, loop_cxt);
+				failed = failed || !maintained;
 			}
 
 			// paused: commits need not wake it (wakeup.hpp); outbox.resume() does

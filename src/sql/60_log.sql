@@ -125,6 +125,28 @@ COMMENT ON FUNCTION outbox._log_active() IS 'internal: does this database store 
 -- without the row: the database stayed in 1.2 mode with its log restored, and handed positions
 -- out again. A DBA's UPDATE of the row still goes through the check; only the singleton's INSERT
 -- (a restore) comes here, and a row that is not pristine is merged by that UPDATE, checked.
+-- The 1.2 head, where the log's positions continue (base_pos) at the switch: outbox.head()'s rule
+-- (a restore may leave the history ahead of the state row).
+CREATE FUNCTION outbox._frozen_head() RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h)) $$;
+COMMENT ON FUNCTION outbox._frozen_head() IS 'internal: the highest position of 1.2''s storage';
+-- Log mode with base_pos below the 1.2 head would hand the positions between them out twice (the
+-- readers read 1.2's history only up to base_pos): refused by the merge and the check below, e.g. a
+-- data-only restore of a log-mode dump into a database that published in 1.2 mode meanwhile.
+CREATE FUNCTION outbox._log_refuse_base(base_pos bigint) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE head bigint := outbox._frozen_head();
+BEGIN
+    IF base_pos < head THEN
+        RAISE EXCEPTION 'log mode cannot begin after position %: 1.2''s storage of this database is at position %',
+                        base_pos, head
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'Positions from ' || (base_pos + 1) || ' to ' || head || ' would be handed out twice.',
+                  HINT = 'Restore a dump into a new database (or after DROP EXTENSION and CREATE EXTENSION pg_outbox) that published nothing meanwhile; outbox.use_log_storage() switches with the right base_pos.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION outbox._log_refuse_base(bigint) IS 'internal: refuse log mode whose base_pos is below the 1.2 head';
 CREATE FUNCTION outbox._log_state_merge() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE cur outbox.log_state;
@@ -142,8 +164,14 @@ BEGIN
                 USING ERRCODE = 'check_violation',
                       HINT = 'The dump was edited or comes from another version; restore an unmodified dump.';
         END IF;
+        IF NEW.active THEN
+            PERFORM outbox._log_refuse_base(NEW.base_pos);
+        END IF;
         DELETE FROM outbox.log_state;
         RETURN NEW;
+    END IF;
+    IF NEW.active AND NOT cur.active THEN
+        PERFORM outbox._log_refuse_base(greatest(cur.base_pos, NEW.base_pos));
     END IF;
     UPDATE outbox.log_state
        SET cur_seg = NEW.cur_seg, seg_started_at = NEW.seg_started_at, base_pos = greatest(base_pos, NEW.base_pos),
@@ -193,6 +221,9 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'Positions are handed out once: base_pos and purged_pos only grow.';
     END IF;
+    IF NEW.active AND NOT OLD.active THEN
+        PERFORM outbox._log_refuse_base(NEW.base_pos);
+    END IF;
     IF OLD.active AND NOT NEW.active THEN
         RAISE EXCEPTION 'the log''s storage cannot be switched off'
             USING ERRCODE = 'check_violation',
@@ -218,6 +249,33 @@ CREATE TRIGGER log_state_check BEFORE UPDATE ON outbox.log_state
     FOR EACH ROW EXECUTE FUNCTION outbox._log_state_check();
 -- also under session_replication_role = replica (a DBA's or a replication tool's session)
 ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_check;
+-- The row of a database in log mode is not deleted (nor truncated): without it the database is in
+-- 1.2 mode, with its events in the log, while a backend that wrote the log keeps writing it (its
+-- remembered mode, src/storage_mode.cpp, is forgotten by a change of the relation, not by a DELETE
+-- of its row), and a data-only restore of a 1.2 dump then inserted active = false under it: events
+-- written into a log nothing drains. The switch is one-way; a restore merges into the row
+-- (outbox._log_state_merge()). The pristine row of 1.2 mode may go (the merge deletes it).
+CREATE FUNCTION outbox._log_state_keep() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND NOT OLD.active THEN
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'TRUNCATE' AND NOT EXISTS (SELECT FROM outbox.log_state s WHERE s.active) THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'the row of outbox.log_state cannot be removed: this database stores its events in the log'
+        USING ERRCODE = 'check_violation',
+              HINT = 'The switch to the log is one-way. To restore a dump, restore it into a new database (or after DROP EXTENSION pg_outbox and CREATE EXTENSION pg_outbox): the dumped row is merged into the one there.';
+END $$;
+COMMENT ON FUNCTION outbox._log_state_keep() IS
+    'internal: refuse DELETE and TRUNCATE of outbox.log_state in log mode (the switch is one-way)';
+CREATE TRIGGER log_state_keep BEFORE DELETE ON outbox.log_state
+    FOR EACH ROW EXECUTE FUNCTION outbox._log_state_keep();
+CREATE TRIGGER log_state_keep_truncate BEFORE TRUNCATE ON outbox.log_state
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox._log_state_keep();
+ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_keep;
+ALTER TABLE outbox.log_state ENABLE ALWAYS TRIGGER log_state_keep_truncate;
 
 -- last_seq per channel, written behind by the pass (the batches after channels_flushed_pos
 -- are the truth for a channel they name).

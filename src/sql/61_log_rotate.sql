@@ -59,7 +59,7 @@ CREATE FUNCTION outbox._log_rotate(retention interval) RETURNS text
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     nseg integer := outbox._log_segments();
-    st outbox.log_state; b outbox.batches; k integer; newest timestamptz; top bigint; held text;
+    st outbox.log_state; b outbox.batches; k integer; newest timestamptz; top bigint; held text; ahead boolean;
 BEGIN
     IF retention IS NULL OR retention < interval '0' THEN
         RAISE EXCEPTION 'retention must be an interval of 0 or more, not %', coalesce(retention::text, 'NULL')
@@ -83,11 +83,27 @@ BEGIN
     IF b.cut THEN
         RETURN 'deferred: the latest window is cut'; -- rotating would change the window's segment order
     END IF;
+    -- A log restored from a cluster ahead of this one (every pass refuses it: check_log_xids() in
+    -- src/log_pass.cpp) names transactions this cluster has not reached: its snapshots cannot tell
+    -- what is published, and the rows pending at dump time (xids above this cluster's counter, in
+    -- no snapshot's view) would look published and be truncated. Nothing is removed until the
+    -- counter has passed the log (the worker and purge() call this after failing passes too).
+    IF pg_snapshot_xmax(pg_current_snapshot()) < pg_snapshot_xmax(coalesce(b.hi_snap, st.base_snap)) THEN
+        RETURN 'deferred: the log names transactions this cluster has not reached (restored from a cluster ahead)';
+    END IF;
     BEGIN
         EXECUTE format('LOCK TABLE outbox.log_%s, outbox.batches_%s IN ACCESS EXCLUSIVE MODE NOWAIT', k, k);
     EXCEPTION WHEN lock_not_available THEN
         RETURN format('deferred: segment %s is in use', k);
     END;
+    -- ... and a row of k with such an xid (restored, or forged by the tables' owner): one index probe.
+    -- Committed rows are below the snapshot's xmax; of the running transactions, whose xids may be
+    -- at or above it, only this one can have rows in k (the lock above): its own are checked below.
+    EXECUTE format('SELECT EXISTS (SELECT FROM outbox.log_%s WHERE xid >= $1 AND xid IS DISTINCT FROM $2)', k)
+        INTO ahead USING pg_snapshot_xmax(pg_current_snapshot()), pg_current_xact_id_if_assigned();
+    IF ahead THEN
+        RETURN format('deferred: segment %s holds events of transactions this cluster has not reached', k);
+    END IF;
     -- every row of k is published: none committed after the latest batch's snapshot (the lock
     -- above excludes the producers still inside their transactions, but not this one)
     IF outbox._log_next_seg(coalesce(b.hi_snap, st.base_snap), pg_current_snapshot(), k, '0', 0) = k

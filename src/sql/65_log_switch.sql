@@ -144,8 +144,7 @@ BEGIN
                   DETAIL = 'In log mode outbox.publish() and the change trigger write the log, not outbox.pending: triggers, rules, constraints and row security on outbox.pending would no longer apply to their events.',
                   HINT = 'Move that logic into the application (or the tables the change trigger is attached to) and drop it from outbox.pending (DROP TRIGGER, DROP RULE, ALTER TABLE ... DROP CONSTRAINT, ALTER TABLE ... DISABLE ROW LEVEL SECURITY); the extension''s own trigger pending_to_log must be ENABLE ALWAYS, pending_wake enabled. Then call outbox.use_log_storage() again.';
     END IF;
-    -- the 1.2 head (outbox.head()'s rule: a restore may leave the history ahead of the state row)
-    head := greatest((SELECT max(x.last_pos) FROM outbox.state x), (SELECT coalesce(max(h.pos), 0) FROM outbox.history_frozen h));
+    head := outbox._frozen_head();
     DELETE FROM outbox.log_channels;
     INSERT INTO outbox.log_channels (channel, last_seq, last_pos)
     SELECT c.channel, c.last_seq,

@@ -28,7 +28,11 @@ BEGIN
         RETURN;
     END IF;
     -- _log_replay() locks the log and checks its positions are contiguous; it refuses a start
-    -- below the log's retention horizon, so the first chunk begins there
+    -- below the log's retention horizon, so the first chunk begins there. The lock first, as
+    -- _log_replay() takes it, before the horizon is read: a rotation that committed between the
+    -- read and _log_replay()'s lock (the reader waiting for it) made a SELECT of the view fail with
+    -- OB001 (regress history_view 5)
+    LOCK TABLE outbox.log, outbox.batches IN ACCESS SHARE MODE;
     cur := greatest((SELECT s.base_pos FROM outbox.log_state s),
                     (SELECT s.purged_pos FROM outbox.log_state s), outbox._log_purged_pos());
     LOOP

@@ -283,6 +283,20 @@ like(slurp_file($behind->logfile, $log_offset), qr/ERROR:  pg_outbox: the log of
 like($behind->safe_psql('r_behind', q{SELECT status || ' ' || hint FROM outbox.health() WHERE "check" = 'worker'}),
 	qr/^critical .*restored from a cluster ahead of this one/, 'outbox.health(): the worker check is critical and says why');
 is($behind->safe_psql('r_behind', q{SELECT outbox.head()}), $head1 + 2, 'nothing published');
+# Retention removes nothing of it: the worker rotates after failing passes too (t/157), and
+# purge() rotates; this cluster's snapshots cannot tell what is published (the rows pending at dump
+# time, with xids above its counter, looked published and were truncated). This dump's latest
+# window is cut, and the named consumer billing holds its segment, either of which defers a rotation
+# anyway; as a dump taken after a whole pass and without the consumer (rolled back):
+my $uncut = q{BEGIN; UPDATE outbox.batches SET cut = false WHERE cut; SELECT count(*) FROM (SELECT outbox.drop_consumer('billing')) d;};
+is($behind->safe_psql('r_behind', $uncut . q{SELECT outbox._log_rotate('0 s'); ROLLBACK}),
+	"1\ndeferred: the log names transactions this cluster has not reached (restored from a cluster ahead)",
+	'a rotation defers while the log names transactions this cluster has not reached');
+is($behind->safe_psql('r_behind', $uncut . q{SET client_min_messages = error; SELECT outbox.purge('0 s') >= 0;
+                                             SELECT count(*) FROM outbox.log; ROLLBACK}),
+	"1\nt\n$log_rows", 'purge(\'0 s\') removes nothing of the restored log');
+is($behind->safe_psql('r_behind', q{BEGIN; SET client_min_messages = error; SELECT outbox.purge('0 s') >= 0; SELECT count(*) FROM outbox.log; ROLLBACK}),
+	"t\n$log_rows", '... nor with the dump\'s cut window (rolled back: the purge of the frozen 1.2 history with it)');
 
 # another database of this cluster switches and publishes as usual
 $behind->safe_psql('postgres', 'CREATE DATABASE other');
