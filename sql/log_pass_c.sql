@@ -262,6 +262,57 @@ SELECT * FROM pg_temp.differ('sqlsmall', 'csmall');
 SELECT count(*) AS m_channels, sum(seqs) AS m_events FROM (SELECT channel, max(seq) AS seqs FROM got_events
   WHERE kind = 'csmall' AND channel ~ '^m' GROUP BY channel) c;
 
+-- a channel met again in a later pass at a place of that pass's batch that is another channel's
+-- (the seq cache entry remembers where in its batch the pass that met it last put it): channels
+-- s0..s4 forwards, then backwards, ...; passes of 5 and of 3, against the reference
+SELECT count(outbox._log_insert('s' || CASE WHEN (g - 1) / 5 % 2 = 0 THEN (g - 1) % 5 ELSE 4 - (g - 1) % 5 END,
+                                jsonb_build_object('n', 300 + g))) FROM generate_series(1, 40) g;
+SELECT (SELECT count(*) FROM pg_temp.record('before_slots')) AS reset;
+CALL pg_temp.drain_all('c', 5);
+SELECT * FROM pg_temp.recorded('cslots5', 0);
+CALL pg_temp.drain_all('c', 3);
+SELECT * FROM pg_temp.recorded('cslots3', 0);
+CALL pg_temp.drain_all('sql', 5);
+SELECT * FROM pg_temp.recorded('sqlslots5', 0);
+CALL pg_temp.drain_all('sql', 3);
+SELECT * FROM pg_temp.recorded('sqlslots3', 0);
+SELECT * FROM pg_temp.differ('sqlslots5', 'cslots5');
+SELECT * FROM pg_temp.differ('sqlslots3', 'cslots3');
+SELECT channel, array_agg(seq ORDER BY pos) AS seqs FROM got_events WHERE kind = 'cslots3' AND channel ~ '^s'
+ GROUP BY 1 ORDER BY 1;
+
+-- past pg_outbox.channel_cache_size, the names written into outbox.log_channels are kept in a
+-- filter: a channel it lacks is new (no lookup), one it may hold is looked up. Cache 16, 60
+-- channels (f1..f60) twice; then a statement on log_channels (every pass loads the cache again,
+-- log_channels is larger than the cache: the filter is made from the table) and f1..f80 (old
+-- ones and new ones) in a second drain: positions and every channel's seqs without a gap
+SELECT (SELECT count(*) FROM pg_temp.record('before_gone')) AS reset;
+SET pg_outbox.channel_cache_size = 16;
+SELECT count(outbox._log_insert('f' || (g % 60 + 1), jsonb_build_object('n', 400 + g))) FROM generate_series(1, 120) g;
+CALL pg_temp.drain_all('c', 5);
+SELECT count(*) > 16 AS log_channels_past_the_cache FROM outbox.log_channels;
+UPDATE outbox.log_channels SET last_seq = last_seq WHERE false;
+SELECT count(outbox._log_insert('f' || (g % 80 + 1), jsonb_build_object('n', 500 + g))) FROM generate_series(1, 160) g;
+CALL pg_temp.drain_all('c', 7);
+RESET pg_outbox.channel_cache_size;
+SELECT * FROM pg_temp.recorded('cgone', 0);
+SELECT count(*) AS events, max(pos) - min(pos) + 1 AS pos_span, count(DISTINCT pos) AS positions
+  FROM got_events WHERE kind = 'cgone';
+SELECT count(DISTINCT channel) AS f_channels, count(*) AS f_events,
+       count(*) FILTER (WHERE seq <> rn) AS seqs_out_of_place
+  FROM (SELECT channel, seq, row_number() OVER (PARTITION BY channel ORDER BY pos) AS rn
+          FROM got_events WHERE kind = 'cgone') e WHERE channel ~ '^f';
+SELECT channel, max(seq) AS last_seq FROM got_events WHERE kind = 'cgone' AND channel IN ('f1', 'f60', 'f61', 'f80')
+ GROUP BY 1 ORDER BY 1;
+
+-- a wide batch's arrays are compressed with lz4 (or channels stored out of line uncompressed, on a
+-- server built without lz4)
+SELECT attname, bool_and(attcompression = 'l' OR (attname = 'channels' AND attstorage = 'e')) AS cheap
+  FROM pg_attribute WHERE attrelid IN ('outbox.batches'::regclass, 'outbox.batches_0'::regclass,
+                                       'outbox.batches_1'::regclass, 'outbox.batches_2'::regclass)
+                      AND attname IN ('channels', 'first_seqs', 'counts')
+ GROUP BY 1 ORDER BY 1;
+
 -- bad calls
 SELECT pg_temp.err($$SELECT outbox._log_pass(NULL)$$);
 SELECT pg_temp.err($$SELECT outbox._log_pass(0)$$);

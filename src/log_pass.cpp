@@ -64,6 +64,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "lib/bloomfilter.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -425,6 +426,10 @@ struct SeqEntry {
 	int64 last_pos; // the end of the channel's newest batch
 	bool dirty;     // newer than its outbox.log_channels row: written by the next flush
 	bool has_row;   // outbox.log_channels has a row for it (meaningful while cache.rows_known)
+	// where the channel's PassChannel was in the sink's array of the pass that met it last (that
+	// array's entry at pass_slot names this entry: the batch being built has the channel): the
+	// pass looks a channel up once, not once per stage
+	int32 pass_slot;
 };
 
 static struct {
@@ -447,6 +452,14 @@ static struct {
 	bool complete;
 	bool stale;                       // outbox.log_channels changed since it was loaded
 	bool flushing;                    // the pass's own write into log_channels: no invalidation
+	uint32 generation;                // seqs made anew: entry pointers held across it are stale
+	// Past pg_outbox.channel_cache_size (complete false): the names that may have a row in
+	// outbox.log_channels and no entry, a Bloom filter (in cxt; nullptr: none). A channel missing
+	// from seqs that the filter lacks has no row, a new channel: it is not looked up there (a
+	// stream of new channels past the cache's size cost a btree probe each).
+	bloom_filter *gone;
+	int64 gone_n, gone_cap; // names added, names it was sized for (2 bytes each)
+	int64 gone_want;        // the size the next reload makes it (0: from the table)
 } cache;
 
 int guc_channel_cache_size = 262144;
@@ -455,6 +468,9 @@ static void cache_drop(void) {
 	if (cache.cxt)
 		MemoryContextReset(cache.cxt);
 	cache.seqs = nullptr;
+	cache.generation++;
+	cache.gone = nullptr; // freed with cxt
+	cache.gone_n = 0;
 	cache.valid = false;
 	cache.ndirty = 0;
 	cache.dirty = nullptr; // freed with cxt
@@ -512,21 +528,30 @@ static HTAB *name_hash(const char *what, Size entrysize, long size, MemoryContex
 	return hash_create(what, size, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
-static SeqEntry *seq_entry(const char *name, bool *found) {
-	return (SeqEntry *)hash_search(cache.seqs, name, HASH_ENTER, found);
+// The channel's entry, a new one with no seq yet (has_row: outbox.log_channels has a row for it)
+// when the cache had none.
+static SeqEntry *seq_entry(const char *name, bool has_row, bool *found) {
+	SeqEntry *e = (SeqEntry *)hash_search(cache.seqs, name, HASH_ENTER, found);
+	if (!*found) {
+		e->last_seq = 0;
+		e->last_pos = 0;
+		e->dirty = false;
+		e->has_row = has_row;
+		e->pass_slot = -1;
+	}
+	return e;
 }
+
+static void seq_raise_entry(SeqEntry *e, int64 last, int64 pos, bool flushed);
 
 // The channel's last seq is at least last (its newest batch ending at pos); flushed: it comes from
 // outbox.log_channels, otherwise it is for the next flush to write there.
 static void seq_raise(const char *name, int64 last, int64 pos, bool flushed) {
 	bool found;
-	SeqEntry *e = seq_entry(name, &found);
-	if (!found) {
-		e->last_seq = 0;
-		e->last_pos = 0;
-		e->dirty = false;
-		e->has_row = flushed;
-	}
+	seq_raise_entry(seq_entry(name, flushed, &found), last, pos, flushed);
+}
+
+static void seq_raise_entry(SeqEntry *e, int64 last, int64 pos, bool flushed) {
 	if (e->last_seq >= last)
 		return;
 	e->last_seq = last;
@@ -546,42 +571,99 @@ static void seq_raise(const char *name, int64 last, int64 pos, bool flushed) {
 // Forget every entry (the caller made sure outbox.log_channels has what they said).
 static void cache_clear_entries(void) {
 	hash_destroy(cache.seqs);
+	cache.generation++;
 	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
 	cache.ndirty = 0;
 	cache.rows_known = false; // a miss is looked up in outbox.log_channels from now on
 }
 
-// A channel the cache does not hold: its outbox.log_channels row (exact: every channel of the
-// batches after channels_flushed_pos is in the cache), or 0 for a new channel.
-static int64 lookup_last_seq(const char *name, Snapshot snap) {
-	if (cache.complete)
-		return 0;
-	Relation rel = open_layout(&log_channels_layout, AccessShareLock);
-	Relation idx = index_open(index_on(rel, log_channels_layout.attnum[0], 0, "channel"), AccessShareLock);
-	ScanKeyData key;
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, idx->rd_indcollation[0], F_TEXTEQ,
-	                       CStringGetTextDatum(name));
-	IndexScanDesc scan = compat::index_beginscan(rel, idx, snap, 1, 0);
-	index_rescan(scan, &key, 1, nullptr, 0);
-	TupleTableSlot *slot = table_slot_create(rel, nullptr);
-	int64 last = 0, pos = 0;
-	if (index_getnext_slot(scan, ForwardScanDirection, slot)) {
-		bool isnull;
-		Datum d = slot_getattr(slot, log_channels_layout.attnum[1], &isnull);
-		last = isnull ? 0 : DatumGetInt64(d);
-		d = slot_getattr(slot, log_channels_layout.attnum[2], &isnull);
-		pos = isnull ? 0 : DatumGetInt64(d);
+// A filter of cache.gone for at least names (4 times that: room to grow), at most 64 MB.
+static void gone_make(int64 names) {
+	int64 cap = Max(names, (int64)guc_channel_cache_size) * 4;
+	MemoryContext old = MemoryContextSwitchTo(cache.cxt);
+	cache.gone = bloom_create(cap, 64 * 1024, 0x5eed);
+	MemoryContextSwitchTo(old);
+	cache.gone_n = 0;
+	cache.gone_cap = cap;
+}
+
+static void gone_add(const char *name) {
+	bloom_add_element(cache.gone, (unsigned char *)name, strlen(name));
+	cache.gone_n++;
+}
+
+// The cache past pg_outbox.channel_cache_size in a pass (every entry has its row in
+// outbox.log_channels now): the entries go into the filter and out of the cache. A filter that
+// would pass the names it was sized for is dropped instead, and the next pass loads the cache
+// again (a filter for 4 times as many names, from the table).
+static void cache_overflow(void) {
+	int64 names = hash_get_num_entries(cache.seqs);
+	bool rows_known = cache.rows_known; // the entries made from now on know theirs (the filter or a probe)
+	if (!cache.gone && cache.complete)
+		gone_make(names);
+	if (cache.gone && cache.gone_n + names <= cache.gone_cap) {
+		HASH_SEQ_STATUS hs;
+		hash_seq_init(&hs, cache.seqs);
+		for (SeqEntry *e; (e = (SeqEntry *)hash_seq_search(&hs)) != nullptr;)
+			gone_add(e->name);
+		cache_clear_entries();
+		cache.rows_known = rows_known;
+	} else {
+		cache.gone_want = cache.gone_n + names;
+		cache_clear_entries();
+		cache.gone = nullptr; // in cxt: freed with the next reload's reset
+		cache.valid = false;
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, NoLock);
-	table_close(rel, NoLock);
-	if (last > 0) {
-		MemoryContext old = MemoryContextSwitchTo(cache.cxt);
-		seq_raise(name, last, pos, true);
+	cache.complete = false;
+}
+
+// outbox.log_channels, for the channels a pass finds neither in the cache nor sure to be new:
+// opened at the first such channel and kept to the end of the pass (a cache past
+// pg_outbox.channel_cache_size probes every channel it meets for the first time).
+struct ChannelProbe {
+	Relation rel, idx; // rel nullptr: not opened yet
+	TupleTableSlot *slot;
+	Snapshot snap;
+	MemoryContext cxt; // the pass's: the slot outlives the row being handed off
+};
+
+static void probe_close(ChannelProbe *p) {
+	if (!p->rel)
+		return;
+	ExecDropSingleTupleTableSlot(p->slot);
+	index_close(p->idx, NoLock);
+	table_close(p->rel, NoLock);
+	p->rel = nullptr;
+}
+
+// A channel the cache did not hold (e, just made): its outbox.log_channels row (exact: every
+// channel of the batches after channels_flushed_pos is in the cache), none for a new channel.
+static void lookup_last_seq(SeqEntry *e, ChannelProbe *p) {
+	if (cache.complete || (cache.gone && bloom_lacks_element(cache.gone, (unsigned char *)e->name, strlen(e->name))))
+		return;
+	if (!p->rel) {
+		MemoryContext old = MemoryContextSwitchTo(p->cxt);
+		p->rel = open_layout(&log_channels_layout, AccessShareLock);
+		p->idx = index_open(index_on(p->rel, log_channels_layout.attnum[0], 0, "channel"), AccessShareLock);
+		p->slot = table_slot_create(p->rel, nullptr);
 		MemoryContextSwitchTo(old);
 	}
-	return last;
+	ScanKeyData key;
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, p->idx->rd_indcollation[0], F_TEXTEQ,
+	                       CStringGetTextDatum(e->name));
+	IndexScanDesc scan = compat::index_beginscan(p->rel, p->idx, p->snap, 1, 0);
+	index_rescan(scan, &key, 1, nullptr, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, p->slot)) {
+		bool isnull;
+		Datum d = slot_getattr(p->slot, log_channels_layout.attnum[1], &isnull);
+		int64 last = isnull ? 0 : DatumGetInt64(d);
+		d = slot_getattr(p->slot, log_channels_layout.attnum[2], &isnull);
+		int64 pos = isnull ? 0 : DatumGetInt64(d);
+		e->has_row = true;
+		seq_raise_entry(e, last, pos, true);
+	}
+	index_endscan(scan);
+	ExecClearTuple(p->slot);
 }
 
 // Apply every batch with first_pos > after to the cache; returns the positions they cover (sum of n)
@@ -666,23 +748,28 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 	cache_drop();
 	cache.stale = false; // what changed before now is in what is read below
 	cache.seqs = name_hash("pg_outbox log seqs", sizeof(SeqEntry), 256, cache.cxt);
-	// all of outbox.log_channels if it fits in pg_outbox.channel_cache_size, else none of it
+	// all of outbox.log_channels if it fits in pg_outbox.channel_cache_size, else none of it: then
+	// its names go into the filter (cache.gone), read again from the start
 	cache.complete = true;
 	Relation rel = open_layout(&log_channels_layout, AccessShareLock);
 	TupleDesc desc = RelationGetDescr(rel);
 	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
 	long rows = 0;
 	for (HeapTuple tup; (tup = heap_getnext(scan, ForwardScanDirection)) != nullptr;) {
-		if (++rows > guc_channel_cache_size) {
+		if (cache.complete && ++rows > guc_channel_cache_size) {
 			cache_clear_entries();
 			cache.complete = false;
-			break;
+			gone_make(Max(cache.gone_want, (int64)Max(rel->rd_rel->reltuples, (float4)rows)));
+			cache.gone_want = 0;
+			table_rescan(scan, nullptr);
+			continue;
 		}
 		char *name = TextDatumGetCString(col_notnull(tup, desc, &log_channels_layout, 0));
-		int64 last = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 1));
-		int64 pos = DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 2));
-		if (strlen(name) < NAMEDATALEN)
-			seq_raise(name, last, pos, true);
+		if (!cache.complete)
+			gone_add(name);
+		else if (strlen(name) < NAMEDATALEN)
+			seq_raise(name, DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 1)),
+			          DatumGetInt64(col_notnull(tup, desc, &log_channels_layout, 2)), true);
 		pfree(name);
 	}
 	table_endscan(scan);
@@ -700,7 +787,7 @@ static void cache_bring_up_to(int64 head, int64 flushed_pos, Snapshot snap) {
 // so that a cold cache (a new worker) reads only the batches after it. At most once a second
 // (force: now), in the pass's transaction (with it or not at all). Rarely, and a statement on a
 // few rows: through SQL.
-static void flush_channels(bool force) {
+pg_noinline static void flush_channels(bool force) {
 	if (!cache.valid || cache.ndirty == 0)
 		return;
 	TimestampTz now = GetCurrentTimestamp();
@@ -1114,7 +1201,7 @@ static void targets_close(TargetReader *r) {
 // The pass
 // ---------------------------------------------------------------------------------------
 struct PassChannel {
-	char name[NAMEDATALEN]; // hash key
+	SeqEntry *se; // the channel's seq cache entry (its name; dynahash entries do not move)
 	int64 first_seq;
 	int32 count;
 	int64 next_seq;
@@ -1124,9 +1211,11 @@ struct PassChannel {
 // What a pass hands its rows to, in (xid, id) order: each gets the next position and the next seq
 // of its channel (from the seq cache) and is NOTIFYed at once.
 struct PassSink {
-	HTAB *chans; // PassChannel by name
-	int nchannels;
-	PassChannel *prev;
+	PassChannel *chans; // in the order the pass met them (SeqEntry.pass_slot), in cxt
+	int nchannels, chans_cap;
+	int prev; // the channel of the row before (-1: none)
+	MemoryContext cxt; // the pass's
+	ChannelProbe probe;
 	int64 first_pos;
 	int n; // rows handed off
 	uint64 last_xid;
@@ -1204,6 +1293,30 @@ static bool sink_has_known(const PassSink *sink) {
 
 LogPassFault log_pass_fault;
 
+// The batch's channel named key (its index in sink->chans): one hash lookup, in the seq cache,
+// whose entry keeps the channel's place in the batch being built.
+static int pass_channel(PassSink *sink, const char *key) {
+	bool found;
+	SeqEntry *se = seq_entry(key, false, &found);
+	if (found && se->pass_slot >= 0 && se->pass_slot < sink->nchannels && sink->chans[se->pass_slot].se == se)
+		return se->pass_slot;
+	if (!found) // past pg_outbox.channel_cache_size: perhaps in outbox.log_channels
+		lookup_last_seq(se, &sink->probe);
+	if (sink->nchannels == sink->chans_cap) {
+		sink->chans_cap *= 2;
+		sink->chans = (PassChannel *)repalloc_huge(sink->chans, sizeof(PassChannel) * sink->chans_cap);
+	}
+	int slot = sink->nchannels++;
+	PassChannel *e = &sink->chans[slot];
+	e->se = se;
+	e->first_seq = se->last_seq + 1;
+	e->next_seq = e->first_seq;
+	e->count = 0;
+	e->targets = targets_of(sink->targets, key);
+	se->pass_slot = slot;
+	return slot;
+}
+
 static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t, uint64 xid, int64 id) {
 	// an error from here to the end is this event's hand-off (log_pass() narrows on it)
 	log_pass_fault = {id, xid, sink->seg, sink->n};
@@ -1216,26 +1329,17 @@ static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t
 	if (len >= NAMEDATALEN || len == 0) // the table's CHECK makes this impossible
 		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
 		                errmsg("pg_outbox: event %lld has a channel of %zu bytes", (long long)id, len)));
-	PassChannel *e = sink->prev;
-	if (!e || strlen(e->name) != len || memcmp(e->name, VARDATA_ANY(ct), len) != 0) {
+	PassChannel *e = sink->prev >= 0 ? &sink->chans[sink->prev] : nullptr;
+	if (!e || strlen(e->se->name) != len || memcmp(e->se->name, VARDATA_ANY(ct), len) != 0) {
 		char key[NAMEDATALEN];
 		memcpy(key, VARDATA_ANY(ct), len);
 		key[len] = '\0';
-		bool found;
-		e = (PassChannel *)hash_search(sink->chans, key, HASH_ENTER, &found);
-		if (!found) {
-			SeqEntry *se = (SeqEntry *)hash_search(cache.seqs, key, HASH_FIND, nullptr);
-			e->first_seq = (se ? se->last_seq : lookup_last_seq(key, sink->snap)) + 1;
-			e->next_seq = e->first_seq;
-			e->count = 0;
-			e->targets = targets_of(sink->targets, key);
-			sink->nchannels++;
-		}
-		sink->prev = e;
+		sink->prev = pass_channel(sink, key);
+		e = &sink->chans[sink->prev];
 	}
 	e->count++;
 	OutgoingEvent ev;
-	ev.channel = e->name;
+	ev.channel = e->se->name;
 	ev.targets = e->targets;
 	ev.id = id;
 	ev.pos = sink->first_pos + sink->n;
@@ -1254,7 +1358,7 @@ static void pass_emit(PassSink *sink, TupleTableSlot *slot, const TableLayout *t
 }
 
 static int compare_names(const void *a, const void *b) {
-	return strcmp((*(PassChannel *const *)a)->name, (*(PassChannel *const *)b)->name);
+	return strcmp((*(PassChannel *const *)a)->se->name, (*(PassChannel *const *)b)->se->name);
 }
 
 static void insert_batch_sql(int seg, const Datum *vals, const bool *nulls) {
@@ -1394,9 +1498,15 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 
 	// 4. seqs per channel and the hand-off, in position order, as the rows are read
 	PassSink sink;
-	sink.chans = name_hash("pg_outbox pass channels", sizeof(PassChannel), 16, CurrentMemoryContext);
+	uint32 generation = cache.generation;
+	sink.cxt = CurrentMemoryContext;
+	sink.chans_cap = 64;
+	sink.chans = (PassChannel *)palloc(sizeof(PassChannel) * sink.chans_cap);
 	sink.nchannels = 0;
-	sink.prev = nullptr;
+	sink.prev = -1;
+	sink.probe.rel = nullptr;
+	sink.probe.snap = snap;
+	sink.probe.cxt = CurrentMemoryContext;
 	sink.first_pos = first_pos;
 	sink.n = 0;
 	sink.last_xid = 0;
@@ -1460,6 +1570,7 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	}
 	if (seg < 0) {
 		out->nleft_out = 0;
+		probe_close(&sink.probe);
 		targets_close(&targets);
 		PopActiveSnapshot();
 		return 0;
@@ -1474,26 +1585,24 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	if (!cut) // rows of this window in a newer segment?
 		for (int k = start + 1; k < kLogSegments && !cut; k++)
 			cut = window_has_rows((oldest + k) % kLogSegments, snap, lo, hi, 0, 0);
-	HTAB *chans = sink.chans;
 	int nchannels = sink.nchannels;
 	int64 epoch = sink.epoch;
+	probe_close(&sink.probe);
 	targets_close(&targets);
+	// the entries in sink.chans are the cache's: nothing made it anew meanwhile
+	if (cache.generation != generation)
+		elog(ERROR, "pg_outbox: the seq cache was reloaded in the middle of a pass");
 
 	// 6. the batch row
 	PassChannel **sorted = (PassChannel **)palloc(sizeof(PassChannel *) * nchannels);
-	{
-		HASH_SEQ_STATUS hs;
-		hash_seq_init(&hs, chans);
-		int j = 0;
-		for (PassChannel *e; (e = (PassChannel *)hash_seq_search(&hs)) != nullptr;)
-			sorted[j++] = e;
-		qsort(sorted, nchannels, sizeof(PassChannel *), compare_names);
-	}
+	for (int j = 0; j < nchannels; j++)
+		sorted[j] = &sink.chans[j];
+	qsort(sorted, nchannels, sizeof(PassChannel *), compare_names);
 	Datum *cn = (Datum *)palloc(sizeof(Datum) * nchannels);
 	Datum *cf = (Datum *)palloc(sizeof(Datum) * nchannels);
 	Datum *cc = (Datum *)palloc(sizeof(Datum) * nchannels);
 	for (int j = 0; j < nchannels; j++) {
-		cn[j] = CStringGetTextDatum(sorted[j]->name);
+		cn[j] = CStringGetTextDatum(sorted[j]->se->name);
 		cf[j] = Int64GetDatum(sorted[j]->first_seq);
 		cc[j] = Int32GetDatum(sorted[j]->count);
 	}
@@ -1533,28 +1642,28 @@ int64 log_pass_batch(int max_events, const LogPassKnown *known, LogPassOutcome *
 	reader_close(&w);
 	PopActiveSnapshot();
 
-	// 7. the cache, as it is once this commits (log_pass_xact_event drops it otherwise)
+	// 7. the cache, as it is once this commits (log_pass_xact_event drops it otherwise); the dirty
+	//    list grows in cache.cxt
 	MemoryContext old = MemoryContextSwitchTo(cache.cxt);
 	for (int j = 0; j < nchannels; j++)
-		seq_raise(sorted[j]->name, sorted[j]->first_seq + sorted[j]->count - 1, first_pos + n - 1, false);
+		seq_raise_entry(sorted[j]->se, sorted[j]->first_seq + sorted[j]->count - 1, first_pos + n - 1, false);
 	MemoryContextSwitchTo(old);
+	// outbox.wait() and outbox.next() return at commit, as after a 1.2 drain (consumers.cpp); before
+	// the entries go below
+	wake_waiters_at_commit();
+	for (int j = 0; j < nchannels; j++)
+		wake_channel_waiters_at_commit(sorted[j]->se->name);
 	cache.upto_pos = first_pos + n - 1;
 	// bounded memory: past pg_outbox.channel_cache_size channels, write them all behind and forget
 	// them (misses are then looked up in outbox.log_channels)
 	bool over = hash_get_num_entries(cache.seqs) > guc_channel_cache_size;
 	flush_channels(over);
-	if (over) {
-		cache_clear_entries();
-		cache.complete = false;
-	}
+	if (over)
+		cache_overflow();
 	log_pass_cut = cut;
 	log_pass_last_pos = first_pos + n - 1;
 	out->wrote_batch = true;
 	out->first_pos = first_pos;
-	// outbox.wait() and outbox.next() return at commit, as after a 1.2 drain (consumers.cpp)
-	wake_waiters_at_commit();
-	for (int j = 0; j < nchannels; j++)
-		wake_channel_waiters_at_commit(sorted[j]->name);
 	return n;
 }
 
