@@ -169,6 +169,7 @@ static int64 count_discarded_events_or_release(void) {
 static void utility_hook_body(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
+	check_pending_ddl(stmt); // in log mode, nothing added to outbox.pending that would never apply
 	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false, db_dropped = false;
 	bool had_extension = false;
 	Oid released_db = InvalidOid; // a database whose worker was stopped for this statement
