@@ -200,8 +200,8 @@ void check_pending_ddl(Node *stmt) {
 	const char *relname = quote_qualified_identifier(get_namespace_name(nsp), "pending");
 	ereport(ERROR,
 	        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-	         errmsg("cannot add %s to %s: database %s stores its events in the write-once log", what, relname,
-	                quote_identifier(get_database_name(MyDatabaseId))),
+	         errmsg("cannot add %s to %s: database \"%s\" stores its events in the write-once log", what, relname,
+	                get_database_name(MyDatabaseId)),
 	         errdetail("In log mode outbox.publish() and the change trigger write the log, not %s: %s there would never "
 	                   "apply to their events.",
 	                   relname, what),
