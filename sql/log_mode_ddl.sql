@@ -85,7 +85,7 @@ CREATE TABLE dba_parted (LIKE outbox.pending) PARTITION BY LIST (channel);
 SELECT pg_temp.err('ALTER TABLE dba_parted ATTACH PARTITION outbox.pending FOR VALUES IN (''a'')');
 -- several subcommands: the refused one after harmless ones; nothing of the statement is applied
 SELECT pg_temp.err('ALTER TABLE outbox.pending ALTER COLUMN key SET STATISTICS 200, SET (fillfactor = 90), ADD CONSTRAINT dba_check CHECK (true)');
-SELECT attstattarget FROM pg_attribute WHERE attrelid = 'outbox.pending'::regclass AND attname = 'key';
+SELECT coalesce(attstattarget, -1) < 0 AS default_statistics FROM pg_attribute WHERE attrelid = 'outbox.pending'::regclass AND attname = 'key';
 SELECT reloptions FROM pg_class WHERE oid = 'outbox.pending'::regclass;
 -- through an inheritance parent (ALTER TABLE recurses into its children): refused; with ONLY and
 -- NO INHERIT it does not reach outbox.pending: accepted
