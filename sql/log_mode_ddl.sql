@@ -92,6 +92,7 @@ SELECT reloptions FROM pg_class WHERE oid = 'outbox.pending'::regclass;
 SELECT pg_temp.err('ALTER TABLE dba_parent ADD CONSTRAINT dba_check CHECK (true)');
 SELECT pg_temp.err('ALTER TABLE dba_parent ADD COLUMN dba_z int NOT NULL DEFAULT 0');
 SELECT pg_temp.err('ALTER TABLE ONLY dba_parent ADD CONSTRAINT dba_only CHECK (true) NO INHERIT');
+SELECT pg_temp.err('ALTER TABLE dba_parent ADD CONSTRAINT dba_noinh CHECK (true) NO INHERIT');
 -- run by a function, a DO block, an event trigger: the same statement, the same refusal
 CREATE FUNCTION dba_fn() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN EXECUTE 'CREATE TRIGGER dba_fn AFTER INSERT ON outbox.pending FOR EACH ROW EXECUTE FUNCTION noop()'; END $$;
@@ -184,6 +185,25 @@ ROLLBACK;
 -- published: nothing to warn of
 SELECT outbox.drain() AS drained;
 SET client_min_messages = notice;
+DROP EXTENSION pg_outbox CASCADE;
+RESET client_min_messages;
+
+-- 1. again, outbox.pending attached in 1.2 mode as a partition (the switch accepts it): a row
+-- trigger, a unique index or a constraint on the partitioned parent would be cloned onto it
+SET client_min_messages = warning;
+CREATE EXTENSION pg_outbox;
+RESET client_min_messages;
+CREATE TABLE dba_parts (LIKE outbox.pending) PARTITION BY LIST (channel);
+ALTER TABLE dba_parts ATTACH PARTITION outbox.pending DEFAULT;
+SELECT events_moved FROM outbox.use_log_storage();
+SELECT pg_temp.err('CREATE TRIGGER dba_row BEFORE INSERT ON dba_parts FOR EACH ROW EXECUTE FUNCTION noop()');
+SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_key ON dba_parts (channel, key)');
+SELECT pg_temp.err('ALTER TABLE dba_parts ADD CONSTRAINT dba_parts_check CHECK (true)');
+-- a statement trigger and an index ON ONLY the parent are not cloned: accepted
+SELECT pg_temp.err('CREATE TRIGGER dba_stmt AFTER INSERT ON dba_parts FOR EACH STATEMENT EXECUTE FUNCTION noop()');
+SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_only ON ONLY dba_parts (channel, key)');
+SELECT * FROM added();
+SET client_min_messages = warning;
 DROP EXTENSION pg_outbox CASCADE;
 RESET client_min_messages;
 

@@ -35,7 +35,7 @@ namespace pg_outbox {
 static const char *constraint_addition(const Node *n) {
 	if (!n || !IsA(n, Constraint))
 		return nullptr;
-	switch (castNode(Constraint, const_cast<Node *>(n))->contype) {
+	switch (reinterpret_cast<const Constraint *>(n)->contype) {
 	case CONSTR_CHECK:
 		return "a CHECK constraint";
 	case CONSTR_NOTNULL:
@@ -81,8 +81,8 @@ static const char *alter_table_addition(const AlterTableCmd *cmd) {
 	}
 }
 
-// Does the ALTER TABLE on relid reach pending through inheritance (relid a parent of it, without
-// ONLY)? Only for the subcommands that recurse (the additions above except row security and INHERIT).
+// Does a statement on relid that recurses (ALTER TABLE without ONLY, a row trigger or an index on a
+// partitioned table) reach pending, relid an inheritance or partition ancestor of it?
 static bool reaches_by_inheritance(Oid relid, Oid pending) {
 	if (!has_subclass(relid))
 		return false;
@@ -105,10 +105,14 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 	switch (nodeTag(stmt)) {
 	case T_CreateTrigStmt: {
 		CreateTrigStmt *t = castNode(CreateTrigStmt, stmt);
-		if (named_relation(t->relation) != pending)
+		Oid relid = named_relation(t->relation);
+		// a row trigger on a partitioned table is cloned onto its partitions
+		bool through = relid != pending && t->row && OidIsValid(relid) && reaches_by_inheritance(relid, pending);
+		if (relid != pending && !through)
 			return nullptr;
-		*trigger_priv = true;
-		return psprintf("%s \"%s\"", t->isconstraint ? "constraint trigger" : "trigger", t->trigname);
+		*trigger_priv = !through;
+		return psprintf("%s \"%s\"%s", t->isconstraint ? "constraint trigger" : "trigger", t->trigname,
+		                through ? " (through its parent table)" : "");
 	}
 	case T_RuleStmt: {
 		RuleStmt *r = castNode(RuleStmt, stmt);
@@ -120,16 +124,22 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 	}
 	case T_IndexStmt: {
 		IndexStmt *i = castNode(IndexStmt, stmt);
-		if (!(i->unique || i->primary || i->isconstraint || i->excludeOpNames) || named_relation(i->relation) != pending)
+		if (!(i->unique || i->primary || i->isconstraint || i->excludeOpNames))
 			return nullptr;
-		return pstrdup(i->excludeOpNames ? "an exclusion constraint" : "a unique index");
+		Oid relid = named_relation(i->relation);
+		// an index on a partitioned table (without ONLY) is made on its partitions too
+		bool through = relid != pending && i->relation->inh && OidIsValid(relid) && reaches_by_inheritance(relid, pending);
+		if (relid != pending && !through)
+			return nullptr;
+		return psprintf("%s%s", i->excludeOpNames ? "an exclusion constraint" : "a unique index",
+		                through ? " (through its parent table)" : "");
 	}
 	case T_AlterTableStmt: {
 		AlterTableStmt *a = castNode(AlterTableStmt, stmt);
 		Oid relid = named_relation(a->relation);
 		if (!OidIsValid(relid))
 			return nullptr;
-		bool recurses = relid != pending && a->relation->inh ? reaches_by_inheritance(relid, pending) : false;
+		int recurses = -1; // does it reach pending through inheritance? (-1: not looked up yet)
 		ListCell *lc;
 		foreach (lc, a->cmds) { // every subcommand: the refused one may come after harmless ones
 			const AlterTableCmd *cmd = static_cast<AlterTableCmd *>(lfirst(lc));
@@ -142,10 +152,16 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 			const char *what = alter_table_addition(cmd);
 			if (!what)
 				continue;
+			if (relid == pending)
+				return pstrdup(what);
 			bool inherited = cmd->subtype != AT_EnableRowSecurity && cmd->subtype != AT_ForceRowSecurity &&
-			                 cmd->subtype != AT_AddInherit;
-			if (relid == pending || (recurses && inherited))
-				return relid == pending ? pstrdup(what) : psprintf("%s (through its parent table)", what);
+			                 cmd->subtype != AT_AddInherit &&
+			                 !(cmd->subtype == AT_AddConstraint && IsA(cmd->def, Constraint) &&
+			                   castNode(Constraint, cmd->def)->is_no_inherit);
+			if (inherited && recurses < 0)
+				recurses = a->relation->inh && reaches_by_inheritance(relid, pending);
+			if (inherited && recurses > 0)
+				return psprintf("%s (through its parent table)", what);
 		}
 		return nullptr;
 	}
