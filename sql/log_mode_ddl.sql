@@ -199,6 +199,12 @@ SELECT events_moved FROM outbox.use_log_storage();
 SELECT pg_temp.err('CREATE TRIGGER dba_row BEFORE INSERT ON dba_parts FOR EACH ROW EXECUTE FUNCTION noop()');
 SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_key ON dba_parts (channel, key)');
 SELECT pg_temp.err('ALTER TABLE dba_parts ADD CONSTRAINT dba_parts_check CHECK (true)');
+-- the same by the parent's owner, who does not own outbox.pending (a row trigger is cloned anyway)
+ALTER TABLE dba_parts OWNER TO ddl_nobody;
+SET ROLE ddl_nobody;
+SELECT pg_temp.err('CREATE TRIGGER dba_row BEFORE INSERT ON dba_parts FOR EACH ROW EXECUTE FUNCTION noop()');
+RESET ROLE;
+ALTER TABLE dba_parts OWNER TO CURRENT_USER;
 -- a statement trigger and an index ON ONLY the parent are not cloned: accepted
 SELECT pg_temp.err('CREATE TRIGGER dba_stmt AFTER INSERT ON dba_parts FOR EACH STATEMENT EXECUTE FUNCTION noop()');
 SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_only ON ONLY dba_parts (channel, key)');

@@ -2,9 +2,9 @@
 // constrains or reacts to its rows (issue #15, doc/storage.md, "outbox.pending as a view"): a
 // trigger (constraint triggers included), a rule, a CHECK, NOT NULL, UNIQUE, primary key,
 // exclusion or foreign key constraint (by ALTER TABLE, by ADD COLUMN's column constraints, by a
-// unique index, by a parent table's constraints through INHERIT or ATTACH PARTITION, or by
-// ALTER TABLE on an inheritance parent that recurses into outbox.pending), row level security or a
-// policy. In log mode publish() and the change trigger write the log, not outbox.pending: these
+// unique index, by a parent table's constraints through INHERIT or ATTACH PARTITION, or by a
+// statement on an inheritance or partitioned parent that recurses into outbox.pending: ALTER
+// TABLE, a row trigger, an index), row level security or a policy. In log mode publish() and the change trigger write the log, not outbox.pending: these
 // would be accepted and silently never apply to an event. The switch (outbox.use_log_storage(),
 // 65_log_switch.sql) refuses the same things when they exist at its time; this keeps them out
 // after it. Called by the utility hook before the statement runs; the extension's own scripts
@@ -99,9 +99,11 @@ static Oid named_relation(RangeVar *rv) {
 
 // What stmt would add to the relation pending (outbox.pending), as text for the message; nullptr
 // when it adds nothing refused here or is about another relation (a table named pending in another
-// schema is another relation). *trigger_priv: the statement needs only the TRIGGER privilege.
-static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
+// schema is another relation). *target: the relation the statement names (pending, or a parent of
+// it); *trigger_priv: the statement needs only the TRIGGER privilege on it.
+static char *addition_to(Node *stmt, Oid pending, Oid *target, bool *trigger_priv) {
 	*trigger_priv = false;
+	*target = pending;
 	switch (nodeTag(stmt)) {
 	case T_CreateTrigStmt: {
 		CreateTrigStmt *t = castNode(CreateTrigStmt, stmt);
@@ -110,7 +112,8 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 		bool through = relid != pending && t->row && OidIsValid(relid) && reaches_by_inheritance(relid, pending);
 		if (relid != pending && !through)
 			return nullptr;
-		*trigger_priv = !through;
+		*target = relid;
+		*trigger_priv = true;
 		return psprintf("%s \"%s\"%s", t->isconstraint ? "constraint trigger" : "trigger", t->trigname,
 		                through ? " (through its parent table)" : "");
 	}
@@ -131,6 +134,7 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 		bool through = relid != pending && i->relation->inh && OidIsValid(relid) && reaches_by_inheritance(relid, pending);
 		if (relid != pending && !through)
 			return nullptr;
+		*target = relid;
 		return psprintf("%s%s", i->excludeOpNames ? "an exclusion constraint" : "a unique index",
 		                through ? " (through its parent table)" : "");
 	}
@@ -160,8 +164,10 @@ static char *addition_to(Node *stmt, Oid pending, bool *trigger_priv) {
 			                   castNode(Constraint, cmd->def)->is_no_inherit);
 			if (inherited && recurses < 0)
 				recurses = a->relation->inh && reaches_by_inheritance(relid, pending);
-			if (inherited && recurses > 0)
+			if (inherited && recurses > 0) {
+				*target = relid;
 				return psprintf("%s (through its parent table)", what);
+			}
 		}
 		return nullptr;
 	}
@@ -196,15 +202,17 @@ void check_pending_ddl(Node *stmt) {
 	// another extension's script is refused as a DBA is
 	if (creating_extension && CurrentExtensionObject == get_extension_oid("pg_outbox", true))
 		return;
+	Oid target;
 	bool trigger_priv;
-	char *what = addition_to(stmt, pending, &trigger_priv);
+	char *what = addition_to(stmt, pending, &target, &trigger_priv);
 	if (!what)
 		return;
-	// A role that may not run the statement gets its own error from it, and takes no lock here
-	// (it could otherwise queue a lock on outbox.pending that every producer then waits behind).
+	// A role that may not run the statement on the relation it names gets its own error from it,
+	// and takes no lock here (it could otherwise queue a lock on outbox.pending that every producer
+	// then waits behind). The owner of a parent may: a row trigger is cloned onto the partitions.
 	Oid user = GetUserId();
-	if (!compat::class_ownercheck(pending, user) &&
-	    !(trigger_priv && pg_class_aclcheck(pending, user, ACL_TRIGGER) == ACLCHECK_OK))
+	if (!compat::class_ownercheck(target, user) &&
+	    !(trigger_priv && pg_class_aclcheck(target, user, ACL_TRIGGER) == ACLCHECK_OK))
 		return;
 	// The mode is read after a lock that conflicts with the switch's EXCLUSIVE lock on
 	// outbox.pending (self-conflicting, so two such statements do not both hold it and then deadlock
