@@ -188,30 +188,7 @@ SET client_min_messages = notice;
 DROP EXTENSION pg_outbox CASCADE;
 RESET client_min_messages;
 
--- 1. again, outbox.pending attached in 1.2 mode as a partition (the switch accepts it): a row
--- trigger, a unique index or a constraint on the partitioned parent would be cloned onto it
-SET client_min_messages = warning;
-CREATE EXTENSION pg_outbox;
-RESET client_min_messages;
-CREATE TABLE dba_parts (LIKE outbox.pending) PARTITION BY LIST (channel);
-ALTER TABLE dba_parts ATTACH PARTITION outbox.pending DEFAULT;
-SELECT events_moved FROM outbox.use_log_storage();
-SELECT pg_temp.err('CREATE TRIGGER dba_row BEFORE INSERT ON dba_parts FOR EACH ROW EXECUTE FUNCTION noop()');
-SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_key ON dba_parts (channel, key)');
-SELECT pg_temp.err('ALTER TABLE dba_parts ADD CONSTRAINT dba_parts_check CHECK (true)');
--- the same by the parent's owner, who does not own outbox.pending (a row trigger is cloned anyway)
-ALTER TABLE dba_parts OWNER TO ddl_nobody;
-SET ROLE ddl_nobody;
-SELECT pg_temp.err('CREATE TRIGGER dba_row BEFORE INSERT ON dba_parts FOR EACH ROW EXECUTE FUNCTION noop()');
-RESET ROLE;
-ALTER TABLE dba_parts OWNER TO CURRENT_USER;
--- a statement trigger and an index ON ONLY the parent are not cloned: accepted
-SELECT pg_temp.err('CREATE TRIGGER dba_stmt AFTER INSERT ON dba_parts FOR EACH STATEMENT EXECUTE FUNCTION noop()');
-SELECT pg_temp.err('CREATE UNIQUE INDEX dba_parts_only ON ONLY dba_parts (channel, key)');
-SELECT * FROM added();
-SET client_min_messages = warning;
-DROP EXTENSION pg_outbox CASCADE;
-RESET client_min_messages;
+-- (outbox.pending as a partition of a DBA's table: regress log_mode_ddl_partition)
 
 \c contrib_regression
 SET client_min_messages = warning;
