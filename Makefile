@@ -4,7 +4,7 @@ MODULE_big = pg_outbox
 EXTVERSION = 1.3
 
 CXX_SRCS = src/rights.cpp src/guard.cpp src/limits.cpp src/json_writer.cpp src/envelope.cpp src/json_impl.cpp src/pg_outbox.cpp src/shmem.cpp src/wakeup.cpp \
-           src/utility_hook.cpp src/notify.cpp src/payload.cpp \
+           src/utility_hook.cpp src/pending_ddl.cpp src/notify.cpp src/payload.cpp \
            src/trigger_config.cpp src/trigger_row.cpp src/trigger_buffer.cpp src/trigger_attach.cpp \
            src/xact_events.cpp src/invalidation.cpp src/jsonb_text.cpp src/spi_util.cpp src/publish.cpp src/drain.cpp src/drain_failures.cpp src/history.cpp \
            src/direct.cpp src/worker_settings.cpp src/launcher.cpp src/worker.cpp src/admin.cpp \

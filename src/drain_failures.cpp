@@ -794,7 +794,17 @@ PGO_FUNCTION(outbox_drain) {
 			                errdetail("This database stores its events in the write-once log, whose pass takes its "
 			                          "snapshot after the batch lock."),
 			                errhint("Call it in autocommit mode or in a READ COMMITTED transaction.")));
-		PG_RETURN_INT64(log_pass(max_events));
+		bool own_rows = log_has_own_rows();
+		int64 n = log_pass(max_events);
+		if (own_rows)
+			ereport(NOTICE,
+			        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			         errmsg("outbox.drain() did not publish the events of its own transaction"),
+			         errdetail("This database stores its events in the write-once log: a pass publishes the events "
+			                   "of committed transactions only, and counts the calling transaction as in progress."),
+			         errhint("Commit the events first, then call outbox.drain() in another transaction (the drain "
+			                 "worker publishes them after the commit by itself).")));
+		PG_RETURN_INT64(n);
 	}
 	PG_RETURN_INT64(drain(max_events));
 }

@@ -29,6 +29,9 @@ void check_log_xids_producer(void);
 // the row is missing)? src/storage_mode.cpp.
 bool log_storage_active(Snapshot snap);
 
+// log_storage_active() for the extension's schema nsp, whatever its name now (the DDL check).
+bool log_storage_active_in(Oid nsp, Snapshot snap);
+
 // outbox.log_state's OID by name, InvalidOid when the SQL objects are older than 1.3 (remembered
 // until that relation or a schema changes). src/storage_mode.cpp.
 Oid log_state_relid(void);

@@ -979,6 +979,33 @@ static bool window_has_rows(int seg, Snapshot snap, const PgSnapshot *lo, const 
 	return w.n > 0;
 }
 
+// Has the current transaction written rows into the log (its subtransactions' rows carry its xid;
+// those of a subtransaction rolled back are not seen)? One probe of each segment's (xid, id) btree
+// with SnapshotSelf, which sees the rows of the current command too (SELECT publish(), drain()).
+// No xid yet: nothing written, no probe.
+bool log_has_own_rows(void) {
+	FullTransactionId own = GetTopFullTransactionIdIfAny();
+	if (!FullTransactionIdIsValid(own))
+		return false;
+	bool found = false;
+	for (int s = 0; s < kLogSegments && !found; s++) {
+		Relation rel = open_layout(&log_layout[s], AccessShareLock);
+		Relation idx = index_open(index_on(rel, log_layout[s].attnum[kLogXid], log_layout[s].attnum[kLogId], "(xid, id)"),
+		                          AccessShareLock);
+		ScanKeyData key;
+		key_xid(&key, BTEqualStrategyNumber, F_XID8EQ, fxid(own));
+		IndexScanDesc scan = compat::index_beginscan(rel, idx, SnapshotSelf, 1, 0);
+		index_rescan(scan, &key, 1, nullptr, 0);
+		TupleTableSlot *slot = table_slot_create(rel, nullptr);
+		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		index_close(idx, NoLock);
+		table_close(rel, NoLock);
+	}
+	return found;
+}
+
 // ---------------------------------------------------------------------------------------
 // A log restored from another cluster (doc/storage.md, "Epochs, dump and restore")
 // ---------------------------------------------------------------------------------------

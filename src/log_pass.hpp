@@ -62,6 +62,11 @@ struct LogPassFault {
 };
 extern LogPassFault log_pass_fault;
 
+// Has the current transaction written rows into the log (publish(), the change trigger, an INSERT
+// into outbox.pending, retry())? A pass never publishes them: it counts its own transaction as in
+// progress. outbox.drain() says so (drain_failures.cpp).
+bool log_has_own_rows(void);
+
 // Has outbox.failures or outbox.withheld a row (the failure path has work)? Two heap looks, no SPI.
 bool log_failure_rows_exist(void);
 

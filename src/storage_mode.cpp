@@ -73,6 +73,15 @@ bool log_storage_active(Snapshot snap) {
 	return log_active_row(snap, &relid);
 }
 
+// The same, for the extension's schema by its OID (still the extension's once renamed, when
+// log_state_relid() finds nothing): the DDL check of outbox.pending (pending_ddl.cpp), which a
+// schema renamed for a moment must not get around.
+bool log_storage_active_in(Oid nsp, Snapshot snap) {
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("log_state", nsp)))
+		return false;
+	return single_row_bool(&log_state_active_layout, 0, snap, false);
+}
+
 // The producers' mode, once per transaction (log.hpp). the local transaction id names the transaction: no
 // end-of-transaction callback is needed to forget it. Forgotten (read again by the next producer)
 // when it may have changed inside the transaction: the switch ran in it (outbox._log_mode_changed())

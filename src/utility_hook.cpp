@@ -9,12 +9,15 @@
 #include "pg_outbox.hpp"
 #include "guard.hpp"
 #include "pg_compat.hpp"
+#include "log.hpp"
+#include "spi_util.hpp"
 
 extern "C" {
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_database.h"
@@ -22,6 +25,7 @@ extern "C" {
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -131,12 +135,25 @@ static bool may_drop_extension(void) {
 // Locking pending first also puts the DROP's locks in a producer's order (pending, then its id
 // sequence): left to itself the DROP locked the sequence first and deadlocked with publish()
 // (test/t/113_drop_extension_load.pl: 2 of 6 DROPs under load on 1.1).
+// The log's relations next, in the order a log-mode producer takes them (outbox.log_state to read
+// the mode and the current segment, then the segment, then the id sequence) and a log pass takes
+// them (the batch lock before outbox.log_state): left to itself the DROP took a segment before
+// outbox.log_state and the sequence before the segments, and deadlocked with publish() in log
+// mode (test/t/159_log_drop_extension_load.pl: deadlocks in 2 of 3 runs, once the DROP aborted; 0 of 3 after).
+static const char *const kDropLockOrder[] = {"batches",   "batches_0", "batches_1", "batches_2", "log_state",
+                                             "log",       "log_0",     "log_1",     "log_2",     "pending_id_seq"};
+
 static int64 count_discarded_events(void) {
 	Oid nsp = get_namespace_oid("outbox", true);
 	Oid relid = OidIsValid(nsp) ? get_relname_relid("pending", nsp) : InvalidOid;
 	if (!OidIsValid(relid))
 		return -1;
 	LockRelationOid(relid, AccessExclusiveLock);
+	for (const char *name : kDropLockOrder) { // missing ones (SQL objects older than 1.3) skipped
+		Oid other = get_relname_relid(name, nsp);
+		if (OidIsValid(other))
+			LockRelationOid(other, AccessExclusiveLock);
+	}
 	Relation rel = table_open(relid, NoLock);
 	Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
 	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
@@ -152,11 +169,50 @@ static int64 count_discarded_events(void) {
 	return n;
 }
 
-// count_discarded_events(); if it fails, the worker stopped for the DROP may start again at once.
-static int64 count_discarded_events_or_release(void) {
+// In log mode, the log's events that no committed batch has published, and those being retried:
+// outbox.status's pending figure (outbox._pending_summary()), counted as the DROP's user after
+// pending's lock. -1: 1.2 mode (or SQL objects older than 1.3); -2: they could not be counted (a
+// log a DBA or a restore left odd, a schema pg_outbox does not trust): the DROP goes on, and says
+// so. In a subtransaction, so that nothing of it can make the DROP fail; a cancel (statement_timeout
+// included) still cancels the DROP, as it cancels the scan of outbox.pending.
+static void count_log_pending(void *out) {
+	int64 *n = static_cast<int64 *>(out);
+	if (!log_storage_active(GetLatestSnapshot()))
+		return;
+	check_trusted_schema(); // SQL of the extension's schema, run as the DROP's user
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "pg_outbox: SPI_connect failed");
+	int rc = SPI_execute("SELECT pending FROM outbox._pending_summary()", false, 1);
+	bool isnull = true;
+	Datum d = rc == SPI_OK_SELECT && SPI_processed == 1
+	              ? SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)
+	              : (Datum)0;
+	if (isnull)
+		elog(ERROR, "pg_outbox: counting the log's pending events failed: %s", SPI_result_code_string(rc));
+	*n = DatumGetInt64(d);
+	SPI_finish();
+}
+
+static int64 count_unpublished_log_events(void) {
+	int64 n = -1;
+	ErrorData *edata = run_in_subxact(count_log_pending, &n);
+	if (!edata)
+		return n;
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	return -2;
+}
+
+// count_discarded_events() (*in_log: count_unpublished_log_events()); if either fails, the worker
+// stopped for the DROP may start again at once.
+static int64 count_discarded_events_or_release(int64 *in_log) {
 	int64 n = -1;
 	PG_TRY();
-	{ n = count_discarded_events(); }
+	{
+		n = count_discarded_events();
+		*in_log = n < 0 ? -1 : count_unpublished_log_events();
+	}
 	PG_CATCH();
 	{
 		release_worker(MyDatabaseId);
@@ -166,13 +222,47 @@ static int64 count_discarded_events_or_release(void) {
 	return n;
 }
 
+// The WARNING of DROP EXTENSION pg_outbox: pending events never published (in outbox.pending,
+// and in log mode in the log), if any.
+static void warn_discarded(int64 in_table, int64 in_log) {
+	int64 table = Max(in_table, 0);
+	const char *detail = "and its dead letters and history); ROLLBACK keeps them.";
+	const char *log_hint = "Before dropping, let the worker publish the backlog (outbox.status shows pending = 0), or "
+	                       "copy the log's pending events elsewhere (SELECT * FROM outbox._log_pending(), as a "
+	                       "superuser).";
+	if (in_log == -2)
+		ereport(WARNING, (errmsg("dropping extension pg_outbox discarded %lld pending events in outbox.pending and an "
+		                         "unknown number in the write-once log",
+		                         (long long)table),
+		                  errdetail("The log's unpublished events could not be counted (outbox.status failed); they "
+		                            "are gone with the extension (%s",
+		                            detail),
+		                  errhint("%s", log_hint)));
+	else if (in_log > 0)
+		ereport(WARNING, (errmsg("dropping extension pg_outbox discarded %lld pending events that were never published "
+		                         "(%lld of them in the write-once log)",
+		                         (long long)(table + in_log), (long long)in_log),
+		                  errdetail("The events of the log in no committed batch (or being retried) and the rows of "
+		                            "outbox.pending are gone with the extension (%s",
+		                            detail),
+		                  errhint("%s", log_hint)));
+	else if (table > 0)
+		ereport(WARNING, (errmsg("dropping extension pg_outbox discarded %lld pending events that were never published",
+		                         (long long)table),
+		                  errdetail("Their rows in outbox.pending are gone with the extension (%s", detail),
+		                  errhint("Before dropping, let the worker publish the backlog (outbox.status shows "
+		                          "pending = 0), or copy outbox.pending elsewhere.")));
+}
+
 static void utility_hook_body(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, ProcessUtilityContext context,
                          ParamListInfo params, QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc) {
 	Node *stmt = pstmt->utilityStmt;
+	check_pending_ddl(stmt); // in log mode, nothing added to outbox.pending that would never apply
 	bool ext_created = false, ext_dropped = false, db_created = false, commit_prepared = false, db_dropped = false;
 	bool had_extension = false;
 	Oid released_db = InvalidOid; // a database whose worker was stopped for this statement
 	int64 discarded = -1;         // DROP EXTENSION pg_outbox: the pending events it discards
+	int64 discarded_log = -1;     // ... of them in the log (log mode; -2: could not be counted)
 	constexpr int wait_ms = 10000;
 	int hold_ms = 5000;
 
@@ -233,20 +323,15 @@ static void utility_hook_body(PlannedStmt *pstmt, const char *queryString, bool 
 	if (OidIsValid(released_db))
 		stop_worker(released_db, hold_ms, wait_ms);
 	if (ext_dropped && released_db == MyDatabaseId)
-		discarded = count_discarded_events_or_release();
+		discarded = count_discarded_events_or_release(&discarded_log);
 	run_utility(released_db, pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 
 	if (released_db != InvalidOid)
 		release_worker(released_db, db_dropped); // the statement is done: no need to wait for the hold
 	if (IsA(stmt, CreateExtensionStmt))
 		ext_created = !had_extension && OidIsValid(get_extension_oid("pg_outbox", true));
-	if (ext_dropped && discarded > 0 && !OidIsValid(get_extension_oid("pg_outbox", true)))
-		ereport(WARNING, (errmsg("dropping extension pg_outbox discarded %lld pending events that were never published",
-		                         (long long)discarded),
-		                  errdetail("Their rows in outbox.pending are gone with the extension (and its dead letters "
-		                            "and history); ROLLBACK keeps them."),
-		                  errhint("Before dropping, let the worker publish the backlog (outbox.status shows "
-		                          "pending = 0), or copy outbox.pending elsewhere.")));
+	if (ext_dropped && !OidIsValid(get_extension_oid("pg_outbox", true)))
+		warn_discarded(discarded, discarded_log);
 	if (ext_created || db_created)
 		rescan_at_commit();
 	if (nodeTag(stmt) == T_AlterExtensionContentsStmt &&

@@ -13,7 +13,7 @@ use Time::HiRes qw(time usleep);
 use POSIX ();
 use IPC::Run ();
 
-our @EXPORT_OK = qw(start_producers reap_producers wait_producers acked_ids verdict poll_until);
+our @EXPORT_OK = qw(start_producers reap_producers wait_producers acked_ids verdict poll_until drop_rolled_back);
 
 # poll_until($node, $db, $sql, $timeout): polls until $sql returns 't'; undef on timeout.
 # Connection failures (a server restarting) count as "not yet".
@@ -151,6 +151,20 @@ sub verdict {
 			  . 'min(seq) OVER (PARTITION BY channel) AS first FROM outbox.history) s WHERE step <> 1 OR first <> 1'),
 		'0', "$label: seq is 1..n on every channel, in pos order");
 	return $n;
+}
+
+# drop_rolled_back($node, $db, $round): BEGIN; DROP EXTENSION pg_outbox CASCADE; ROLLBACK in one
+# psql, noted with its time and messages; returns (whether psql succeeded, its stderr).
+sub drop_rolled_back {
+	my ($node, $db, $round) = @_;
+	my ($out, $err) = ('', '');
+	my $t0 = time;
+	my $ok = IPC::Run::run([ $node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
+			'-d', $node->connstr($db),
+			'-c', 'BEGIN', '-c', 'DROP EXTENSION pg_outbox CASCADE', '-c', 'ROLLBACK' ],
+		'>', \$out, '2>', \$err, IPC::Run::timeout(60));
+	note sprintf('round %d: %.2f s; %s', $round, time - $t0, $err =~ s/\n/ /gr);
+	return ($ok, $err);
 }
 
 1;
