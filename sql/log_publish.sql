@@ -106,6 +106,29 @@ COMMIT;
 SELECT outbox._log_publish('s', '{"n": 3}') > 0 AS ok;
 SELECT tableoid::regclass AS seg, payload->>'n' AS n FROM outbox.log WHERE channel = 's' ORDER BY id;
 UPDATE outbox.log_state SET cur_seg = 0;
+-- the segment is remembered across transactions (isolation log_rotate_producer: another
+-- session's rotation or UPDATE) and forgotten with a change of cur_seg that rolls back: the
+-- producer that wrote the uncommitted segment leaves the next transaction on the committed one
+-- (a transaction keeps the segment it chose, even after ROLLBACK TO SAVEPOINT: n 4 is in log_2)
+BEGIN;
+UPDATE outbox.log_state SET cur_seg = 1;
+SELECT outbox._log_publish('r', '{"n": 1}') > 0 AS ok;
+ROLLBACK;
+SELECT outbox._log_publish('r', '{"n": 2}') > 0 AS ok;
+BEGIN;
+SAVEPOINT s;
+UPDATE outbox.log_state SET cur_seg = 2;
+SELECT outbox._log_publish('r', '{"n": 3}') > 0 AS ok;
+ROLLBACK TO SAVEPOINT s;
+SELECT outbox._log_publish('r', '{"n": 4}') > 0 AS ok;
+COMMIT;
+SELECT outbox._log_publish('r', '{"n": 5}') > 0 AS ok;
+-- ... and a committed UPDATE of this session
+UPDATE outbox.log_state SET cur_seg = 1;
+SELECT outbox._log_publish('r', '{"n": 6}') > 0 AS ok;
+SELECT tableoid::regclass AS seg, payload->>'n' AS n FROM outbox.log WHERE channel = 'r' ORDER BY id;
+TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2;
+UPDATE outbox.log_state SET cur_seg = 0;
 
 -- bad input: the errors of outbox.publish()
 SELECT pg_temp.err($$SELECT outbox._log_publish(NULL)$$);
@@ -254,6 +277,17 @@ DROP SCHEMA logpub_evil CASCADE;
 REVOKE INSERT ON u FROM logpub_writer;
 REVOKE USAGE ON u_ids FROM logpub_writer;
 DROP ROLE logpub_writer;
+
+-- the segment remembered, then the extension dropped and created again in the session (new
+-- tables, cur_seg 0): the event goes into the new log_0
+UPDATE outbox.log_state SET cur_seg = 2;
+SELECT outbox._log_publish('z') > 0 AS ok;
+SET client_min_messages = warning;
+DROP EXTENSION pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
+RESET client_min_messages;
+SELECT outbox._log_publish('z') > 0 AS ok;
+SELECT tableoid::regclass AS seg, channel FROM outbox.log;
 
 \c contrib_regression
 DROP DATABASE pg_outbox_logpub;

@@ -122,6 +122,7 @@ my %functions = (
     'outbox._log_envelope(bigint,bigint,bigint,text,text,jsonb,bigint,boolean)'
                                                   => ['',     q{SELECT outbox._log_envelope(1, 1, 1, NULL, NULL, NULL, 0, false)}],
     'outbox._log_state_check()'                   => ['',     'trigger'],
+    'outbox._log_state_moved()'                   => ['',     'trigger'],
     # the switch (issue #15: internal, granted to nobody)
     'outbox._log_put(bigint,text,text,text,jsonb,timestamp with time zone)'
                                                   => ['',     q{SELECT outbox._log_put(1, 'm_chan', NULL, NULL, NULL, now())}],
