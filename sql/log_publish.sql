@@ -278,6 +278,20 @@ REVOKE INSERT ON u FROM logpub_writer;
 REVOKE USAGE ON u_ids FROM logpub_writer;
 DROP ROLE logpub_writer;
 
+-- the change trigger writes as outbox.pending's owner, remembered until the table's owner changes
+-- (a DBA's column default on the segment shows who wrote the row)
+ALTER TABLE outbox.log_0 ADD COLUMN dba_who text DEFAULT current_user;
+CREATE ROLE logpub_owner;
+INSERT INTO u VALUES (20, 'before');
+ALTER TABLE outbox.pending OWNER TO logpub_owner;
+INSERT INTO u VALUES (21, 'after');
+ALTER TABLE outbox.pending OWNER TO CURRENT_USER;
+INSERT INTO u VALUES (22, 'back');
+SELECT key, dba_who FROM (SELECT id, key, dba_who FROM outbox.log_0 WHERE channel = 'public.u' ORDER BY id DESC LIMIT 3) l
+ ORDER BY id;
+ALTER TABLE outbox.log_0 DROP COLUMN dba_who;
+DROP ROLE logpub_owner;
+
 -- the segment remembered, then the extension dropped and created again in the session (new
 -- tables, cur_seg 0): the event goes into the new log_0
 UPDATE outbox.log_state SET cur_seg = 2;

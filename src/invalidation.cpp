@@ -21,6 +21,7 @@ static void relation_changed(Datum, Oid relid) {
 		direct_layouts_forget(relid);
 		log_seqs_forget(relid);
 		log_segment_forget(relid);
+		pending_owner_forget(relid);
 		storage_mode_forget_relation(relid);
 	});
 }
