@@ -106,6 +106,29 @@ COMMIT;
 SELECT outbox._log_publish('s', '{"n": 3}') > 0 AS ok;
 SELECT tableoid::regclass AS seg, payload->>'n' AS n FROM outbox.log WHERE channel = 's' ORDER BY id;
 UPDATE outbox.log_state SET cur_seg = 0;
+-- the segment is remembered across transactions (isolation log_rotate_producer: another
+-- session's rotation or UPDATE) and forgotten with a change of cur_seg that rolls back: the
+-- producer that wrote the uncommitted segment leaves the next transaction on the committed one
+-- (a transaction keeps the segment it chose, even after ROLLBACK TO SAVEPOINT: n 4 is in log_2)
+BEGIN;
+UPDATE outbox.log_state SET cur_seg = 1;
+SELECT outbox._log_publish('r', '{"n": 1}') > 0 AS ok;
+ROLLBACK;
+SELECT outbox._log_publish('r', '{"n": 2}') > 0 AS ok;
+BEGIN;
+SAVEPOINT s;
+UPDATE outbox.log_state SET cur_seg = 2;
+SELECT outbox._log_publish('r', '{"n": 3}') > 0 AS ok;
+ROLLBACK TO SAVEPOINT s;
+SELECT outbox._log_publish('r', '{"n": 4}') > 0 AS ok;
+COMMIT;
+SELECT outbox._log_publish('r', '{"n": 5}') > 0 AS ok;
+-- ... and a committed UPDATE of this session
+UPDATE outbox.log_state SET cur_seg = 1;
+SELECT outbox._log_publish('r', '{"n": 6}') > 0 AS ok;
+SELECT tableoid::regclass AS seg, payload->>'n' AS n FROM outbox.log WHERE channel = 'r' ORDER BY id;
+TRUNCATE outbox.log_0, outbox.log_1, outbox.log_2;
+UPDATE outbox.log_state SET cur_seg = 0;
 
 -- bad input: the errors of outbox.publish()
 SELECT pg_temp.err($$SELECT outbox._log_publish(NULL)$$);
@@ -254,6 +277,31 @@ DROP SCHEMA logpub_evil CASCADE;
 REVOKE INSERT ON u FROM logpub_writer;
 REVOKE USAGE ON u_ids FROM logpub_writer;
 DROP ROLE logpub_writer;
+
+-- the change trigger writes as outbox.pending's owner, remembered until the table's owner changes
+-- (a DBA's column default on the segment shows who wrote the row)
+ALTER TABLE outbox.log_0 ADD COLUMN dba_who text DEFAULT current_user;
+CREATE ROLE logpub_owner;
+INSERT INTO u VALUES (20, 'before');
+ALTER TABLE outbox.pending OWNER TO logpub_owner;
+INSERT INTO u VALUES (21, 'after');
+ALTER TABLE outbox.pending OWNER TO CURRENT_USER;
+INSERT INTO u VALUES (22, 'back');
+SELECT key, dba_who FROM (SELECT id, key, dba_who FROM outbox.log_0 WHERE channel = 'public.u' ORDER BY id DESC LIMIT 3) l
+ ORDER BY id;
+ALTER TABLE outbox.log_0 DROP COLUMN dba_who;
+DROP ROLE logpub_owner;
+
+-- the segment remembered, then the extension dropped and created again in the session (new
+-- tables, cur_seg 0): the event goes into the new log_0
+UPDATE outbox.log_state SET cur_seg = 2;
+SELECT outbox._log_publish('z') > 0 AS ok;
+SET client_min_messages = warning;
+DROP EXTENSION pg_outbox CASCADE;
+CREATE EXTENSION pg_outbox;
+RESET client_min_messages;
+SELECT outbox._log_publish('z') > 0 AS ok;
+SELECT tableoid::regclass AS seg, channel FROM outbox.log;
 
 \c contrib_regression
 DROP DATABASE pg_outbox_logpub;

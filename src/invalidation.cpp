@@ -20,6 +20,8 @@ static void relation_changed(Datum, Oid relid) {
 		schema_trust_forget();
 		direct_layouts_forget(relid);
 		log_seqs_forget(relid);
+		log_segment_forget(relid);
+		pending_owner_forget(relid);
 		storage_mode_forget_relation(relid);
 	});
 }

@@ -20,6 +20,8 @@ void rights_forget_function(void);       // rights.cpp: the function last asked 
 void schema_trust_forget(void);          // schema_guard.cpp: the extension's schema, its trust
 void direct_layouts_forget(Oid relid);   // direct.cpp: the layouts of relid (InvalidOid: all)
 void log_seqs_forget(Oid relid);         // log_pass.cpp: the seq cache, if relid is outbox.log_channels (InvalidOid: any)
+void pending_owner_forget(Oid relid);   // publish.cpp: outbox.pending's owner, if relid is that table (InvalidOid: any)
+void log_segment_forget(Oid relid);     // log_publish.cpp: the log's current segment, if relid is outbox.log_state or a segment (InvalidOid: any)
 void storage_mode_forget_relation(Oid relid); // storage_mode.cpp: the log mode known committed and outbox.log_state's OID, if relid is outbox.log_state (InvalidOid: any)
 
 // Register the callbacks (_PG_init).

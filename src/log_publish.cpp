@@ -6,13 +6,16 @@
 // arguments are checked by publish()'s own code (publish.hpp: publish_arguments). With a DBA's
 // trigger, rule or generated column on the segment, the row is inserted through SQL instead.
 //
-// cur_seg is read once per transaction (the first event) and kept to its end: a segment read
-// just before a rotation is harmless (doc/storage.md, "Rotation and retention": a pass scans
-// every segment, and a segment is truncated only under ACCESS EXCLUSIVE, which the producer's
-// ROW EXCLUSIVE lock holds off until it ends).
+// The segment is chosen once per transaction (the first event) and kept to its end: a segment
+// chosen just before a rotation is harmless (doc/storage.md, "Rotation and retention": a pass
+// scans every segment, and a segment is truncated only under ACCESS EXCLUSIVE, which the
+// producer's ROW EXCLUSIVE lock holds off until it ends). Which segment is current is read from
+// outbox.log_state once per backend and remembered (known_seg below) until an invalidation says
+// it may have moved; the lock on the chosen segment is what makes that safe.
 #include "pg_outbox.hpp"
 #include "direct.hpp"
 #include "guard.hpp"
+#include "invalidation.hpp"
 #include "log.hpp"
 #include "wakeup.hpp"
 #include "publish.hpp"
@@ -23,10 +26,12 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
+#include "commands/trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/xid8.h"
@@ -48,7 +53,27 @@ static const ColumnSpec log_state_seg_cols[] = {{"cur_seg", INT4OID}};
 static TableLayout log_state_seg_layout = {"log_state", log_state_seg_cols, 1, nullptr, nullptr, false, InvalidOid,
                                            -1,          {},                 0};
 
-static int xact_seg = -1; // cur_seg as this transaction first read it (-1: not read yet)
+static int xact_seg = -1; // the segment this transaction writes (-1: not chosen yet)
+
+// outbox.log_state.cur_seg as this backend last read it (-1: read it again), across transactions.
+// What moves cur_seg sends a relcache invalidation that forgets it (log_segment_forget()): a
+// rotation TRUNCATEs the segment it makes current (a new relfilenode), and the statement trigger
+// log_state_moved (63_log_publish.sql) invalidates outbox.log_state on any INSERT, DELETE or
+// UPDATE OF cur_seg (a DBA's, the switch's, a restore's). A rotation sends its invalidations at
+// commit before it releases its locks; a backend takes them in at its next transaction start or
+// at a lock it did not hold yet, such as the one on the segment it chose (insert_log()).
+static int known_seg = -1;
+static uint64 seg_forgets = 0; // log_segment_forget() calls that forgot it
+
+void log_segment_forget(Oid relid) {
+	bool ours = !OidIsValid(relid) || relid == log_state_seg_layout.relid;
+	for (int s = 0; s < kLogSegments && !ours; s++)
+		ours = relid == log_pub_layout[s].relid;
+	if (!ours)
+		return;
+	known_seg = -1;
+	seg_forgets++;
+}
 
 // outbox.pending_id_seq, resolved again whenever a segment's layout is (DDL on it, or a new
 // extension: the relids change, so the layouts' generations do)
@@ -69,13 +94,16 @@ void log_publish_xact_event(XactEvent event) {
 	}
 }
 
-// outbox.log_state.cur_seg, read with the statement's snapshot (as _log_insert's SELECT reads it).
-static int current_segment(void) {
-	if (xact_seg >= 0)
-		return xact_seg;
+// outbox.log_state.cur_seg: known_seg, or read with the latest snapshot (the current segment
+// now, not as an old REPEATABLE READ snapshot saw it; this transaction's own UPDATE included) and
+// remembered unless an invalidation came in meanwhile. *forgets: seg_forgets at the choice.
+static int current_segment(uint64 *forgets) {
+	*forgets = seg_forgets;
+	if (known_seg >= 0)
+		return known_seg;
 	Relation rel = open_layout(&log_state_seg_layout, AccessShareLock);
-	Snapshot snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
-	TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+	uint64 before = seg_forgets; // the lock above took in what was sent before it: the read is newer
+	TableScanDesc scan = table_beginscan(rel, GetLatestSnapshot(), 0, nullptr);
 	HeapTuple tup = heap_getnext(scan, ForwardScanDirection);
 	bool isnull = true;
 	int seg = -1;
@@ -93,18 +121,35 @@ static int current_segment(void) {
 		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
 		                errmsg("pg_outbox: outbox.log_state.cur_seg is %s", isnull ? "NULL" : psprintf("%d", seg)),
 		                errhint("Set it to 0, 1 or 2.")));
-	xact_seg = seg;
+	*forgets = before;
+	if (seg_forgets == before)
+		known_seg = seg;
 	return seg;
 }
 
 void insert_log(const PendingEvent *ev, int n, int64 *ids) {
 	check_events_encoding(ev, n);
 	wake_worker_at_commit(); // the drain worker publishes the log with pg_outbox.drain_log on
-	int seg = current_segment();
 	check_log_xids_producer();
-	TableLayout *layout = &log_pub_layout[seg];
+	int seg = xact_seg;
+	TableLayout *layout;
 	DirectInsert d;
-	direct_begin(&d, layout, n > 1 ? kMultiInsertRows : 0);
+	for (int attempt = 0;; attempt++) {
+		uint64 forgets = seg_forgets;
+		if (seg < 0)
+			seg = current_segment(&forgets);
+		layout = &log_pub_layout[seg];
+		direct_begin(&d, layout, n > 1 ? kMultiInsertRows : 0);
+		// The first lock on the segment in this transaction took in the invalidations sent before
+		// it: a rotation committed since the choice (whose TRUNCATE had held the lock off, if it
+		// emptied this very segment) makes the transaction choose again, once. Chosen, the segment
+		// is kept to the transaction's end, locked.
+		if (xact_seg >= 0 || seg_forgets == forgets || attempt > 0)
+			break;
+		direct_end(&d);
+		seg = -1;
+	}
+	xact_seg = seg;
 	refuse_row_security(&d);
 	if (d.use_sql) {
 		static SPIPlanPtr plans[kLogSegments];
@@ -143,6 +188,17 @@ void insert_log(const PendingEvent *ev, int n, int64 *ids) {
 } // namespace pg_outbox
 
 using namespace pg_outbox;
+
+// AFTER INSERT OR DELETE OR UPDATE OF cur_seg ON outbox.log_state FOR EACH STATEMENT
+// (log_state_moved, 63_log_publish.sql): every backend forgets the segment it remembered
+// (log_segment_forget()) when this transaction commits, and this one at once.
+PGO_FUNCTION(outbox_log_state_moved) {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("outbox._log_state_moved() must be called as a trigger")));
+	CacheInvalidateRelcache(((TriggerData *)fcinfo->context)->tg_relation);
+	return PointerGetDatum(nullptr);
+}
 
 // outbox._log_publish(channel text, payload jsonb, key text, type text) RETURNS bigint
 PGO_FUNCTION(outbox_log_publish) {

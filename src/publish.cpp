@@ -40,10 +40,26 @@ TableLayout pending_layout = {"pending",  pending_cols, lengthof(pending_cols), 
 static Oid pending_seq = InvalidOid; // the identity sequence of pending.id
 static uint32 pending_seq_generation = 0;
 
+// outbox.pending's owner, remembered until a relcache invalidation of the table (ALTER TABLE ...
+// OWNER TO, DROP EXTENSION, a cache reset: pending_owner_forget()): the change trigger asks at
+// every flush, and in log mode nothing else opens outbox.pending (the open and its lock were 1.1%
+// of a single-row transaction's instructions, test/bench/log_producer_instr.sh).
+static Oid pending_owner_oid = InvalidOid;
+static Oid pending_owner_relid = InvalidOid; // outbox.pending, whose owner it is
+
+void pending_owner_forget(Oid relid) {
+	if (!OidIsValid(relid) || relid == pending_owner_relid)
+		pending_owner_oid = InvalidOid;
+}
+
 Oid pending_owner(void) {
+	if (OidIsValid(pending_owner_oid))
+		return pending_owner_oid;
 	Relation rel = open_layout(&pending_layout, RowExclusiveLock);
 	Oid owner = rel->rd_rel->relowner;
+	pending_owner_relid = RelationGetRelid(rel);
 	table_close(rel, NoLock);
+	pending_owner_oid = owner;
 	return owner;
 }
 

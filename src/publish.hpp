@@ -25,7 +25,8 @@ struct PendingEvent {
 // attnum[]): written by insert_pending(), read and emptied by the drain's take_batch().
 extern TableLayout pending_layout;
 
-// The owner of outbox.pending (the table opened, and locked as for an insert, to find it).
+// The owner of outbox.pending (remembered until the table's relcache invalidation; found by opening
+// the table, locked as for an insert).
 Oid pending_owner(void);
 
 // Store n events in outbox.pending in the current transaction, without the executor (direct.hpp),

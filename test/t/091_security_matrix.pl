@@ -125,6 +125,7 @@ my %functions = (
     'outbox._log_state_keep()'                    => ['',     'trigger'],
     'outbox._frozen_head()'                       => ['',     q{SELECT outbox._frozen_head()}],
     'outbox._log_refuse_base(bigint)'             => ['',     q{SELECT outbox._log_refuse_base(0)}],
+    'outbox._log_state_moved()'                   => ['',     'trigger'],
     # the switch (issue #15: internal, granted to nobody)
     'outbox._log_put(bigint,text,text,text,jsonb,timestamp with time zone)'
                                                   => ['',     q{SELECT outbox._log_put(1, 'm_chan', NULL, NULL, NULL, now())}],
