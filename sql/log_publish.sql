@@ -296,6 +296,8 @@ DROP ROLE logpub_owner;
 -- tables, cur_seg 0): the event goes into the new log_0
 UPDATE outbox.log_state SET cur_seg = 2;
 SELECT outbox._log_publish('z') > 0 AS ok;
+-- what the DROP's WARNING counts: the log's unpublished events and outbox.pending's rows
+SELECT (SELECT count(*) FROM outbox._log_pending()) AS log_pending, (SELECT count(*) FROM outbox.pending) AS table_rows;
 SET client_min_messages = warning;
 DROP EXTENSION pg_outbox CASCADE;
 CREATE EXTENSION pg_outbox;
